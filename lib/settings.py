@@ -1,0 +1,233 @@
+"""One typed, frozen settings object built from the environment (see shared/CONTRACT.md).
+
+``Settings.from_env()`` validates every variable; an invalid value raises
+:class:`lib.errors.ConfigError` whose message names the variable and the fix. The entry
+points turn that into one line on stderr and exit code 2. Secrets never appear in ``repr``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from lib.errors import ConfigError
+
+RULESETS = ("aha2017", "esh2023")
+_SECRET = ("password", "api_key", "sasl.password", "ssl.key.password")
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    low = raw.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean: use true or false")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number: set e.g. {name}={default}") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} is below {minimum}: set {name} to {minimum} or more")
+    return value
+
+
+def _float(
+    env: Mapping[str, str], name: str, default: float, lo: float = 0.0, hi: float | None = None
+) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number: set e.g. {name}={default}") from None
+    if value < lo or (hi is not None and value > hi):
+        bound = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
+        raise ConfigError(f"{name}={value} is out of range: set {name} {bound}")
+    return value
+
+
+def _kafka_config(env: Mapping[str, str]) -> dict[str, Any]:
+    name = "BPWATCH_KAFKA_CONFIG"
+    raw = env.get(name, "").strip()
+    if not raw:
+        return {}
+    if raw.startswith("@"):
+        path = Path(raw[1:])
+        try:
+            raw = path.read_text()
+        except OSError as exc:
+            raise ConfigError(
+                f"{name} points to {path}, which cannot be read ({exc.strerror}): "
+                "fix the path after '@'"
+            ) from None
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ConfigError(
+            f"{name} is not valid JSON: give a JSON object such as "
+            '{"security.protocol":"SASL_PLAINTEXT"} or @path/to/file.json'
+        ) from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name} must be a JSON object of librdkafka settings")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    kafka_brokers: str = "127.0.0.1:9092"
+    kafka_config: dict[str, Any] = field(default_factory=dict)
+    kafka_tail: bool = True
+    kafka_partitions: int = 6
+    es_url: str = "http://127.0.0.1:9200"
+    es_api_key: str | None = None
+    es_username: str | None = None
+    es_password: str | None = None
+    es_ca_certs: str | None = None
+    normal_dir: Path = Path("data/normal_cases")
+    model_path: Path = Path("models/bp_risk.joblib")
+    ruleset: str = "aha2017"
+    namespace: str = ""
+    window_size: int = 12
+    idle_expiry_hours: float = 72.0
+    es_batch_size: int = 500
+    sim_patients: int = 200
+    sim_rate: float = 0.0
+    sim_count: int = 10_000
+    sim_seed: int = 42
+    sim_fault_rate: float = 0.0
+    sim_output: str = "kafka"  # kafka | a file path for JSON Lines
+
+    # -- names (namespaced) -------------------------------------------------------------
+    def topic(self, base: str) -> str:
+        """``bp.observations`` -> ``NS.bp.observations`` when a namespace is set."""
+        return f"{self.namespace}.{base}" if self.namespace else base
+
+    def index(self, base: str) -> str:
+        """``bp-anomalies`` -> ``NS-bp-anomalies`` when a namespace is set."""
+        return f"{self.namespace}-{base}" if self.namespace else base
+
+    @property
+    def observations_topic(self) -> str:
+        return self.topic("bp.observations")
+
+    @property
+    def dlq_topic(self) -> str:
+        return self.topic("bp.observations.dlq")
+
+    @property
+    def alerts_topic(self) -> str:
+        return self.topic("bp.alerts")
+
+    @property
+    def anomalies_index(self) -> str:
+        return self.index("bp-anomalies")
+
+    @property
+    def alerts_index(self) -> str:
+        return self.index("bp-alerts")
+
+    # -- client configs -----------------------------------------------------------------
+    def kafka_client_config(self, **extra: Any) -> dict[str, Any]:
+        """librdkafka settings: brokers + BPWATCH_KAFKA_CONFIG passthrough + ``extra``."""
+        return {"bootstrap.servers": self.kafka_brokers, **self.kafka_config, **extra}
+
+    def es_client_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"hosts": [self.es_url]}
+        if self.es_api_key:
+            kwargs["api_key"] = self.es_api_key
+        elif self.es_username:
+            kwargs["basic_auth"] = (self.es_username, self.es_password or "")
+        if self.es_ca_certs:
+            kwargs["ca_certs"] = self.es_ca_certs
+        return kwargs
+
+    def __repr__(self) -> str:
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("es_api_key", "es_password") and value:
+                value = "***"
+            elif f.name == "kafka_config":
+                value = {k: ("***" if k in _SECRET else v) for k, v in value.items()}
+            parts.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(parts)})"
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        ruleset = env.get("BPWATCH_RULESET", "aha2017").strip().lower() or "aha2017"
+        if ruleset not in RULESETS:
+            raise ConfigError(
+                f"BPWATCH_RULESET={ruleset!r} is unknown: use one of {', '.join(RULESETS)}"
+            )
+        namespace = env.get("BPWATCH_NAMESPACE", "").strip()
+        if namespace and not all(c.isalnum() or c in "-_" for c in namespace):
+            raise ConfigError(
+                f"BPWATCH_NAMESPACE={namespace!r} may hold only letters, digits, '-' and '_'"
+            )
+        if namespace != namespace.lower():
+            raise ConfigError(
+                "BPWATCH_NAMESPACE must be lower case (Elasticsearch index names are)"
+            )
+        brokers = env.get("BPWATCH_KAFKA_BROKERS", "127.0.0.1:9092").strip()
+        if not brokers or any(":" not in b for b in brokers.split(",")):
+            raise ConfigError(
+                f"BPWATCH_KAFKA_BROKERS={brokers!r} must be host:port[,host:port...]"
+            )
+        es_url = env.get("BPWATCH_ES_URL", "http://127.0.0.1:9200").strip().rstrip("/")
+        if not es_url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"BPWATCH_ES_URL={es_url!r} must start with http:// or https://"
+            )
+        ca = env.get("BPWATCH_ES_CA_CERTS") or None
+        if ca and not Path(ca).is_file():
+            raise ConfigError(f"BPWATCH_ES_CA_CERTS={ca!r} is not a file: give the CA PEM path")
+        return cls(
+            kafka_brokers=brokers,
+            kafka_config=_kafka_config(env),
+            kafka_tail=_bool(env, "BPWATCH_KAFKA_TAIL", True),
+            kafka_partitions=_int(env, "BPWATCH_KAFKA_PARTITIONS", 6, minimum=1),
+            es_url=es_url,
+            es_api_key=env.get("BPWATCH_ES_API_KEY") or None,
+            es_username=env.get("BPWATCH_ES_USERNAME") or None,
+            es_password=env.get("BPWATCH_ES_PASSWORD") or None,
+            es_ca_certs=ca,
+            normal_dir=Path(env.get("BPWATCH_NORMAL_DIR") or "data/normal_cases"),
+            model_path=Path(env.get("BPWATCH_MODEL_PATH") or "models/bp_risk.joblib"),
+            ruleset=ruleset,
+            namespace=namespace,
+            window_size=_int(env, "BPWATCH_WINDOW_SIZE", 12, minimum=2),
+            idle_expiry_hours=_float(env, "BPWATCH_IDLE_EXPIRY_HOURS", 72.0, lo=0.01),
+            es_batch_size=_int(env, "BPWATCH_ES_BATCH_SIZE", 500, minimum=1),
+            sim_patients=_int(env, "BPWATCH_SIM_PATIENTS", 200, minimum=1),
+            sim_rate=_float(env, "BPWATCH_SIM_RATE", 0.0),
+            sim_count=_int(env, "BPWATCH_SIM_COUNT", 10_000),
+            sim_seed=_int(env, "BPWATCH_SIM_SEED", 42),
+            sim_fault_rate=_float(env, "BPWATCH_SIM_FAULT_RATE", 0.0, lo=0.0, hi=1.0),
+            sim_output=env.get("BPWATCH_SIM_OUTPUT", "kafka").strip() or "kafka",
+        )
+
+
+def load_or_exit() -> Settings:
+    """For entry points: settings, or one line on stderr naming the fix and exit 2."""
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        raise SystemExit(f"bpwatch: configuration error: {exc}") from None
