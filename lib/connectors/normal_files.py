@@ -1,0 +1,319 @@
+"""Normal readings as JSON Lines under ``BPWATCH_NORMAL_DIR``, exactly once with recovery.
+
+Layout: one folder per UTC day of ``effective_at`` and one file per shard inside it::
+
+    <dir>/date=2026-11-28/part-0.jsonl
+    <dir>/date=2026-11-28/part-1.jsonl
+    <dir>/date=2026-11-29/part-0.jsonl
+
+Each line is one reading (``orjson``, datetimes as ISO 8601 with ``Z``). A shard is the unit
+of parallelism: :class:`NormalFileSink` is a Bytewax ``FixedPartitionedSink`` whose
+partitions are the shards ``part-0 .. part-<shards-1>``; an item is routed to a shard by a
+stable hash (``zlib.crc32``) of its key, which must be the patient id, so all of a patient's
+readings land in one shard, in the order the flow emits them.
+
+Delivery guarantee (with a Bytewax ``RecoveryConfig`` and a replayable, deterministic input
+such as Kafka with Bytewax-kept offsets):
+
+* **Exactly once per line after a crash and restart.** A shard's snapshot is the byte length
+  of each of its files. Snapshots are taken at the end of an epoch, after ``fsync`` of every
+  file written in that epoch (and of any folder that gained a file), so a snapshot never
+  points past durable data. On resume the shard truncates each of its files back to the
+  snapshotted length and removes its files that the snapshot does not know (created after
+  it). Bytewax then re-emits exactly the items after that snapshot, so each line is written
+  once. A write that fails half-way leaves at most a partial tail past the snapshot, which
+  the same truncation removes.
+* **Fresh start** (no resume state: a new recovery directory, or no recovery at all): the
+  input starts again from its beginning, so by default (``on_fresh_start="replace"``) the
+  shard's existing files are removed and rewritten; a rerun over the same input gives the
+  same files. ``on_fresh_start="append"`` keeps them and appends instead (for inputs that
+  do not replay; at-least-once if the run crashes before its first snapshot).
+* Only the files of this sink's shards (``part-<k>.jsonl``) are touched. Readers must not
+  rely on a file's tail before the next snapshot: it may still be truncated by a resume.
+* A file shorter than its snapshot (edited outside bpwatch) stops the restart with
+  :class:`lib.errors.SinkError` rather than guessing. An unwritable directory raises
+  :class:`~lib.errors.SinkError` naming ``BPWATCH_NORMAL_DIR`` and the path: never silent loss.
+
+Writes are batched: one ``write`` per file per batch. At most ``max_open_files`` handles
+are kept open per shard (older days are closed, after ``fsync``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import zlib
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+
+from lib.errors import SinkError
+
+__all__ = ["NormalFileSink", "day_of", "iter_records", "shard_files"]
+
+logger = logging.getLogger(__name__)
+
+_DAY_PREFIX = "date="
+_SUFFIX = ".jsonl"
+_OPTS = orjson.OPT_UTC_Z | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
+_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+
+# Snapshot of one shard: day folder name ("date=2026-11-28") -> byte length of its file.
+ShardState = dict[str, int]
+
+
+def day_of(effective_at: datetime | str) -> str:
+    """UTC calendar day (``YYYY-MM-DD``) of an aware datetime or an ISO 8601 string."""
+    value = effective_at
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise ValueError(f"effective_at must be timezone-aware, got {effective_at!r}")
+    return value.astimezone(UTC).date().isoformat()
+
+
+def _unwritable(path: Path, exc: OSError) -> SinkError:
+    reason = exc.strerror or type(exc).__name__
+    return SinkError(
+        f"cannot write normal readings to {path} ({reason}): make BPWATCH_NORMAL_DIR "
+        "point to a writable folder"
+    )
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _ShardPartition(StatefulSinkPartition[Mapping[str, Any], ShardState]):
+    """One shard: its day files, their lengths, and a small cache of open handles."""
+
+    def __init__(
+        self,
+        root: Path,
+        part: str,
+        resume_state: ShardState | None,
+        on_fresh_start: str,
+        max_open_files: int,
+    ) -> None:
+        self._root = root
+        self._part = part
+        self._file = part + _SUFFIX
+        self._max_open = max_open_files
+        self._lengths: ShardState = {}
+        self._fds: OrderedDict[str, int] = OrderedDict()
+        self._dirty: set[str] = set()  # days written since the last snapshot
+        self._new_dirs: set[Path] = set()  # folders that gained an entry since then
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            if not os.access(root, os.W_OK | os.X_OK):
+                raise PermissionError(13, "Permission denied")
+            self._restore(resume_state, on_fresh_start)
+        except OSError as exc:
+            raise _unwritable(root, exc) from exc
+
+    # -- recovery -------------------------------------------------------------------
+    def _existing(self) -> dict[str, Path]:
+        return {
+            p.parent.name: p
+            for p in self._root.glob(f"{_DAY_PREFIX}*/{self._file}")
+            if p.parent.name.startswith(_DAY_PREFIX)
+        }
+
+    def _restore(self, state: ShardState | None, on_fresh_start: str) -> None:
+        existing = self._existing()
+        removed = truncated = 0
+        if state is None:
+            if on_fresh_start == "append":
+                self._lengths = {day: p.stat().st_size for day, p in existing.items()}
+            else:
+                for path in existing.values():
+                    removed += path.stat().st_size
+                    path.unlink()
+                    self._new_dirs.add(path.parent)
+        else:
+            for day, path in existing.items():
+                if day not in state:
+                    removed += path.stat().st_size
+                    path.unlink()
+                    self._new_dirs.add(path.parent)
+            for day, length in state.items():
+                path = self._root / day / self._file
+                size = path.stat().st_size if path.exists() else 0
+                if size < length:
+                    raise SinkError(
+                        f"{path} holds {size} bytes but the recovery snapshot recorded {length}: "
+                        "it was changed outside bpwatch; restore it, or start with a fresh "
+                        "recovery directory"
+                    )
+                if size > length:
+                    os.truncate(path, length)
+                    truncated += size - length
+                    self._dirty.add(day)
+                self._lengths[day] = length
+        self._sync()
+        if state is not None or removed:
+            logger.info(
+                "normal_sink_resume part=%s files=%d truncated_bytes=%d removed_bytes=%d",
+                self._part,
+                len(self._lengths),
+                truncated,
+                removed,
+            )
+
+    # -- writing --------------------------------------------------------------------
+    def _fd(self, day: str) -> int:
+        fd = self._fds.get(day)
+        if fd is not None:
+            self._fds.move_to_end(day)
+            return fd
+        folder = self._root / day
+        if not folder.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            self._new_dirs.add(self._root)
+        path = folder / self._file
+        if not path.exists():
+            self._new_dirs.add(folder)
+        fd = os.open(path, _FLAGS, 0o640)
+        self._fds[day] = fd
+        self._lengths.setdefault(day, 0)
+        while len(self._fds) > self._max_open:
+            old_day, old_fd = self._fds.popitem(last=False)
+            if old_day in self._dirty:
+                os.fsync(old_fd)
+            os.close(old_fd)
+        return fd
+
+    def write_batch(self, values: list[Mapping[str, Any]]) -> None:
+        by_day: dict[str, list[bytes]] = {}
+        for doc in values:
+            day = _DAY_PREFIX + day_of(doc["effective_at"])
+            by_day.setdefault(day, []).append(orjson.dumps(doc, option=_OPTS))
+        for day, lines in by_day.items():
+            data = b"".join(lines)
+            path = self._root / day / self._file
+            try:
+                fd = self._fd(day)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            except OSError as exc:
+                self._discard_partial(day)
+                raise _unwritable(path, exc) from exc
+            self._lengths[day] += len(data)
+            self._dirty.add(day)
+        logger.debug(
+            "normal_sink_batch part=%s lines=%d files=%d", self._part, len(values), len(by_day)
+        )
+
+    def _discard_partial(self, day: str) -> None:
+        """Best effort: cut a half-written batch so the file ends on a whole line."""
+        if day in self._lengths:
+            try:
+                os.truncate(self._root / day / self._file, self._lengths[day])
+            except OSError:
+                logger.warning("normal_sink_partial_tail part=%s day=%s", self._part, day)
+
+    # -- durability -----------------------------------------------------------------
+    def _sync(self) -> None:
+        for day in self._dirty:
+            fd = self._fds.get(day)
+            if fd is not None:
+                os.fsync(fd)
+            else:
+                path = self._root / day / self._file
+                if path.exists():
+                    tmp = os.open(path, os.O_RDONLY)
+                    try:
+                        os.fsync(tmp)
+                    finally:
+                        os.close(tmp)
+        for folder in self._new_dirs:
+            if folder.exists():
+                _fsync_dir(folder)
+        self._dirty.clear()
+        self._new_dirs.clear()
+
+    def snapshot(self) -> ShardState:
+        try:
+            self._sync()
+        except OSError as exc:
+            raise _unwritable(self._root, exc) from exc
+        return dict(self._lengths)
+
+    def close(self) -> None:
+        try:
+            self._sync()
+        finally:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
+
+
+class NormalFileSink(FixedPartitionedSink[Mapping[str, Any], ShardState]):
+    """Write normal readings as day-partitioned JSON Lines, exactly once under recovery.
+
+    Items are ``(patient_id, reading_dict)`` pairs (a keyed stream, e.g. straight after a
+    stateful step keyed by patient); the dict holds at least ``observation_id``,
+    ``patient_id``, ``effective_at`` (aware datetime or ISO 8601 string), ``systolic``,
+    ``diastolic``, ``category`` and ``risk_score``. The unit of parallelism is the shard; the
+    directory must be the same folder for every worker (one machine or a shared mount).
+    See the module docstring for the exact guarantee.
+
+    :arg directory: ``settings.normal_dir``.
+    :arg shards: number of fixed partitions; keep it constant across restarts.
+    :arg on_fresh_start: ``"replace"`` (default) or ``"append"``, see the module docstring.
+    :arg max_open_files: open handles kept per shard.
+    """
+
+    def __init__(
+        self,
+        directory: Path | str,
+        *,
+        shards: int = 4,
+        on_fresh_start: Literal["replace", "append"] = "replace",
+        max_open_files: int = 8,
+    ) -> None:
+        if shards < 1:
+            raise ValueError("shards must be at least 1")
+        if on_fresh_start not in ("replace", "append"):
+            raise ValueError("on_fresh_start must be 'replace' or 'append'")
+        self._root = Path(directory)
+        self._shards = shards
+        self._on_fresh_start = on_fresh_start
+        self._max_open = max(1, max_open_files)
+
+    def list_parts(self) -> list[str]:
+        return [f"part-{k}" for k in range(self._shards)]
+
+    def part_fn(self, item_key: str) -> int:
+        return zlib.crc32(item_key.encode("utf-8"))
+
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: ShardState | None
+    ) -> _ShardPartition:
+        return _ShardPartition(
+            self._root, for_part, resume_state, self._on_fresh_start, self._max_open
+        )
+
+
+def shard_files(directory: Path | str) -> list[Path]:
+    """Every ``date=*/part-*.jsonl`` file under ``directory``, sorted."""
+    return sorted(Path(directory).glob(f"{_DAY_PREFIX}*/part-*{_SUFFIX}"))
+
+
+def iter_records(directory: Path | str) -> Iterator[dict[str, Any]]:
+    """Read back every line written by :class:`NormalFileSink` (tests, reports, tools)."""
+    for path in shard_files(directory):
+        with path.open("rb") as f:
+            for line in f:
+                if line.strip():
+                    yield orjson.loads(line)
