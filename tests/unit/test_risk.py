@@ -1,0 +1,190 @@
+"""lib.risk: verified loading and the fast scorer (no scikit-learn per message)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import fields
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from lib.domain import FEATURE_NAMES, Features
+from lib.errors import ModelError
+from lib.risk import RiskModel, feature_matrix, metadata_path
+
+N = len(FEATURE_NAMES)
+
+
+def _fit_pipeline(seed: int = 3) -> Pipeline:
+    rng = np.random.default_rng(seed)
+    X = rng.normal(loc=120.0, scale=15.0, size=(400, N))
+    w = rng.normal(size=N)
+    y = (X - 120.0) @ w / 15.0 + rng.normal(size=400) > 1.0
+    pipe = Pipeline(
+        [("scale", StandardScaler()), ("logit", LogisticRegression(class_weight="balanced"))]
+    )
+    return pipe.fit(X, y)
+
+
+def _write(pipe: Pipeline, out: Path, **meta_overrides) -> Path:
+    joblib.dump(pipe, out)
+    meta = {
+        "sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
+        "feature_names": list(FEATURE_NAMES),
+        "threshold": 0.25,
+        **meta_overrides,
+    }
+    metadata_path(out).write_text(json.dumps(meta))
+    return out
+
+
+_PIPE = _fit_pipeline()  # module-level for the hypothesis test (fixtures are not reset per example)
+_MODEL = RiskModel.from_pipeline(_PIPE)
+
+
+@pytest.fixture(scope="module")
+def pipe() -> Pipeline:
+    return _PIPE
+
+
+@pytest.fixture
+def artifact(tmp_path: Path, pipe: Pipeline) -> Path:
+    return _write(pipe, tmp_path / "bp_risk.joblib")
+
+
+@pytest.fixture(scope="module")
+def model(pipe: Pipeline) -> RiskModel:
+    return RiskModel.from_pipeline(pipe)
+
+
+def _features(vec) -> Features:
+    kwargs = {}
+    for f, v in zip(fields(Features), vec, strict=True):
+        kwargs[f.name] = v
+    return Features(**kwargs)
+
+
+def test_feature_order_of_domain_matches_dataclass():
+    # _features() relies on this; the model's input order is FEATURE_NAMES.
+    assert tuple(f.name for f in fields(Features)) == FEATURE_NAMES
+
+
+def test_load_verifies_and_scores_like_the_pipeline(artifact: Path, pipe: Pipeline):
+    model = RiskModel.load(artifact)
+    assert model.feature_names == FEATURE_NAMES
+    assert model.threshold == 0.25
+    assert model.sha256 == hashlib.sha256(artifact.read_bytes()).hexdigest()
+    X = np.random.default_rng(11).normal(120.0, 30.0, size=(200, N))
+    np.testing.assert_allclose(model.predict_proba(X), pipe.predict_proba(X)[:, 1], atol=1e-9)
+
+
+def test_missing_artifact_names_the_fix(tmp_path: Path):
+    with pytest.raises(ModelError, match="make train"):
+        RiskModel.load(tmp_path / "absent.joblib")
+
+
+def test_missing_metadata_names_the_fix(artifact: Path):
+    metadata_path(artifact).unlink()
+    with pytest.raises(ModelError, match=r"metadata .* is missing.*make train"):
+        RiskModel.load(artifact)
+
+
+def test_tampered_artifact_is_refused_before_unpickling(artifact: Path, monkeypatch):
+    blob = bytearray(artifact.read_bytes())
+    blob[len(blob) // 2] ^= 0x01
+    artifact.write_bytes(bytes(blob))
+    calls = []
+    monkeypatch.setattr(joblib, "load", lambda *a, **k: calls.append(a))
+    with pytest.raises(ModelError, match=r"sha256.*make train"):
+        RiskModel.load(artifact)
+    assert calls == []  # never unpickled
+
+
+def test_swapped_artifact_with_stale_metadata_is_refused(tmp_path: Path, pipe: Pipeline):
+    out = _write(pipe, tmp_path / "bp_risk.joblib")
+    joblib.dump(_fit_pipeline(seed=99), out)  # a different, valid pickle; metadata untouched
+    with pytest.raises(ModelError, match="does not match the sha256"):
+        RiskModel.load(out)
+
+
+def test_feature_name_mismatch_is_refused(tmp_path: Path, pipe: Pipeline):
+    names = list(FEATURE_NAMES)
+    names[0], names[1] = names[1], names[0]
+    out = _write(pipe, tmp_path / "bp_risk.joblib", feature_names=names)
+    with pytest.raises(ModelError, match="trained on features"):
+        RiskModel.load(out)
+
+
+def test_metadata_without_sha_is_refused(tmp_path: Path, pipe: Pipeline):
+    out = _write(pipe, tmp_path / "bp_risk.joblib", sha256=None)
+    with pytest.raises(ModelError, match="no sha256"):
+        RiskModel.load(out)
+
+
+def test_non_pipeline_pickle_is_refused(tmp_path: Path):
+    out = _write({"not": "a model"}, tmp_path / "bp_risk.joblib")
+    with pytest.raises(ModelError, match="pipeline"):
+        RiskModel.load(out)
+
+
+def test_scorer_equals_predict_proba_on_random_and_extreme_inputs(model: RiskModel, pipe):
+    rng = np.random.default_rng(5)
+    X = np.vstack(
+        [
+            rng.normal(120.0, 20.0, size=(500, N)),
+            rng.uniform(-1e6, 1e6, size=(200, N)),  # saturates the sigmoid both ways
+            np.full((1, N), 1e300),
+            np.full((1, N), -1e300),
+            np.zeros((1, N)),
+        ]
+    )
+    expected = pipe.predict_proba(X)[:, 1]
+    batch = model.predict_proba(X)
+    one = np.array([model.predict_proba_one(_features(row)) for row in X])
+    assert np.isfinite(batch).all() and np.isfinite(one).all()
+    np.testing.assert_allclose(batch, expected, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(one, expected, rtol=0, atol=1e-9)
+    assert ((batch >= 0.0) & (batch <= 1.0)).all()
+    # the extremes really saturate (so the overflow path was exercised)
+    assert batch.min() < 1e-12 and batch.max() > 1 - 1e-12
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.floats(min_value=-1e5, max_value=1e5, allow_nan=False, allow_infinity=False),
+        min_size=N,
+        max_size=N,
+    )
+)
+def test_one_and_batch_agree_with_pipeline(vec):
+    expected = float(_PIPE.predict_proba(np.array([vec]))[0, 1])
+    assert abs(_MODEL.predict_proba_one(_features(vec)) - expected) <= 1e-9
+    assert abs(float(_MODEL.predict_proba(np.array([vec]))[0]) - expected) <= 1e-9
+
+
+def test_predict_proba_many_and_feature_matrix(model: RiskModel, pipe: Pipeline):
+    rng = np.random.default_rng(8)
+    feats = [_features(row) for row in rng.normal(100.0, 25.0, size=(30, N))]
+    X = feature_matrix(feats)
+    assert X.shape == (30, N)
+    np.testing.assert_allclose(model.predict_proba_many(feats), pipe.predict_proba(X)[:, 1])
+    assert model.predict_proba_many([]).shape == (0,)
+
+
+def test_wrong_matrix_shape_is_a_value_error(model: RiskModel):
+    with pytest.raises(ValueError, match="shape"):
+        model.predict_proba(np.zeros((3, N + 1)))
+
+
+def test_from_pipeline_rejects_name_count_mismatch(pipe: Pipeline):
+    with pytest.raises(ModelError, match="feature names"):
+        RiskModel.from_pipeline(pipe, FEATURE_NAMES[:-1])
