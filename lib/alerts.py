@@ -1,0 +1,372 @@
+"""Real-time alert episodes: one page per clinical episode, never one per reading.
+
+Pure, deterministic, no I/O. The monitor keys assessments by patient and runs
+:meth:`EpisodeTracker.step` in ``op.stateful_map`` right after the per-patient window::
+
+    alerts = op.stateful_map("alert_episodes", assessed_by_patient, tracker.step)
+    # (patient_id, list[AlertEvent])
+
+Conditions (detected on every :class:`lib.domain.Assessment`)
+-------------------------------------------------------------
+``hypertensive_crisis``     category or anomaly type ``hypertensive_crisis``
+``systolic_hypertension``   anomaly type ``systolic_hypertension``
+``diastolic_hypertension``  anomaly type ``diastolic_hypertension``
+``combined_critical``       systolic *and* diastolic in the critical range of the rule set
+                            (at or above ``AlertPolicy.critical``), or a crisis with
+                            ``risk_score >= risk_threshold``
+``hypotension``             category or anomaly type ``hypotension``
+``high_risk``               ``risk_score >= risk_threshold``
+
+Episodes
+--------
+Conditions are grouped in three *episode families*; a patient has at most one open
+episode per family:
+
+* ``hypertension``: systolic / diastolic hypertension < crisis < combined critical. Moving up
+  this ladder (or up in severity, e.g. stage 1 → stage 2 → crisis) is an **escalation** of the
+  same episode, not a new one. Going back down does not page.
+* ``hypotension``: escalates when the reading's severity rank rises.
+* ``high_risk``: the model's early warning. It is **not opened while an acute
+  (hypertension or hypotension) episode is open** for the patient: that patient is already
+  being paged about, and the risk score travels in every alert.
+
+Events per episode: ``opened`` (first reading with the condition at or above
+``open_severity``), ``escalated`` (each strictly higher level), ``reminder`` (optional, every
+``reminder_every`` of *event time* while the condition persists), ``resolved``.
+
+Resolution hysteresis: an episode resolves only after ``resolve_after`` (default 3)
+consecutive in-order readings without any condition of its family. A reading that flaps
+back into the condition resets the count, so a patient oscillating around a threshold is
+paged once. There is no wall-clock timeout: an episode of a patient who stops sending
+readings stays open (its state is kept until the monitor's idle expiry).
+
+Ordering and replays: the tracker ignores an assessment whose (observation id, version)
+equals the last one it processed. A late reading (event time before the newest one seen)
+may open or escalate, but never counts towards resolution.
+
+Alert ids are deterministic: ``sha256(patient | family | episode start observation id |
+event | discriminator)`` (discriminator: the level reached for ``escalated``, the ordinal
+for ``reminder``), so a replay produces the same ids and Elasticsearch (``_id`` =
+``alert_id``) never holds a duplicate.
+
+State per patient is a small picklable :class:`PatientAlertState`, or ``None`` when the
+patient has no open episode (Bytewax then drops it), so memory is proportional to the
+number of patients currently in an episode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+
+from lib.domain import SEVERITIES, Assessment, utc_iso
+
+CONDITIONS = (
+    "hypertensive_crisis",
+    "systolic_hypertension",
+    "diastolic_hypertension",
+    "combined_critical",
+    "hypotension",
+    "high_risk",
+)
+EVENTS = ("opened", "escalated", "reminder", "resolved")
+FAMILIES = ("hypertension", "hypotension", "high_risk")
+_ACUTE = ("hypertension", "hypotension")
+
+# condition -> (family, rank within the family); the rank orders escalation
+_LADDER: dict[str, tuple[str, int]] = {
+    "systolic_hypertension": ("hypertension", 1),
+    "diastolic_hypertension": ("hypertension", 1),
+    "hypertensive_crisis": ("hypertension", 2),
+    "combined_critical": ("hypertension", 3),
+    "hypotension": ("hypotension", 1),
+    "high_risk": ("high_risk", 1),
+}
+_SEV_RANK = {name: i for i, name in enumerate(SEVERITIES)}
+
+
+@dataclass(frozen=True, slots=True)
+class AlertPolicy:
+    """Tunable alerting behaviour. Defaults are documented in the module docstring."""
+
+    resolve_after: int = 3
+    reminder_every: timedelta | None = None
+    risk_threshold: float = 0.8
+    open_severity: str = "low"
+    # ruleset -> (systolic, diastolic) at or above which a value is "critical"
+    critical: Mapping[str, tuple[float, float]] = field(
+        default_factory=lambda: {"aha2017": (180.0, 120.0), "esh2023": (180.0, 110.0)}
+    )
+
+    def __post_init__(self) -> None:
+        if self.resolve_after < 1:
+            raise ValueError("resolve_after must be at least 1")
+        if self.reminder_every is not None and self.reminder_every <= timedelta(0):
+            raise ValueError("reminder_every must be positive")
+        if self.open_severity not in _SEV_RANK:
+            raise ValueError(f"open_severity must be one of {SEVERITIES}")
+        if not 0.0 <= self.risk_threshold <= 1.0:
+            raise ValueError("risk_threshold must be between 0 and 1")
+
+    def critical_for(self, ruleset: str) -> tuple[float, float]:
+        return self.critical.get(ruleset, (180.0, 120.0))
+
+
+@dataclass(frozen=True, slots=True)
+class AlertEvent:
+    """One alert event; :meth:`to_doc` is its documented JSON (``bp.alerts``, ``bp-alerts``).
+
+    Fields: ``alert_id`` (deterministic, see module docstring), ``episode_id`` (the same for
+    every event of one episode), ``patient_id``, ``condition`` (the episode's highest
+    condition so far), ``event`` (opened | escalated | reminder | resolved), ``severity``
+    (the episode's highest severity so far), ``opened_at`` (event time of the first reading
+    of the episode), ``event_at`` (event time of the reading that triggered this event),
+    ``observation_ids`` (the triggering readings: one for opened / escalated / reminder,
+    the ``resolve_after`` clear readings for resolved), ``systolic``, ``diastolic``,
+    ``risk_score`` (of the triggering reading), ``ruleset``, ``conditions`` (all
+    conditions active on the triggering reading; empty when resolved).
+    """
+
+    alert_id: str
+    episode_id: str
+    patient_id: str
+    condition: str
+    event: str
+    severity: str
+    opened_at: datetime
+    event_at: datetime
+    observation_ids: tuple[str, ...]
+    systolic: float
+    diastolic: float
+    risk_score: float
+    ruleset: str
+    conditions: tuple[str, ...] = ()
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "alert_id": self.alert_id,
+            "episode_id": self.episode_id,
+            "patient_id": self.patient_id,
+            "condition": self.condition,
+            "event": self.event,
+            "severity": self.severity,
+            "opened_at": utc_iso(self.opened_at),
+            "event_at": utc_iso(self.event_at),
+            "observation_ids": list(self.observation_ids),
+            "systolic": self.systolic,
+            "diastolic": self.diastolic,
+            "risk_score": self.risk_score,
+            "ruleset": self.ruleset,
+            "conditions": list(self.conditions),
+        }
+
+
+def kafka_item(event: AlertEvent) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    """``(key, value, headers)`` for ``lib.connectors.kafka.ConfirmedKafkaSink`` (bp.alerts)."""
+    return (
+        event.patient_id.encode(),
+        orjson.dumps(event.to_doc()),
+        [("alert_id", event.alert_id.encode()), ("event", event.event.encode())],
+    )
+
+
+def elastic_item(event: AlertEvent) -> tuple[str, str, dict[str, Any]]:
+    """``("index", _id, doc)`` for ``lib.connectors.elastic.ElasticSink`` (bp-alerts)."""
+    return ("index", event.alert_id, event.to_doc())
+
+
+@dataclass(slots=True)
+class _Episode:
+    condition: str
+    severity: str
+    level: tuple[int, int]  # (condition rank, severity rank); escalation = strictly higher
+    start_observation_id: str
+    opened_at: datetime
+    last_alert_at: datetime
+    reminders: int = 0
+    clear_ids: tuple[str, ...] = ()  # consecutive in-order readings without the condition
+
+
+@dataclass(slots=True)
+class PatientAlertState:
+    """Per-patient alert state (picklable; kept only while an episode is open)."""
+
+    episodes: dict[str, _Episode] = field(default_factory=dict)
+    last_at: datetime | None = None
+    last_key: tuple[str, str] = ("", "")
+
+
+def conditions_of(assessment: Assessment, policy: AlertPolicy | None = None) -> tuple[str, ...]:
+    """The alert conditions active on one assessment, in ``CONDITIONS`` order."""
+    policy = policy or AlertPolicy()
+    types = set(assessment.anomaly_types)
+    reading = assessment.reading
+    crisis = assessment.category == "hypertensive_crisis" or "hypertensive_crisis" in types
+    crit_sys, crit_dia = policy.critical_for(assessment.ruleset)
+    high_risk = assessment.risk_score >= policy.risk_threshold
+    active = {
+        "hypertensive_crisis": crisis,
+        "systolic_hypertension": "systolic_hypertension" in types,
+        "diastolic_hypertension": "diastolic_hypertension" in types,
+        "combined_critical": (reading.systolic >= crit_sys and reading.diastolic >= crit_dia)
+        or (crisis and high_risk),
+        "hypotension": assessment.category == "hypotension" or "hypotension" in types,
+        "high_risk": high_risk,
+    }
+    return tuple(name for name in CONDITIONS if active[name])
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
+
+
+def _strongest(
+    family: str, conditions: tuple[str, ...], severity: str
+) -> tuple[str, tuple[int, int]] | None:
+    """The family's highest active condition and its level, or None if none is active."""
+    best: tuple[str, tuple[int, int]] | None = None
+    for name in conditions:  # CONDITIONS order breaks ties: systolic before diastolic
+        fam, rank = _LADDER[name]
+        if fam != family:
+            continue
+        level = (rank, _SEV_RANK.get(severity, 0) if family != "high_risk" else 0)
+        if best is None or level > best[1]:
+            best = (name, level)
+    return best
+
+
+class EpisodeTracker:
+    """Turns one patient's assessments into alert events (see the module docstring)."""
+
+    def __init__(self, policy: AlertPolicy | None = None) -> None:
+        self.policy = policy or AlertPolicy()
+
+    def step(
+        self, state: PatientAlertState | None, assessment: Assessment
+    ) -> tuple[PatientAlertState | None, list[AlertEvent]]:
+        """Bytewax ``stateful_map`` mapper: ``(state, assessment) -> (state, events)``."""
+        reading = assessment.reading
+        st = state if state is not None else PatientAlertState()
+        key = (reading.observation_id, reading.version)
+        if key == st.last_key:
+            return state, []  # the same reading again: already accounted for
+        st.last_key = key
+        in_order = st.last_at is None or reading.effective_at >= st.last_at
+        if in_order:
+            st.last_at = reading.effective_at
+
+        conditions = conditions_of(assessment, self.policy)
+        events: list[AlertEvent] = []
+        for family in FAMILIES:
+            strongest = _strongest(family, conditions, assessment.severity)
+            episode = st.episodes.get(family)
+            if episode is None:
+                if strongest is not None and self._may_open(family, st, assessment):
+                    events.append(self._open(st, family, strongest, assessment, conditions))
+            elif strongest is not None:
+                events.extend(self._continue(episode, family, strongest, assessment, conditions))
+            elif in_order:
+                episode.clear_ids = (*episode.clear_ids, reading.observation_id)
+                if len(episode.clear_ids) >= self.policy.resolve_after:
+                    events.append(self._event(episode, family, "resolved", "", assessment, ()))
+                    del st.episodes[family]
+        return (st if st.episodes else None), events
+
+    # -- transitions -------------------------------------------------------------------
+    def _may_open(self, family: str, st: PatientAlertState, assessment: Assessment) -> bool:
+        if family == "high_risk":
+            return not any(f in st.episodes for f in _ACUTE)
+        return _SEV_RANK.get(assessment.severity, 0) >= _SEV_RANK[self.policy.open_severity]
+
+    def _open(
+        self,
+        st: PatientAlertState,
+        family: str,
+        strongest: tuple[str, tuple[int, int]],
+        assessment: Assessment,
+        conditions: tuple[str, ...],
+    ) -> AlertEvent:
+        reading = assessment.reading
+        condition, level = strongest
+        episode = _Episode(
+            condition=condition,
+            severity=assessment.severity,
+            level=level,
+            start_observation_id=reading.observation_id,
+            opened_at=reading.effective_at,
+            last_alert_at=reading.effective_at,
+        )
+        st.episodes[family] = episode
+        return self._event(episode, family, "opened", "", assessment, conditions)
+
+    def _continue(
+        self,
+        episode: _Episode,
+        family: str,
+        strongest: tuple[str, tuple[int, int]],
+        assessment: Assessment,
+        conditions: tuple[str, ...],
+    ) -> list[AlertEvent]:
+        reading = assessment.reading
+        episode.clear_ids = ()
+        condition, level = strongest
+        if level > episode.level:
+            if level[0] > episode.level[0]:
+                episode.condition = condition
+            episode.level = level
+            episode.severity = max(episode.severity, assessment.severity, key=_SEV_RANK.get)
+            episode.last_alert_at = max(episode.last_alert_at, reading.effective_at)
+            tag = f"{episode.condition}:{level[0]}.{level[1]}"
+            return [self._event(episode, family, "escalated", tag, assessment, conditions)]
+        every = self.policy.reminder_every
+        if every is not None and reading.effective_at - episode.last_alert_at >= every:
+            episode.reminders += 1
+            episode.last_alert_at = reading.effective_at
+            tag = str(episode.reminders)
+            return [self._event(episode, family, "reminder", tag, assessment, conditions)]
+        return []
+
+    def _event(
+        self,
+        episode: _Episode,
+        family: str,
+        event: str,
+        discriminator: str,
+        assessment: Assessment,
+        conditions: tuple[str, ...],
+    ) -> AlertEvent:
+        reading = assessment.reading
+        patient = reading.patient_id
+        start = episode.start_observation_id
+        ids = episode.clear_ids if event == "resolved" else (reading.observation_id,)
+        return AlertEvent(
+            alert_id=_digest(patient, family, start, event, discriminator),
+            episode_id=_digest(patient, family, start),
+            patient_id=patient,
+            condition=episode.condition,
+            event=event,
+            severity=episode.severity,
+            opened_at=episode.opened_at,
+            event_at=reading.effective_at,
+            observation_ids=ids,
+            systolic=reading.systolic,
+            diastolic=reading.diastolic,
+            risk_score=assessment.risk_score,
+            ruleset=assessment.ruleset,
+            conditions=conditions,
+        )
+
+
+_DEFAULT = EpisodeTracker()
+
+
+def step(
+    state: PatientAlertState | None, assessment: Assessment
+) -> tuple[PatientAlertState | None, list[AlertEvent]]:
+    """``EpisodeTracker().step`` with the default :class:`AlertPolicy`."""
+    return _DEFAULT.step(state, assessment)
