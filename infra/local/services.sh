@@ -1,0 +1,249 @@
+#!/usr/bin/env bash
+# Local Apache Kafka (KRaft) and Elasticsearch on 127.0.0.1, without Docker.
+#
+#   bash infra/local/services.sh start  [kafka|es|all]   fetch if needed, start, wait until ready
+#   bash infra/local/services.sh stop   [kafka|es|all]
+#   bash infra/local/services.sh status [kafka|es|all]   exit 0 only when all asked-for are ready
+#   bash infra/local/services.sh fetch                   only download (mvn) into the cache
+#   bash infra/local/services.sh reset                   stop and delete the local data
+#
+# Artifacts come from Maven Central through `mvn` and are cached under .cache/ (git-ignored):
+#   Kafka:          org.apache.kafka:kafka_2.13 + its dependencies + a log4j2 backend
+#   Elasticsearch:  org.elasticsearch.distribution.integ-test-zip:elasticsearch (zip)
+# Data and logs live under .cache/run/. Starting twice is harmless.
+#
+# Settings (environment): KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093), ES_PORT (9200),
+# ES_TRANSPORT_PORT (9300), KAFKA_VERSION (4.1.1), ES_VERSION (8.19.21), ES_HEAP (512m),
+# KAFKA_HEAP (512m), ES_JAVA_HOME / JAVA_HOME, BPWATCH_CACHE (.cache), READY_TIMEOUT (120).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+HERE="$ROOT/infra/local"
+CACHE=${BPWATCH_CACHE:-$ROOT/.cache}
+RUN="$CACHE/run"
+LOGS="$RUN/logs"
+KAFKA_VERSION=${KAFKA_VERSION:-4.1.1}
+ES_VERSION=${ES_VERSION:-8.19.21}
+KAFKA_PORT=${KAFKA_PORT:-9092}
+KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
+ES_PORT=${ES_PORT:-9200}
+ES_TRANSPORT_PORT=${ES_TRANSPORT_PORT:-9300}
+ES_HEAP=${ES_HEAP:-512m}
+KAFKA_HEAP=${KAFKA_HEAP:-512m}
+READY_TIMEOUT=${READY_TIMEOUT:-120}
+ES_USER=${ES_USER:-bpwatch-es}
+
+KAFKA_HOME="$CACHE/kafka-$KAFKA_VERSION"
+ES_HOME="$CACHE/elasticsearch-$ES_VERSION"
+KAFKA_DATA="$RUN/kafka-data"
+ES_DATA="$RUN/es-data"
+ES_PID="$RUN/es-pid/es.pid"
+
+say() { printf '[services] %s\n' "$*" >&2; }
+die() { printf '[services] error: %s\n' "$*" >&2; exit 1; }
+
+need() {
+  command -v "$1" >/dev/null 2>&1 || die "$1 is not installed: $2"
+}
+
+java_bin() {
+  local home=${1:-}
+  if [[ -n "$home" && -x "$home/bin/java" ]]; then echo "$home/bin/java"; return; fi
+  if [[ -n "${JAVA_HOME:-}" && -x "$JAVA_HOME/bin/java" ]]; then echo "$JAVA_HOME/bin/java"; return; fi
+  command -v java >/dev/null 2>&1 || die "Java 17+ is needed: apt-get install openjdk-17-jre-headless (or set JAVA_HOME)"
+  command -v java
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# ---------------------------------------------------------------------------------- fetch
+fetch_kafka() {
+  [[ -f "$KAFKA_HOME/.complete" ]] && return 0
+  need mvn "apt-get install maven (Maven fetches Kafka's jars from Maven Central)"
+  say "fetching Kafka $KAFKA_VERSION jars with mvn (first run only) ..."
+  rm -rf "$KAFKA_HOME" && mkdir -p "$KAFKA_HOME/libs"
+  mvn -q -B -f "$HERE/kafka-pom.xml" -Dkafka.version="$KAFKA_VERSION" \
+    dependency:copy-dependencies -DoutputDirectory="$KAFKA_HOME/libs" \
+    >"$CACHE/mvn-kafka.log" 2>&1 || die "mvn could not fetch Kafka; see $CACHE/mvn-kafka.log"
+  touch "$KAFKA_HOME/.complete"
+}
+
+fetch_es() {
+  [[ -f "$ES_HOME/.complete" ]] && return 0
+  need mvn "apt-get install maven (Maven fetches Elasticsearch from Maven Central)"
+  need unzip "apt-get install unzip"
+  say "fetching Elasticsearch $ES_VERSION (integ-test zip) with mvn (first run only) ..."
+  local dl="$CACHE/download"
+  mkdir -p "$dl"
+  mvn -q -B -f "$HERE/kafka-pom.xml" dependency:copy \
+    -Dartifact="org.elasticsearch.distribution.integ-test-zip:elasticsearch:$ES_VERSION:zip" \
+    -DoutputDirectory="$dl" >"$CACHE/mvn-es.log" 2>&1 \
+    || die "mvn could not fetch Elasticsearch $ES_VERSION; see $CACHE/mvn-es.log"
+  rm -rf "$ES_HOME" "$CACHE/es-unzip" && mkdir -p "$CACHE/es-unzip"
+  unzip -q "$dl/elasticsearch-$ES_VERSION.zip" -d "$CACHE/es-unzip"
+  mv "$CACHE/es-unzip/elasticsearch-$ES_VERSION" "$ES_HOME" && rm -rf "$CACHE/es-unzip"
+  rm -f "$dl/elasticsearch-$ES_VERSION.zip"
+  touch "$ES_HOME/.complete"
+}
+
+# ---------------------------------------------------------------------------------- kafka
+kafka_ready() {
+  port_open "$KAFKA_PORT" && grep -q "Kafka Server started" "$LOGS/kafka.log" 2>/dev/null
+}
+
+start_kafka() {
+  if alive "$RUN/kafka.pid" && kafka_ready; then say "kafka already running on 127.0.0.1:$KAFKA_PORT"; return 0; fi
+  if ! alive "$RUN/kafka.pid" && port_open "$KAFKA_PORT"; then
+    die "port $KAFKA_PORT is taken by another program: stop it or set KAFKA_PORT (and BPWATCH_KAFKA_BROKERS)"
+  fi
+  fetch_kafka
+  local java; java=$(java_bin "")
+  mkdir -p "$KAFKA_DATA" "$LOGS"
+  local props="$RUN/kafka-server.properties"
+  cat >"$props" <<EOF
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$KAFKA_DATA
+num.partitions=6
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=6
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=false
+log.retention.hours=168
+EOF
+  local cp="$KAFKA_HOME/libs/*"
+  local jopts=(-Xms"$KAFKA_HEAP" -Xmx"$KAFKA_HEAP" -XX:+UseG1GC -Djava.awt.headless=true
+    -Dlog4j2.configurationFile="$HERE/kafka-log4j2.properties" -Dbpwatch.log.file="$LOGS/kafka.log")
+  if [[ ! -f "$KAFKA_DATA/meta.properties" ]]; then
+    local cid; cid=$("$java" "${jopts[@]}" -cp "$cp" kafka.tools.StorageTool random-uuid 2>>"$LOGS/kafka-format.log")
+    "$java" "${jopts[@]}" -cp "$cp" kafka.tools.StorageTool format -t "$cid" -c "$props" \
+      >>"$LOGS/kafka-format.log" 2>&1 || die "formatting Kafka storage failed; see $LOGS/kafka-format.log"
+  fi
+  : >"$LOGS/kafka.log"
+  nohup "$java" "${jopts[@]}" -cp "$cp" kafka.Kafka "$props" >"$LOGS/kafka.out" 2>&1 &
+  echo $! >"$RUN/kafka.pid"
+  say "kafka starting (pid $(cat "$RUN/kafka.pid"), log $LOGS/kafka.log)"
+}
+
+# ---------------------------------------------------------------------------------- elasticsearch
+es_ready() {
+  curl -fsS -m 5 "http://127.0.0.1:$ES_PORT/_cluster/health?wait_for_status=yellow&timeout=4s" >/dev/null 2>&1
+}
+
+as_es_user() {
+  if [[ $(id -u) -eq 0 ]]; then
+    id "$ES_USER" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$ES_USER" \
+      || die "could not create user $ES_USER (Elasticsearch refuses to run as root)"
+    chown -R "$ES_USER" "$ES_HOME" "$ES_DATA" "$LOGS/es" "$RUN/es-pid"
+    runuser -u "$ES_USER" -- "$@"
+  else
+    "$@"
+  fi
+}
+
+start_es() {
+  if alive "$ES_PID" && es_ready; then say "elasticsearch already running on 127.0.0.1:$ES_PORT"; return 0; fi
+  if ! alive "$ES_PID" && port_open "$ES_PORT"; then
+    die "port $ES_PORT is taken by another program: stop it or set ES_PORT (and BPWATCH_ES_URL)"
+  fi
+  need curl "apt-get install curl"
+  fetch_es
+  local java; java=$(java_bin "${ES_JAVA_HOME:-}")
+  mkdir -p "$ES_DATA" "$LOGS/es" "$RUN/es-pid"
+  cat >"$ES_HOME/config/elasticsearch.yml" <<EOF
+# written by infra/local/services.sh
+cluster.name: bpwatch-local
+node.name: bpwatch-local-1
+path.data: $ES_DATA
+path.logs: $LOGS/es
+network.host: 127.0.0.1
+http.port: $ES_PORT
+transport.port: $ES_TRANSPORT_PORT
+discovery.type: single-node
+xpack.security.enabled: false
+action.destructive_requires_name: false
+cluster.routing.allocation.disk.threshold_enabled: false
+EOF
+  local java_home; java_home=$(dirname "$(dirname "$(readlink -f "$java")")")
+  rm -f "$ES_PID"
+  as_es_user env ES_JAVA_HOME="$java_home" ES_JAVA_OPTS="-Xms$ES_HEAP -Xmx$ES_HEAP" \
+    "$ES_HOME/bin/elasticsearch" -d -p "$ES_PID" >"$LOGS/es.out" 2>&1 \
+    || die "elasticsearch did not start; see $LOGS/es.out and $LOGS/es/bpwatch-local.log"
+  say "elasticsearch starting (pid $(cat "$ES_PID" 2>/dev/null), log $LOGS/es/bpwatch-local.log)"
+}
+
+# ---------------------------------------------------------------------------------- common
+wait_ready() {  # name check-fn log
+  local name=$1 check=$2 log=$3 waited=0
+  until $check; do
+    if (( waited >= READY_TIMEOUT )); then
+      tail -n 20 "$log" >&2 2>/dev/null || true
+      die "$name was not ready after ${READY_TIMEOUT}s; full log: $log"
+    fi
+    sleep 1; waited=$((waited + 1))
+  done
+  say "$name ready after ${waited}s"
+}
+
+stop_pid() {  # name pidfile
+  local name=$1 pidfile=$2
+  if alive "$pidfile"; then
+    local pid; pid=$(cat "$pidfile")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    kill -9 "$pid" 2>/dev/null || true
+    say "$name stopped"
+  else
+    say "$name not running"
+  fi
+  rm -f "$pidfile"
+}
+
+status_one() {  # name pidfile check
+  if alive "$2" && $3; then say "$1: ready (pid $(cat "$2"))"; return 0; fi
+  say "$1: not running"; return 1
+}
+
+cmd=${1:-status}
+what=${2:-all}
+mkdir -p "$CACHE" "$RUN" "$LOGS"
+case "$cmd" in
+  fetch) fetch_kafka; fetch_es ;;
+  start)
+    start=$(date +%s)
+    [[ $what == all || $what == kafka ]] && start_kafka
+    [[ $what == all || $what == es ]] && start_es
+    [[ $what == all || $what == kafka ]] && wait_ready kafka kafka_ready "$LOGS/kafka.log"
+    [[ $what == all || $what == es ]] && wait_ready elasticsearch es_ready "$LOGS/es/bpwatch-local.log"
+    say "up in $(( $(date +%s) - start ))s: kafka 127.0.0.1:$KAFKA_PORT, elasticsearch http://127.0.0.1:$ES_PORT"
+    ;;
+  stop)
+    [[ $what == all || $what == kafka ]] && stop_pid kafka "$RUN/kafka.pid"
+    [[ $what == all || $what == es ]] && stop_pid elasticsearch "$ES_PID"
+    true
+    ;;
+  status)
+    rc=0
+    [[ $what == all || $what == kafka ]] && { status_one kafka "$RUN/kafka.pid" kafka_ready || rc=1; }
+    [[ $what == all || $what == es ]] && { status_one elasticsearch "$ES_PID" es_ready || rc=1; }
+    exit $rc
+    ;;
+  reset)
+    "$0" stop all
+    rm -rf "$KAFKA_DATA" "$ES_DATA" "$LOGS"
+    say "local data removed"
+    ;;
+  *) die "unknown command '$cmd': use start, stop, status, fetch or reset" ;;
+esac

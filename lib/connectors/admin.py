@@ -1,0 +1,185 @@
+"""Idempotent setup of bpwatch's Kafka topics and Elasticsearch templates, indices and aliases.
+
+``python -m lib.connectors.admin setup`` (``make setup``) creates:
+
+* Kafka topics ``bp.observations``, ``bp.observations.dlq``, ``bp.alerts`` (namespaced by
+  ``BPWATCH_NAMESPACE``), each with ``BPWATCH_KAFKA_PARTITIONS`` partitions (keyed by patient);
+* one composable index template per ``infra/elasticsearch/templates/<name>.json`` (strict
+  mappings), matching ``<name>*`` and ``*-<name>*`` so namespaced indices get it too;
+* for each template a concrete index ``<index>-v1`` behind a write alias ``<index>``, so a
+  later mapping change can reindex into ``-v2`` and move the alias without renaming anything.
+
+Every step checks first and leaves existing resources as they are; running it twice is harmless.
+``python -m lib.connectors.admin teardown`` removes a namespace's topics and indices (tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from lib.errors import ServiceError
+from lib.settings import Settings, load_or_exit
+
+log = logging.getLogger(__name__)
+
+TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "infra" / "elasticsearch" / "templates"
+TOPICS = ("bp.observations", "bp.observations.dlq", "bp.alerts")
+INDEX_SUFFIX = "-v1"
+
+
+def template_bodies(directory: Path = TEMPLATES_DIR) -> dict[str, dict[str, Any]]:
+    """``{base index name: composable template body}`` from the JSON files in ``directory``."""
+    bodies: dict[str, dict[str, Any]] = {}
+    for path in sorted(directory.glob("*.json")):
+        name = path.stem
+        body = orjson.loads(path.read_bytes())
+        body["index_patterns"] = [f"{name}*", f"*-{name}*"]
+        body.setdefault("priority", 200)
+        bodies[name] = body
+    return bodies
+
+
+# ----------------------------------------------------------------------------- Kafka
+def ensure_topics(settings: Settings, *, partitions: int | None = None, timeout: float = 30.0) -> list[str]:
+    """Create the contract's topics if missing; returns the names created now."""
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient(settings.kafka_client_config())
+    parts = partitions or settings.kafka_partitions
+    names = [settings.topic(t) for t in TOPICS]
+    try:
+        existing = set(admin.list_topics(timeout=timeout).topics)
+    except KafkaException as exc:
+        raise ServiceError(
+            f"Kafka at {settings.kafka_brokers} did not answer ({exc.args[0]}): start it with "
+            "`make services` or fix BPWATCH_KAFKA_BROKERS / BPWATCH_KAFKA_CONFIG"
+        ) from None
+    missing = [n for n in names if n not in existing]
+    created: list[str] = []
+    if missing:
+        futures = admin.create_topics(
+            [NewTopic(n, num_partitions=parts, replication_factor=-1) for n in missing],
+            operation_timeout=timeout,
+        )
+        for name, fut in futures.items():
+            try:
+                fut.result(timeout=timeout)
+                created.append(name)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise ServiceError(f"could not create topic {name}: {exc.args[0]}") from None
+    # Topic metadata propagates asynchronously; wait until every topic is visible.
+    deadline = time.monotonic() + timeout
+    while True:
+        md = admin.list_topics(timeout=timeout).topics
+        if all(n in md and not md[n].error and md[n].partitions for n in names):
+            break
+        if time.monotonic() > deadline:
+            raise ServiceError(f"topics {names} not visible after {timeout}s")
+        time.sleep(0.1)
+    return created
+
+
+def delete_topics(settings: Settings, timeout: float = 30.0) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(settings.kafka_client_config())
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    names = [settings.topic(t) for t in TOPICS if settings.topic(t) in existing]
+    if names:
+        for fut in admin.delete_topics(names, operation_timeout=timeout).values():
+            fut.result(timeout=timeout)
+
+
+# ----------------------------------------------------------------------------- Elasticsearch
+def es_client(settings: Settings, **kwargs: Any) -> Any:
+    """An ``elasticsearch.Elasticsearch`` client from the settings (credentials, CA)."""
+    from elasticsearch import Elasticsearch
+
+    return Elasticsearch(**settings.es_client_kwargs(), **kwargs)
+
+
+def ensure_elasticsearch(settings: Settings, es: Any = None) -> list[str]:
+    """Install templates, then ``<index>-v1`` + write alias ``<index>``; returns what was created."""
+    from elasticsearch import ApiError, AuthenticationException, TransportError
+
+    es = es or es_client(settings)
+    created: list[str] = []
+    try:
+        for base, body in template_bodies().items():
+            es.indices.put_index_template(name=f"bpwatch-{base}", **body)
+            alias = settings.index(base)
+            if es.indices.exists_alias(name=alias):
+                continue
+            if es.indices.exists(index=alias):
+                log.warning("index=%s exists as a concrete index, not an alias; left as it is", alias)
+                continue
+            concrete = alias + INDEX_SUFFIX
+            try:
+                es.indices.create(index=concrete, aliases={alias: {"is_write_index": True}})
+                created.append(concrete)
+            except ApiError as exc:
+                if exc.meta.status != 400 or "resource_already_exists" not in str(exc):
+                    raise
+    except AuthenticationException:
+        raise ServiceError(
+            f"Elasticsearch at {settings.es_url} refused the credentials: set BPWATCH_ES_API_KEY "
+            "or BPWATCH_ES_USERNAME/BPWATCH_ES_PASSWORD"
+        ) from None
+    except TransportError as exc:
+        raise ServiceError(
+            f"Elasticsearch at {settings.es_url} did not answer ({type(exc).__name__}): start it "
+            "with `make services` or fix BPWATCH_ES_URL"
+        ) from None
+    return created
+
+
+def delete_indices(settings: Settings, es: Any = None) -> None:
+    es = es or es_client(settings)
+    for base in template_bodies():
+        es.indices.delete(index=f"{settings.index(base)}*", ignore_unavailable=True, allow_no_indices=True)
+
+
+def setup(settings: Settings) -> dict[str, list[str]]:
+    return {"topics": ensure_topics(settings), "indices": ensure_elasticsearch(settings)}
+
+
+def teardown(settings: Settings) -> None:
+    delete_topics(settings)
+    delete_indices(settings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lib.connectors.admin", description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=["setup", "teardown"])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("elastic_transport").setLevel(logging.WARNING)
+    settings = load_or_exit()
+    try:
+        if args.command == "setup":
+            done = setup(settings)
+            log.info(
+                "setup ok brokers=%s es=%s topics_created=%s indices_created=%s",
+                settings.kafka_brokers, settings.es_url,
+                ",".join(done["topics"]) or "none", ",".join(done["indices"]) or "none",
+            )
+        else:
+            teardown(settings)
+            log.info("teardown ok namespace=%s", settings.namespace or "(none)")
+    except ServiceError as exc:
+        sys.stderr.write(f"bpwatch: {exc}\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

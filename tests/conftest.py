@@ -1,0 +1,26 @@
+"""Shared test configuration.
+
+Three tiers, by folder: tests/unit (pure functions), tests/dataflow (Bytewax flows with
+TestingSource/TestingSink), tests/integration (the real local Kafka and Elasticsearch).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    slow_ok = os.environ.get("BPWATCH_SLOW") == "1"
+    for item in items:
+        if "/integration/" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+        if "slow" in item.keywords and not slow_ok:
+            item.add_marker(pytest.mark.skip(reason="slow: set BPWATCH_SLOW=1 to run"))

@@ -1,0 +1,86 @@
+"""Fixtures for integration tests against the REAL local Kafka and Elasticsearch.
+
+The session fixture starts both with ``infra/local/services.sh start`` (idempotent; fetched
+with mvn on first use). Set ``BPWATCH_TEST_EXTERNAL=1`` to use already-running services at
+``BPWATCH_KAFKA_BROKERS`` / ``BPWATCH_ES_URL`` instead. Each test gets its own namespace, so
+its topics and indices are unique and disposable (``settings`` fixture).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lib.connectors import admin
+from lib.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def services() -> Settings:
+    """Base settings pointing at running services (started here if needed)."""
+    if os.environ.get("BPWATCH_TEST_EXTERNAL") != "1":
+        proc = subprocess.run(
+            ["bash", str(ROOT / "infra/local/services.sh"), "start"],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        if proc.returncode != 0:
+            pytest.fail(f"local services did not start:\n{proc.stderr[-3000:]}")
+    env = {k: v for k, v in os.environ.items() if k.startswith("BPWATCH_")}
+    env.pop("BPWATCH_NAMESPACE", None)
+    return Settings.from_env(env)
+
+
+@pytest.fixture
+def settings_factory(services: Settings, tmp_path: Path) -> Iterator[Any]:
+    """Make settings with a fresh namespace whose topics, templates and indices exist."""
+    made: list[Settings] = []
+
+    def make(**overrides: Any) -> Settings:
+        ns = "t" + uuid.uuid4().hex[:10]
+        s = replace(
+            services,
+            namespace=ns,
+            kafka_partitions=overrides.pop("kafka_partitions", 3),
+            normal_dir=tmp_path / f"normal-{ns}",
+            **overrides,
+        )
+        admin.ensure_topics(s)
+        admin.ensure_elasticsearch(s)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        try:
+            admin.teardown(s)
+        except Exception as exc:  # cleanup must not hide the test's own result
+            print(f"teardown of namespace {s.namespace} failed: {exc}")
+
+
+@pytest.fixture
+def settings(settings_factory: Any) -> Settings:
+    """Settings with a unique namespace (topics, index templates and aliases created)."""
+    return settings_factory()
+
+
+@pytest.fixture
+def es(services: Settings) -> Iterator[Any]:
+    client = admin.es_client(services)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def kafka_config(services: Settings) -> dict[str, Any]:
+    return services.kafka_client_config()
