@@ -1,0 +1,103 @@
+"""Settings: defaults of the contract, validation with messages that name the fix, no secret leaks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lib.errors import ConfigError
+from lib.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_follow_the_contract():
+    s = Settings.from_env({})
+    assert s.kafka_brokers == "127.0.0.1:9092"
+    assert s.es_url == "http://127.0.0.1:9200"
+    assert s.normal_dir == Path("data/normal_cases")
+    assert s.model_path == Path("models/bp_risk.joblib")
+    assert s.ruleset == "aha2017"
+    assert s.kafka_tail is True
+    assert (s.observations_topic, s.dlq_topic, s.alerts_topic) == (
+        "bp.observations", "bp.observations.dlq", "bp.alerts")
+    assert (s.anomalies_index, s.alerts_index) == ("bp-anomalies", "bp-alerts")
+
+
+def test_namespace_prefixes_every_topic_and_index():
+    s = Settings.from_env({"BPWATCH_NAMESPACE": "ward7"})
+    assert s.observations_topic == "ward7.bp.observations"
+    assert s.dlq_topic == "ward7.bp.observations.dlq"
+    assert s.anomalies_index == "ward7-bp-anomalies"
+
+
+@pytest.mark.parametrize(
+    ("env", "must_name"),
+    [
+        ({"BPWATCH_RULESET": "who1999"}, "BPWATCH_RULESET"),
+        ({"BPWATCH_KAFKA_TAIL": "maybe"}, "BPWATCH_KAFKA_TAIL"),
+        ({"BPWATCH_SIM_PATIENTS": "many"}, "BPWATCH_SIM_PATIENTS"),
+        ({"BPWATCH_SIM_PATIENTS": "0"}, "BPWATCH_SIM_PATIENTS"),
+        ({"BPWATCH_SIM_FAULT_RATE": "1.5"}, "BPWATCH_SIM_FAULT_RATE"),
+        ({"BPWATCH_KAFKA_BROKERS": "localhost"}, "BPWATCH_KAFKA_BROKERS"),
+        ({"BPWATCH_ES_URL": "127.0.0.1:9200"}, "BPWATCH_ES_URL"),
+        ({"BPWATCH_NAMESPACE": "a b"}, "BPWATCH_NAMESPACE"),
+        ({"BPWATCH_NAMESPACE": "Ward"}, "BPWATCH_NAMESPACE"),
+        ({"BPWATCH_KAFKA_CONFIG": "{not json"}, "BPWATCH_KAFKA_CONFIG"),
+        ({"BPWATCH_KAFKA_CONFIG": "[1]"}, "BPWATCH_KAFKA_CONFIG"),
+        ({"BPWATCH_KAFKA_CONFIG": "@/nonexistent/x.json"}, "BPWATCH_KAFKA_CONFIG"),
+        ({"BPWATCH_ES_CA_CERTS": "/nonexistent/ca.pem"}, "BPWATCH_ES_CA_CERTS"),
+    ],
+)
+def test_invalid_values_name_the_variable(env, must_name):
+    with pytest.raises(ConfigError) as exc:
+        Settings.from_env(env)
+    assert must_name in str(exc.value)
+
+
+def test_kafka_config_passthrough_inline_and_from_file(tmp_path):
+    cfg = {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-256",
+           "sasl.username": "bp", "sasl.password": "s3cret"}
+    inline = Settings.from_env({"BPWATCH_KAFKA_CONFIG": json.dumps(cfg)})
+    f = tmp_path / "k.json"
+    f.write_text(json.dumps(cfg))
+    from_file = Settings.from_env({"BPWATCH_KAFKA_CONFIG": f"@{f}"})
+    assert inline.kafka_config == from_file.kafka_config == cfg
+    merged = inline.kafka_client_config(**{"group.id": "g"})
+    assert merged["bootstrap.servers"] == "127.0.0.1:9092" and merged["sasl.username"] == "bp"
+    assert merged["group.id"] == "g"
+
+
+def test_secrets_are_not_in_repr():
+    s = Settings.from_env({
+        "BPWATCH_ES_PASSWORD": "pw-123", "BPWATCH_ES_USERNAME": "elastic",
+        "BPWATCH_ES_API_KEY": "key-456",
+        "BPWATCH_KAFKA_CONFIG": '{"sasl.password": "kafka-789"}',
+    })
+    text = repr(s)
+    for secret in ("pw-123", "key-456", "kafka-789"):
+        assert secret not in text
+
+
+def test_es_credentials_prefer_api_key():
+    s = Settings.from_env({"BPWATCH_ES_API_KEY": "k", "BPWATCH_ES_USERNAME": "u"})
+    assert s.es_client_kwargs()["api_key"] == "k" and "basic_auth" not in s.es_client_kwargs()
+    s = Settings.from_env({"BPWATCH_ES_USERNAME": "u", "BPWATCH_ES_PASSWORD": "p"})
+    assert s.es_client_kwargs()["basic_auth"] == ("u", "p")
+
+
+def test_entry_point_stops_with_one_line_naming_the_fix():
+    env = {**os.environ, "BPWATCH_RULESET": "nope"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "lib.connectors.admin", "setup"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.strip().splitlines() if line]
+    assert len(lines) == 1, proc.stderr
+    assert "BPWATCH_RULESET" in lines[0] and "aha2017" in lines[0]
