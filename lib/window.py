@@ -1,0 +1,235 @@
+"""Per-patient rolling window of recent readings and the trend features computed from it.
+
+Pure, no I/O, deterministic. The monitor keeps one :class:`PatientWindow` per patient; the
+training script calls :func:`features_of` on each simulated patient's readings, which runs the
+very same code (no train/serve skew).
+
+Window semantics
+----------------
+* At most ``size`` readings (``BPWATCH_WINDOW_SIZE``, default 12), kept in **event-time order**.
+  A late reading is inserted at its place; the oldest reading falls out when the window is full.
+  A reading older than every reading of a full window is assessed but not kept.
+* Features of a reading are computed *as of* that reading: over the window's readings up to and
+  including it in event time (for in-order data: the whole window). So a late reading is judged
+  by what preceded it, exactly as it would have been had it arrived on time.
+* ``add`` returns ``None`` for a **duplicate**: the same ``observation_id`` and ``version`` with
+  the same time and values, or an older numeric version than the one held (a stale replay).
+  A new version of a known id (or the same version with different content: senders that amend
+  without ``meta.versionId``) **replaces** the earlier reading.
+* ``retract(observation_id)`` removes a reading (status ``entered-in-error``).
+* Duplicates of a reading that has already left the window cannot be recognised; they are
+  assessed again, which is harmless downstream (Elasticsearch ``_id`` and the normal-file sink
+  are idempotent by observation id).
+
+Memory
+------
+Times and values live in three ``array('d')`` (8 bytes per value), ids and versions in two short
+lists; the object uses ``__slots__``. Measured by ``tests/unit/test_window.py`` with tracemalloc:
+about 2.2 KB per patient with 12 readings and 36-character observation ids, its dict entry
+and patient id included (target <= 3 KB).
+Idle expiry is done by the owner of the windows (``lib.pipeline.PatientStates``) from
+:attr:`PatientWindow.last_ts` against the event-time clock.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from bisect import bisect_right
+from collections.abc import Sequence
+from operator import mul, sub
+
+from lib.domain import Features, Reading
+
+# "Abnormal" for the n_abnormal feature: at or above AHA 2017 stage 1 (130/80), or hypotensive
+# (< 90/60). Fixed, independent of the selected rule set, so that the model's input does not
+# change meaning when an operator switches BPWATCH_RULESET.
+ABNORMAL_SYS = 130.0
+ABNORMAL_DIA = 80.0
+HYPO_SYS = 90.0
+HYPO_DIA = 60.0
+
+_HOUR = 3600.0
+
+
+def is_abnormal(systolic: float, diastolic: float) -> bool:
+    return (
+        systolic >= ABNORMAL_SYS
+        or diastolic >= ABNORMAL_DIA
+        or systolic < HYPO_SYS
+        or diastolic < HYPO_DIA
+    )
+
+
+def _is_newer(new: str, old: str) -> bool:
+    """Is version ``new`` a later version than ``old`` (numeric when both are numbers)?"""
+    if new.isdigit() and old.isdigit():
+        return int(new) > int(old)
+    return new != old
+
+
+def compute_features(ts: Sequence[float], sys_: Sequence[float], dia: Sequence[float]) -> Features:
+    """Trend features of one patient's readings (event-time order; the last one is current).
+
+    Means; sample standard deviations (0 for one reading); average real variability (mean
+    absolute successive difference of systolic); least-squares slopes in mm[Hg] per hour of
+    event time (0 when all readings share one time); readings counted abnormal
+    (:func:`is_abnormal`); hours since the previous reading; the current values.
+    """
+    n = len(ts)
+    last_s = float(sys_[-1])
+    last_d = float(dia[-1])
+    if n == 1:
+        return Features(
+            1, last_s, last_d, 0.0, 0.0, 0.0, 0.0, 0.0,
+            int(is_abnormal(last_s, last_d)), 0.0, last_s, last_d,
+        )  # fmt: skip
+    mean_s = math.fsum(sys_) / n
+    mean_d = math.fsum(dia) / n
+    dev_s = [x - mean_s for x in sys_]
+    dev_d = [x - mean_d for x in dia]
+    sd_s = math.sqrt(sum(map(mul, dev_s, dev_s)) / (n - 1))
+    sd_d = math.sqrt(sum(map(mul, dev_d, dev_d)) / (n - 1))
+    arv = sum(map(abs, map(sub, sys_[1:], sys_[:-1]))) / (n - 1)
+    t0 = ts[0]
+    hours = [(t - t0) / _HOUR for t in ts]
+    mean_h = sum(hours) / n
+    dev_h = [h - mean_h for h in hours]
+    stt = sum(map(mul, dev_h, dev_h))
+    if stt > 0.0:
+        slope_s = sum(map(mul, dev_h, dev_s)) / stt
+        slope_d = sum(map(mul, dev_h, dev_d)) / stt
+    else:
+        slope_s = slope_d = 0.0
+    n_abn = 0
+    for s, d in zip(sys_, dia, strict=True):
+        if s >= ABNORMAL_SYS or d >= ABNORMAL_DIA or s < HYPO_SYS or d < HYPO_DIA:
+            n_abn += 1
+    return Features(
+        n, mean_s, mean_d, sd_s, sd_d, arv, slope_s, slope_d,
+        n_abn, (ts[-1] - ts[-2]) / _HOUR, last_s, last_d,
+    )  # fmt: skip
+
+
+class PatientWindow:
+    """Bounded rolling window of one patient's recent readings (see the module docstring)."""
+
+    __slots__ = ("_dia", "_ids", "_size", "_sys", "_ts", "_versions")
+
+    def __init__(self, size: int = 12) -> None:
+        if size < 1:
+            raise ValueError(f"window size must be at least 1, got {size}")
+        self._size = size
+        self._ts = array("d")
+        self._sys = array("d")
+        self._dia = array("d")
+        self._ids: list[str] = []
+        self._versions: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def last_ts(self) -> float | None:
+        """Event time (POSIX seconds) of the latest reading held, or None when empty."""
+        return self._ts[-1] if self._ts else None
+
+    @property
+    def observation_ids(self) -> tuple[str, ...]:
+        """Ids held, in event-time order."""
+        return tuple(self._ids)
+
+    def add(self, reading: Reading) -> Features | None:
+        """Add a reading; its features, or None for a duplicate (see the module docstring)."""
+        oid = reading.observation_id
+        ts = reading.ts
+        ids = self._ids
+        if oid in ids:
+            i = ids.index(oid)
+            old_version = self._versions[i]
+            if reading.version == old_version:
+                if (
+                    self._ts[i] == ts
+                    and self._sys[i] == reading.systolic
+                    and self._dia[i] == reading.diastolic
+                ):
+                    return None
+            elif not _is_newer(reading.version, old_version):
+                return None
+            self._remove(i)
+        tsa = self._ts
+        pos = len(tsa) if not tsa or ts >= tsa[-1] else bisect_right(tsa, ts)
+        if pos == 0 and len(tsa) >= self._size:
+            # Older than everything in a full window: judged alone, not kept.
+            return compute_features((ts,), (reading.systolic,), (reading.diastolic,))
+        tsa.insert(pos, ts)
+        self._sys.insert(pos, reading.systolic)
+        self._dia.insert(pos, reading.diastolic)
+        ids.insert(pos, oid)
+        self._versions.insert(pos, reading.version)
+        if len(ids) > self._size:
+            self._remove(0)
+            pos -= 1
+        end = pos + 1
+        if end == len(tsa):
+            return compute_features(tsa, self._sys, self._dia)
+        return compute_features(tsa[:end], self._sys[:end], self._dia[:end])
+
+    def retract(self, observation_id: str) -> bool:
+        """Remove the reading with this id; whether it was held."""
+        try:
+            i = self._ids.index(observation_id)
+        except ValueError:
+            return False
+        self._remove(i)
+        return True
+
+    def _remove(self, i: int) -> None:
+        del self._ts[i], self._sys[i], self._dia[i], self._ids[i], self._versions[i]
+
+    # -- recovery: an immutable, compact copy of the state ---------------------------------
+    def state(self) -> tuple[int, bytes, bytes, bytes, tuple[str, ...], tuple[str, ...]]:
+        return (
+            self._size,
+            self._ts.tobytes(),
+            self._sys.tobytes(),
+            self._dia.tobytes(),
+            tuple(self._ids),
+            tuple(self._versions),
+        )
+
+    @classmethod
+    def from_state(
+        cls, state: tuple[int, bytes, bytes, bytes, tuple[str, ...], tuple[str, ...]]
+    ) -> PatientWindow:
+        size, ts, sys_, dia, ids, versions = state
+        window = cls(size)
+        window._ts.frombytes(ts)
+        window._sys.frombytes(sys_)
+        window._dia.frombytes(dia)
+        window._ids.extend(ids)
+        window._versions.extend(versions)
+        return window
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return (PatientWindow.from_state, (self.state(),))
+
+
+def features_of(readings: Sequence[Reading], size: int = 12) -> list[Features]:
+    """Features for one patient's readings, processed in the given order.
+
+    The monitor's own code path (:meth:`PatientWindow.add`). One Features per reading;
+    a duplicate reading raises ValueError (training data must not hold duplicates).
+    """
+    window = PatientWindow(size)
+    out: list[Features] = []
+    for reading in readings:
+        features = window.add(reading)
+        if features is None:
+            raise ValueError(f"duplicate reading {reading.observation_id!r} in training data")
+        out.append(features)
+    return out
