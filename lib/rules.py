@@ -1,0 +1,332 @@
+"""Clinical rules as data: blood-pressure categories, anomaly types and severity.
+
+Pure functions over frozen rule data; no I/O, no clock. Two rule sets (``BPWATCH_RULESET``):
+
+``aha2017`` (default): 2017 ACC/AHA guideline, office thresholds, mm[Hg]
+
+    hypertensive_crisis    systolic > 180 or diastolic > 120
+    hypertension_stage_2   systolic >= 140 or diastolic >= 90
+    hypertension_stage_1   systolic >= 130 or diastolic >= 80
+    hypotension            systolic < 90 or diastolic < 60
+    elevated               systolic >= 120 (diastolic < 80 follows from the order)
+    normal                 otherwise (< 120 and < 80)
+
+``esh2023``: 2023 ESH guideline, office thresholds, mapped onto the contract's categories
+
+    grade 3 hypertension   >= 180 or >= 110  -> hypertensive_crisis (ESH: the range in which a
+                                                 hypertensive emergency must be considered)
+    grade 2 hypertension   >= 160 or >= 100  -> hypertension_stage_2
+    grade 1 hypertension   >= 140 or >= 90   -> hypertension_stage_1 (isolated systolic
+                                                 hypertension, >= 140 and < 90, lands here)
+    hypotension            < 90 or < 60      -> hypotension (ESH defines no office cut-off;
+                                                 the same as aha2017)
+    high-normal            >= 130 or >= 85   -> elevated
+    normal                 >= 120 or >= 80   -> normal
+    optimal                otherwise         -> normal
+
+The bands of a rule set are tried in order and the first whose systolic *or* diastolic cut is
+hit wins (the guidelines' "and/or": the higher category of the two values). So a reading that
+is both high and low (150/55) is hypertensive, not hypotensive. ``classify`` does not check
+plausibility (that is ``lib.fhir``'s job).
+
+Anomalies. A reading is an anomaly when ``anomaly_types`` is not empty:
+
+    single reading   hypertensive_crisis     category is hypertensive_crisis
+                     systolic_hypertension   systolic hits the stage-1 band's systolic cut
+                     diastolic_hypertension  diastolic hits the stage-1 band's diastolic cut
+                     hypotension             category is hypotension
+    window trends    sustained_hypertension  window mean >= 135 systolic or >= 85 diastolic
+                     (Features, incl.        (home/out-of-office threshold of both guidelines)
+                     this reading)           over at least 5 readings
+                     rapid_rise              systolic slope >= 10 mm[Hg]/h over at least 4
+                                             readings, and the reading >= 15 above the window
+                                             mean (a rise that is real, not two close readings)
+                     high_variability        systolic SD >= 15 or ARV >= 14 over >= 5 readings
+
+So categories stage 1, stage 2, crisis and hypotension are always anomalies; normal and elevated
+readings are anomalies only when a trend rule fires.
+
+Severity (``severity``), a pure function of the category, the types and the values:
+
+    critical   hypertensive_crisis, or severe hypotension (systolic < 70 or diastolic < 40)
+    high       hypertension_stage_2, hypotension
+    moderate   hypertension_stage_1
+    low        everything else (normal, elevated, no anomaly)
+    then       rapid_rise raises one level; sustained_hypertension raises to at least moderate;
+               trends never make a reading critical (critical pages a clinician: it needs an
+               acute single-reading finding).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from lib.domain import CATEGORIES, SEVERITIES, Features, Reading
+
+ANOMALY_TYPES = (
+    "hypertensive_crisis",
+    "systolic_hypertension",
+    "diastolic_hypertension",
+    "hypotension",
+    "sustained_hypertension",
+    "rapid_rise",
+    "high_variability",
+)
+ABNORMAL_CATEGORIES = frozenset(
+    {"hypertension_stage_1", "hypertension_stage_2", "hypertensive_crisis", "hypotension"}
+)
+
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge,
+    ">": operator.gt,
+    "<": operator.lt,
+    "<=": operator.le,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Cut:
+    """A threshold on one value in mm[Hg]: hit when ``value <op> at``."""
+
+    op: str  # ">=" | ">" | "<" | "<="
+    at: float
+
+    def __post_init__(self) -> None:
+        if self.op not in _OPS:
+            raise ValueError(f"Cut.op must be one of {', '.join(_OPS)}, not {self.op!r}")
+
+    def hit(self, value: float) -> bool:
+        return _OPS[self.op](value, self.at)
+
+    def __str__(self) -> str:
+        return f"{self.op} {self.at:g}"
+
+
+@dataclass(frozen=True, slots=True)
+class Band:
+    """A category band: hit when the systolic *or* the diastolic cut is hit."""
+
+    category: str  # one of lib.domain.CATEGORIES
+    label: str  # the guideline's own name
+    systolic: Cut | None
+    diastolic: Cut | None
+
+    def __post_init__(self) -> None:
+        if self.category not in CATEGORIES:
+            raise ValueError(f"unknown category {self.category!r}")
+
+    def matches(self, systolic: float, diastolic: float) -> bool:
+        return (self.systolic is not None and self.systolic.hit(systolic)) or (
+            self.diastolic is not None and self.diastolic.hit(diastolic)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TrendRules:
+    """Thresholds of the window (trend) rules, applied to lib.domain.Features."""
+
+    sustained_min_n: int = 5
+    sustained_systolic: float = 135.0  # window mean >=
+    sustained_diastolic: float = 85.0  # window mean >=
+    rapid_rise_min_n: int = 4
+    rapid_rise_slope_per_h: float = 10.0  # systolic slope >=
+    rapid_rise_above_mean: float = 15.0  # last systolic - window mean systolic >=
+    variability_min_n: int = 5
+    variability_sd: float = 15.0  # systolic SD >=
+    variability_arv: float = 14.0  # systolic average real variability >=
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    name: str
+    title: str
+    bands: tuple[Band, ...]  # priority order: the first band hit wins
+    default: Band  # when no band is hit
+    severe_hypotension: Band  # a hypotension reading in this band is critical
+    trends: TrendRules = TrendRules()
+    # compiled (category, sys_op, sys_at, dia_op, dia_at) rows for classify()
+    _table: tuple[tuple[str, Callable[[float, float], bool], float, Callable, float], ...] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        rows = []
+        for band in self.bands:
+            sop, sat = _compile(band.systolic)
+            dop, dat = _compile(band.diastolic)
+            rows.append((band.category, sop, sat, dop, dat))
+        object.__setattr__(self, "_table", tuple(rows))
+        _ = self.stage_1  # fails at import when the stage-1 band is missing
+
+    @property
+    def stage_1(self) -> Band:
+        """The band whose cuts define systolic_/diastolic_hypertension."""
+        for band in self.bands:
+            if band.category == "hypertension_stage_1":
+                return band
+        raise ValueError(f"rule set {self.name} has no hypertension_stage_1 band")
+
+    def band_of(self, systolic: float, diastolic: float) -> Band:
+        for band in self.bands:
+            if band.matches(systolic, diastolic):
+                return band
+        return self.default
+
+
+def _compile(cut: Cut | None) -> tuple[Callable[[float, float], bool], float]:
+    if cut is None:
+        return operator.ge, math.inf  # never hit (NaN neither)
+    return _OPS[cut.op], cut.at
+
+
+AHA2017 = RuleSet(
+    name="aha2017",
+    title="2017 ACC/AHA Guideline for High Blood Pressure in Adults (office)",
+    bands=(
+        Band("hypertensive_crisis", "hypertensive crisis", Cut(">", 180), Cut(">", 120)),
+        Band("hypertension_stage_2", "stage 2 hypertension", Cut(">=", 140), Cut(">=", 90)),
+        Band("hypertension_stage_1", "stage 1 hypertension", Cut(">=", 130), Cut(">=", 80)),
+        Band("hypotension", "hypotension", Cut("<", 90), Cut("<", 60)),
+        Band("elevated", "elevated", Cut(">=", 120), None),
+    ),
+    default=Band("normal", "normal", None, None),
+    severe_hypotension=Band("hypotension", "severe hypotension", Cut("<", 70), Cut("<", 40)),
+)
+
+ESH2023 = RuleSet(
+    name="esh2023",
+    title="2023 ESH Guidelines for the management of arterial hypertension (office)",
+    bands=(
+        Band("hypertensive_crisis", "grade 3 hypertension", Cut(">=", 180), Cut(">=", 110)),
+        Band("hypertension_stage_2", "grade 2 hypertension", Cut(">=", 160), Cut(">=", 100)),
+        Band("hypertension_stage_1", "grade 1 hypertension", Cut(">=", 140), Cut(">=", 90)),
+        Band("hypotension", "hypotension", Cut("<", 90), Cut("<", 60)),
+        Band("elevated", "high-normal", Cut(">=", 130), Cut(">=", 85)),
+        Band("normal", "normal", Cut(">=", 120), Cut(">=", 80)),
+    ),
+    default=Band("normal", "optimal", None, None),
+    severe_hypotension=Band("hypotension", "severe hypotension", Cut("<", 70), Cut("<", 40)),
+)
+
+RULESETS: Mapping[str, RuleSet] = {r.name: r for r in (AHA2017, ESH2023)}
+
+_SEVERITY_BY_CATEGORY = {
+    "normal": "low",
+    "elevated": "low",
+    "hypertension_stage_1": "moderate",
+    "hypertension_stage_2": "high",
+    "hypotension": "high",
+    "hypertensive_crisis": "critical",
+}
+_LEVEL = {name: i for i, name in enumerate(SEVERITIES)}
+_TREND_CAP = _LEVEL["high"]
+
+
+def get_ruleset(ruleset: str | RuleSet) -> RuleSet:
+    """A RuleSet by name (``aha2017``, ``esh2023``), or the RuleSet itself."""
+    if isinstance(ruleset, RuleSet):
+        return ruleset
+    try:
+        return RULESETS[ruleset]
+    except KeyError:
+        raise ValueError(
+            f"unknown rule set {ruleset!r}: use one of {', '.join(RULESETS)}"
+        ) from None
+
+
+def classify(systolic: float, diastolic: float, ruleset: str | RuleSet = "aha2017") -> str:
+    """The contract category of one reading (values in mm[Hg])."""
+    for category, sop, sat, dop, dat in get_ruleset(ruleset)._table:
+        if sop(systolic, sat) or dop(diastolic, dat):
+            return category
+    return "normal"
+
+
+def band_of(systolic: float, diastolic: float, ruleset: str | RuleSet = "aha2017") -> Band:
+    """The guideline band of one reading (its ``label`` names e.g. the ESH grade)."""
+    return get_ruleset(ruleset).band_of(systolic, diastolic)
+
+
+def is_abnormal(systolic: float, diastolic: float, ruleset: str | RuleSet = "aha2017") -> bool:
+    """Stage 1 or above, or hypotension (what ``Features.n_abnormal`` counts)."""
+    return classify(systolic, diastolic, ruleset) in ABNORMAL_CATEGORIES
+
+
+def reading_anomalies(
+    systolic: float, diastolic: float, category: str, rules: RuleSet
+) -> tuple[str, ...]:
+    """Single-reading anomaly types, in ANOMALY_TYPES order."""
+    stage_1 = rules.stage_1
+    types: list[str] = []
+    if category == "hypertensive_crisis":
+        types.append("hypertensive_crisis")
+    if stage_1.systolic is not None and stage_1.systolic.hit(systolic):
+        types.append("systolic_hypertension")
+    if stage_1.diastolic is not None and stage_1.diastolic.hit(diastolic):
+        types.append("diastolic_hypertension")
+    if category == "hypotension":
+        types.append("hypotension")
+    return tuple(types)
+
+
+def trend_anomalies(features: Features, trends: TrendRules) -> tuple[str, ...]:
+    """Window (trend) anomaly types, in ANOMALY_TYPES order."""
+    f, t = features, trends
+    types: list[str] = []
+    if f.n >= t.sustained_min_n and (
+        f.mean_sys >= t.sustained_systolic or f.mean_dia >= t.sustained_diastolic
+    ):
+        types.append("sustained_hypertension")
+    if (
+        f.n >= t.rapid_rise_min_n
+        and f.slope_sys_per_h >= t.rapid_rise_slope_per_h
+        and f.last_sys - f.mean_sys >= t.rapid_rise_above_mean
+    ):
+        types.append("rapid_rise")
+    if f.n >= t.variability_min_n and (
+        f.sd_sys >= t.variability_sd or f.arv_sys >= t.variability_arv
+    ):
+        types.append("high_variability")
+    return tuple(types)
+
+
+def severity(
+    category: str,
+    anomaly_types: tuple[str, ...],
+    systolic: float,
+    diastolic: float,
+    ruleset: str | RuleSet = "aha2017",
+) -> str:
+    """low | moderate | high | critical (see the module docstring)."""
+    rules = get_ruleset(ruleset)
+    if category == "hypotension" and rules.severe_hypotension.matches(systolic, diastolic):
+        return "critical"
+    level = _LEVEL[_SEVERITY_BY_CATEGORY[category]]
+    if level < _TREND_CAP:
+        if "rapid_rise" in anomaly_types:
+            level = min(level + 1, _TREND_CAP)
+        if "sustained_hypertension" in anomaly_types:
+            level = max(level, _LEVEL["moderate"])
+    return SEVERITIES[level]
+
+
+def assess(
+    reading: Reading, features: Features | None, ruleset: str | RuleSet = "aha2017"
+) -> tuple[str, tuple[str, ...], str]:
+    """(category, anomaly_types, severity) of one reading in its window.
+
+    ``features`` are the window's features including this reading; ``None`` applies only the
+    single-reading rules.
+    """
+    rules = get_ruleset(ruleset)
+    sys_, dia = reading.systolic, reading.diastolic
+    category = classify(sys_, dia, rules)
+    types = reading_anomalies(sys_, dia, category, rules)
+    if features is not None:
+        trend = trend_anomalies(features, rules.trends)
+        if trend:
+            types = types + trend
+    return category, types, severity(category, types, sys_, dia, rules)
