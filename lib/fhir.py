@@ -24,8 +24,9 @@ What is accepted
 - ``subject``: ``reference`` ``Patient/x``, an absolute URL ``.../Patient/x`` with or without
   ``/_history/n``, or ``urn:uuid:u`` (patient id = ``u``); when there is no usable reference,
   ``subject.identifier.value`` (patient id = the value, stripped, at most 128 characters; the
-  ``system`` is not part of the id, so one sender's identifier system must be used consistently). References to anything other than a Patient (Group, Device,
-  contained ``#x``, conditional ``Patient?...``) are ``missing_subject``.
+  ``system`` is not part of the id, so one sender's identifier system must be used consistently).
+  References to anything other than a Patient (Group, Device, contained ``#x``, conditional
+  ``Patient?...``) are ``missing_subject`` unless such an identifier is there.
 - ``id``: the resource ``id`` (FHIR id: 1..64 of ``[A-Za-z0-9.-]``); in a Bundle entry without an
   ``id``, the id of ``entry.fullUrl`` (``urn:uuid:u`` or ``.../Observation/x``). It becomes the
   Elasticsearch ``_id``, so it must be stable across redeliveries.
