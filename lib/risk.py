@@ -12,14 +12,21 @@ hashes the bytes it read and unpickles *those same bytes* only when the sha256 e
 metadata's. A missing, tampered or incompatible artifact raises :class:`lib.errors.ModelError`
 whose message names the command that fixes it.
 
+The model is multinomial: one logit per class, class 0 = "no event starts within the
+horizon", the others = "a hypertensive crisis starts" and "a hypotensive episode starts".
+Those two push blood pressure in opposite directions, which a single linear logit cannot
+express; the score is the event mass ``1 - P(class 0)``. (A binary model is accepted too.)
+
 Scoring never calls scikit-learn: the scaler's ``mean_``/``scale_`` and the regression's
 ``coef_``/``intercept_`` are extracted once, then::
 
-    z = sum(((x - mean) / scale) * w) + b        p = 1 / (1 + exp(-z))
+    x' = (x - mean) / scale        z_k = x' . w_k + b_k
+    p  = sum_{k>=1} exp(z_k - max z) / sum_k exp(z_k - max z)      (binary: 1 / (1 + exp(-z)))
 
 in plain Python for one reading (:meth:`RiskModel.predict_proba_one`) and in numpy for a
-matrix (:meth:`RiskModel.predict_proba`); both agree with ``Pipeline.predict_proba`` within
-1e-9 and never overflow (numerically stable sigmoid). Non-finite features give NaN.
+matrix (:meth:`RiskModel.predict_proba`); both agree with scikit-learn's ``predict_proba``
+within 1e-9 and never overflow (max-shifted softmax, stable sigmoid). Non-finite features
+give NaN; the monitor's window features are always finite.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import mul
 from pathlib import Path
 from typing import Any
 
@@ -71,10 +79,12 @@ def _sigmoid_array(z: np.ndarray) -> np.ndarray:
     return out
 
 
-def linear_parameters(pipeline: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """(mean, scale, coef, intercept) of a fitted StandardScaler + binary LogisticRegression.
+def linear_parameters(pipeline: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, scale, coef (k, n), intercept (k,)) of a fitted scaler + logistic pipeline.
 
-    Raises ModelError when the pipeline does not have that shape.
+    Binary models have ``k == 1`` (sigmoid); multinomial ones ``k >= 3`` (softmax), where
+    ``classes_[0]`` is "no event" and every other class is a kind of event. Raises
+    ModelError when the pipeline does not have that shape.
     """
     steps = getattr(pipeline, "steps", None)
     if not steps or len(steps) != 2:
@@ -85,33 +95,50 @@ def linear_parameters(pipeline: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray
         scale = np.asarray(scaler.scale_, dtype=np.float64)
         coef = np.asarray(clf.coef_, dtype=np.float64)
         intercept = np.asarray(clf.intercept_, dtype=np.float64)
-        classes = list(clf.classes_)
+        n_classes = len(clf.classes_)
     except AttributeError as exc:
         raise ModelError(
             f"the model is not a fitted scaler + logistic pipeline ({exc}): {FIX}"
         ) from None
-    if coef.shape[0] != 1 or intercept.shape != (1,) or len(classes) != 2:
-        raise ModelError(f"the model is not a binary classifier: {FIX}")
+    k = 1 if n_classes == 2 else n_classes
+    if n_classes < 2 or coef.ndim != 2 or coef.shape[0] != k or intercept.shape != (k,):
+        raise ModelError(f"the model's classes and coefficients disagree: {FIX}")
     if not (mean.shape == scale.shape == coef[0].shape):
         raise ModelError(f"the model's scaler and coefficients disagree in size: {FIX}")
-    return mean, scale, coef[0], float(intercept[0])
+    return mean, scale, coef, intercept
+
+
+def reference_proba(pipeline: Any, matrix: np.ndarray) -> np.ndarray:
+    """Event probability through scikit-learn itself: ``1 - P(classes_[0])``.
+
+    For tests and offline evaluation; the monitor uses :class:`RiskModel`'s own arithmetic.
+    """
+    proba = pipeline.predict_proba(matrix)
+    return proba[:, 1:].sum(axis=1)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class RiskModel:
-    """A loaded, verified risk model; scores :class:`Features` without scikit-learn."""
+    """A loaded, verified risk model; scores :class:`Features` without scikit-learn.
+
+    The score is the probability of *any* event class: ``1 - P(no event)``. With a binary
+    model that is the sigmoid of one logit; with a multinomial one (a logit per event kind,
+    e.g. crisis and hypotension, which push blood pressure in opposite directions) it is
+    the softmax mass of the event classes.
+    """
 
     feature_names: tuple[str, ...]
     mean: np.ndarray
     scale: np.ndarray
-    coef: np.ndarray
-    intercept: float
+    coef: np.ndarray  # (k, n): k == 1 binary, k >= 3 multinomial
+    intercept: np.ndarray  # (k,)
     metadata: Mapping[str, Any] = field(default_factory=dict)
     pipeline: Any = None  # the scikit-learn pipeline, for tests and evaluation only
     # plain-Python copies for the per-reading path (no numpy overhead per call)
     _mean: tuple[float, ...] = ()
     _scale: tuple[float, ...] = ()
-    _coef: tuple[float, ...] = ()
+    _coef: tuple[tuple[float, ...], ...] = ()
+    _intercept: tuple[float, ...] = ()
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -123,9 +150,9 @@ class RiskModel:
     ) -> RiskModel:
         mean, scale, coef, intercept = linear_parameters(pipeline)
         names = tuple(feature_names)
-        if len(names) != coef.shape[0]:
+        if len(names) != coef.shape[1]:
             raise ModelError(
-                f"the model has {coef.shape[0]} inputs but {len(names)} feature names: {FIX}"
+                f"the model has {coef.shape[1]} inputs but {len(names)} feature names: {FIX}"
             )
         return cls(
             feature_names=names,
@@ -137,7 +164,8 @@ class RiskModel:
             pipeline=pipeline,
             _mean=tuple(float(v) for v in mean),
             _scale=tuple(float(v) for v in scale),
-            _coef=tuple(float(v) for v in coef),
+            _coef=tuple(tuple(float(v) for v in row) for row in coef),
+            _intercept=tuple(float(v) for v in intercept),
         )
 
     @classmethod
@@ -206,18 +234,26 @@ class RiskModel:
     # -- scoring ------------------------------------------------------------------------
     def predict_proba_one(self, features: Features) -> float:
         """Risk for one reading's window features; pure Python."""
-        z = self.intercept
-        for x, m, s, w in zip(features.vector(), self._mean, self._scale, self._coef, strict=True):
-            z += ((x - m) / s) * w
-        return _sigmoid(z)
+        z = [
+            (x - m) / s for x, m, s in zip(features.vector(), self._mean, self._scale, strict=True)
+        ]
+        logits = [b + sum(map(mul, z, w)) for w, b in zip(self._coef, self._intercept, strict=True)]
+        if len(logits) == 1:
+            return _sigmoid(logits[0])
+        top = max(logits)
+        exps = [math.exp(v - top) for v in logits]  # all <= 1: no overflow
+        return math.fsum(exps[1:]) / math.fsum(exps)
 
     def predict_proba(self, matrix: np.ndarray) -> np.ndarray:
         """Risks for a ``(n, len(feature_names))`` matrix; returns shape ``(n,)``."""
         x = np.asarray(matrix, dtype=np.float64)
-        if x.ndim != 2 or x.shape[1] != self.coef.shape[0]:
-            raise ValueError(f"expected a matrix of shape (n, {self.coef.shape[0]}), got {x.shape}")
-        z = ((x - self.mean) / self.scale) @ self.coef + self.intercept
-        return _sigmoid_array(z)
+        if x.ndim != 2 or x.shape[1] != self.coef.shape[1]:
+            raise ValueError(f"expected a matrix of shape (n, {self.coef.shape[1]}), got {x.shape}")
+        logits = ((x - self.mean) / self.scale) @ self.coef.T + self.intercept
+        if logits.shape[1] == 1:
+            return _sigmoid_array(logits[:, 0])
+        exps = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return exps[:, 1:].sum(axis=1) / exps.sum(axis=1)
 
     def predict_proba_many(self, features: Sequence[Features]) -> np.ndarray:
         """Risks for a batch of Features (one numpy pass)."""

@@ -18,16 +18,18 @@ from sklearn.preprocessing import StandardScaler
 
 from lib.domain import FEATURE_NAMES, Features
 from lib.errors import ModelError
-from lib.risk import RiskModel, feature_matrix, metadata_path
+from lib.risk import RiskModel, feature_matrix, metadata_path, reference_proba
 
 N = len(FEATURE_NAMES)
 
 
-def _fit_pipeline(seed: int = 3) -> Pipeline:
+def _fit_pipeline(seed: int = 3, multinomial: bool = True) -> Pipeline:
+    """Classes 0 (no event), 1 and 2 (two event kinds at opposite ends), or binary."""
     rng = np.random.default_rng(seed)
     X = rng.normal(loc=120.0, scale=15.0, size=(400, N))
     w = rng.normal(size=N)
-    y = (X - 120.0) @ w / 15.0 + rng.normal(size=400) > 1.0
+    z = (X - 120.0) @ w / 15.0 + rng.normal(size=400)
+    y = np.where(z > 1.5, 1, np.where(z < -1.5, 2, 0)) if multinomial else z > 1.0
     pipe = Pipeline(
         [("scale", StandardScaler()), ("logit", LogisticRegression(class_weight="balanced"))]
     )
@@ -46,13 +48,14 @@ def _write(pipe: Pipeline, out: Path, **meta_overrides) -> Path:
     return out
 
 
-_PIPE = _fit_pipeline()  # module-level for the hypothesis test (fixtures are not reset per example)
-_MODEL = RiskModel.from_pipeline(_PIPE)
+# module-level for the hypothesis test (fixtures are not reset per example)
+_PIPES = {"multinomial": _fit_pipeline(), "binary": _fit_pipeline(multinomial=False)}
+_MODELS = {kind: RiskModel.from_pipeline(p) for kind, p in _PIPES.items()}
 
 
-@pytest.fixture(scope="module")
-def pipe() -> Pipeline:
-    return _PIPE
+@pytest.fixture(scope="module", params=sorted(_PIPES))
+def pipe(request) -> Pipeline:
+    return _PIPES[request.param]
 
 
 @pytest.fixture
@@ -77,13 +80,26 @@ def test_feature_order_of_domain_matches_dataclass():
     assert tuple(f.name for f in fields(Features)) == FEATURE_NAMES
 
 
+def test_reference_is_one_minus_no_event_probability(pipe: Pipeline):
+    X = np.random.default_rng(2).normal(120.0, 30.0, size=(50, N))
+    proba = pipe.predict_proba(X)
+    assert pipe.classes_[0] == 0  # class 0 / False is "no event"
+    np.testing.assert_allclose(reference_proba(pipe, X), 1.0 - proba[:, 0], atol=1e-12)
+
+
+def test_multinomial_model_has_a_logit_per_class():
+    model = _MODELS["multinomial"]
+    assert model.coef.shape == (3, N) and model.intercept.shape == (3,)
+    assert _MODELS["binary"].coef.shape == (1, N)
+
+
 def test_load_verifies_and_scores_like_the_pipeline(artifact: Path, pipe: Pipeline):
     model = RiskModel.load(artifact)
     assert model.feature_names == FEATURE_NAMES
     assert model.threshold == 0.25
     assert model.sha256 == hashlib.sha256(artifact.read_bytes()).hexdigest()
     X = np.random.default_rng(11).normal(120.0, 30.0, size=(200, N))
-    np.testing.assert_allclose(model.predict_proba(X), pipe.predict_proba(X)[:, 1], atol=1e-9)
+    np.testing.assert_allclose(model.predict_proba(X), reference_proba(pipe, X), atol=1e-9)
 
 
 def test_missing_artifact_names_the_fix(tmp_path: Path):
@@ -110,7 +126,9 @@ def test_tampered_artifact_is_refused_before_unpickling(artifact: Path, monkeypa
 
 def test_swapped_artifact_with_stale_metadata_is_refused(tmp_path: Path, pipe: Pipeline):
     out = _write(pipe, tmp_path / "bp_risk.joblib")
-    joblib.dump(_fit_pipeline(seed=99), out)  # a different, valid pickle; metadata untouched
+    joblib.dump(
+        _fit_pipeline(seed=99, multinomial=False), out
+    )  # a different, valid pickle; metadata untouched
     with pytest.raises(ModelError, match="does not match the sha256"):
         RiskModel.load(out)
 
@@ -146,7 +164,7 @@ def test_scorer_equals_predict_proba_on_random_and_extreme_inputs(model: RiskMod
             np.zeros((1, N)),
         ]
     )
-    expected = pipe.predict_proba(X)[:, 1]
+    expected = reference_proba(pipe, X)
     batch = model.predict_proba(X)
     one = np.array([model.predict_proba_one(_features(row)) for row in X])
     assert np.isfinite(batch).all() and np.isfinite(one).all()
@@ -166,9 +184,11 @@ def test_scorer_equals_predict_proba_on_random_and_extreme_inputs(model: RiskMod
     )
 )
 def test_one_and_batch_agree_with_pipeline(vec):
-    expected = float(_PIPE.predict_proba(np.array([vec]))[0, 1])
-    assert abs(_MODEL.predict_proba_one(_features(vec)) - expected) <= 1e-9
-    assert abs(float(_MODEL.predict_proba(np.array([vec]))[0]) - expected) <= 1e-9
+    for kind, pipe in _PIPES.items():
+        model = _MODELS[kind]
+        expected = float(reference_proba(pipe, np.array([vec]))[0])
+        assert abs(model.predict_proba_one(_features(vec)) - expected) <= 1e-9, kind
+        assert abs(float(model.predict_proba(np.array([vec]))[0]) - expected) <= 1e-9, kind
 
 
 def test_predict_proba_many_and_feature_matrix(model: RiskModel, pipe: Pipeline):
@@ -176,7 +196,7 @@ def test_predict_proba_many_and_feature_matrix(model: RiskModel, pipe: Pipeline)
     feats = [_features(row) for row in rng.normal(100.0, 25.0, size=(30, N))]
     X = feature_matrix(feats)
     assert X.shape == (30, N)
-    np.testing.assert_allclose(model.predict_proba_many(feats), pipe.predict_proba(X)[:, 1])
+    np.testing.assert_allclose(model.predict_proba_many(feats), reference_proba(pipe, X))
     assert model.predict_proba_many([]).shape == (0,)
 
 
