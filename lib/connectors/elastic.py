@@ -1,0 +1,358 @@
+"""Elasticsearch output: bulk writes with retries and backpressure, idempotent by ``_id``.
+
+An item is an *action*::
+
+    ("index", _id, doc)    create or overwrite the document ``_id``
+    ("delete", _id, None)  remove it (a missing document is fine: 404 = already gone)
+
+:func:`bulk_write` does the work and needs no Bytewax (tools and tests use it directly);
+:class:`ElasticSink` wraps it as a Bytewax ``DynamicSink``: one partition and one client per
+worker, client created in ``build()``.
+
+Guarantee: **at-least-once; idempotent by ``_id``**, so a replay overwrites and never
+duplicates. Within one batch only the last action per ``_id`` is sent (an ``index``
+followed by a ``delete`` of the same id ends deleted). ``write_batch`` returns only once
+Elasticsearch has acknowledged every action of the batch:
+
+* transient failures (connection refused/reset, timeouts, HTTP 429 and 5xx, for the whole
+  request or for single items) are retried, only the failed actions, on a deterministic
+  exponential schedule (:class:`RetryPolicy`, no jitter). By default there is no retry
+  budget: during an outage the worker blocks, which stops it reading its input
+  (backpressure); memory stays bounded to one batch. With a budget,
+  :class:`~lib.errors.IndexingError` is raised when it is spent; the flow stops and a
+  restart with recovery replays the batch. Nothing is ever dropped.
+* permanent refusals (400 mapping errors such as ``mapper_parsing_exception`` or
+  ``strict_dynamic_mapping_exception``, 404 on index, 413, other 4xx) raise
+  :class:`~lib.errors.IndexingError` naming the index and the reason (field values are cut
+  from the reason: no PHI in errors or logs).
+* wrong credentials (401/403) raise :class:`~lib.errors.ServiceError` naming
+  ``BPWATCH_ES_API_KEY`` / ``BPWATCH_ES_USERNAME`` / ``BPWATCH_ES_PASSWORD``, at once: no
+  retry storm.
+
+Each bulk request logs one line: ``docs=500 index=bp-anomalies took=0.04s retries=0 ...``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+
+from lib.errors import IndexingError, ServiceError
+from lib.settings import Settings
+
+__all__ = [
+    "Action",
+    "BulkStats",
+    "ElasticSink",
+    "RetryPolicy",
+    "bulk_write",
+    "dedupe_actions",
+    "make_client",
+]
+
+logger = logging.getLogger(__name__)
+
+Action = tuple[str, str, Mapping[str, Any] | None]
+
+_OPS = ("index", "delete")
+_CREDENTIALS_HINT = (
+    "set BPWATCH_ES_API_KEY, or BPWATCH_ES_USERNAME and BPWATCH_ES_PASSWORD, to credentials "
+    "allowed to write this index"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Deterministic exponential backoff: ``initial_s * multiplier**k``, capped at ``max_s``.
+
+    ``budget_s`` bounds the *sum of backoff delays* for one bulk request (not wall time, so
+    the schedule is reproducible); ``None`` retries until Elasticsearch answers (backpressure).
+    """
+
+    initial_s: float = 0.5
+    multiplier: float = 2.0
+    max_s: float = 30.0
+    budget_s: float | None = None
+
+    def delays(self) -> Iterator[float]:
+        delay = self.initial_s
+        spent = 0.0
+        while self.budget_s is None or spent + delay <= self.budget_s + 1e-9:
+            yield delay
+            spent += delay
+            delay = min(delay * self.multiplier, self.max_s)
+
+
+@dataclass(slots=True)
+class BulkStats:
+    """What one :func:`bulk_write` call did."""
+
+    docs: int = 0  # distinct actions sent (after keeping the last per _id)
+    indexed: int = 0
+    deleted: int = 0
+    not_found: int = 0  # deletes of documents that were not there
+    superseded: int = 0  # earlier actions on an _id replaced by a later one in the batch
+    requests: int = 0
+    retries: int = 0
+    took_s: float = 0.0
+
+    def add(self, other: BulkStats) -> None:
+        for name in BulkStats.__slots__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+def dedupe_actions(actions: Iterable[Action]) -> tuple[list[Action], int]:
+    """Keep the last action per ``_id`` (in the order of those last actions); count the rest."""
+    last: dict[str, Action] = {}
+    total = 0
+    for action in actions:
+        op, _id, doc = action
+        if op not in _OPS:
+            raise ValueError(f"unknown action {op!r}: use 'index' or 'delete'")
+        if op == "index" and doc is None:
+            raise ValueError(f"index action for _id={_id!r} has no document")
+        total += 1
+        last.pop(_id, None)
+        last[_id] = action
+    return list(last.values()), total - len(last)
+
+
+def _safe_reason(error: Any) -> str:
+    """``type: reason`` of an Elasticsearch error, with any field value preview cut off."""
+    if not isinstance(error, Mapping):
+        return str(error)[:300]
+    kind = error.get("type", "error")
+    reason = str(error.get("reason", ""))
+    reason = reason.split(". Preview of field's value", 1)[0]
+    reason = reason.split(" Preview of field's value", 1)[0]
+    cause = error.get("caused_by")
+    if isinstance(cause, Mapping) and cause.get("type"):
+        reason += f" (caused by {cause['type']})"
+    return f"{kind}: {reason}"[:500]
+
+
+def _is_transient(status: int) -> bool:
+    return status == 429 or status >= 500
+
+
+def _credentials_error(index: str, status: int) -> ServiceError:
+    word = "rejected the credentials" if status == 401 else "forbids writing"
+    return ServiceError(
+        f"Elasticsearch {word} (HTTP {status}) for index={index}: {_CREDENTIALS_HINT}"
+    )
+
+
+def _operations(index: str, actions: Sequence[Action]) -> list[Mapping[str, Any]]:
+    body: list[Mapping[str, Any]] = []
+    for op, _id, doc in actions:
+        body.append({op: {"_index": index, "_id": _id}})
+        if op == "index":
+            assert doc is not None
+            body.append(doc)
+    return body
+
+
+def bulk_write(
+    client: Any,
+    index: str,
+    actions: Iterable[Action],
+    *,
+    retry: RetryPolicy | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> BulkStats:
+    """Send ``actions`` to ``index`` in ONE bulk request (plus retries of failed actions).
+
+    Returns once every action is acknowledged; raises :class:`IndexingError` or
+    :class:`ServiceError` otherwise (see the module docstring). Callers split large inputs
+    into batches (:class:`ElasticSink` uses ``settings.es_batch_size``).
+    """
+    from elastic_transport import SerializationError, TransportError
+    from elasticsearch import ApiError
+
+    policy = retry or RetryPolicy()
+    pending, superseded = dedupe_actions(actions)
+    stats = BulkStats(docs=len(pending), superseded=superseded)
+    if not pending:
+        return stats
+    delays = policy.delays()
+    started = time.monotonic()
+    last_problem = ""
+
+    while pending:
+        stats.requests += 1
+        failed: list[Action] = []
+        try:
+            response = client.bulk(operations=_operations(index, pending))
+        except SerializationError as exc:
+            raise IndexingError(
+                f"index={index}: a document cannot be serialised to JSON ({type(exc).__name__})"
+            ) from None
+        except ApiError as exc:
+            status = int(exc.status_code)
+            if status in (401, 403):
+                raise _credentials_error(index, status) from None
+            if status == 413:
+                raise IndexingError(
+                    f"index={index}: bulk request too large (HTTP 413): lower BPWATCH_ES_BATCH_SIZE"
+                ) from None
+            if not _is_transient(status):
+                raise IndexingError(
+                    f"index={index} refused the bulk request (HTTP {status}): "
+                    f"{_safe_reason(_error_of(exc.body))}"
+                ) from None
+            failed = pending
+            last_problem = f"http_{status}"
+        except TransportError as exc:  # connection refused/reset, timeout, TLS
+            failed = pending
+            last_problem = type(exc).__name__
+        else:
+            failed, last_problem = _item_failures(index, pending, response, stats)
+
+        if not failed:
+            break
+        delay = next(delays, None)
+        if delay is None:
+            raise IndexingError(
+                f"index={index}: Elasticsearch did not accept {len(failed)} of {stats.docs} "
+                f"actions after {stats.retries} retries (last problem: {last_problem}); "
+                "nothing was acknowledged as written for them"
+            )
+        stats.retries += 1
+        logger.warning(
+            "es_retry index=%s attempt=%d delay=%.2fs pending=%d problem=%s",
+            index,
+            stats.retries,
+            delay,
+            len(failed),
+            last_problem,
+        )
+        sleep(delay)
+        pending = failed
+
+    stats.took_s = time.monotonic() - started
+    logger.info(
+        "docs=%d index=%s took=%.3fs retries=%d indexed=%d deleted=%d not_found=%d superseded=%d",
+        stats.docs,
+        index,
+        stats.took_s,
+        stats.retries,
+        stats.indexed,
+        stats.deleted,
+        stats.not_found,
+        stats.superseded,
+    )
+    return stats
+
+
+def _error_of(body: Any) -> Any:
+    if isinstance(body, Mapping) and "error" in body:
+        return body["error"]
+    return body
+
+
+def _item_failures(
+    index: str, sent: Sequence[Action], response: Any, stats: BulkStats
+) -> tuple[list[Action], str]:
+    """Count acknowledged items; return the transiently failed ones; raise on permanent ones."""
+    body = response.body if hasattr(response, "body") else response
+    items = body.get("items", [])
+    if len(items) != len(sent):
+        raise IndexingError(
+            f"index={index}: bulk response has {len(items)} items for {len(sent)} actions"
+        )
+    failed: list[Action] = []
+    problem = ""
+    for action, item in zip(sent, items, strict=True):
+        op = action[0]
+        result = item.get(op) or next(iter(item.values()))
+        status = int(result.get("status", 500))
+        if 200 <= status < 300:
+            if op == "index":
+                stats.indexed += 1
+            else:
+                stats.deleted += 1
+        elif op == "delete" and status == 404:
+            stats.not_found += 1
+        elif status in (401, 403):
+            raise _credentials_error(index, status)
+        elif _is_transient(status):
+            failed.append(action)
+            problem = f"item_{status}"
+        else:
+            raise IndexingError(
+                f"index={index} refused _id={action[1]} ({op}, HTTP {status}): "
+                f"{_safe_reason(result.get('error'))}"
+            )
+    return failed, problem
+
+
+def make_client(settings: Settings, **overrides: Any) -> Any:
+    """A client that does not retry by itself (:func:`bulk_write` owns the retry schedule)."""
+    from elasticsearch import Elasticsearch
+
+    kwargs: dict[str, Any] = {
+        **settings.es_client_kwargs(),
+        "max_retries": 0,
+        "retry_on_timeout": False,
+        "request_timeout": 30,
+    }
+    kwargs.update(overrides)
+    return Elasticsearch(**kwargs)
+
+
+class _ElasticPartition(StatelessSinkPartition[Action]):
+    def __init__(self, client: Any, index: str, batch_size: int, retry: RetryPolicy) -> None:
+        self._client = client
+        self._index = index
+        self._batch_size = batch_size
+        self._retry = retry
+
+    def write_batch(self, items: list[Action]) -> None:
+        # Dedupe across the whole batch first, so that chunks never split an id's history.
+        actions, _ = dedupe_actions(items)
+        for start in range(0, len(actions), self._batch_size):
+            bulk_write(
+                self._client,
+                self._index,
+                actions[start : start + self._batch_size],
+                retry=self._retry,
+            )
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class ElasticSink(DynamicSink[Action]):
+    """Bulk-write actions to one Elasticsearch index (or write alias).
+
+    One partition per worker, each with its own client created in ``build()`` from
+    ``settings.es_client_kwargs()``; requests of at most ``settings.es_batch_size`` actions.
+    At-least-once; idempotent by ``_id``; blocks (backpressure) while Elasticsearch is
+    unreachable unless ``retry.budget_s`` is set. See the module docstring.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        index: str,
+        *,
+        retry: RetryPolicy | None = None,
+        client_factory: Callable[[Settings], Any] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._index = index
+        self._retry = retry or RetryPolicy()
+        self._client_factory = client_factory or make_client
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _ElasticPartition:
+        return _ElasticPartition(
+            self._client_factory(self._settings),
+            self._index,
+            self._settings.es_batch_size,
+            self._retry,
+        )

@@ -1,0 +1,220 @@
+"""Unit tests of bulk_write's retry/error logic with a scripted stand-in for the client.
+
+The real-service behaviour (indexing, replay, delete, unreachable host) is covered by
+tests/integration/test_elastic_sink.py; here we script responses that a healthy local
+cluster cannot be made to give on demand (item-level 429, 503, 401).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from elastic_transport import ApiResponseMeta, ConnectionError, HttpHeaders, NodeConfig
+from elasticsearch import ApiError, AuthenticationException
+
+from lib.connectors.elastic import ElasticSink, RetryPolicy, bulk_write, dedupe_actions
+from lib.errors import IndexingError, ServiceError
+from lib.settings import Settings
+
+INDEX = "t-bp-anomalies"
+
+
+def api_error(status: int, body: Any = None, cls: type[ApiError] = ApiError) -> ApiError:
+    meta = ApiResponseMeta(
+        status=status,
+        http_version="1.1",
+        headers=HttpHeaders(),
+        duration=0.0,
+        node=NodeConfig("http", "127.0.0.1", 9200),
+    )
+    return cls(f"status {status}", meta=meta, body=body or {})
+
+
+def ok_item(op: str, status: int = 200) -> dict:
+    return {op: {"_index": INDEX, "status": status}}
+
+
+def err_item(op: str, status: int, kind: str, reason: str) -> dict:
+    return {op: {"_index": INDEX, "status": status, "error": {"type": kind, "reason": reason}}}
+
+
+class ScriptedClient:
+    """Answers each bulk call with the next scripted reply (a callable of the operations)."""
+
+    def __init__(self, *replies: Any) -> None:
+        self.replies = list(replies)
+        self.calls: list[list[dict]] = []
+
+    def bulk(self, *, operations: list[dict]) -> dict:
+        self.calls.append(operations)
+        reply = self.replies.pop(0) if self.replies else all_ok
+        if isinstance(reply, Exception):
+            raise reply
+        return reply(operations)
+
+    def close(self) -> None:
+        pass
+
+
+def action_lines(operations: list[dict]) -> list[tuple[str, str]]:
+    return [
+        (op, meta["_id"])
+        for line in operations
+        for op, meta in line.items()
+        if op in ("index", "delete") and isinstance(meta, dict) and "_index" in meta
+    ]
+
+
+def all_ok(operations: list[dict]) -> dict:
+    items = [
+        ok_item(op, 404 if op == "delete" and _id.startswith("missing") else 200)
+        for op, _id in action_lines(operations)
+    ]
+    return {"errors": False, "items": items}
+
+
+def docs(n: int) -> list[tuple[str, str, dict]]:
+    return [
+        ("index", f"obs-{i}", {"observation_id": f"obs-{i}", "systolic": 150.0}) for i in range(n)
+    ]
+
+
+def test_retry_schedule_is_deterministic_exponential_and_capped():
+    policy = RetryPolicy(initial_s=0.5, multiplier=2.0, max_s=3.0, budget_s=10.0)
+    assert list(policy.delays()) == [0.5, 1.0, 2.0, 3.0, 3.0]
+    unbounded = RetryPolicy(initial_s=1.0, max_s=4.0).delays()
+    assert [next(unbounded) for _ in range(6)] == [1.0, 2.0, 4.0, 4.0, 4.0, 4.0]
+
+
+def test_dedupe_keeps_last_action_per_id_in_order():
+    actions = [
+        ("index", "a", {"v": 1}),
+        ("index", "b", {"v": 1}),
+        ("delete", "a", None),
+        ("index", "c", {"v": 1}),
+        ("index", "b", {"v": 2}),
+    ]
+    kept, superseded = dedupe_actions(actions)
+    assert kept == [("delete", "a", None), ("index", "c", {"v": 1}), ("index", "b", {"v": 2})]
+    assert superseded == 2
+    with pytest.raises(ValueError, match="unknown action"):
+        dedupe_actions([("upsert", "a", {})])
+
+
+def test_index_then_delete_in_one_request_ends_deleted():
+    client = ScriptedClient()
+    stats = bulk_write(client, INDEX, [("index", "x", {"a": 1}), ("delete", "x", None)])
+    assert action_lines(client.calls[0]) == [("delete", "x")]
+    assert (stats.docs, stats.deleted, stats.superseded) == (1, 1, 1)
+
+
+def test_delete_of_missing_document_is_fine():
+    stats = bulk_write(ScriptedClient(), INDEX, [("delete", "missing-1", None)])
+    assert (stats.deleted, stats.not_found) == (0, 1)
+
+
+def test_connection_errors_back_off_then_succeed_without_loss():
+    sleeps: list[float] = []
+    client = ScriptedClient(ConnectionError("refused"), api_error(503), ConnectionError("refused"))
+    stats = bulk_write(
+        client, INDEX, docs(5), retry=RetryPolicy(initial_s=0.1), sleep=sleeps.append
+    )
+    assert sleeps == [0.1, 0.2, 0.4]
+    assert stats.retries == 3 and stats.indexed == 5
+    assert all(action_lines(c) == action_lines(client.calls[0]) for c in client.calls)
+
+
+def test_item_level_429_retries_only_the_rejected_items():
+    def partial(operations: list[dict]) -> dict:
+        items = []
+        for op, _id in action_lines(operations):
+            if _id in ("obs-1", "obs-3"):
+                items.append(err_item(op, 429, "es_rejected_execution_exception", "queue full"))
+            else:
+                items.append(ok_item(op, 201))
+        return {"errors": True, "items": items}
+
+    sleeps: list[float] = []
+    client = ScriptedClient(partial)
+    stats = bulk_write(client, INDEX, docs(5), sleep=sleeps.append)
+    assert action_lines(client.calls[1]) == [("index", "obs-1"), ("index", "obs-3")]
+    assert stats.indexed == 5 and stats.retries == 1 and sleeps == [0.5]
+
+
+def test_outage_with_budget_raises_instead_of_dropping(caplog):
+    client = ScriptedClient(*[ConnectionError("refused")] * 50)
+    sleeps: list[float] = []
+    with pytest.raises(IndexingError, match="did not accept 5 of 5") as err:
+        bulk_write(
+            client,
+            INDEX,
+            docs(5),
+            retry=RetryPolicy(initial_s=1.0, max_s=4.0, budget_s=10.0),
+            sleep=sleeps.append,
+        )
+    assert sleeps == [1.0, 2.0, 4.0]  # the next 4.0 would exceed the budget
+    assert INDEX in str(err.value)
+    assert len(client.calls) == 4
+
+
+def test_mapping_error_raises_naming_index_and_reason_without_values():
+    reason = (
+        "failed to parse field [systolic] of type [float] in document with id 'obs-2'. "
+        "Preview of field's value: 'Jane Doe'"
+    )
+
+    def mapping_error(operations: list[dict]) -> dict:
+        items = [
+            err_item(op, 400, "document_parsing_exception", reason)
+            if _id == "obs-2"
+            else ok_item(op, 201)
+            for op, _id in action_lines(operations)
+        ]
+        return {"errors": True, "items": items}
+
+    with pytest.raises(IndexingError) as err:
+        bulk_write(ScriptedClient(mapping_error), INDEX, docs(4), sleep=lambda _s: None)
+    text = str(err.value)
+    assert INDEX in text and "document_parsing_exception" in text and "systolic" in text
+    assert "Jane Doe" not in text
+
+
+def test_wrong_credentials_raise_at_once_without_retry():
+    client = ScriptedClient(api_error(401, cls=AuthenticationException))
+    sleeps: list[float] = []
+    with pytest.raises(ServiceError, match="BPWATCH_ES_USERNAME") as err:
+        bulk_write(client, INDEX, docs(3), sleep=sleeps.append)
+    assert "BPWATCH_ES_API_KEY" in str(err.value)
+    assert sleeps == [] and len(client.calls) == 1
+
+
+def test_bad_request_for_the_whole_bulk_is_permanent():
+    client = ScriptedClient(api_error(400, {"error": {"type": "illegal_argument_exception"}}))
+    with pytest.raises(IndexingError, match="illegal_argument_exception"):
+        bulk_write(client, INDEX, docs(2), sleep=lambda _s: None)
+    assert len(client.calls) == 1
+
+
+def test_one_log_line_per_request_without_documents(caplog):
+    caplog.set_level(logging.INFO, logger="lib.connectors.elastic")
+    doc = {"observation_id": "obs-0", "patient_name": "Jane Doe", "systolic": 190.0}
+    bulk_write(ScriptedClient(), INDEX, [("index", "obs-0", doc)])
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1
+    assert lines[0].startswith(f"docs=1 index={INDEX} took=") and "retries=0" in lines[0]
+    assert "Jane" not in lines[0]
+
+
+def test_sink_splits_batches_by_settings_and_dedupes_across_them():
+    client = ScriptedClient()
+    sink = ElasticSink(Settings(es_batch_size=3), INDEX, client_factory=lambda _s: client)
+    part = sink.build("es_out", 0, 1)
+    items = [*docs(7), ("delete", "obs-0", None)]
+    part.write_batch(items)
+    sent = [action_lines(c) for c in client.calls]
+    assert [len(s) for s in sent] == [3, 3, 1]
+    flat = [a for s in sent for a in s]
+    assert flat.count(("delete", "obs-0")) == 1 and ("index", "obs-0") not in flat
+    assert len({_id for _op, _id in flat}) == 7
