@@ -1,0 +1,172 @@
+"""Simulator dataflow: a synthetic cohort's FHIR blood-pressure stream to Kafka or a file.
+
+    python -m bytewax.run dataflows.simulate            # settings from BPWATCH_* (README)
+    python -m bytewax.run "dataflows.simulate:build()" -w 2
+
+Each worker simulates its share of the patients (``index % workers``), so a patient's readings
+come from one worker, in order, keyed by patient id: they stay ordered in one Kafka partition.
+Output: ``settings.observations_topic`` through :class:`ConfirmedKafkaSink` (every message
+confirmed by the broker), or JSON Lines (one message value per line) when ``BPWATCH_SIM_OUTPUT``
+is a path. ``BPWATCH_SIM_TRUTH=path`` also writes the ground truth, one JSON line per
+Observation (fate, fault kind, profile, ``event_within_horizon``, ...).
+
+With one worker, the same settings give byte-identical output.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import bytewax.operators as op
+import orjson
+from bytewax.connectors.files import FileSink
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import DynamicSource, StatelessSourcePartition
+from bytewax.outputs import Sink
+
+from lib import faults
+from lib.connectors.kafka import ConfirmedKafkaSink
+from lib.faults import SimMessage
+from lib.settings import Settings, load_or_exit
+
+log = logging.getLogger(__name__)
+
+_MAX_BATCH = 1000
+_PROGRESS_EVERY_S = 5.0
+
+
+class _SimPartition(StatelessSourcePartition[SimMessage]):
+    def __init__(self, settings: Settings, worker_index: int, worker_count: int) -> None:
+        self._messages: Iterator[SimMessage] = faults.messages(
+            settings, worker_index=worker_index, worker_count=worker_count
+        )
+        self._rate = settings.sim_rate / worker_count  # messages/s, 0 = unlimited
+        self._worker = worker_index
+        self._started = time.monotonic()
+        self._last_log = self._started
+        self._sent = 0
+        self._faults = 0
+        self._wake: datetime | None = None
+
+    def _due(self, now: float) -> int:
+        if self._rate <= 0:
+            return _MAX_BATCH
+        return min(_MAX_BATCH, int((now - self._started) * self._rate) + 1 - self._sent)
+
+    def next_batch(self) -> list[SimMessage]:
+        now = time.monotonic()
+        due = self._due(now)
+        batch = list(islice(self._messages, max(due, 0)))
+        if due > 0 and not batch:
+            self._progress(now, final=True)
+            raise StopIteration
+        self._sent += len(batch)
+        self._faults += sum(1 for m in batch if m.is_fault)
+        if self._rate > 0:
+            wait = (self._sent + 1) / self._rate - (time.monotonic() - self._started)
+            self._wake = datetime.now(UTC) + timedelta(seconds=max(wait, 0.0))
+        if now - self._last_log >= _PROGRESS_EVERY_S:
+            self._progress(now)
+        return batch
+
+    def next_awake(self) -> datetime | None:
+        return self._wake
+
+    def _progress(self, now: float, final: bool = False) -> None:
+        self._last_log = now
+        elapsed = max(now - self._started, 1e-9)
+        log.info(
+            "sim_progress worker=%d sent=%d faults=%d rate=%.0f/s elapsed=%.1fs%s",
+            self._worker,
+            self._sent,
+            self._faults,
+            self._sent / elapsed,
+            elapsed,
+            " done" if final else "",
+        )
+
+
+class SimSource(DynamicSource[SimMessage]):
+    """The cohort's messages (:func:`lib.faults.messages`), rate-limited and bounded.
+
+    Unit of parallelism: a worker's share of the patients. Not resumable: a restarted run
+    regenerates from the start (the monitor deduplicates by observation id and version).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _SimPartition:
+        return _SimPartition(self._settings, worker_index, worker_count)
+
+
+def _kafka_record(msg: SimMessage) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
+    return msg.kafka_record()
+
+
+def _json_line(msg: SimMessage) -> tuple[str, str]:
+    return ("sim", msg.value.decode("utf-8", errors="replace"))
+
+
+def _truth_lines(msg: SimMessage) -> list[tuple[str, str]]:
+    return [("truth", orjson.dumps(faults.truth_record(msg, exp)).decode()) for exp in msg.expected]
+
+
+def truth_path(settings: Settings) -> Path | None:
+    """``BPWATCH_SIM_TRUTH`` (a JSON Lines path) if set."""
+    value = getattr(settings, "sim_truth", None) or os.environ.get("BPWATCH_SIM_TRUTH", "")
+    return Path(value) if value else None
+
+
+def build(
+    settings: Settings | None = None,
+    *,
+    source: Any = None,
+    sink: Sink[Any] | None = None,
+    truth_sink: Sink[Any] | None = None,
+) -> Dataflow:
+    """The simulator flow. ``sink`` receives ``(key, value, headers)`` Kafka records and
+    ``truth_sink`` ``("truth", json_line)`` pairs; by default both follow the settings."""
+    settings = settings or load_or_exit()
+    flow = Dataflow("bpwatch_simulate")
+    msgs = op.input("sim_messages", flow, source or SimSource(settings))
+    # SimMessage (key = patient id, value = FHIR JSON bytes, expected fates)
+
+    if sink is not None:
+        op.output("records_out", op.map("to_record", msgs, _kafka_record), sink)
+    elif settings.sim_output == "kafka":
+        records = op.map("to_record", msgs, _kafka_record)
+        op.output("kafka_out", records, ConfirmedKafkaSink(settings, settings.observations_topic))
+    else:
+        out = Path(settings.sim_output)
+        out.parent.mkdir(parents=True, exist_ok=True)  # FileSink truncates it at start
+        op.output("file_out", op.map("to_line", msgs, _json_line), FileSink(out))
+
+    path = truth_path(settings)
+    if truth_sink is None and path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        truth_sink = FileSink(path)
+    if truth_sink is not None:
+        op.output("truth_out", op.flat_map("to_truth", msgs, _truth_lines), truth_sink)
+    return flow
+
+
+def _default_logging() -> None:
+    """INFO lines on stderr when run as a program and nobody configured logging."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(
+            level=os.environ.get("BPWATCH_LOG_LEVEL", "INFO").upper(),
+            format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        )
+
+
+_default_logging()
+flow = build()

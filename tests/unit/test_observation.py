@@ -1,0 +1,106 @@
+"""lib.observation: FHIR R4 validity (fhir.resources R4B) and the BP profile's required parts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.observation import Observation
+
+from lib import faults, observation
+from lib.domain import Reading
+from lib.settings import Settings
+
+READING = Reading(
+    observation_id="bp-1-00001-000007",
+    patient_id="pat-1-00001",
+    effective_at=datetime(2025, 3, 3, 7, 30, 15, 250000, tzinfo=UTC),
+    systolic=142.0,
+    diastolic=91.0,
+    version="1",
+)
+
+
+def _codes(concept: dict) -> set[tuple[str, str]]:
+    return {(c["system"], c["code"]) for c in concept["coding"]}
+
+
+def test_observation_follows_the_bp_profile() -> None:
+    obs = observation.to_fhir(READING, "Greta Okafor", utc_offset_min=60, device="X", arm="left")
+    Observation.model_validate(obs)
+    assert obs["meta"]["profile"] == ["http://hl7.org/fhir/StructureDefinition/bp"]
+    assert obs["meta"]["versionId"] == "1"
+    assert ("http://loinc.org", "85354-9") in _codes(obs["code"])
+    cat = obs["category"][0]
+    assert (observation.CATEGORY_SYSTEM, "vital-signs") in _codes(cat)
+    comps = {c["code"]["coding"][0]["code"]: c["valueQuantity"] for c in obs["component"]}
+    assert comps["8480-6"] == {
+        "value": 142,
+        "unit": "mmHg",
+        "system": "http://unitsofmeasure.org",
+        "code": "mm[Hg]",
+    }
+    assert comps["8462-4"]["value"] == 91
+    assert obs["subject"] == {"reference": "Patient/pat-1-00001", "display": "Greta Okafor"}
+    assert obs["identifier"][0]["value"] == obs["id"] == READING.observation_id
+    assert obs["bodySite"]["coding"][0]["code"] == "368208006"
+
+
+def test_effective_time_carries_the_site_offset_and_the_same_instant() -> None:
+    obs = observation.to_fhir(READING, "A B", utc_offset_min=-300)
+    assert obs["effectiveDateTime"] == "2025-03-03T02:30:15.250-05:00"
+    parsed = datetime.fromisoformat(obs["effectiveDateTime"])
+    assert parsed == READING.effective_at
+
+
+def test_kpa_values_convert_back_to_the_reading() -> None:
+    obs = observation.to_fhir(READING, "A B", unit="kPa")
+    Observation.model_validate(obs)
+    q = obs["component"][0]["valueQuantity"]
+    assert q["code"] == "kPa" and q["system"] == "http://unitsofmeasure.org"
+    assert q["value"] / observation.KPA_PER_MMHG == pytest.approx(142, abs=0.1)
+    with pytest.raises(ValueError):
+        observation.to_fhir(READING, "A B", unit="cmH2O")
+
+
+@pytest.mark.parametrize("kind", ["collection", "transaction"])
+def test_bundle_is_valid_and_keeps_entries(kind: str) -> None:
+    obs = [
+        observation.to_fhir(READING, "A B"),
+        observation.to_fhir(READING, "A B", status="amended"),
+    ]
+    b = observation.bundle(obs, bundle_id="b-1", kind=kind, timestamp=READING.effective_at)
+    Bundle.model_validate(b)
+    assert [e["resource"]["status"] for e in b["entry"]] == ["final", "amended"]
+    if kind == "transaction":
+        assert b["entry"][0]["request"] == {
+            "method": "PUT",
+            "url": f"Observation/{READING.observation_id}",
+        }
+
+
+def test_encode_is_compact_and_stable() -> None:
+    obs = observation.to_fhir(READING, "A B")
+    raw = observation.encode(obs)
+    assert b"\n" not in raw and b": " not in raw
+    assert orjson.loads(raw) == obs
+    assert raw == observation.encode(observation.to_fhir(READING, "A B"))
+
+
+def test_large_sample_of_simulator_output_is_valid_fhir() -> None:
+    """Every message that is not a deliberate dead letter validates as an R4 Observation."""
+    s = Settings(sim_patients=80, sim_count=6000, sim_seed=3, sim_fault_rate=0.2)
+    checked = 0
+    statuses = set()
+    for msg in faults.messages(s):
+        if msg.expected[0].fate == "dead_letter":
+            continue
+        obs = Observation.model_validate_json(msg.value)
+        statuses.add(obs.status)
+        assert obs.effectiveDateTime.tzinfo is not None
+        assert {c.code.coding[0].code for c in obs.component} == {"8480-6", "8462-4"}
+        checked += 1
+    assert checked > 5000
+    assert statuses == {"final", "amended", "entered-in-error", "preliminary"}
