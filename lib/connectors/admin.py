@@ -37,17 +37,21 @@ INDEX_SUFFIX = "-v1"
 def template_bodies(directory: Path = TEMPLATES_DIR) -> dict[str, dict[str, Any]]:
     """``{base index name: composable template body}`` from the JSON files in ``directory``."""
     bodies: dict[str, dict[str, Any]] = {}
-    for path in sorted(directory.glob("*.json")):
+    for i, path in enumerate(sorted(directory.glob("*.json"))):
         name = path.stem
         body = orjson.loads(path.read_bytes())
         body["index_patterns"] = [f"{name}*", f"*-{name}*"]
-        body.setdefault("priority", 200)
+        # wildcard patterns of two templates can overlap ("x-bp-alerts-bp-anomalies"):
+        # Elasticsearch then needs distinct priorities
+        body.setdefault("priority", 200 + i)
         bodies[name] = body
     return bodies
 
 
 # ----------------------------------------------------------------------------- Kafka
-def ensure_topics(settings: Settings, *, partitions: int | None = None, timeout: float = 30.0) -> list[str]:
+def ensure_topics(
+    settings: Settings, *, partitions: int | None = None, timeout: float = 30.0
+) -> list[str]:
     """Create the contract's topics if missing; returns the names created now."""
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
@@ -120,7 +124,9 @@ def ensure_elasticsearch(settings: Settings, es: Any = None) -> list[str]:
             if es.indices.exists_alias(name=alias):
                 continue
             if es.indices.exists(index=alias):
-                log.warning("index=%s exists as a concrete index, not an alias; left as it is", alias)
+                log.warning(
+                    "index=%s exists as a concrete index, not an alias; left as it is", alias
+                )
                 continue
             concrete = alias + INDEX_SUFFIX
             try:
@@ -145,7 +151,9 @@ def ensure_elasticsearch(settings: Settings, es: Any = None) -> list[str]:
 def delete_indices(settings: Settings, es: Any = None) -> None:
     es = es or es_client(settings)
     for base in template_bodies():
-        es.indices.delete(index=f"{settings.index(base)}*", ignore_unavailable=True, allow_no_indices=True)
+        es.indices.delete(
+            index=f"{settings.index(base)}*", ignore_unavailable=True, allow_no_indices=True
+        )
 
 
 def setup(settings: Settings) -> dict[str, list[str]]:
@@ -158,7 +166,9 @@ def teardown(settings: Settings) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lib.connectors.admin", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m lib.connectors.admin", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("command", choices=["setup", "teardown"])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -169,8 +179,10 @@ def main(argv: list[str] | None = None) -> int:
             done = setup(settings)
             log.info(
                 "setup ok brokers=%s es=%s topics_created=%s indices_created=%s",
-                settings.kafka_brokers, settings.es_url,
-                ",".join(done["topics"]) or "none", ",".join(done["indices"]) or "none",
+                settings.kafka_brokers,
+                settings.es_url,
+                ",".join(done["topics"]) or "none",
+                ",".join(done["indices"]) or "none",
             )
         else:
             teardown(settings)

@@ -16,7 +16,9 @@ def test_kafka_round_trip_through_real_broker(settings, kafka_config):
     confirmed: list[bytes] = []
     producer = Producer({**kafka_config, "acks": "all", "enable.idempotence": True})
     for key, value in payloads:
-        producer.produce(topic, value, key, on_delivery=lambda err, msg: err or confirmed.append(msg.value()))
+        producer.produce(
+            topic, value, key, on_delivery=lambda err, msg: err or confirmed.append(msg.value())
+        )
     assert producer.flush(30) == 0
     assert len(confirmed) == len(payloads)
 

@@ -1,0 +1,182 @@
+"""Kafka output with no duplicates across a crash and a Bytewax recovery resume.
+
+A resumed dataflow re-emits everything after its last snapshot, so a plain producer would send
+those alerts (or dead letters) a second time, and a clinician would be paged twice.
+:class:`ExactlyOnceKafkaSink` prevents that without Kafka transactions:
+
+* every record carries a deterministic id (header ``bpwatch-id``: the alert id, or the source
+  ``topic:partition:offset#entry`` of a dead letter);
+* it is a ``FixedPartitionedSink`` with one Bytewax partition per Kafka partition, routed by a
+  stable hash (``zlib.crc32``) of the routing key, so a key always lands in the same partition;
+* the state snapshotted with each epoch is the partition's next offset after the last
+  *confirmed* write;
+* on resume, the partition reads its Kafka partition from the snapshotted offset to the end and
+  remembers the ids found there; re-emitted records with those ids are skipped.
+
+Delivery guarantee: effectively once per id, for one writer per topic (the monitor). Each batch is
+flushed and every delivery confirmed before the batch returns (``acks=all``, idempotent producer);
+a failed delivery raises :class:`lib.errors.KafkaDeliveryError`, which stops the flow.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from typing import Any
+
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from lib.connectors.kafka import producer_config
+from lib.errors import KafkaDeliveryError, ServiceError
+from lib.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ID_HEADER = "bpwatch-id"
+# (id, key, value, headers)
+OnceRecord = tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]
+
+
+def sent_ids(consumer_config: dict[str, Any], topic: str, partition: int, start: int) -> set[str]:
+    """Ids (header ``bpwatch-id``) of the records at offsets ``start..end`` of one partition."""
+    consumer = Consumer(
+        {
+            **consumer_config,
+            "group.id": "bpwatch-once-scan",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    ids: set[str] = set()
+    try:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
+        start = max(start, low)
+        if start >= high:
+            return ids
+        consumer.assign([TopicPartition(topic, partition, start)])
+        while True:
+            msg = consumer.poll(10)
+            if msg is None:
+                raise ServiceError(f"reading back {topic}[{partition}] timed out")
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    break
+                raise ServiceError(f"reading back {topic}[{partition}]: {msg.error().str()}")
+            for name, value in msg.headers() or ():
+                if name == ID_HEADER and value is not None:
+                    ids.add(value.decode())
+            if msg.offset() + 1 >= high:
+                break
+    finally:
+        consumer.close()
+    return ids
+
+
+class _OncePartition(StatefulSinkPartition[OnceRecord, int]):
+    def __init__(
+        self, settings: Settings, topic: str, partition: int, resume_offset: int | None
+    ) -> None:
+        self._topic = topic
+        self._partition = partition
+        self._producer = Producer(producer_config(settings))
+        # Without a snapshot (first run, or a crash before the first snapshot) the whole
+        # partition is read back: correctness first; alert and dead-letter topics are small.
+        self._next_offset = resume_offset or 0
+        self._skip = sent_ids(settings.kafka_client_config(), topic, partition, self._next_offset)
+        if self._skip:
+            log.info(
+                "resume topic=%s partition=%d from_offset=%d already_sent=%d",
+                topic,
+                partition,
+                self._next_offset,
+                len(self._skip),
+            )
+        self._failed: list[KafkaError] = []
+        self._last_offset = -1
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._failed.append(err)
+        else:
+            self._last_offset = max(self._last_offset, msg.offset())
+
+    def write_batch(self, values: list[OnceRecord]) -> None:
+        started = time.perf_counter()
+        sent = skipped = 0
+        self._failed.clear()
+        for rec_id, key, value, headers in values:
+            if rec_id in self._skip:
+                skipped += 1
+                continue
+            while True:
+                try:
+                    self._producer.produce(
+                        self._topic,
+                        value,
+                        key,
+                        partition=self._partition,
+                        headers=[*headers, (ID_HEADER, rec_id.encode())],
+                        on_delivery=self._on_delivery,
+                    )
+                    break
+                except BufferError:
+                    self._producer.poll(0.05)
+                except KafkaException as exc:
+                    raise KafkaDeliveryError(
+                        f"could not produce to {self._topic}: {exc.args[0].str()}"
+                    ) from None
+            sent += 1
+        if sent:
+            pending = self._producer.flush(60)
+            if pending or self._failed:
+                reason = self._failed[0].str() if self._failed else f"{pending} unconfirmed"
+                raise KafkaDeliveryError(
+                    f"{self._topic}[{self._partition}]: {len(self._failed) + pending} of {sent} "
+                    f"messages not confirmed by the broker ({reason}); check BPWATCH_KAFKA_BROKERS"
+                )
+            self._next_offset = self._last_offset + 1
+        log.info(
+            "topic=%s partition=%d sent=%d skipped_replayed=%d took=%.3fs",
+            self._topic,
+            self._partition,
+            sent,
+            skipped,
+            time.perf_counter() - started,
+        )
+
+    def snapshot(self) -> int:
+        return self._next_offset
+
+    def close(self) -> None:
+        self._producer.flush(30)
+
+
+class ExactlyOnceKafkaSink(FixedPartitionedSink[OnceRecord, int]):
+    """Items ``(routing_key, (id, key, value, headers))``; see the module docstring."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self._settings = settings
+        self._topic = topic
+
+    def _partition_count(self) -> int:
+        from confluent_kafka.admin import AdminClient
+
+        md = AdminClient(self._settings.kafka_client_config()).list_topics(self._topic, timeout=30)
+        info = md.topics.get(self._topic)
+        if info is None or info.error is not None or not info.partitions:
+            raise ServiceError(
+                f"topic {self._topic} does not exist: run `make setup` (python -m lib.connectors.admin setup)"
+            )
+        return len(info.partitions)
+
+    def list_parts(self) -> list[str]:
+        return [f"{p:05d}" for p in range(self._partition_count())]
+
+    def part_fn(self, item_key: str) -> int:
+        return zlib.crc32(item_key.encode())
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _OncePartition:
+        return _OncePartition(self._settings, self._topic, int(for_part), resume_state)
