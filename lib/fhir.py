@@ -18,7 +18,8 @@ What is accepted
   and extra components allowed. A component repeated with a *different* value is
   ``implausible_value`` (ambiguous); repeated with the same value it is accepted.
 - Values: ``valueQuantity`` with UCUM code ``mm[Hg]`` (also ``mmHg``/``mm Hg`` as code or as
-  ``unit`` when ``code`` is absent), or ``kPa`` (x 7.50062, unrounded). No unit at all, another
+  ``unit`` when ``code`` is absent), or ``kPa`` (x 7.50062, rounded to 0.1 mm[Hg], so
+  kPa sent with 2 decimals gives back whole mm[Hg] exactly). No unit at all, another
   unit, a ``comparator`` (``>300``) or a non-numeric value are dead letters.
 - Plausibility (mm[Hg], inclusive): systolic 40..300, diastolic 20..200, systolic > diastolic.
 - ``subject``: ``reference`` ``Patient/x``, an absolute URL ``.../Patient/x`` with or without
@@ -220,7 +221,7 @@ def _observation(res: dict[str, Any], source: str, full_url: Any) -> Outcome:
     elif status in IGNORED_STATUSES:
         kind = 2
     else:
-        raise _Bad("bad_status", f"status {_name(status)} is not an Observation status")
+        raise _Bad("bad_status", f"status {_name(status)} is not a known Observation status")
 
     if not _has_coding(res.get("code"), BP_PANEL_CODE):
         raise _Bad("wrong_code", f"code has no LOINC {BP_PANEL_CODE} coding")
@@ -408,7 +409,7 @@ def _quantity(q: Any, name: str) -> float:
     factor = _UNIT_FACTORS.get(unit) if type(unit) is str else None
     if factor is None:
         raise _Bad("bad_unit", f"{name} unit {_name(unit)} is not mm[Hg] or kPa")
-    return value * factor if factor != 1.0 else float(value)
+    return float(value) if factor == 1.0 else round(value * factor, 1)
 
 
 # -- time -----------------------------------------------------------------------------
@@ -457,14 +458,24 @@ def _instant(text: str) -> datetime:
 
 
 def _name(value: Any) -> str:
-    """A short, safe rendering of a code-like value for a detail (never free text)."""
-    if type(value) is str and 0 < len(value) <= 40 and value.isascii() and value.isprintable():
-        stripped = value.replace("-", "").replace("[", "").replace("]", "").replace(" ", "")
-        if stripped.isalnum():
-            return repr(value)
+    """What a detail may say about a sender's value: its JSON type only, never its text.
+
+    Sender text can hold anything (a name typed into the wrong field); the DLQ keeps the
+    original bytes for whoever is allowed to read them.
+    """
     if value is None:
         return "absent"
-    return f"<{type(value).__name__}>"
+    return f"<{_JSON_TYPES.get(type(value), type(value).__name__)}>"
+
+
+_JSON_TYPES = {
+    str: "string",
+    int: "number",
+    float: "number",
+    bool: "boolean",
+    list: "array",
+    dict: "object",
+}
 
 
 def _as_bytes(value: Any) -> bytes:

@@ -1,0 +1,579 @@
+"""lib.fhir.parse: every accepted shape, every status, every dead-letter reason."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+
+from lib import fhir
+from lib.domain import DeadLetter, Ignored, Reading, Retraction
+
+NAME = "Zelda Quixote-Marchetti"  # a patient name that must never reach a detail
+
+
+def bp(**over: Any) -> dict[str, Any]:
+    """A valid BP Observation (written here by hand, independent of the simulator)."""
+    obs: dict[str, Any] = {
+        "resourceType": "Observation",
+        "id": "obs-1",
+        "meta": {"versionId": "2", "lastUpdated": "2025-01-01T00:00:00Z"},
+        "status": "final",
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "code": "vital-signs",
+                    }
+                ]
+            }
+        ],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+        "subject": {"reference": "Patient/p-7", "display": NAME},
+        "effectiveDateTime": "2025-03-04T10:15:30+02:00",
+        "component": [
+            {
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+                "valueQuantity": {
+                    "value": 142,
+                    "unit": "mmHg",
+                    "system": "http://unitsofmeasure.org",
+                    "code": "mm[Hg]",
+                },
+            },
+            {
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8462-4"}]},
+                "valueQuantity": {
+                    "value": 91.5,
+                    "unit": "mmHg",
+                    "system": "http://unitsofmeasure.org",
+                    "code": "mm[Hg]",
+                },
+            },
+        ],
+    }
+    obs.update(over)
+    return obs
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+def enc(obj: Any) -> bytes:
+    return orjson.dumps(obj)
+
+
+def one(value: bytes, **kw: Any):
+    outcomes = fhir.parse(value, **kw)
+    assert len(outcomes) == 1, outcomes
+    return outcomes[0]
+
+
+def reading(obj: Any) -> Reading:
+    out = one(enc(obj))
+    assert isinstance(out, Reading), out
+    return out
+
+
+def dead(obj: Any) -> DeadLetter:
+    value = obj if isinstance(obj, bytes) else enc(obj)
+    out = one(value, key=b"p-7", source="bp.observations:3:99", headers=[("h", b"v")])
+    assert isinstance(out, DeadLetter), out
+    assert out.raw == value  # the original bytes, unchanged
+    assert out.key == b"p-7"
+    assert out.source == "bp.observations:3:99"
+    assert out.headers == (("h", b"v"),)
+    assert out.reason in fhir.REASONS
+    assert NAME not in out.detail and "p-7" not in out.detail
+    return out
+
+
+def set_value(obs: dict[str, Any], index: int, **quantity: Any) -> dict[str, Any]:
+    obs = copy.deepcopy(obs)
+    obs["component"][index]["valueQuantity"] = quantity
+    return obs
+
+
+# -- the typical message ----------------------------------------------------------------
+
+
+def test_typical_observation_gives_a_utc_reading_with_all_fields():
+    r = one(enc(bp()), key=b"p-7", source="t:1:2")
+    assert r == Reading(
+        observation_id="obs-1",
+        patient_id="p-7",
+        effective_at=datetime(2025, 3, 4, 8, 15, 30, tzinfo=UTC),
+        systolic=142.0,
+        diastolic=91.5,
+        status="final",
+        version="2",
+        source="t:1:2",
+    )
+    assert r.effective_at.tzinfo is UTC
+    assert type(r.systolic) is float and type(r.diastolic) is float
+
+
+def test_simulator_messages_parse_back_to_the_same_reading():
+    from lib.observation import encode, to_fhir
+
+    base = Reading(
+        "o-42", "pat-1", datetime(2025, 6, 1, 23, 59, 1, 123000, tzinfo=UTC), 131.0, 85.0
+    )
+    for unit in ("mm[Hg]", "kPa"):
+        for offset in (0, 120, -300):
+            msg = encode(to_fhir(base, NAME, utc_offset_min=offset, unit=unit))
+            r = one(msg)
+            assert isinstance(r, Reading)
+            assert (r.observation_id, r.patient_id) == ("o-42", "pat-1")
+            assert r.effective_at == base.effective_at
+            assert (r.systolic, r.diastolic) == (131.0, 85.0), unit
+
+
+# -- codes and components -----------------------------------------------------------------
+
+
+def test_components_in_any_order_with_extra_codings_and_extra_components():
+    obs = bp()
+    sys_c, dia_c = obs["component"]
+    for c in (sys_c, dia_c):
+        c["code"]["coding"].insert(0, {"system": "http://snomed.info/sct", "code": "271649006"})
+    mean_arterial = {
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8478-0"}]},
+        "valueQuantity": {"value": 108, "code": "mm[Hg]"},
+    }
+    obs["component"] = [dia_c, mean_arterial, sys_c]
+    r = reading(obs)
+    assert (r.systolic, r.diastolic) == (142.0, 91.5)
+
+
+def test_panel_code_found_among_other_codings_and_by_loinc_oid():
+    obs = bp(
+        code={
+            "coding": [
+                {"system": "http://snomed.info/sct", "code": "75367002"},
+                {"system": "urn:oid:2.16.840.1.113883.6.1", "code": "85354-9"},
+            ],
+            "text": "BP",
+        }
+    )
+    assert reading(obs).systolic == 142.0
+
+
+def test_repeated_component_with_the_same_value_is_accepted():
+    obs = bp()
+    obs["component"].append(copy.deepcopy(obs["component"][0]))
+    assert reading(obs).systolic == 142.0
+
+
+# -- units --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("quantity", "expected"),
+    [
+        ({"value": 120, "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}, 120.0),
+        ({"value": 120.5, "unit": "mmHg"}, 120.5),  # unit only, no code
+        ({"value": 121, "unit": "mm[Hg]"}, 121.0),
+        ({"value": 122, "code": "mmHg"}, 122.0),
+        ({"value": 16, "unit": "kPa", "code": "kPa"}, 120.0),  # 16 * 7.50062 = 120.0099
+        ({"value": 17.33, "unit": "kPa"}, 130.0),  # 129.99 without rounding: a category flip
+        ({"value": 18.67, "code": "kPa"}, 140.0),
+    ],
+)
+def test_mmhg_and_kpa_values_are_returned_in_mmhg(quantity, expected):
+    r = reading(set_value(bp(), 0, **quantity))
+    assert r.systolic == expected
+
+
+def test_kpa_conversion_factor():
+    r = reading(set_value(bp(), 0, value=20.0, code="kPa"))
+    assert r.systolic == pytest.approx(20.0 * 7.50062, abs=0.05)
+
+
+def test_kpa_with_two_decimals_round_trips_every_whole_mmhg_value():
+    for mmhg in range(41, 301):
+        kpa = round(mmhg * 0.133322, 2)
+        obs = set_value(bp(), 0, value=kpa, code="kPa")
+        r = reading(set_value(obs, 1, value=2.67, code="kPa"))  # 20 mm[Hg]
+        assert (r.systolic, r.diastolic) == (float(mmhg), 20.0)
+
+
+# -- subject ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("subject", "patient_id"),
+    [
+        ({"reference": "Patient/p-7"}, "p-7"),
+        ({"reference": "Patient/p-7/_history/3"}, "p-7"),
+        ({"reference": "https://fhir.example.org/r4/Patient/abc.9"}, "abc.9"),
+        ({"reference": "https://fhir.example.org/r4/Patient/abc/_history/12"}, "abc"),
+        (
+            {"reference": "urn:uuid:6f1c2a3e-0b7d-4e0a-9f51-2d1b7e6c8a90"},
+            "6f1c2a3e-0b7d-4e0a-9f51-2d1b7e6c8a90",
+        ),
+        ({"identifier": {"system": "urn:oid:1.2.3", "value": "MRN-0042"}}, "MRN-0042"),
+        ({"identifier": {"value": " 0042 "}, "display": NAME}, "0042"),
+        ({"reference": "#contained-1", "identifier": {"value": "MRN-1"}}, "MRN-1"),
+    ],
+)
+def test_subject_forms(subject, patient_id):
+    assert reading(bp(subject=subject)).patient_id == patient_id
+
+
+# -- time -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("effectiveDateTime", "2025-03-04T10:15:30Z", utc(2025, 3, 4, 10, 15, 30)),
+        ("effectiveDateTime", "2025-03-04T10:15:30+00:00", utc(2025, 3, 4, 10, 15, 30)),
+        ("effectiveDateTime", "2025-03-04T10:15:30-05:30", utc(2025, 3, 4, 15, 45, 30)),
+        ("effectiveDateTime", "2025-03-04T01:00:00+14:00", utc(2025, 3, 3, 11, 0, 0)),
+        (
+            "effectiveDateTime",
+            "2025-03-04T10:15:30.123+01:00",
+            utc(2025, 3, 4, 9, 15, 30, 123000),
+        ),
+        (
+            "effectiveDateTime",
+            "2025-03-04T10:15:30.1234567Z",  # FHIR allows any number of digits
+            utc(2025, 3, 4, 10, 15, 30, 123456),
+        ),
+        ("effectiveDateTime", "2025-03-04T10:15Z", utc(2025, 3, 4, 10, 15)),  # no seconds
+        ("effectiveDateTime", "2025-03-04", utc(2025, 3, 4)),  # date: midnight UTC
+        ("effectiveDateTime", "2025-03", utc(2025, 3, 1)),
+        ("effectiveDateTime", "2025", utc(2025, 1, 1)),
+        (
+            "effectiveInstant",
+            "2025-03-04T10:15:30.5+02:00",
+            utc(2025, 3, 4, 8, 15, 30, 500000),
+        ),
+        (
+            "effectivePeriod",
+            {"start": "2025-03-04T10:00:00+01:00", "end": "2025-03-04T10:05:00+01:00"},
+            utc(2025, 3, 4, 9, 0),
+        ),
+        ("effectivePeriod", {"end": "2025-03-04T10:05:00+01:00"}, utc(2025, 3, 4, 9, 5)),
+    ],
+)
+def test_effective_time_forms_are_normalised_to_utc(field, value, expected):
+    obs = bp()
+    del obs["effectiveDateTime"]
+    obs[field] = value
+    r = reading(obs)
+    assert r.effective_at == expected
+    assert r.effective_at.utcoffset() == timedelta(0)
+    assert r.effective_at.tzinfo is UTC
+
+
+def test_same_instant_in_different_offsets_gives_equal_readings():
+    a = reading(bp(effectiveDateTime="2025-03-04T23:30:00-02:00"))
+    b = reading(bp(effectiveDateTime="2025-03-05T01:30:00Z"))
+    assert a == b
+
+
+# -- status and version -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", ["final", "amended", "corrected"])
+def test_scored_statuses_give_a_reading(status):
+    assert reading(bp(status=status)).status == status
+
+
+@pytest.mark.parametrize("status", ["preliminary", "registered", "cancelled", "unknown"])
+def test_unscored_statuses_are_ignored_and_need_no_values(status):
+    obs = bp(status=status)
+    del obs["component"], obs["effectiveDateTime"]
+    out = one(enc(obs), source="s:0:1")
+    assert out == Ignored(observation_id="obs-1", patient_id="p-7", status=status, source="s:0:1")
+
+
+def test_entered_in_error_retracts_even_with_bad_values_and_no_time():
+    obs = bp(status="entered-in-error")
+    del obs["effectiveDateTime"]
+    obs["component"] = obs["component"][:1]
+    out = one(enc(obs), source="s:0:2")
+    assert out == Retraction(observation_id="obs-1", patient_id="p-7", source="s:0:2")
+
+
+def test_retraction_still_needs_the_bp_code_and_a_subject():
+    assert dead(bp(status="entered-in-error", code={"coding": []})).reason == "wrong_code"
+    assert dead(bp(status="entered-in-error", subject={})).reason == "missing_subject"
+
+
+@pytest.mark.parametrize(
+    ("meta", "version"),
+    [
+        ({"versionId": "7", "lastUpdated": "2025-01-01T00:00:00Z"}, "7"),
+        ({"versionId": 8}, "8"),
+        ({"lastUpdated": "2025-01-02T03:04:05.6Z"}, "2025-01-02T03:04:05.6Z"),
+        ({}, ""),
+        (None, ""),
+        ("junk", ""),
+    ],
+)
+def test_version_from_meta(meta, version):
+    obs = bp(meta=meta)
+    if meta is None:
+        del obs["meta"]
+    assert reading(obs).version == version
+
+
+# -- Bundles ----------------------------------------------------------------------------
+
+
+def test_bundle_gives_one_outcome_per_entry_in_order():
+    entries = [
+        {"resource": bp(id="a1")},
+        {"resource": bp(id="a2", status="preliminary")},
+        {"resource": bp(id="a3", status="entered-in-error")},
+        {"fullUrl": "urn:uuid:0b5e7c5e-1d7e-4c43-9a55-5c7c8d8f9a01", "resource": bp(id=None)},
+        {"fullUrl": "https://h/fhir/Observation/a5/_history/1", "resource": bp(id=None)},
+    ]
+    for e in entries[3:]:
+        del e["resource"]["id"]
+    out = fhir.parse(enc({"resourceType": "Bundle", "type": "collection", "entry": entries}))
+    assert [type(o) for o in out] == [Reading, Ignored, Retraction, Reading, Reading]
+    assert [o.observation_id for o in out] == [
+        "a1",
+        "a2",
+        "a3",
+        "0b5e7c5e-1d7e-4c43-9a55-5c7c8d8f9a01",
+        "a5",
+    ]
+
+
+def test_bundle_bad_entries_each_give_a_dead_letter_with_the_whole_message():
+    entries = [
+        {"resource": bp(id="ok1")},
+        {"resource": {"resourceType": "Patient", "id": "p-7", "name": [{"text": NAME}]}},
+        {"resource": bp(id="bad", component=[])},
+        {"request": {"method": "DELETE", "url": "Observation/x"}},
+        "not an object",
+        {"resource": bp(id="ok2")},
+    ]
+    value = enc({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+    out = fhir.parse(value, key=b"k", source="t:0:5")
+    assert [type(o) for o in out] == [Reading, *[DeadLetter] * 4, Reading]
+    dls = [o for o in out if isinstance(o, DeadLetter)]
+    assert [d.reason for d in dls] == [
+        "not_observation",
+        "missing_component",
+        "not_observation",
+        "not_observation",
+    ]
+    assert [d.detail.split(":")[0] for d in dls] == [
+        "entry[1] of 6",
+        "entry[2] of 6",
+        "entry[3] of 6",
+        "entry[4] of 6",
+    ]
+    assert all(d.raw == value and d.key == b"k" and d.source == "t:0:5" for d in dls)
+    assert all(NAME not in d.detail for d in dls)
+
+
+@pytest.mark.parametrize(
+    "bundle",
+    [
+        {"resourceType": "Bundle", "type": "collection"},
+        {"resourceType": "Bundle", "type": "collection", "entry": []},
+        {"resourceType": "Bundle", "type": "collection", "entry": {"resource": {}}},
+    ],
+)
+def test_bundle_without_entries_is_one_dead_letter(bundle):
+    assert dead(bundle).reason == "not_observation"
+
+
+def test_bundle_with_too_many_entries_is_one_dead_letter():
+    entry = {"resource": bp()}
+    bundle = {"resourceType": "Bundle", "entry": [entry] * (fhir.MAX_BUNDLE_ENTRIES + 1)}
+    value = enc(bundle)
+    if len(value) > fhir.MAX_MESSAGE_BYTES:  # keep the test about the entry limit
+        bundle["entry"] = [{"resource": {"resourceType": "Observation"}}] * len(bundle["entry"])
+        value = enc(bundle)
+    assert dead(value).reason == "too_large"
+    ok = {"resourceType": "Bundle", "entry": [entry] * fhir.MAX_BUNDLE_ENTRIES}
+    assert len(fhir.parse(enc(ok))) == fhir.MAX_BUNDLE_ENTRIES
+
+
+# -- dead letters: one case (at least) per reason -----------------------------------------
+
+
+def _without(key: str, **over: Any) -> dict[str, Any]:
+    obs = bp(**over)
+    del obs[key]
+    return obs
+
+
+def _only_component(index: int) -> dict[str, Any]:
+    obs = bp()
+    obs["component"] = [obs["component"][index]]
+    return obs
+
+
+DEAD_LETTER_CASES: list[tuple[str, Any]] = [
+    ("too_large", enc(bp()) + b" " * fhir.MAX_MESSAGE_BYTES),
+    ("invalid_json", b""),
+    ("invalid_json", b"{"),
+    ("invalid_json", enc(bp())[:-1]),
+    ("invalid_json", b"\xff\xfe{}"),
+    ("invalid_json", b"\xef\xbb\xbf" + enc(bp())),  # BOM
+    ("invalid_json", b'{"a": NaN}'),
+    ("invalid_json", b"[" * 5000 + b"]" * 5000),
+    ("not_observation", b"[]"),
+    ("not_observation", b"42"),
+    ("not_observation", b'"Observation"'),
+    ("not_observation", {"resourceType": "Patient", "id": "p-7", "name": [{"text": NAME}]}),
+    ("not_observation", _without("resourceType")),
+    ("not_observation", bp(resourceType=["Observation"])),
+    ("missing_id", _without("id")),
+    ("missing_id", bp(id="")),
+    ("missing_id", bp(id="has space")),
+    ("missing_id", bp(id="x" * 65)),
+    ("missing_id", bp(id=17)),
+    ("bad_status", _without("status")),
+    ("bad_status", bp(status="done")),
+    ("bad_status", bp(status=["final"])),
+    ("bad_status", bp(status="FINAL")),
+    ("wrong_code", _without("code")),
+    ("wrong_code", bp(code={"coding": [{"system": "http://loinc.org", "code": "8867-4"}]})),
+    ("wrong_code", bp(code={"coding": [{"system": "http://snomed.info/sct", "code": "85354-9"}]})),
+    ("wrong_code", bp(code={"text": "Blood pressure"})),
+    ("wrong_code", bp(code={"coding": "85354-9"})),
+    ("missing_subject", _without("subject")),
+    ("missing_subject", bp(subject={"display": NAME})),
+    ("missing_subject", bp(subject={"reference": "Group/g1"})),
+    ("missing_subject", bp(subject={"reference": "#p1"})),
+    ("missing_subject", bp(subject={"reference": "Patient?identifier=123"})),
+    ("missing_subject", bp(subject={"reference": "Patient/"})),
+    ("missing_subject", bp(subject={"reference": "Patient/a b"})),
+    ("missing_subject", bp(subject={"identifier": {"system": "urn:x"}})),
+    ("missing_subject", bp(subject="Patient/p-7")),
+    ("missing_time", _without("effectiveDateTime")),
+    ("missing_time", _without("effectiveDateTime", effectivePeriod={})),
+    ("missing_time", _without("effectiveDateTime", effectiveTiming={"event": ["2025-01-01"]})),
+    ("bad_time", bp(effectiveDateTime="yesterday")),
+    ("bad_time", bp(effectiveDateTime="2025-13-01")),
+    ("bad_time", bp(effectiveDateTime="2025-02-30T10:00:00Z")),
+    ("bad_time", bp(effectiveDateTime="2025-03-04T25:00:00Z")),
+    ("bad_time", bp(effectiveDateTime="2025-03-04T10:00:00+25:00")),
+    ("bad_time", bp(effectiveDateTime="0001-01-01T00:00:00+01:00")),  # before datetime.min UTC
+    ("bad_time", bp(effectiveDateTime="\uff12\uff10\uff12\uff15")),  # non-ASCII digits
+    ("bad_time", bp(effectiveDateTime="")),
+    ("bad_time", bp(effectiveDateTime=20250304)),
+    ("missing_timezone", bp(effectiveDateTime="2025-03-04T10:15:30")),
+    ("missing_timezone", bp(effectiveDateTime="2025-03-04T10:15")),
+    (
+        "missing_timezone",
+        _without("effectiveDateTime", effectivePeriod={"start": "2025-03-04T10:00"}),
+    ),
+    ("missing_component", _only_component(0)),
+    ("missing_component", _only_component(1)),
+    ("missing_component", _without("component")),
+    ("missing_component", bp(component={"code": "8480-6"})),
+    ("missing_component", bp(valueQuantity={"value": 120, "code": "mm[Hg]"}, component=[])),
+    ("missing_component", set_value(bp(), 0, value="142", code="mm[Hg]")),
+    ("missing_component", set_value(bp(), 1, value=True, code="mm[Hg]")),
+    ("missing_component", set_value(bp(), 1, value=None, code="mm[Hg]")),
+    ("bad_unit", set_value(bp(), 0, value=142, code="cm[H2O]")),
+    ("bad_unit", set_value(bp(), 1, value=90)),
+    ("bad_unit", set_value(bp(), 1, value=90, unit="mmhg")),
+    ("bad_unit", set_value(bp(), 1, value=90, code=["mm[Hg]"])),
+    ("implausible_value", set_value(bp(), 0, value=400, code="mm[Hg]")),
+    ("implausible_value", set_value(bp(), 0, value=39.9, code="mm[Hg]")),
+    ("implausible_value", set_value(bp(), 0, value=300.1, code="mm[Hg]")),
+    ("implausible_value", set_value(bp(), 1, value=19.9, code="mm[Hg]")),
+    ("implausible_value", set_value(bp(), 0, value=91.5, code="mm[Hg]")),  # systolic == diastolic
+    ("implausible_value", set_value(bp(), 0, value=80, code="mm[Hg]")),  # systolic < diastolic
+    ("implausible_value", set_value(bp(), 0, value=1e308, code="mm[Hg]")),
+    ("implausible_value", set_value(bp(), 0, value=40.1, code="kPa")),  # 300.8 mm[Hg]
+    ("implausible_value", set_value(bp(), 0, value=150, code="mm[Hg]", comparator=">")),
+]
+
+
+@pytest.mark.parametrize(
+    ("reason", "obj"),
+    DEAD_LETTER_CASES,
+    ids=[f"{r}-{i}" for i, (r, _) in enumerate(DEAD_LETTER_CASES)],
+)
+def test_dead_letter_reason(reason, obj):
+    out = dead(obj)
+    assert out.reason == reason, out.detail
+    assert out.detail
+
+
+def test_every_reason_code_is_exercised_except_internal_error():
+    assert {r for r, _ in DEAD_LETTER_CASES} == set(fhir.REASONS) - {"internal_error"}
+
+
+def test_conflicting_repeated_component_is_implausible():
+    obs = bp()
+    twin = copy.deepcopy(obs["component"][0])
+    twin["valueQuantity"]["value"] = 150
+    obs["component"].append(twin)
+    assert dead(obs).reason == "implausible_value"
+
+
+@pytest.mark.parametrize(
+    ("systolic", "diastolic"), [(40, 20), (300, 200), (300, 20), (40, 39.9), (201, 200)]
+)
+def test_plausibility_bounds_are_inclusive(systolic, diastolic):
+    obs = set_value(bp(), 0, value=systolic, code="mm[Hg]")
+    obs = set_value(obs, 1, value=diastolic, code="mm[Hg]")
+    r = reading(obs)
+    assert (r.systolic, r.diastolic) == (systolic, diastolic)
+
+
+def test_checks_run_in_the_documented_order():
+    # several problems at once: the first in REASONS order is reported
+    obs = bp(status="done", code={}, subject={})
+    del obs["id"]
+    assert dead(obs).reason == "missing_id"
+    obs["id"] = "x1"
+    assert dead(obs).reason == "bad_status"
+    obs["status"] = "final"
+    assert dead(obs).reason == "wrong_code"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [None, bytearray(enc(bp())), memoryview(enc(bp())), enc(bp()).decode()],
+)
+def test_non_bytes_input_does_not_raise(value):
+    out = fhir.parse(value)  # type: ignore[arg-type]
+    assert len(out) == 1
+    if value is None:
+        assert isinstance(out[0], DeadLetter) and out[0].raw == b""
+    else:
+        assert isinstance(out[0], Reading)
+
+
+def test_details_never_carry_patient_names_ids_or_payload_text():
+    secret = "Ms Privacy Bloggs"
+    cases = [
+        bp(subject={"reference": f"Group/{secret}"}),
+        bp(status=secret),
+        bp(code={"coding": [{"system": "http://loinc.org", "code": secret}]}),
+        bp(effectiveDateTime=secret),
+        set_value(bp(), 0, value=120, unit=secret),
+        {"resourceType": secret},
+        {"resourceType": "Bundle", "entry": [{"resource": {"resourceType": secret}}]},
+    ]
+    for obj in cases:
+        (out,) = fhir.parse(enc(obj))
+        assert isinstance(out, DeadLetter)
+        assert secret not in out.detail and "Privacy" not in out.detail, out.detail
+
+
+def test_the_hand_written_fixture_is_valid_fhir_r4():
+    from fhir.resources.R4B.observation import Observation
+
+    obs = Observation.model_validate(bp())
+    assert obs.code.coding[0].code == "85354-9"
