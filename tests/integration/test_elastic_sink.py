@@ -1,0 +1,249 @@
+"""ElasticSink / bulk_write against the REAL local Elasticsearch (no mocks).
+
+Each test writes into its own namespaced ``bp-anomalies`` write alias (``settings`` fixture).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import bytewax.operators as op
+import pytest
+from bytewax.dataflow import Dataflow
+from bytewax.testing import TestingSource, run_main
+from elasticsearch import Elasticsearch
+
+from lib.connectors.elastic import ElasticSink, RetryPolicy, bulk_write, make_client
+from lib.domain import utc_iso
+from lib.errors import IndexingError, ServiceError
+
+pytestmark = pytest.mark.integration
+
+START = datetime(2026, 11, 28, 6, 0, tzinfo=UTC)
+
+
+def anomaly(i: int, *, systolic: float = 165.0) -> dict[str, Any]:
+    return {
+        "observation_id": f"obs-{i:06d}",
+        "patient_id": f"patient-{i % 37}",
+        "effective_at": utc_iso(START + timedelta(minutes=i)),
+        "ingested_at": utc_iso(START + timedelta(minutes=i, seconds=2)),
+        "systolic": systolic + i % 20,
+        "diastolic": 95.0,
+        "category": "hypertension_stage_2",
+        "anomaly_types": ["systolic_hypertension"],
+        "severity": "high",
+        "risk_score": round((i % 97) / 97, 4),
+        "ruleset": "aha2017",
+    }
+
+
+def actions(n: int, **kw: Any) -> list[tuple[str, str, dict]]:
+    return [("index", f"obs-{i:06d}", anomaly(i, **kw)) for i in range(n)]
+
+
+def count(es: Elasticsearch, index: str) -> int:
+    es.indices.refresh(index=index)
+    return int(es.count(index=index)["count"])
+
+
+def run_sink(settings, items: list, **sink_kw: Any) -> None:
+    flow = Dataflow("es_sink_test")
+    stream = op.input("inp", flow, TestingSource(items, batch_size=250))
+    op.output("es_out", stream, ElasticSink(settings, settings.anomalies_index, **sink_kw))
+    run_main(flow)
+
+
+def test_flow_indexes_documents_readable_by_id(settings, es):
+    index = settings.anomalies_index
+    items = actions(1200)
+    run_sink(settings, items)
+    assert count(es, index) == 1200
+    got = es.mget(index=index, ids=["obs-000000", "obs-000777", "obs-001199"])["docs"]
+    assert [d["found"] for d in got] == [True, True, True]
+    assert got[1]["_source"]["systolic"] == items[777][2]["systolic"]
+    assert got[1]["_source"]["patient_id"] == "patient-" + str(777 % 37)
+
+
+def test_replay_overwrites_and_never_duplicates(settings, es):
+    index = settings.anomalies_index
+    run_sink(settings, actions(500))
+    # Replay the same ids with a changed value (e.g. an amended Observation).
+    run_sink(settings, actions(500, systolic=170.0))
+    assert count(es, index) == 500
+    doc = es.get(index=index, id="obs-000003")["_source"]
+    assert doc["systolic"] == 173.0
+
+
+def test_delete_removes_and_missing_delete_is_fine(settings, es):
+    index = settings.anomalies_index
+    client = make_client(settings)
+    bulk_write(client, index, actions(100))
+    stats = bulk_write(
+        client,
+        index,
+        [("delete", f"obs-{i:06d}", None) for i in range(0, 100, 10)]
+        + [("delete", "never-indexed", None)],
+    )
+    assert (stats.deleted, stats.not_found) == (10, 1)
+    assert count(es, index) == 90
+    assert not es.exists(index=index, id="obs-000010")
+    assert es.exists(index=index, id="obs-000011")
+    client.close()
+
+
+def test_index_then_delete_of_same_id_in_one_batch_ends_deleted(settings, es):
+    index = settings.anomalies_index
+    items = [*actions(20), ("delete", "obs-000005", None), ("index", "obs-000006", anomaly(6))]
+    run_sink(settings, items)
+    assert count(es, index) == 19
+    assert not es.exists(index=index, id="obs-000005")
+
+
+def test_mapping_error_raises_naming_index_and_reason(settings, es):
+    index = settings.anomalies_index
+    bad = {**anomaly(1), "patient_name": "Jane Doe"}  # the template's mapping is strict
+    client = make_client(settings)
+    with pytest.raises(IndexingError) as err:
+        bulk_write(client, index, [("index", "obs-000000", anomaly(0)), ("index", "obs-1", bad)])
+    text = str(err.value)
+    assert index in text and "strict_dynamic_mapping_exception" in text
+    assert "Jane Doe" not in text
+    assert count(es, index) == 1  # the valid document of the batch is written
+    client.close()
+
+
+def test_unreachable_host_with_budget_raises_and_does_not_pretend(settings):
+    client = make_client(settings, hosts=["http://127.0.0.1:1"], request_timeout=2)
+    policy = RetryPolicy(initial_s=0.05, max_s=0.2, budget_s=0.6)
+    started = time.monotonic()
+    with pytest.raises(IndexingError, match="did not accept 50 of 50") as err:
+        bulk_write(client, settings.anomalies_index, actions(50), retry=policy)
+    assert time.monotonic() - started >= sum(policy.delays()) - 1e-3  # it really backed off
+    assert "ConnectionError" in str(err.value)
+    client.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class _Forwarder:
+    """A TCP relay to Elasticsearch that can be switched on later (an 'outage' until then)."""
+
+    def __init__(self, port: int, target: tuple[str, int]) -> None:
+        self.port, self.target = port, target
+        self._server: socket.socket | None = None
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        server = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
+        server.settimeout(0.2)
+        self._server = server
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        assert self._server is not None
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            except OSError:  # closed by stop()
+                return
+            upstream = socket.create_connection(self.target)
+            for a, b in ((conn, upstream), (upstream, conn)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._server is not None:
+            self._server.close()
+
+
+def test_outage_blocks_then_catches_up_without_loss(settings, es):
+    """No budget: the writer blocks while the endpoint is down and finishes once it is up."""
+    index = settings.anomalies_index
+    es_url = settings.es_url.removeprefix("http://").removeprefix("https://")
+    host, _, port = es_url.partition(":")
+    relay = _Forwarder(_free_port(), (host, int(port or 9200)))
+    client = make_client(settings, hosts=[f"http://127.0.0.1:{relay.port}"], request_timeout=5)
+    result: dict[str, Any] = {}
+
+    def write() -> None:
+        try:
+            result["stats"] = bulk_write(
+                client, index, actions(300), retry=RetryPolicy(initial_s=0.1, max_s=0.4)
+            )
+        except Exception as exc:  # surfaced by the assertions below
+            result["error"] = exc
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    time.sleep(1.5)
+    assert writer.is_alive(), f"the writer gave up during the outage: {result}"
+    assert count(es, index) == 0
+    relay.start()
+    writer.join(timeout=30)
+    relay.stop()
+    client.close()
+    assert not writer.is_alive()
+    assert "error" not in result, result.get("error")
+    assert result["stats"].retries >= 3 and result["stats"].indexed == 300
+    assert count(es, index) == 300
+
+
+def test_wrong_credentials_give_a_clear_error_and_no_retry_storm(settings):
+    probe = Elasticsearch(settings.es_url, basic_auth=("bpwatch-nobody", "wrong"))
+    try:
+        secured = probe.perform_request("GET", "/").meta.status == 401
+    except Exception as exc:  # AuthenticationException on a secured cluster
+        secured = getattr(exc, "status_code", None) == 401
+    finally:
+        probe.close()
+    if not secured:
+        pytest.skip("the local Elasticsearch runs without security; covered by unit tests")
+    client = make_client(settings, basic_auth=("bpwatch-nobody", "wrong"), api_key=None)
+    sleeps: list[float] = []
+    with pytest.raises(ServiceError, match="BPWATCH_ES_PASSWORD"):
+        bulk_write(client, settings.anomalies_index, actions(5), sleep=sleeps.append)
+    assert sleeps == []
+    client.close()
+
+
+def test_bulk_throughput(settings, es, record_property):
+    """Measured, not asserted tightly: docs/s of ElasticSink-sized bulks into the real ES."""
+    index = settings.anomalies_index
+    client = make_client(settings)
+    n, batch = 20_000, settings.es_batch_size
+    docs = actions(n)
+    bulk_write(client, index, docs[:batch])  # warm-up (same ids, overwritten below)
+    started = time.perf_counter()
+    for i in range(0, n, batch):
+        bulk_write(client, index, docs[i : i + batch])
+    elapsed = time.perf_counter() - started
+    rate = n / elapsed
+    record_property("es_bulk_docs_per_s", round(rate))
+    print(f"\nes_bulk_throughput docs={n} batch={batch} took={elapsed:.2f}s rate={rate:.0f}/s")
+    assert count(es, index) == n
+    assert rate > 500
+    client.close()
