@@ -32,6 +32,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+import orjson
 
 from lib import cohort as cohort_mod
 from lib import observation as fhir_obs
@@ -172,7 +173,9 @@ class _PatientFaults:
         if kind is FaultKind.DUPLICATE:
             # the very same bytes again, as a redelivery does
             last, value = self.history[-1]
-            return [self._msg(value, at, Expected(last.observation_id, "duplicate", kind))]
+            return [
+                self._msg(value, at, Expected(last.observation_id, "duplicate", kind, "", last))
+            ]
         if kind is FaultKind.PRELIMINARY:
             pre = replace(r, observation_id=f"{r.observation_id}-p")
             value = fhir_obs.encode(self._fhir(pre, status="preliminary"))
@@ -231,6 +234,51 @@ class _PatientFaults:
             yield replace(late, emitted_at=last_at)
 
 
+def _bundleable(msg: SimMessage) -> bool:
+    (e,) = msg.expected
+    return e.fate in ("reading", "retracted", "ignored") and e.fault is not FaultKind.DUPLICATE
+
+
+def bundled(
+    msgs: Iterator[SimMessage], size: int, kind: str = "collection"
+) -> Iterator[SimMessage]:
+    """Group runs of up to ``size`` consecutive Observation messages of one patient in Bundles.
+
+    Dead letters and duplicates stay single messages (and end the current run first, so the
+    order of Observations is kept).
+    """
+    run: list[SimMessage] = []
+
+    def flush() -> Iterator[SimMessage]:
+        if len(run) == 1:
+            yield run[0]
+        elif run:
+            resources = [orjson.loads(m.value) for m in run]
+            first = run[0].expected[0].observation_id
+            value = fhir_obs.encode(
+                fhir_obs.bundle(resources, bundle_id=f"bundle-{first}", kind=kind)
+            )
+            last = run[-1]
+            yield SimMessage(
+                last.key,
+                value,
+                last.patient_id,
+                last.emitted_at,
+                tuple(e for m in run for e in m.expected),
+            )
+        run.clear()
+
+    for msg in msgs:
+        if not _bundleable(msg):
+            yield from flush()
+            yield msg
+            continue
+        run.append(msg)
+        if len(run) >= size:
+            yield from flush()
+    yield from flush()
+
+
 def patient_messages(
     patient: cohort_mod.Patient,
     seed: int,
@@ -238,10 +286,13 @@ def patient_messages(
     fault_rate: float,
     hours: float | None = None,
     horizon_hours: float = 6.0,
+    bundle_size: int = 1,
+    bundle_type: str = "collection",
 ) -> Iterator[SimMessage]:
-    """One patient's messages in emission order."""
+    """One patient's messages in emission order (``bundle_size`` > 1: Bundles of up to that)."""
     readings = cohort_mod.patient_readings(patient, seed, hours=hours, horizon_hours=horizon_hours)
-    return _PatientFaults(patient, seed, fault_rate).run(readings)
+    msgs = _PatientFaults(patient, seed, fault_rate).run(readings)
+    return bundled(msgs, bundle_size, bundle_type) if bundle_size > 1 else msgs
 
 
 def worker_share(total: int, worker_index: int, worker_count: int) -> int:
@@ -256,11 +307,14 @@ def messages(
     worker_count: int = 1,
     hours: float | None = None,
     horizon_hours: float = 6.0,
+    bundle_size: int = 1,
+    bundle_type: str = "collection",
 ) -> Iterator[SimMessage]:
     """The simulator's messages for one worker, in event-time order, bounded by ``sim_count``.
 
     Worker ``w`` of ``n`` simulates the patients whose index ``% n == w`` and sends its share
     of ``settings.sim_count`` (0 = unbounded). With one worker this is the whole stream.
+    ``bundle_size`` > 1 wraps runs of a patient's Observations in FHIR Bundles.
     """
     if not 0 <= worker_index < worker_count:
         raise ValueError(f"worker_index {worker_index} not in 0..{worker_count - 1}")
@@ -268,7 +322,13 @@ def messages(
     patients = cohort_mod.cohort(settings.sim_patients, seed)[worker_index::worker_count]
     streams = [
         patient_messages(
-            p, seed, fault_rate=settings.sim_fault_rate, hours=hours, horizon_hours=horizon_hours
+            p,
+            seed,
+            fault_rate=settings.sim_fault_rate,
+            hours=hours,
+            horizon_hours=horizon_hours,
+            bundle_size=bundle_size,
+            bundle_type=bundle_type,
         )
         for p in patients
     ]
