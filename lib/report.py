@@ -1,0 +1,350 @@
+"""A self-contained HTML report of the dashboard's views, for people without Kibana.
+
+    .venv/bin/python -m lib.report --out report.html [--from 2025-03-01T00:00Z] [--to ...]
+                                   [--patient P123]
+
+Reads ``bp-anomalies`` (``BPWATCH_ES_URL``, credentials and ``BPWATCH_NAMESPACE`` as
+everywhere) for the event-time range ``[from, to)`` (default: the 24 hours before ``to``,
+``to`` defaulting to now), optionally for one patient, and writes one HTML file with the
+five views of the Kibana dashboard as embedded PNG charts (matplotlib, Agg backend) and a
+table: anomaly-type distribution, anomalies over time (by severity), recent critical cases,
+risk-score distribution, risk over time (average and maximum).
+
+This module is a tool, so it does I/O; :func:`collect` (Elasticsearch -> :class:`ReportData`)
+and :func:`render_html` (-> str) are separate so each can be tested. matplotlib is the
+``report`` extra (``pip install .[report]``) and is imported only when rendering.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import io
+import logging
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from lib.domain import SEVERITIES, utc_iso
+
+log = logging.getLogger(__name__)
+
+_INTERVALS = [
+    ("1m", timedelta(minutes=1)),
+    ("5m", timedelta(minutes=5)),
+    ("15m", timedelta(minutes=15)),
+    ("1h", timedelta(hours=1)),
+    ("3h", timedelta(hours=3)),
+    ("6h", timedelta(hours=6)),
+    ("12h", timedelta(hours=12)),
+    ("1d", timedelta(days=1)),
+    ("7d", timedelta(days=7)),
+]
+RISK_BIN = 0.05
+CRITICAL_COLUMNS = (
+    "effective_at",
+    "patient_id",
+    "observation_id",
+    "category",
+    "systolic",
+    "diastolic",
+    "risk_score",
+    "anomaly_types",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ReportData:
+    """Everything the report shows, computed by Elasticsearch aggregations."""
+
+    start: datetime
+    end: datetime
+    patient: str | None
+    interval: str
+    total: int
+    anomaly_types: list[tuple[str, int]]
+    over_time: list[tuple[datetime, dict[str, int]]]  # bucket start -> {severity: count}
+    critical: list[dict[str, Any]]  # newest first
+    critical_total: int
+    risk_histogram: list[tuple[float, int]]  # bin lower edge -> count
+    risk_over_time: list[tuple[datetime, float | None, float | None]]  # (bucket, avg, max)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def pick_interval(start: datetime, end: datetime, max_buckets: int = 120) -> str:
+    """The smallest fixed interval that keeps the histogram at ``max_buckets`` or fewer."""
+    span = end - start
+    for name, width in _INTERVALS:
+        if span / width <= max_buckets:
+            return name
+    return _INTERVALS[-1][0]
+
+
+def _parse_time(text: str) -> datetime:
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a UTC offset, e.g. 2025-03-01T00:00Z")
+    return value.astimezone(UTC)
+
+
+def _ts(ms: float) -> datetime:
+    return datetime.fromtimestamp(ms / 1000.0, tz=UTC)
+
+
+def collect(
+    es: Any,
+    index: str,
+    start: datetime,
+    end: datetime,
+    patient: str | None = None,
+    *,
+    critical_limit: int = 25,
+) -> ReportData:
+    """Run one aggregation search and one search for critical cases; no client-side scans."""
+    interval = pick_interval(start, end)
+    filters: list[dict[str, Any]] = [
+        {"range": {"effective_at": {"gte": utc_iso(start), "lt": utc_iso(end)}}}
+    ]
+    if patient:
+        filters.append({"term": {"patient_id": patient}})
+    query = {"bool": {"filter": filters}}
+    bounds = {"min": utc_iso(start), "max": utc_iso(end - timedelta(milliseconds=1))}
+    aggs = {
+        "types": {"terms": {"field": "anomaly_types", "size": 50}},
+        "over_time": {
+            "date_histogram": {
+                "field": "effective_at",
+                "fixed_interval": interval,
+                "min_doc_count": 0,
+                "extended_bounds": bounds,
+            },
+            "aggs": {
+                "severity": {"terms": {"field": "severity", "size": len(SEVERITIES)}},
+                "avg_risk": {"avg": {"field": "risk_score"}},
+                "max_risk": {"max": {"field": "risk_score"}},
+            },
+        },
+        "risk": {
+            "histogram": {
+                "field": "risk_score",
+                "interval": RISK_BIN,
+                "min_doc_count": 0,
+                "extended_bounds": {"min": 0.0, "max": 1.0 - RISK_BIN},
+            }
+        },
+    }
+    result = es.search(index=index, query=query, aggs=aggs, size=0, track_total_hits=True)
+    agg = result["aggregations"]
+    critical = es.search(
+        index=index,
+        query={"bool": {"filter": [*filters, {"term": {"severity": "critical"}}]}},
+        sort=[{"effective_at": "desc"}, {"observation_id": "asc"}],
+        size=critical_limit,
+        source_includes=list(CRITICAL_COLUMNS),
+        track_total_hits=True,
+    )
+    over_time = []
+    risk_time = []
+    for b in agg["over_time"]["buckets"]:
+        at = _ts(b["key"])
+        over_time.append((at, {s["key"]: s["doc_count"] for s in b["severity"]["buckets"]}))
+        risk_time.append((at, b["avg_risk"]["value"], b["max_risk"]["value"]))
+    risk_hist: dict[float, int] = {}
+    for b in agg["risk"]["buckets"]:
+        # a score of exactly 1.0 belongs to the last bin, not a bin of its own
+        edge = min(round(b["key"], 2), round(1.0 - RISK_BIN, 2))
+        risk_hist[edge] = risk_hist.get(edge, 0) + b["doc_count"]
+    return ReportData(
+        start=start,
+        end=end,
+        patient=patient,
+        interval=interval,
+        total=result["hits"]["total"]["value"],
+        anomaly_types=[(b["key"], b["doc_count"]) for b in agg["types"]["buckets"]],
+        over_time=over_time,
+        critical=[h["_source"] for h in critical["hits"]["hits"]],
+        critical_total=critical["hits"]["total"]["value"],
+        risk_histogram=sorted(risk_hist.items()),
+        risk_over_time=risk_time,
+    )
+
+
+# ----------------------------------------------------------------------------- rendering
+_SEV_COLORS = {"low": "#9ecae1", "moderate": "#fdae6b", "high": "#e6550d", "critical": "#a50f15"}
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def charts(data: ReportData) -> dict[str, str]:
+    """``{view name: base64 PNG}`` for the four chart views."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    out: dict[str, str] = {}
+    try:
+        fig, ax = plt.subplots(figsize=(7, 3.6))
+        names = [n for n, _ in reversed(data.anomaly_types)]
+        ax.barh(names, [c for _, c in reversed(data.anomaly_types)], color="#3182bd")
+        ax.set_xlabel("anomalous readings")
+        if not names:
+            ax.text(0.5, 0.5, "no anomalies", ha="center", transform=ax.transAxes)
+        out["anomaly_types"] = _png(fig)
+        plt.close(fig)
+
+        fig, ax = plt.subplots(figsize=(9, 3.6))
+        times = [t for t, _ in data.over_time]
+        bottom = [0] * len(times)
+        width = _bar_width(data)
+        for sev in SEVERITIES:
+            counts = [c.get(sev, 0) for _, c in data.over_time]
+            if any(counts):
+                ax.bar(times, counts, width=width, bottom=bottom, label=sev,
+                       color=_SEV_COLORS[sev], align="edge")  # fmt: skip
+                bottom = [b + c for b, c in zip(bottom, counts, strict=True)]
+        ax.set_ylabel(f"anomalies per {data.interval}")
+        ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M", tz=UTC))
+        if any(bottom):
+            ax.legend(loc="upper left")
+        fig.autofmt_xdate()
+        out["over_time"] = _png(fig)
+        plt.close(fig)
+
+        fig, ax = plt.subplots(figsize=(7, 3.6))
+        edges = [e for e, _ in data.risk_histogram]
+        ax.bar(edges, [c for _, c in data.risk_histogram], width=RISK_BIN, align="edge",
+               color="#756bb1", edgecolor="white")  # fmt: skip
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("risk score")
+        ax.set_ylabel("anomalous readings")
+        out["risk_histogram"] = _png(fig)
+        plt.close(fig)
+
+        fig, ax = plt.subplots(figsize=(9, 3.6))
+        pts = [(t, a, m) for t, a, m in data.risk_over_time if a is not None]
+        ax.plot([t for t, _, _ in pts], [a for _, a, _ in pts], marker=".", label="average")
+        ax.plot([t for t, _, _ in pts], [m for _, _, m in pts], marker=".", label="maximum")
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("risk score")
+        ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M", tz=UTC))
+        ax.legend(loc="lower left")
+        fig.autofmt_xdate()
+        out["risk_over_time"] = _png(fig)
+        plt.close(fig)
+    finally:
+        plt.close("all")
+    return out
+
+
+def _bar_width(data: ReportData) -> float:
+    width = dict(_INTERVALS)[data.interval]
+    return width / timedelta(days=1) * 0.9  # matplotlib date units are days
+
+
+def _cell(name: str, value: Any) -> str:
+    if isinstance(value, list):
+        value = ", ".join(str(v) for v in value)
+    elif isinstance(value, float):
+        value = f"{value:.2f}" if name == "risk_score" else f"{value:.0f}"
+    return f"<td>{html.escape(str(value if value is not None else ''))}</td>"
+
+
+def render_html(data: ReportData) -> str:
+    images = charts(data)
+    scope = f"patient {html.escape(data.patient)}" if data.patient else "all patients"
+    rows = "\n".join(
+        "<tr>" + "".join(_cell(c, case.get(c)) for c in CRITICAL_COLUMNS) + "</tr>"
+        for case in data.critical
+    )
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in CRITICAL_COLUMNS)
+    shown = (
+        f"{len(data.critical)} most recent of {data.critical_total}"
+        if data.critical_total > len(data.critical)
+        else f"{data.critical_total}"
+    )
+
+    def figure(key: str, title: str) -> str:
+        return (
+            f'<section id="{key}"><h2>{title}</h2>'
+            f'<img alt="{title}" src="data:image/png;base64,{images[key]}"></section>'
+        )
+
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>bpwatch report {utc_iso(data.start)} to {utc_iso(data.end)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; font-size: 0.9em; }}
+th, td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }}
+th {{ background: #f2f2f2; }}
+img {{ max-width: 100%; }}
+.summary {{ color: #555; }}
+</style></head>
+<body>
+<h1>bpwatch: blood-pressure anomalies</h1>
+<p class="summary">Event time {utc_iso(data.start)} to {utc_iso(data.end)} (UTC), {scope}.
+<span id="total">{data.total}</span> anomalous readings; histogram interval {data.interval}.</p>
+{figure("anomaly_types", "Anomaly types")}
+{figure("over_time", "Anomalies over time (by severity)")}
+<section id="critical"><h2>Recent critical cases ({shown})</h2>
+<table><thead><tr>{head}</tr></thead>
+<tbody>
+{rows}
+</tbody></table></section>
+{figure("risk_histogram", "Risk score distribution")}
+{figure("risk_over_time", "Risk over time (average and maximum)")}
+</body></html>
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m lib.report", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--out", type=Path, required=True, help="HTML file to write")
+    parser.add_argument("--from", dest="start", type=_parse_time, help="ISO time with offset")
+    parser.add_argument("--to", dest="end", type=_parse_time, help="ISO time with offset")
+    parser.add_argument("--patient", help="only this patient id")
+    parser.add_argument("--critical-limit", type=int, default=25)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
+
+    from elasticsearch import ApiError, Elasticsearch, TransportError
+
+    from lib.settings import load_or_exit
+
+    settings = load_or_exit()
+    end = args.end or datetime.now(UTC)
+    start = args.start or end - timedelta(hours=24)
+    if start >= end:
+        sys.stderr.write("bpwatch: --from must be before --to\n")
+        return 2
+    es = Elasticsearch(**settings.es_client_kwargs())
+    try:
+        data = collect(es, settings.anomalies_index, start, end, args.patient,
+                       critical_limit=args.critical_limit)  # fmt: skip
+    except (ApiError, TransportError) as exc:
+        sys.stderr.write(
+            f"bpwatch: Elasticsearch at {settings.es_url} failed ({type(exc).__name__}): "
+            "check BPWATCH_ES_URL and that `make setup` ran\n"
+        )
+        return 1
+    finally:
+        es.close()
+    args.out.write_text(render_html(data), encoding="utf-8")
+    log.info("report written out=%s anomalies=%d critical=%d", args.out, data.total,
+             data.critical_total)  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,142 @@
+"""lib.report against the REAL local Elasticsearch, with documents indexed by the test."""
+
+from __future__ import annotations
+
+import base64
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from lib import report
+from lib.domain import utc_iso
+
+pytestmark = pytest.mark.integration
+
+START = datetime(2025, 3, 1, 0, 0, tzinfo=UTC)
+END = START + timedelta(hours=6)
+
+
+def _doc(i: int, patient: str, at: datetime, severity: str, types: list[str], risk: float):
+    sys_, dia = (186.0, 122.0) if severity == "critical" else (150.0, 95.0)
+    return {
+        "observation_id": f"obs-{i:03d}",
+        "patient_id": patient,
+        "effective_at": utc_iso(at),
+        "ingested_at": utc_iso(at + timedelta(seconds=2)),
+        "systolic": sys_,
+        "diastolic": dia,
+        "category": "hypertensive_crisis" if severity == "critical" else "hypertension_stage_2",
+        "anomaly_types": types,
+        "severity": severity,
+        "risk_score": risk,
+        "ruleset": "aha2017",
+    }
+
+
+@pytest.fixture
+def loaded(settings, es) -> list[dict[str, Any]]:
+    docs = []
+    # 36 readings, one every 10 minutes inside the range, two patients alternating
+    for i in range(36):
+        at = START + timedelta(minutes=10 * i)
+        patient = "pat-a" if i % 2 == 0 else "pat<b>"
+        severity = "critical" if i % 6 == 0 else "high"
+        types = (
+            ["hypertensive_crisis", "systolic_hypertension"]
+            if severity == "critical"
+            else ["systolic_hypertension"]
+        )
+        if i % 4 == 0:
+            types = [*types, "diastolic_hypertension"]
+        risk = 1.0 if i == 35 else round(0.02 + (i % 10) * 0.1, 2)
+        docs.append(_doc(i, patient, at, severity, types, risk))
+    # outside the range on both sides (must not be counted)
+    docs.append(_doc(900, "pat-a", START - timedelta(minutes=1), "critical", ["hypotension"], 0.5))
+    docs.append(_doc(901, "pat-a", END, "critical", ["hypotension"], 0.5))
+    ops: list[dict[str, Any]] = []
+    for d in docs:
+        ops += [{"index": {"_index": settings.anomalies_index, "_id": d["observation_id"]}}, d]
+    assert not es.bulk(operations=ops, refresh="wait_for")["errors"]
+    return docs[:36]
+
+
+def test_collect_computes_the_five_views(settings, es, loaded):
+    data = report.collect(es, settings.anomalies_index, START, END)
+    assert data.total == 36
+    assert data.interval == "5m"  # 6 h / 120 buckets
+    types = dict(data.anomaly_types)
+    assert types == {
+        "systolic_hypertension": 36,
+        "hypertensive_crisis": 6,
+        "diastolic_hypertension": 9,
+    }
+    assert "hypotension" not in types  # the out-of-range documents are excluded
+    # anomalies over time: 72 five-minute buckets, every other one holds one reading
+    assert len(data.over_time) == 72
+    assert data.over_time[0][0] == START
+    assert sum(sum(c.values()) for _, c in data.over_time) == 36
+    assert sum(c.get("critical", 0) for _, c in data.over_time) == 6
+    assert data.over_time[0][1] == {"critical": 1} and data.over_time[1][1] == {}
+    # recent critical cases: newest first, only critical, only in range
+    assert data.critical_total == 6
+    assert [c["observation_id"] for c in data.critical] == [
+        "obs-030", "obs-024", "obs-018", "obs-012", "obs-006", "obs-000",
+    ]  # fmt: skip
+    # risk histogram: 20 bins of 0.05, a score of 1.0 in the last bin
+    assert len(data.risk_histogram) == 20
+    assert sum(c for _, c in data.risk_histogram) == 36
+    hist = dict(data.risk_histogram)
+    expected: dict[float, int] = {}
+    for d in loaded:
+        edge = min(int(d["risk_score"] / 0.05 + 1e-9) * 0.05, 0.95)
+        expected[round(edge, 2)] = expected.get(round(edge, 2), 0) + 1
+    assert {k: v for k, v in hist.items() if v} == expected
+    # risk over time: per-bucket average and maximum equal the loaded scores
+    by_bucket = {t: (a, m) for t, a, m in data.risk_over_time if a is not None}
+    first = loaded[0]
+    assert by_bucket[START] == pytest.approx((first["risk_score"], first["risk_score"]), abs=1e-6)
+    assert len(by_bucket) == 36
+
+
+def test_patient_filter_and_limit(settings, es, loaded):
+    data = report.collect(es, settings.anomalies_index, START, END, "pat-a", critical_limit=2)
+    own = [d for d in loaded if d["patient_id"] == "pat-a"]
+    assert data.total == len(own) == 18
+    assert data.critical_total == sum(1 for d in own if d["severity"] == "critical") == 6
+    assert [c["observation_id"] for c in data.critical] == ["obs-030", "obs-024"]
+    assert {c["patient_id"] for c in data.critical} == {"pat-a"}
+    other = report.collect(es, settings.anomalies_index, START, END, "pat<b>")
+    assert other.total == 18 and other.critical_total == 0
+
+
+def test_render_html_is_self_contained_with_png_charts(settings, es, loaded):
+    data = report.collect(es, settings.anomalies_index, START, END)
+    page = report.render_html(data)
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(images) == 4
+    for img in images:
+        png = base64.b64decode(img)
+        assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 2000
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    rows = re.findall(r"<tr><td>", page)
+    assert len(rows) == 6
+    assert '<span id="total">36</span>' in page
+    # a hostile id is escaped, not interpreted
+    hostile = report.collect(es, settings.anomalies_index, START, END, "pat<b>")
+    assert "patient pat&lt;b&gt;" in report.render_html(hostile)
+    assert "pat<b>" not in report.render_html(hostile)
+
+
+def test_cli_writes_the_report(settings, es, loaded, tmp_path, monkeypatch):
+    monkeypatch.setenv("BPWATCH_NAMESPACE", settings.namespace)
+    monkeypatch.setenv("BPWATCH_ES_URL", settings.es_url)
+    out = tmp_path / "report.html"
+    argv = ["--out", str(out), "--from", "2025-03-01T00:00Z", "--to", "2025-03-01T03:00Z"]
+    assert report.main(argv) == 0
+    page = out.read_text()
+    assert '<span id="total">18</span>' in page  # the first 3 hours only
+    assert page.count("data:image/png;base64,") == 4
+    assert report.main(["--out", str(out), "--from", "2025-03-01T03:00Z",
+                        "--to", "2025-03-01T00:00Z"]) == 2  # fmt: skip
