@@ -27,7 +27,7 @@ Elasticsearch has acknowledged every action of the batch:
   from the reason: no PHI in errors or logs).
 * wrong credentials (401/403) raise :class:`~lib.errors.ServiceError` naming
   ``BPWATCH_ES_API_KEY`` / ``BPWATCH_ES_USERNAME`` / ``BPWATCH_ES_PASSWORD``, at once: no
-  retry storm.
+  retry storm; so does a failed TLS handshake (naming ``BPWATCH_ES_CA_CERTS``).
 
 Each bulk request logs one line: ``docs=500 index=bp-anomalies took=0.04s retries=0 ...``.
 """
@@ -171,7 +171,7 @@ def bulk_write(
     :class:`ServiceError` otherwise (see the module docstring). Callers split large inputs
     into batches (:class:`ElasticSink` uses ``settings.es_batch_size``).
     """
-    from elastic_transport import SerializationError, TransportError
+    from elastic_transport import SerializationError, TlsError, TransportError
     from elasticsearch import ApiError
 
     policy = retry or RetryPolicy()
@@ -207,7 +207,12 @@ def bulk_write(
                 ) from None
             failed = pending
             last_problem = f"http_{status}"
-        except TransportError as exc:  # connection refused/reset, timeout, TLS
+        except TlsError:
+            raise ServiceError(
+                f"index={index}: TLS handshake with Elasticsearch failed: check BPWATCH_ES_URL "
+                "and set BPWATCH_ES_CA_CERTS to the CA that signed the server certificate"
+            ) from None
+        except TransportError as exc:  # connection refused/reset, timeout
             failed = pending
             last_problem = type(exc).__name__
         else:

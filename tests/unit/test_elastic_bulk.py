@@ -11,7 +11,13 @@ import logging
 from typing import Any
 
 import pytest
-from elastic_transport import ApiResponseMeta, ConnectionError, HttpHeaders, NodeConfig
+from elastic_transport import (
+    ApiResponseMeta,
+    ConnectionError,
+    HttpHeaders,
+    NodeConfig,
+    TlsError,
+)
 from elasticsearch import ApiError, AuthenticationException
 
 from lib.connectors.elastic import ElasticSink, RetryPolicy, bulk_write, dedupe_actions
@@ -188,6 +194,13 @@ def test_wrong_credentials_raise_at_once_without_retry():
         bulk_write(client, INDEX, docs(3), sleep=sleeps.append)
     assert "BPWATCH_ES_API_KEY" in str(err.value)
     assert sleeps == [] and len(client.calls) == 1
+
+
+def test_tls_failure_is_a_configuration_error_not_an_outage():
+    client = ScriptedClient(TlsError("certificate verify failed"))
+    with pytest.raises(ServiceError, match="BPWATCH_ES_CA_CERTS"):
+        bulk_write(client, INDEX, docs(2), sleep=lambda _s: pytest.fail("retried"))
+    assert len(client.calls) == 1
 
 
 def test_bad_request_for_the_whole_bulk_is_permanent():
