@@ -1,0 +1,206 @@
+"""The monitor: Kafka ``bp.observations`` -> FHIR parse -> per-patient window -> rules + risk
+-> Elasticsearch ``bp-anomalies`` (anomalies, retractions), JSON Lines (normal readings),
+``bp.observations.dlq`` (dead letters).
+
+Run it (with recovery, so that a crash and restart loses and duplicates nothing)::
+
+    python -m bytewax.recovery data/recovery 1        # once: create the recovery store
+    python -m bytewax.run dataflows.monitor -r data/recovery -s 10 -b 0
+    python -m bytewax.run "dataflows.monitor:build()"  # the same flow, built by the factory
+
+Without a snapshot the input starts at the beginning of every partition (earliest); with one,
+at the offsets the snapshot holds (Bytewax does not commit offsets to Kafka). Bytewax serves
+its metrics (Prometheus) when ``BYTEWAX_DATAFLOW_API_ENABLED=true``, on port 3030 at
+``/metrics``. The counters line (``counters in=... normal=... anomaly=...``) is logged every
+10 s and at the end of a bounded run; it never holds patient data.
+
+Every step is pure logic from ``lib/``; only the inputs and outputs at the edges do I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from itertools import chain
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.operators import StatefulBatchLogic
+from bytewax.outputs import Sink
+
+from lib import pipeline
+from lib.pipeline import Entry, PatientStates, Results, RiskScorer
+from lib.settings import Settings, load_or_exit
+
+__all__ = ["build"]
+
+logger = logging.getLogger("bpwatch.monitor")
+
+COUNTER_NAMES = ("in", "normal", "anomaly", "dead_letter", "ignored", "retracted", "duplicate")
+LOG_EVERY = timedelta(seconds=10)
+
+
+class _PatientShardLogic(StatefulBatchLogic[list[Entry], Results, tuple]):
+    """One shard of patients: their windows live in a :class:`lib.pipeline.PatientStates`."""
+
+    def __init__(self, states: PatientStates, ruleset: str, model: RiskScorer) -> None:
+        self.states = states
+        self.ruleset = ruleset
+        self.model = model
+
+    def on_batch(self, values: list[list[Entry]]) -> tuple[list[Results], bool]:
+        entries = values[0] if len(values) == 1 else chain.from_iterable(values)
+        results = self.states.process(entries, self.ruleset, self.model)
+        # An empty shard (every patient expired or retracted) is discarded from the state.
+        return [results], (self.DISCARD if not len(self.states) else self.RETAIN)
+
+    def snapshot(self) -> tuple:
+        return self.states.snapshot()
+
+
+class _CountersLogic(StatefulBatchLogic[dict[str, int], dict[str, int], dict[str, int]]):
+    """Running outcome counters: one key=value log line every LOG_EVERY and at the end.
+
+    The wall clock only paces the log line; it never touches the data.
+    """
+
+    def __init__(self, resume: dict[str, int] | None) -> None:
+        self.totals = dict.fromkeys(COUNTER_NAMES, 0) | (resume or {})
+        self._next_log = datetime.now(UTC) + LOG_EVERY
+
+    def on_batch(self, values: list[dict[str, int]]) -> tuple[list[dict[str, int]], bool]:
+        for counts in values:
+            for name, n in counts.items():
+                self.totals[name] = self.totals.get(name, 0) + n
+        return [], self.RETAIN
+
+    def _report(self) -> list[dict[str, int]]:
+        logger.info("counters %s", " ".join(f"{k}={v}" for k, v in self.totals.items()))
+        return [dict(self.totals)]
+
+    def on_notify(self) -> tuple[list[dict[str, int]], bool]:
+        self._next_log = datetime.now(UTC) + LOG_EVERY
+        return self._report(), self.RETAIN
+
+    def on_eof(self) -> tuple[list[dict[str, int]], bool]:
+        return self._report(), self.RETAIN
+
+    def notify_at(self) -> datetime:
+        return self._next_log
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self.totals)
+
+
+def _production_io(settings: Settings) -> dict[str, Any]:
+    """Kafka in, Elasticsearch / files / Kafka DLQ out (imported here: tests need none)."""
+    from bytewax.connectors.kafka import KafkaSource
+    from confluent_kafka import OFFSET_BEGINNING
+
+    from lib.connectors.elastic import ElasticSink
+    from lib.connectors.kafka import ConfirmedKafkaSink
+    from lib.connectors.normal_files import NormalFileSink
+
+    client_config = settings.kafka_client_config()
+    brokers = str(client_config.pop("bootstrap.servers")).split(",")
+    return {
+        "source": KafkaSource(
+            brokers,
+            [settings.observations_topic],
+            tail=settings.kafka_tail,
+            starting_offset=OFFSET_BEGINNING,  # only without a recovery snapshot
+            add_config=client_config,
+        ),
+        "anomaly_sink": ElasticSink(settings, settings.anomalies_index),
+        "normal_sink": NormalFileSink(settings.normal_dir),
+        "dlq_sink": ConfirmedKafkaSink(settings, settings.dlq_topic),
+    }
+
+
+def build(
+    settings: Settings | None = None,
+    *,
+    source: Source | None = None,
+    anomaly_sink: Sink | None = None,
+    normal_sink: Sink | None = None,
+    dlq_sink: Sink | None = None,
+    alert_sinks: Any = None,
+    model: RiskScorer | None = None,
+    stats_sink: Sink | None = None,
+) -> Dataflow:
+    """The monitor dataflow. I/O left as None is the production I/O from ``settings``.
+
+    :arg source: items are Kafka-like messages (``KafkaSourceMessage``).
+    :arg anomaly_sink: ``("index", _id, doc)`` / ``("delete", _id, None)`` items.
+    :arg normal_sink: ``(patient_id, record)`` items.
+    :arg dlq_sink: ``(key, value, headers)`` items.
+    :arg alert_sinks: reserved for the alerts step (lib/alerts.py), hung on ``assessments``.
+    :arg model: anything with ``predict_proba(matrix)``; default ``settings.model_path``.
+    :arg stats_sink: receives the running outcome counters (dicts) at each log line and at
+        the end of a bounded run (tests reconcile with it).
+    """
+    settings = settings if settings is not None else load_or_exit()
+    if model is None:
+        from lib.risk import RiskModel
+
+        model = RiskModel.load(settings.model_path)
+    if None in (source, anomaly_sink, normal_sink, dlq_sink):
+        io = _production_io(settings)
+        source = source or io["source"]
+        anomaly_sink = anomaly_sink or io["anomaly_sink"]
+        normal_sink = normal_sink or io["normal_sink"]
+        dlq_sink = dlq_sink or io["dlq_sink"]
+    ruleset, size, expiry = settings.ruleset, settings.window_size, settings.idle_expiry_hours
+
+    def shard_logic(resume: tuple | None) -> _PatientShardLogic:
+        states = PatientStates.restore(resume) if resume else PatientStates(size, expiry)
+        return _PatientShardLogic(states, ruleset, model)
+
+    flow = Dataflow("bpwatch_monitor")
+    messages = op.input("observations", flow, source)
+    # KafkaSourceMessage: key = patient id, value = FHIR Observation or Bundle (JSON)
+
+    sharded = op.flat_map_batch("parse_fhir", messages, pipeline.parse_messages)
+    # (shard, [(Reading | Retraction | Ignored | DeadLetter, ingested_at, first), ...])
+
+    results = op.stateful_batch("patient_windows", sharded, shard_logic)
+    # (shard, Results): window features -> rules -> risk, in input order; retractions
+    # leave the windows; duplicates are recognised; idle patients expire
+
+    assessments = op.flat_map_batch("assessments", results, pipeline.assessments_of)
+    # Assessment: every scored reading (normal or anomalous). The alerts step hangs here.
+    _ = assessments, alert_sinks
+
+    to_elastic = op.flat_map_batch("anomaly_docs", results, pipeline.elastic_actions)
+    # ("index", observation_id, doc) per anomaly | ("delete", observation_id, None) per retraction
+    op.output("write_anomalies", to_elastic, anomaly_sink)
+
+    normals = op.flat_map_batch("normal_records", results, pipeline.normal_records)
+    # (patient_id, record) per normal reading
+    op.output("write_normals", normals, normal_sink)
+
+    dead = op.flat_map_batch("dead_letters", results, pipeline.dlq_messages)
+    # (original key, original value, headers + error / error.detail / source)
+    op.output("write_dead_letters", dead, dlq_sink)
+
+    counts = op.flat_map_batch("count_outcomes", results, pipeline.outcome_counts)
+    totals = op.stateful_batch("counters", counts, _CountersLogic)
+    # ("all", {in, normal, anomaly, dead_letter, ignored, retracted, duplicate})
+    if stats_sink is not None:
+        op.output("write_stats", op.key_rm("stats", totals), stats_sink)
+    return flow
+
+
+def __getattr__(name: str) -> Dataflow:
+    """``flow``, built on first access, for ``python -m bytewax.run dataflows.monitor``."""
+    if name != "flow":
+        raise AttributeError(name)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        )
+    flow = build()
+    globals()["flow"] = flow
+    return flow

@@ -1,0 +1,457 @@
+"""The monitor's logic as a pure composition: parse -> per-patient window -> rules -> risk.
+
+No I/O, deterministic, typed. ``dataflows/monitor.py`` wires these functions into Bytewax
+steps; the benchmarks and embedded runs use :class:`Monitor` directly. Both run the same code.
+
+Shape of the data, batch by batch::
+
+    messages (Kafka-like: .key .value .headers .topic .partition .offset .timestamp)
+      --parse_messages-->   [(shard, [Entry, ...]), ...]          one item per shard in the batch
+      --PatientStates.process (per shard, keeps the windows)-->  Results
+      --elastic_actions / normal_records / dlq_messages / assessments_of / outcome_counts-->
+
+Speed: per-patient state is grouped into :data:`SHARDS` shards (a stable crc32 of the patient
+id) so that the stateful step sees a few large batches instead of one call per reading, and
+the risk model scores a shard's batch with one numpy call.
+
+Accounting: every Observation ends as exactly one outcome, counted under
+``normal | anomaly | dead_letter | ignored | retracted | duplicate``; ``in`` counts input
+messages (a Bundle message carries several Observations; a message with none is a dead letter).
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import chain
+from operator import attrgetter
+from typing import Any, Protocol
+
+import numpy as np
+
+from lib import fhir, rules
+from lib.domain import (
+    FEATURE_NAMES,
+    Assessment,
+    DeadLetter,
+    Features,
+    Ignored,
+    Outcome,
+    Reading,
+    Retraction,
+    utc_iso,
+)
+from lib.window import PatientWindow
+
+__all__ = [
+    "SHARDS",
+    "Duplicate",
+    "Entry",
+    "Monitor",
+    "PatientStates",
+    "Processed",
+    "Results",
+    "RiskScorer",
+    "anomaly_doc",
+    "assessments_of",
+    "dlq_message",
+    "dlq_messages",
+    "elastic_actions",
+    "normal_record",
+    "normal_records",
+    "outcome_counts",
+    "parse_message",
+    "parse_messages",
+    "shard_of",
+]
+
+logger = logging.getLogger(__name__)
+
+SHARDS = 32
+_SHARD_KEYS = tuple(str(i) for i in range(SHARDS))
+_HOUR = 3600.0
+_feature_row = attrgetter(*FEATURE_NAMES)
+
+
+class RiskScorer(Protocol):
+    """What the monitor needs from a risk model (lib.risk.RiskModel, or a fitted sklearn
+    estimator whose ``predict_proba`` returns ``(n, 2)``)."""
+
+    def predict_proba(self, matrix: np.ndarray) -> np.ndarray: ...
+
+
+class SourceMessage(Protocol):
+    """The fields read from an input message (``bytewax.connectors.kafka.KafkaSourceMessage``)."""
+
+    key: bytes | None
+    value: bytes
+    headers: Any
+    topic: str | None
+    partition: int | None
+    offset: int | None
+    timestamp: tuple[int, int] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    """A reading already held in the patient's window (same id and version): not re-scored."""
+
+    observation_id: str
+    patient_id: str
+    version: str
+    source: str = ""
+
+
+Processed = Assessment | Retraction | Ignored | DeadLetter | Duplicate
+
+# One parsed Observation on its way to a shard: (outcome, ingested_at POSIX s | None,
+# 1 if it is the first outcome of its input message else 0 -- for the ``in`` counter).
+Entry = tuple[Outcome, float | None, int]
+
+
+def shard_of(patient_id: str) -> str:
+    """Stable shard key of a patient (the same in every process and run)."""
+    return _SHARD_KEYS[zlib.crc32(patient_id.encode()) % SHARDS]
+
+
+def _source_of(msg: SourceMessage) -> str:
+    topic = getattr(msg, "topic", None)
+    if topic is None:
+        return ""
+    return f"{topic}:{getattr(msg, 'partition', '')}:{getattr(msg, 'offset', '')}"
+
+
+def _ingested_at(msg: SourceMessage) -> float | None:
+    """The broker's timestamp of the message: deterministic under replay, unlike a wall clock."""
+    ts = getattr(msg, "timestamp", None)
+    if ts and ts[0] != 0 and ts[1] >= 0:  # type 0: TIMESTAMP_NOT_AVAILABLE
+        return ts[1] / 1000.0
+    return None
+
+
+def parse_message(msg: SourceMessage) -> list[Outcome]:
+    """All outcomes of one input message: never empty, never raises."""
+    key = msg.key
+    value = msg.value
+    source = _source_of(msg)
+    headers = tuple(getattr(msg, "headers", None) or ())
+    if not isinstance(value, bytes | bytearray):
+        return [DeadLetter(b"", key, "no_value", "message without a value", source, headers)]
+    try:
+        outcomes = fhir.parse(bytes(value), key, source, headers)
+    except Exception as exc:  # the parser promises not to raise; if it does, dead-letter it
+        logger.exception("parser_error source=%s", source)
+        detail = f"parser failed: {type(exc).__name__}"
+        return [DeadLetter(bytes(value), key, "parser_error", detail, source, headers)]
+    if not outcomes:
+        return [DeadLetter(bytes(value), key, "empty_bundle", "no entries", source, headers)]
+    return outcomes
+
+
+def parse_messages(messages: Sequence[SourceMessage]) -> list[tuple[str, list[Entry]]]:
+    """Parse a batch and group the outcomes by patient shard, keeping the input order."""
+    by_shard: dict[str, list[Entry]] = {}
+    for msg in messages:
+        ingested = _ingested_at(msg)
+        first = 1
+        for outcome in parse_message(msg):
+            if type(outcome) is DeadLetter:
+                shard = _SHARD_KEYS[zlib.crc32(outcome.key or b"") % SHARDS]
+            else:
+                shard = shard_of(outcome.patient_id)  # type: ignore[union-attr]
+            entries = by_shard.get(shard)
+            if entries is None:
+                entries = by_shard[shard] = []
+            entries.append((outcome, ingested, first))
+            first = 0
+    return list(by_shard.items())
+
+
+@dataclass(slots=True)
+class Results:
+    """What one shard made of one batch, in input order.
+
+    ``outcomes[i]`` came from a message the broker stamped ``ingested_at[i]`` (POSIX s, or
+    None when the input carries no timestamp). ``messages`` counts the input messages whose
+    first Observation is in this batch.
+    """
+
+    outcomes: list[Processed] = field(default_factory=list)
+    ingested_at: list[float | None] = field(default_factory=list)
+    messages: int = 0
+
+    def counts(self) -> dict[str, int]:
+        c = dict.fromkeys(
+            ("in", "normal", "anomaly", "dead_letter", "ignored", "retracted", "duplicate"), 0
+        )
+        c["in"] = self.messages
+        for o in self.outcomes:
+            t = type(o)
+            if t is Assessment:
+                c["anomaly" if o.anomaly_types else "normal"] += 1  # type: ignore[union-attr]
+            elif t is DeadLetter:
+                c["dead_letter"] += 1
+            elif t is Retraction:
+                c["retracted"] += 1
+            elif t is Ignored:
+                c["ignored"] += 1
+            else:
+                c["duplicate"] += 1
+        return c
+
+
+def _risks(model: RiskScorer, features: list[Features]) -> list[float]:
+    """One numpy call for a batch of feature vectors."""
+    n = len(features)
+    matrix = np.fromiter(
+        chain.from_iterable(map(_feature_row, features)),
+        dtype=np.float64,
+        count=n * len(FEATURE_NAMES),
+    ).reshape(n, len(FEATURE_NAMES))
+    proba = np.asarray(model.predict_proba(matrix), dtype=np.float64)
+    if proba.ndim == 2:  # a bare sklearn estimator: (n, 2) -> positive class
+        proba = proba[:, 1]
+    return proba.tolist()
+
+
+class PatientStates:
+    """The windows of one shard's patients, with idle expiry on event time.
+
+    The shard's clock is the latest event time it has seen. A patient whose latest reading is
+    more than ``idle_expiry_hours`` behind that clock is dropped: the check runs whenever the
+    clock has advanced by a tenth of the expiry time, so state is bounded by the patients seen
+    within about 1.1x the expiry time. Event time, not the wall clock: a replay expires the
+    same patients at the same point.
+    """
+
+    __slots__ = ("_expiry_s", "_next_sweep", "_size", "clock", "windows")
+
+    def __init__(self, window_size: int = 12, idle_expiry_hours: float = 72.0) -> None:
+        self._size = window_size
+        self._expiry_s = idle_expiry_hours * _HOUR
+        self.windows: dict[str, PatientWindow] = {}
+        self.clock = float("-inf")
+        self._next_sweep = float("-inf")
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def process(self, entries: Iterable[Entry], ruleset: str, model: RiskScorer) -> Results:
+        res = Results()
+        outcomes = res.outcomes
+        ingested = res.ingested_at
+        windows = self.windows
+        assess = rules.assess
+        pending: list[int] = []  # positions in outcomes waiting for their risk score
+        feats: list[Features] = []
+        verdicts: list[tuple[str, tuple[str, ...], str]] = []
+        clock = self.clock
+        for outcome, ing, first in entries:
+            res.messages += first
+            t = type(outcome)
+            if t is Reading:
+                r: Reading = outcome  # type: ignore[assignment]
+                window = windows.get(r.patient_id)
+                if window is None:
+                    window = windows[r.patient_id] = PatientWindow(self._size)
+                f = window.add(r)
+                if f is None:
+                    outcomes.append(Duplicate(r.observation_id, r.patient_id, r.version, r.source))
+                else:
+                    ts = r.ts
+                    if ts > clock:
+                        clock = ts
+                    pending.append(len(outcomes))
+                    outcomes.append(r)  # type: ignore[arg-type]  # replaced below
+                    feats.append(f)
+                    verdicts.append(assess(r, f, ruleset))
+            else:
+                if t is Retraction:
+                    window = windows.get(outcome.patient_id)  # type: ignore[union-attr]
+                    if (
+                        window is not None
+                        and window.retract(outcome.observation_id)
+                        and not len(window)
+                    ):
+                        del windows[outcome.patient_id]  # type: ignore[union-attr]
+                outcomes.append(outcome)
+            ingested.append(ing)
+        if pending:
+            for i, f, (category, types, severity), risk in zip(
+                pending, feats, verdicts, _risks(model, feats), strict=True
+            ):
+                outcomes[i] = Assessment(
+                    outcomes[i],  # type: ignore[arg-type]
+                    f, category, types, severity, risk, ruleset,
+                )  # fmt: skip
+        self.clock = clock
+        if clock >= self._next_sweep:
+            self.expire()
+        return res
+
+    def expire(self) -> int:
+        """Drop patients idle for longer than the expiry time; how many were dropped."""
+        horizon = self.clock - self._expiry_s
+        idle = [
+            pid for pid, w in self.windows.items() if w.last_ts is not None and w.last_ts < horizon
+        ]
+        for pid in idle:
+            del self.windows[pid]
+        self._next_sweep = self.clock + self._expiry_s / 10.0
+        return len(idle)
+
+    # -- recovery ---------------------------------------------------------------------------
+    def snapshot(self) -> tuple[int, float, float, float, dict[str, tuple]]:
+        return (
+            self._size,
+            self._expiry_s,
+            self.clock,
+            self._next_sweep,
+            {pid: w.state() for pid, w in self.windows.items()},
+        )
+
+    @classmethod
+    def restore(cls, snap: tuple[int, float, float, float, dict[str, tuple]]) -> PatientStates:
+        size, expiry_s, clock, next_sweep, windows = snap
+        states = cls(size, expiry_s / _HOUR)
+        states.clock = clock
+        states._next_sweep = next_sweep
+        states.windows = {pid: PatientWindow.from_state(s) for pid, s in windows.items()}
+        return states
+
+
+# -- documents for the outputs (shared/CONTRACT.md) ----------------------------------------
+def anomaly_doc(assessment: Assessment, ingested_at: datetime | None) -> dict[str, Any]:
+    """The ``bp-anomalies`` document; ``ingested_at`` None falls back to the event time."""
+    r = assessment.reading
+    return {
+        "observation_id": r.observation_id,
+        "patient_id": r.patient_id,
+        "effective_at": utc_iso(r.effective_at),
+        "systolic": r.systolic,
+        "diastolic": r.diastolic,
+        "category": assessment.category,
+        "anomaly_types": list(assessment.anomaly_types),
+        "severity": assessment.severity,
+        "risk_score": assessment.risk_score,
+        "ruleset": assessment.ruleset,
+        "ingested_at": utc_iso(ingested_at if ingested_at is not None else r.effective_at),
+        "status": r.status,
+        "version": r.version,
+        "source": r.source,
+        "window_n": assessment.features.n,
+        "window_mean_sys": assessment.features.mean_sys,
+        "window_mean_dia": assessment.features.mean_dia,
+        "slope_sys_per_h": assessment.features.slope_sys_per_h,
+    }
+
+
+def normal_record(assessment: Assessment) -> dict[str, Any]:
+    """One JSON Lines record for a normal reading."""
+    r = assessment.reading
+    return {
+        "observation_id": r.observation_id,
+        "patient_id": r.patient_id,
+        "effective_at": utc_iso(r.effective_at),
+        "systolic": r.systolic,
+        "diastolic": r.diastolic,
+        "category": assessment.category,
+        "risk_score": assessment.risk_score,
+        "severity": assessment.severity,
+        "ruleset": assessment.ruleset,
+        "version": r.version,
+        "source": r.source,
+    }
+
+
+def dlq_message(dead: DeadLetter) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
+    """The DLQ message: original key and value unchanged, original headers, then ours."""
+    headers = [h for h in dead.headers if h[0] not in ("error", "error.detail", "source")]
+    headers += [
+        ("error", dead.reason.encode()),
+        ("error.detail", dead.detail.encode()),
+        ("source", dead.source.encode()),
+    ]
+    return (dead.key, dead.raw, headers)
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+# -- batch extractors used as flat_map_batch steps: items are (shard, Results) -------------
+KeyedResults = tuple[str, Results]
+
+
+def assessments_of(batch: list[KeyedResults]) -> list[Assessment]:
+    """Every Assessment, in order (the alerts step hangs on this stream)."""
+    return [o for _, res in batch for o in res.outcomes if type(o) is Assessment]  # type: ignore[misc]
+
+
+def elastic_actions(batch: list[KeyedResults]) -> list[tuple[str, str, dict[str, Any] | None]]:
+    """``("index", id, doc)`` per anomaly and ``("delete", id, None)`` per retraction, in order."""
+    out: list[tuple[str, str, dict[str, Any] | None]] = []
+    for _, res in batch:
+        for o, ing in zip(res.outcomes, res.ingested_at, strict=True):
+            t = type(o)
+            if t is Assessment and o.anomaly_types:  # type: ignore[union-attr]
+                doc = anomaly_doc(o, None if ing is None else _utc(ing))  # type: ignore[arg-type]
+                out.append(("index", o.reading.observation_id, doc))  # type: ignore[union-attr]
+            elif t is Retraction:
+                out.append(("delete", o.observation_id, None))
+    return out
+
+
+def normal_records(batch: list[KeyedResults]) -> list[tuple[str, dict[str, Any]]]:
+    """``(patient_id, record)`` per normal reading (keyed for the sharded file sink)."""
+    return [
+        (o.reading.patient_id, normal_record(o))  # type: ignore[union-attr]
+        for _, res in batch
+        for o in res.outcomes
+        if type(o) is Assessment and not o.anomaly_types  # type: ignore[union-attr]
+    ]
+
+
+def dlq_messages(batch: list[KeyedResults]) -> list[tuple[bytes | None, bytes, list]]:
+    return [dlq_message(o) for _, res in batch for o in res.outcomes if type(o) is DeadLetter]  # type: ignore[arg-type]
+
+
+def outcome_counts(batch: list[KeyedResults]) -> list[tuple[str, dict[str, int]]]:
+    """One ``("all", counts)`` item per batch, for the single counters key."""
+    total: dict[str, int] = {}
+    for _, res in batch:
+        for k, v in res.counts().items():
+            total[k] = total.get(k, 0) + v
+    return [("all", total)]
+
+
+# -- in-process composition (benchmarks, embedded runs) ------------------------------------
+class Monitor:
+    """The monitor's logic without Bytewax: ``process(messages)`` -> Results per shard."""
+
+    def __init__(
+        self,
+        model: RiskScorer,
+        ruleset: str = "aha2017",
+        *,
+        window_size: int = 12,
+        idle_expiry_hours: float = 72.0,
+    ) -> None:
+        self.model = model
+        self.ruleset = ruleset
+        self._new_states: Callable[[], PatientStates] = lambda: PatientStates(
+            window_size, idle_expiry_hours
+        )
+        self.shards: dict[str, PatientStates] = {}
+
+    def process(self, messages: Sequence[SourceMessage]) -> list[KeyedResults]:
+        out: list[KeyedResults] = []
+        for shard, entries in parse_messages(messages):
+            states = self.shards.get(shard)
+            if states is None:
+                states = self.shards[shard] = self._new_states()
+            out.append((shard, states.process(entries, self.ruleset, self.model)))
+        return out
