@@ -40,8 +40,17 @@ def model() -> RiskModel:
     return RiskModel.from_pipeline(make_pipeline(StandardScaler(), LogisticRegression()).fit(x, y))
 
 
-def reading(i: int, sys_: float, dia: float, *, patient: str = "p1", hours: float | None = None,
-            version: str = "", oid: str | None = None, status: str = "final") -> Reading:  # fmt: skip
+def reading(
+    i: int,
+    sys_: float,
+    dia: float,
+    *,
+    patient: str = "p1",
+    hours: float | None = None,
+    version: str = "",
+    oid: str | None = None,
+    status: str = "final",
+) -> Reading:
     at = T0 + timedelta(hours=i if hours is None else hours)
     return Reading(
         oid or f"{patient}-obs-{i}", patient, at, float(sys_), float(dia), status, version
@@ -65,7 +74,7 @@ def kafka(values: list[bytes | tuple[bytes | None, bytes]]) -> list[KafkaSourceM
                 offset=offset,
                 headers=[("content-type", b"application/fhir+json")],
                 timestamp=(1, 1_772_000_000_000 + offset),
-            )  # fmt: skip
+            )
         )
     return out
 
@@ -290,7 +299,7 @@ def test_patients_do_not_share_windows(model):
             (f"p{k}".encode(), fhir_msg(reading(i, 150, 95, patient=f"p{k}")))
             for i in range(3)
             for k in range(5)
-        ]  # fmt: skip
+        ]
     )
     run = run_flow(items, model)
     by_patient = collections.defaultdict(list)
@@ -360,8 +369,8 @@ def test_abort_and_resume_equals_an_uninterrupted_run(model, tmp_path):
     # One fresh ABORT per execution: TestingSource counts only real items in its resume
     # index, so an already-triggered ABORT earlier in the list would shift the replay by one.
     executions = [
-        items[:250] + [TestingSource.ABORT()] + items[250:],
-        items[:400] + [TestingSource.ABORT()] + items[400:],
+        [*items[:250], TestingSource.ABORT(), *items[250:]],
+        [*items[:400], TestingSource.ABORT(), *items[400:]],
         items,
     ]
     crashed = Run()
