@@ -319,7 +319,9 @@ class EpisodeTracker:
             if level[0] > episode.level[0]:
                 episode.condition = condition
             episode.level = level
-            episode.severity = max(episode.severity, assessment.severity, key=_SEV_RANK.get)
+            episode.severity = max(
+                episode.severity, assessment.severity, key=lambda s: _SEV_RANK.get(s, 0)
+            )
             episode.last_alert_at = max(episode.last_alert_at, reading.effective_at)
             tag = f"{episode.condition}:{level[0]}.{level[1]}"
             return [self._event(episode, family, "escalated", tag, assessment, conditions)]

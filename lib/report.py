@@ -202,7 +202,7 @@ def charts(data: ReportData) -> dict[str, str]:
         plt.close(fig)
 
         fig, ax = plt.subplots(figsize=(9, 3.6))
-        times = [t for t, _ in data.over_time]
+        times = mdates.date2num([t for t, _ in data.over_time])
         bottom = [0] * len(times)
         width = _bar_width(data)
         for sev in SEVERITIES:
@@ -230,9 +230,10 @@ def charts(data: ReportData) -> dict[str, str]:
         plt.close(fig)
 
         fig, ax = plt.subplots(figsize=(9, 3.6))
-        pts = [(t, a, m) for t, a, m in data.risk_over_time if a is not None]
-        ax.plot([t for t, _, _ in pts], [a for _, a, _ in pts], marker=".", label="average")
-        ax.plot([t for t, _, _ in pts], [m for _, _, m in pts], marker=".", label="maximum")
+        pts = [(t, a, m) for t, a, m in data.risk_over_time if a is not None and m is not None]
+        x = mdates.date2num([t for t, _, _ in pts])
+        ax.plot(x, [a for _, a, _ in pts], marker=".", label="average")
+        ax.plot(x, [m for _, _, m in pts], marker=".", label="maximum")
         ax.set_ylim(0, 1)
         ax.set_ylabel("risk score")
         ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M", tz=UTC))
