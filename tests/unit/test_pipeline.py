@@ -1,0 +1,184 @@
+"""lib.pipeline: sharding, per-shard processing, expiry, documents, DLQ messages, scoring."""
+
+from __future__ import annotations
+
+import collections
+import pickle
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from lib import faults, pipeline
+from lib import observation as obs
+from lib.domain import FEATURE_NAMES, Assessment, DeadLetter, Reading, Retraction
+from lib.pipeline import Duplicate, Monitor, PatientStates
+from lib.risk import RiskModel
+from lib.settings import Settings
+
+T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+
+
+@dataclass
+class Msg:
+    value: bytes
+    key: bytes | None = b"p1"
+    headers: tuple = ()
+    topic: str | None = "bp.observations"
+    partition: int | None = 0
+    offset: int | None = 0
+    timestamp: tuple[int, int] | None = None
+
+
+@pytest.fixture(scope="module")
+def sk_pipeline():
+    rng = np.random.default_rng(3)
+    x = rng.normal(125, 20, (300, len(FEATURE_NAMES)))
+    y = (x[:, 1] + rng.normal(0, 10, 300) > 130).astype(int)
+    return make_pipeline(StandardScaler(), LogisticRegression()).fit(x, y)
+
+
+@pytest.fixture(scope="module")
+def model(sk_pipeline) -> RiskModel:
+    return RiskModel.from_pipeline(sk_pipeline)
+
+
+def rd(i: float, sys_: float = 150, dia: float = 95, patient: str = "p1") -> Reading:
+    return Reading(f"{patient}-{i}", patient, T0 + timedelta(hours=i), float(sys_), float(dia))
+
+
+def entries(*outcomes):
+    return [(o, None, 1) for o in outcomes]
+
+
+def test_shard_of_is_stable_and_spread():
+    assert pipeline.shard_of("pat-1") == pipeline.shard_of("pat-1")
+    spread = collections.Counter(pipeline.shard_of(f"pat-{i}") for i in range(3200))
+    assert len(spread) == pipeline.SHARDS
+    assert max(spread.values()) < 2 * 3200 / pipeline.SHARDS
+
+
+def test_parse_messages_groups_by_shard_in_order_and_flags_first_outcomes():
+    readings = [rd(i, patient=f"p{i % 3}") for i in range(9)]
+    bundle = obs.encode(obs.bundle([obs.to_fhir(r, "N") for r in readings[:2]], bundle_id="b"))
+    msgs = [Msg(bundle)] + [Msg(obs.encode(obs.to_fhir(r, "N"))) for r in readings[2:]]
+    grouped = pipeline.parse_messages(msgs)
+    assert sum(first for _, es in grouped for _, _, first in es) == len(msgs)
+    for shard, es in grouped:
+        assert all(pipeline.shard_of(o.patient_id) == shard for o, _, _ in es)
+        ids = [o.observation_id for o, _, _ in es]
+        assert ids == sorted(ids, key=lambda x: float(x.split("-")[1]))
+
+
+def test_unparseable_or_empty_messages_are_dead_letters():
+    (_, es), *_ = pipeline.parse_messages([Msg(b"not json", key=None)])
+    dead = es[0][0]
+    assert isinstance(dead, DeadLetter) and dead.raw == b"not json"
+    assert dead.source == "bp.observations:0:0"
+    empty = obs.encode({"resourceType": "Bundle", "type": "collection", "entry": []})
+    outcome = pipeline.parse_message(Msg(empty))
+    assert len(outcome) == 1 and isinstance(outcome[0], DeadLetter)
+
+
+def test_process_scores_in_order_with_duplicates_and_retractions(model):
+    states = PatientStates(12, 72)
+    a, b = rd(0), rd(1, 118, 70)
+    res = states.process(
+        entries(a, a, b, Retraction(a.observation_id, "p1"), rd(2)), "aha2017", model
+    )
+    kinds = [type(o).__name__ for o in res.outcomes]
+    assert kinds == ["Assessment", "Duplicate", "Assessment", "Retraction", "Assessment"]
+    assert res.counts() == {
+        "in": 5, "normal": 1, "anomaly": 2, "dead_letter": 0,
+        "ignored": 0, "retracted": 1, "duplicate": 1,
+    }  # fmt: skip
+    last = res.outcomes[-1]
+    assert isinstance(last, Assessment) and last.features.n == 2  # a was retracted
+    assert isinstance(res.outcomes[1], Duplicate)
+
+
+def test_batch_risk_equals_predict_proba_one_and_sklearn(model, sk_pipeline):
+    states = PatientStates(12, 72)
+    readings = [rd(i / 4, 110 + 9 * np.sin(i), 70 + 5 * np.cos(i), f"p{i % 4}") for i in range(40)]
+    res = states.process(entries(*readings), "aha2017", model)
+    got = [o.risk_score for o in res.outcomes]
+    one = [model.predict_proba_one(o.features) for o in res.outcomes]
+    matrix = np.array([o.features.vector() for o in res.outcomes])
+    ref = sk_pipeline.predict_proba(matrix)[:, 1]
+    assert np.allclose(got, one, atol=1e-9, rtol=0)
+    assert np.allclose(got, ref, atol=1e-9, rtol=0)
+    # a bare sklearn estimator is accepted too ((n, 2) probabilities)
+    res2 = PatientStates(12, 72).process(entries(*readings), "aha2017", sk_pipeline)
+    assert np.allclose([o.risk_score for o in res2.outcomes], ref, atol=1e-12, rtol=0)
+
+
+def test_idle_patients_expire_on_event_time(model):
+    states = PatientStates(12, idle_expiry_hours=10)
+    states.process(entries(rd(0, patient="old"), rd(0, patient="young")), "aha2017", model)
+    states.process(entries(rd(5, patient="young")), "aha2017", model)
+    assert set(states.windows) == {"old", "young"}
+    states.process(entries(rd(10.5, patient="young")), "aha2017", model)
+    assert set(states.windows) == {"young"}  # old: idle 10.5 h > 10 h
+    # a returning patient starts a new window
+    res = states.process(entries(rd(11, patient="old")), "aha2017", model)
+    assert res.outcomes[0].features.n == 1
+
+
+def test_snapshot_restore_continues_identically(model):
+    a = PatientStates(5, 72)
+    readings = [rd(i, 120 + 3 * i, 80, f"p{i % 3}") for i in range(12)]
+    a.process(entries(*readings[:8]), "aha2017", model)
+    b = PatientStates.restore(pickle.loads(pickle.dumps(a.snapshot())))
+    ra = a.process(entries(*readings[8:]), "aha2017", model)
+    rb = b.process(entries(*readings[8:]), "aha2017", model)
+    assert ra.outcomes == rb.outcomes and b.clock == a.clock
+
+
+def test_documents_follow_the_contract(model):
+    res = PatientStates().process([(rd(0, 185, 100), 1_772_000_000.5, 1)], "aha2017", model)
+    (assessment,) = res.outcomes
+    doc = pipeline.anomaly_doc(assessment, datetime.fromtimestamp(1_772_000_000.5, UTC))
+    for field in (
+        "observation_id", "patient_id", "effective_at", "systolic", "diastolic", "category",
+        "anomaly_types", "severity", "risk_score", "ruleset", "ingested_at",
+    ):  # fmt: skip
+        assert field in doc
+    assert doc["effective_at"] == "2026-03-01T08:00:00.000Z"
+    assert doc["ingested_at"] == "2026-02-25T06:13:20.500Z"
+    assert (
+        doc["category"] == "hypertensive_crisis" and "hypertensive_crisis" in doc["anomaly_types"]
+    )
+    ((action, _id, body),) = pipeline.elastic_actions([("0", res)])
+    assert (action, _id) == ("index", "p1-0") and body == doc
+    rec = pipeline.normal_record(assessment)
+    assert {"observation_id", "patient_id", "effective_at", "category", "risk_score"} <= set(rec)
+
+
+def test_dlq_message_keeps_the_original_and_adds_reason_headers():
+    dead = DeadLetter(b"\x00raw", b"k", "invalid_json", "bad", "t:1:2", (("trace", b"x"),))
+    key, value, headers = pipeline.dlq_message(dead)
+    assert (key, value) == (b"k", b"\x00raw")
+    assert headers == [
+        ("trace", b"x"), ("error", b"invalid_json"), ("error.detail", b"bad"), ("source", b"t:1:2")
+    ]  # fmt: skip
+
+
+def test_monitor_reconciles_a_simulated_stream(model):
+    sim = Settings(sim_patients=30, sim_count=800, sim_fault_rate=0.3, sim_seed=2)
+    msgs = list(faults.messages(sim))
+    mon = Monitor(model)
+    totals: collections.Counter[str] = collections.Counter()
+    for i in range(0, len(msgs), 64):
+        for _, res in mon.process(
+            [Msg(m.value, m.key, offset=j) for j, m in enumerate(msgs[i : i + 64])]
+        ):
+            totals.update(res.counts())
+    expected = collections.Counter(e.fate for m in msgs for e in m.expected)
+    assert totals["in"] == len(msgs)
+    assert totals["normal"] + totals["anomaly"] == expected["reading"]
+    for fate in ("dead_letter", "ignored", "retracted", "duplicate"):
+        assert totals[fate] == expected[fate]
