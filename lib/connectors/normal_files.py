@@ -35,7 +35,7 @@ such as Kafka with Bytewax-kept offsets):
   :class:`~lib.errors.SinkError` naming ``BPWATCH_NORMAL_DIR`` and the path: never silent loss.
 
 Writes are batched: one ``write`` per file per batch. At most ``max_open_files`` handles
-are kept open per shard (older days are closed, after ``fsync``).
+are kept open per shard (the least recently written are closed).
 """
 
 from __future__ import annotations
@@ -186,9 +186,8 @@ class _ShardPartition(StatefulSinkPartition[Mapping[str, Any], ShardState]):
         self._fds[day] = fd
         self._lengths.setdefault(day, 0)
         while len(self._fds) > self._max_open:
-            old_day, old_fd = self._fds.popitem(last=False)
-            if old_day in self._dirty:
-                os.fsync(old_fd)
+            # A closed dirty file stays in _dirty: the next snapshot reopens it to fsync.
+            _, old_fd = self._fds.popitem(last=False)
             os.close(old_fd)
         return fd
 

@@ -202,12 +202,16 @@ def test_disk_full_raises_sink_error_and_resume_restores_whole_lines(tmp_path):
     assert [r["observation_id"] for r in iter_records(tmp_path)] == ["obs-0"]
 
 
-def test_open_handles_are_bounded(tmp_path):
+def test_open_handles_are_bounded_and_closed_files_still_synced(tmp_path, monkeypatch):
     part = NormalFileSink(tmp_path, max_open_files=2).build_part("s", "part-0", None)
     start = datetime(2026, 1, 1, tzinfo=UTC)
     part.write_batch([doc(i, when=start + timedelta(days=i)) for i in range(6)])
     assert len(part._fds) == 2
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
     state = part.snapshot()
+    assert len(synced) >= 6 + 6  # six files (four of them reopened) and six new folders
     part.close()
     assert len(state) == 6
     assert len(shard_files(tmp_path)) == 6
