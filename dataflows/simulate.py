@@ -107,7 +107,9 @@ class SimSource(DynamicSource[SimMessage]):
         return _SimPartition(self._settings, worker_index, worker_count)
 
 
-def _kafka_record(msg: SimMessage) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
+def _kafka_record(
+    msg: SimMessage,
+) -> tuple[bytes | None, bytes, list[tuple[str, str | bytes | None]]]:
     return msg.kafka_record()
 
 

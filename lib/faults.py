@@ -102,7 +102,7 @@ class SimMessage:
     def is_fault(self) -> bool:
         return any(e.fault is not None for e in self.expected)
 
-    def kafka_record(self) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    def kafka_record(self) -> tuple[bytes, bytes, list[tuple[str, str | bytes | None]]]:
         """``(key, value, headers)`` for :class:`lib.connectors.kafka.ConfirmedKafkaSink`."""
         return self.key, self.value, [("content-type", b"application/fhir+json")]
 

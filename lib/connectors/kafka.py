@@ -22,7 +22,8 @@ from lib.settings import Settings
 
 log = logging.getLogger(__name__)
 
-KafkaRecord = tuple[bytes | None, bytes, list[tuple[str, bytes]]]
+Headers = list[tuple[str, str | bytes | None]]
+KafkaRecord = tuple[bytes | None, bytes, Headers]
 
 # Defaults that BPWATCH_KAFKA_CONFIG may override ...
 _DEFAULTS: dict[str, Any] = {
