@@ -7,7 +7,8 @@ Each worker simulates its share of the patients (``index % workers``), so a pati
 come from one worker, in order, keyed by patient id: they stay ordered in one Kafka partition.
 Output: ``settings.observations_topic`` through :class:`ConfirmedKafkaSink` (every message
 confirmed by the broker), or JSON Lines (one message value per line) when ``BPWATCH_SIM_OUTPUT``
-is a path. ``BPWATCH_SIM_TRUTH=path`` also writes the ground truth, one JSON line per
+is a path; ``BPWATCH_SIM_BUNDLE=N`` wraps N Observations per message in a FHIR Bundle.
+``BPWATCH_SIM_TRUTH=path`` also writes the ground truth, one JSON line per
 Observation (fate, fault kind, profile, ``event_within_horizon``, ...).
 
 With one worker, the same settings give byte-identical output.
@@ -45,7 +46,10 @@ _PROGRESS_EVERY_S = 5.0
 class _SimPartition(StatelessSourcePartition[SimMessage]):
     def __init__(self, settings: Settings, worker_index: int, worker_count: int) -> None:
         self._messages: Iterator[SimMessage] = faults.messages(
-            settings, worker_index=worker_index, worker_count=worker_count
+            settings,
+            worker_index=worker_index,
+            worker_count=worker_count,
+            bundle_size=settings.sim_bundle,
         )
         self._rate = settings.sim_rate / worker_count  # messages/s, 0 = unlimited
         self._worker = worker_index
@@ -123,8 +127,7 @@ def _truth_lines(msg: SimMessage) -> list[tuple[str, str]]:
 
 def truth_path(settings: Settings) -> Path | None:
     """``BPWATCH_SIM_TRUTH`` (a JSON Lines path) if set."""
-    value = getattr(settings, "sim_truth", None) or os.environ.get("BPWATCH_SIM_TRUTH", "")
-    return Path(value) if value else None
+    return settings.sim_truth
 
 
 def build(

@@ -112,6 +112,8 @@ class Settings:
     sim_seed: int = 42
     sim_fault_rate: float = 0.0
     sim_output: str = "kafka"  # kafka | a file path for JSON Lines
+    sim_truth: Path | None = None  # ground truth + expected fates (JSON Lines), when set
+    sim_bundle: int = 1  # Observations per message (>1: FHIR Bundles)
 
     # -- names (namespaced) -------------------------------------------------------------
     def topic(self, base: str) -> str:
@@ -222,6 +224,8 @@ class Settings:
             sim_seed=_int(env, "BPWATCH_SIM_SEED", 42),
             sim_fault_rate=_float(env, "BPWATCH_SIM_FAULT_RATE", 0.0, lo=0.0, hi=1.0),
             sim_output=env.get("BPWATCH_SIM_OUTPUT", "kafka").strip() or "kafka",
+            sim_truth=Path(env["BPWATCH_SIM_TRUTH"]) if env.get("BPWATCH_SIM_TRUTH") else None,
+            sim_bundle=_int(env, "BPWATCH_SIM_BUNDLE", 1, minimum=1),
         )
 
 
@@ -230,4 +234,7 @@ def load_or_exit() -> Settings:
     try:
         return Settings.from_env()
     except ConfigError as exc:
-        raise SystemExit(f"bpwatch: configuration error: {exc}") from None
+        import sys
+
+        sys.stderr.write(f"bpwatch: configuration error: {exc}\n")
+        raise SystemExit(2) from None
