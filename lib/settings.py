@@ -40,7 +40,9 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a whole number: set e.g. {name}={default}") from None
+        raise ConfigError(
+            f"{name}={raw!r} is not a whole number: set e.g. {name}={default}"
+        ) from None
     if value < minimum:
         raise ConfigError(f"{name}={value} is below {minimum}: set {name} to {minimum} or more")
     return value
@@ -190,14 +192,10 @@ class Settings:
             )
         brokers = env.get("BPWATCH_KAFKA_BROKERS", "127.0.0.1:9092").strip()
         if not brokers or any(":" not in b for b in brokers.split(",")):
-            raise ConfigError(
-                f"BPWATCH_KAFKA_BROKERS={brokers!r} must be host:port[,host:port...]"
-            )
+            raise ConfigError(f"BPWATCH_KAFKA_BROKERS={brokers!r} must be host:port[,host:port...]")
         es_url = env.get("BPWATCH_ES_URL", "http://127.0.0.1:9200").strip().rstrip("/")
         if not es_url.startswith(("http://", "https://")):
-            raise ConfigError(
-                f"BPWATCH_ES_URL={es_url!r} must start with http:// or https://"
-            )
+            raise ConfigError(f"BPWATCH_ES_URL={es_url!r} must start with http:// or https://")
         ca = env.get("BPWATCH_ES_CA_CERTS") or None
         if ca and not Path(ca).is_file():
             raise ConfigError(f"BPWATCH_ES_CA_CERTS={ca!r} is not a file: give the CA PEM path")

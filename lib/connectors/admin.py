@@ -112,7 +112,7 @@ def es_client(settings: Settings, **kwargs: Any) -> Any:
 
 
 def ensure_elasticsearch(settings: Settings, es: Any = None) -> list[str]:
-    """Install templates, then ``<index>-v1`` + write alias ``<index>``; returns what was created."""
+    """Install templates, then ``<index>-v1`` behind write alias ``<index>``; returns new ones."""
     from elasticsearch import ApiError, AuthenticationException, TransportError
 
     es = es or es_client(settings)

@@ -168,7 +168,8 @@ class ExactlyOnceKafkaSink(FixedPartitionedSink[OnceRecord, int]):
         info = md.topics.get(self._topic)
         if info is None or info.error is not None or not info.partitions:
             raise ServiceError(
-                f"topic {self._topic} does not exist: run `make setup` (python -m lib.connectors.admin setup)"
+                f"topic {self._topic} does not exist: run `make setup` "
+                "(python -m lib.connectors.admin setup)"
             )
         return len(info.partitions)
 

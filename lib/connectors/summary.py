@@ -72,8 +72,12 @@ def es_ids(es: Any, index: str) -> set[str]:
     try:
         after = None
         while True:
-            kwargs: dict[str, Any] = {"size": 5000, "pit": {"id": pit, "keep_alive": "1m"},
-                                      "sort": [{"_shard_doc": "asc"}], "_source": False}
+            kwargs: dict[str, Any] = {
+                "size": 5000,
+                "pit": {"id": pit, "keep_alive": "1m"},
+                "sort": [{"_shard_doc": "asc"}],
+                "_source": False,
+            }
             if after is not None:
                 kwargs["search_after"] = after
             hits = es.search(**kwargs)["hits"]["hits"]
@@ -150,16 +154,27 @@ def reconcile(out: RunOutputs, truth_path: Path) -> tuple[list[str], dict[str, i
     return problems, dict(fates)
 
 
-def render(settings: Settings, out: RunOutputs, fates: dict[str, int] | None,
-           problems: list[str] | None) -> str:
+def render(
+    settings: Settings, out: RunOutputs, fates: dict[str, int] | None, problems: list[str] | None
+) -> str:
     rows = [
         ("messages in", f"{out.messages_in:,}", settings.observations_topic),
-        ("anomalies indexed", f"{len(out.anomaly_ids):,}", f"Elasticsearch {settings.anomalies_index}"),
-        ("normal readings", f"{out.normal_lines:,} lines in {out.normal_files} files",
-         str(settings.normal_dir)),
+        (
+            "anomalies indexed",
+            f"{len(out.anomaly_ids):,}",
+            f"Elasticsearch {settings.anomalies_index}",
+        ),
+        (
+            "normal readings",
+            f"{out.normal_lines:,} lines in {out.normal_files} files",
+            str(settings.normal_dir),
+        ),
         ("dead letters", f"{out.dead_letters:,}", settings.dlq_topic),
-        ("alerts", f"{out.alerts_kafka:,} on Kafka, {out.alerts_es:,} in Elasticsearch",
-         f"{settings.alerts_topic} / {settings.alerts_index}"),
+        (
+            "alerts",
+            f"{out.alerts_kafka:,} on Kafka, {out.alerts_es:,} in Elasticsearch",
+            f"{settings.alerts_topic} / {settings.alerts_index}",
+        ),
     ]
     width = max(len(r[0]) for r in rows)
     lines = ["bpwatch run summary", "-" * 19]
@@ -171,9 +186,7 @@ def render(settings: Settings, out: RunOutputs, fates: dict[str, int] | None,
             lines.append("RECONCILIATION FAILED:")
             lines += [f"  - {p}" for p in problems]
         else:
-            lines.append(
-                "reconciled: every Observation is accounted for; 0 lost, 0 duplicated"
-            )
+            lines.append("reconciled: every Observation is accounted for; 0 lost, 0 duplicated")
     lines += [
         "",
         "where to look:",

@@ -59,7 +59,7 @@ def test_resume_after_abort_sends_each_id_once(settings, kafka_config, tmp_path)
     init_db_dir(db, 1)
     recovery = RecoveryConfig(str(db))
     items = list(range(n))
-    aborting = items[:23] + [TestingSource.ABORT()] + items[23:]
+    aborting = [*items[:23], TestingSource.ABORT(), *items[23:]]
     # epoch every batch of 5 items; abort after 23 -> the last epoch's items are re-emitted
     from datetime import timedelta
 

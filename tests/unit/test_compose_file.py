@@ -34,7 +34,13 @@ def test_compose_file_matches_the_compose_schema(compose):
 def test_schema_rejects_a_broken_file(compose):
     """The validation above can fail: a misspelled key is refused."""
     schema = orjson.loads((ROOT / "tests/fixtures/compose-spec.json").read_bytes())
-    broken = {**compose, "services": {**compose["services"], "kafka": {**compose["services"]["kafka"], "imagee": "x"}}}
+    broken = {
+        **compose,
+        "services": {
+            **compose["services"],
+            "kafka": {**compose["services"]["kafka"], "imagee": "x"},
+        },
+    }
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(broken, schema)
 
@@ -50,7 +56,7 @@ def test_stack_versions_match_local_launcher(compose):
     # the Python client's major must equal the server's major
     pyproject = (ROOT / "pyproject.toml").read_text()
     major = es_v.split(".")[0]
-    assert f'"elasticsearch>={major}.' in pyproject and f"<{int(major) + 1}\"" in pyproject
+    assert f'"elasticsearch>={major}.' in pyproject and f'<{int(major) + 1}"' in pyproject
 
 
 def test_elasticsearch_security_stays_on_with_passwords_from_env(compose):
@@ -78,6 +84,7 @@ def test_docker_compose_config_when_available(tmp_path):
     env.write_text((ROOT / "infra/.env.example").read_text())
     proc = subprocess.run(
         ["docker", "compose", "-f", str(COMPOSE), "--env-file", str(env), "config", "-q"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stderr

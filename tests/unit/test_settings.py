@@ -1,4 +1,4 @@
-"""Settings: defaults of the contract, validation with messages that name the fix, no secret leaks."""
+"""Settings: contract defaults, validation messages that name the fix, no secret leaks."""
 
 from __future__ import annotations
 
@@ -25,7 +25,10 @@ def test_defaults_follow_the_contract():
     assert s.ruleset == "aha2017"
     assert s.kafka_tail is True
     assert (s.observations_topic, s.dlq_topic, s.alerts_topic) == (
-        "bp.observations", "bp.observations.dlq", "bp.alerts")
+        "bp.observations",
+        "bp.observations.dlq",
+        "bp.alerts",
+    )
     assert (s.anomalies_index, s.alerts_index) == ("bp-anomalies", "bp-alerts")
 
 
@@ -61,8 +64,12 @@ def test_invalid_values_name_the_variable(env, must_name):
 
 
 def test_kafka_config_passthrough_inline_and_from_file(tmp_path):
-    cfg = {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-256",
-           "sasl.username": "bp", "sasl.password": "s3cret"}
+    cfg = {
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism": "SCRAM-SHA-256",
+        "sasl.username": "bp",
+        "sasl.password": "s3cret",
+    }
     inline = Settings.from_env({"BPWATCH_KAFKA_CONFIG": json.dumps(cfg)})
     f = tmp_path / "k.json"
     f.write_text(json.dumps(cfg))
@@ -74,11 +81,14 @@ def test_kafka_config_passthrough_inline_and_from_file(tmp_path):
 
 
 def test_secrets_are_not_in_repr():
-    s = Settings.from_env({
-        "BPWATCH_ES_PASSWORD": "pw-123", "BPWATCH_ES_USERNAME": "elastic",
-        "BPWATCH_ES_API_KEY": "key-456",
-        "BPWATCH_KAFKA_CONFIG": '{"sasl.password": "kafka-789"}',
-    })
+    s = Settings.from_env(
+        {
+            "BPWATCH_ES_PASSWORD": "pw-123",
+            "BPWATCH_ES_USERNAME": "elastic",
+            "BPWATCH_ES_API_KEY": "key-456",
+            "BPWATCH_KAFKA_CONFIG": '{"sasl.password": "kafka-789"}',
+        }
+    )
     text = repr(s)
     for secret in ("pw-123", "key-456", "kafka-789"):
         assert secret not in text
@@ -95,7 +105,11 @@ def test_entry_point_stops_with_one_line_naming_the_fix():
     env = {**os.environ, "BPWATCH_RULESET": "nope"}
     proc = subprocess.run(
         [sys.executable, "-m", "lib.connectors.admin", "setup"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode != 0
     lines = [line for line in proc.stderr.strip().splitlines() if line]
