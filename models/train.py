@@ -1,0 +1,546 @@
+"""Train the bpwatch risk model on a simulated cohort and evaluate it on held-out patients.
+
+    python -m models.train [--seed S] [--patients N] [--hours H] [--out models/bp_risk.joblib]
+
+Phases (one progress line each):
+
+1. simulate   ``lib.cohort.generate`` with ground truth (deterministic for the seed)
+2. features   ``lib.window.features_of`` per patient: the very code the monitor runs
+3. split      by patient (never by reading): a seeded permutation of the sorted patient ids
+4. fit        ``Pipeline(StandardScaler, LogisticRegression(class_weight="balanced"))``,
+              multinomial over {no event, crisis, hypotension}, then a prior correction of
+              the intercepts so that the score is a probability again
+5. evaluate   AUROC, AUPRC, Brier and a decile calibration table on the held-out patients, for
+              the model and for two baselines; lead time before each held-out event
+6. write      ``bp_risk.joblib`` + ``bp_risk.json`` (metadata with the artifact's sha256)
+
+Label: ``GroundTruth.event_within_horizon`` (an acute event, hypertensive crisis or hypotensive
+episode, starts within ``--horizon`` hours after the reading). Readings taken while the patient
+is already inside an event (``in_event``) are excluded from fitting and from the metrics: the
+question "will an event start?" has no answer there, and the rules see those readings anyway.
+They are kept for the lead-time analysis, where the first in-event reading marks the onset.
+
+The regression is fitted on three classes: 0 = no event within the horizon, 1 = a crisis
+starts, 2 = a hypotensive episode starts (``GroundTruth.event_kind``). The two kinds move blood
+pressure in opposite directions, so a single binary logit (risk rising with systolic pressure)
+cannot see both; the multinomial model gives each kind its own logit and the score is the
+event mass ``1 - P(no event)``: still the probability of the binary label above.
+
+Deterministic: no wall clock and no unseeded randomness reach the artifact or the metadata, so
+the same arguments give the same metrics and, with the same library versions, the same bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import platform
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import sklearn
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from lib import cohort, rules, window
+from lib.domain import FEATURE_NAMES, GroundTruth, Reading
+from lib.risk import RiskModel, metadata_path, reference_proba, sha256_bytes
+
+DEFAULT_OUT = Path("models/bp_risk.joblib")
+RULES_ALERT_CATEGORIES = ("hypertensive_crisis", "hypotension")
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 20240601
+    patients: int = 600
+    hours: float = 72.0
+    horizon_hours: float = 6.0
+    test_fraction: float = 0.3
+    ruleset: str = "aha2017"
+    c: float = 1.0
+    max_iter: int = 1000
+    window_size: int = 12  # BPWATCH_WINDOW_SIZE the monitor runs with
+
+
+@dataclass
+class Dataset:
+    """One row per reading, in per-patient event-time order."""
+
+    patient_ids: list[str]  # sorted; rows refer to them by index
+    X: np.ndarray
+    y: np.ndarray  # event_within_horizon
+    label: np.ndarray  # 0 none, 1 crisis, 2 hypotension (class of the fitted model)
+    in_event: np.ndarray
+    patient: np.ndarray  # index into patient_ids
+    ts: np.ndarray  # POSIX seconds
+    category: list[str]
+    event_kind: list[str]
+
+
+@dataclass
+class TrainResult:
+    config: TrainConfig
+    pipeline: Pipeline
+    model: RiskModel
+    train_patients: list[str]
+    test_patients: list[str]
+    metrics: dict[str, Any]
+    threshold: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+# -- phases -------------------------------------------------------------------------------
+def simulate(cfg: TrainConfig) -> dict[str, list[tuple[Reading, GroundTruth]]]:
+    """Readings with their ground truth, grouped by patient, each in event-time order."""
+    by_patient: dict[str, list[tuple[Reading, GroundTruth]]] = defaultdict(list)
+    for reading, truth in cohort.generate(
+        cfg.patients, cfg.seed, hours=cfg.hours, horizon_hours=cfg.horizon_hours
+    ):
+        by_patient[reading.patient_id].append((reading, truth))
+    for rows in by_patient.values():
+        rows.sort(key=lambda rt: rt[0].ts)  # stable: generate() already yields in time order
+    return dict(by_patient)
+
+
+CLASSES = ("none", "crisis", "hypotension")  # label i = CLASSES[i]; 0 must be "no event"
+
+
+def label_of(truth: GroundTruth) -> int:
+    if not truth.event_within_horizon:
+        return 0
+    return 2 if truth.event_kind == "hypotension" else 1
+
+
+def build_dataset(
+    by_patient: dict[str, list[tuple[Reading, GroundTruth]]], ruleset: str, window_size: int
+) -> Dataset:
+    patient_ids = sorted(by_patient)
+    vectors: list[tuple[float, ...]] = []
+    y: list[bool] = []
+    label: list[int] = []
+    in_event: list[bool] = []
+    patient: list[int] = []
+    ts: list[float] = []
+    category: list[str] = []
+    kind: list[str] = []
+    for index, pid in enumerate(patient_ids):
+        rows = by_patient[pid]
+        readings = [r for r, _ in rows]
+        features = window.features_of(readings, window_size)
+        if len(features) != len(readings):
+            raise RuntimeError(
+                f"features_of returned {len(features)} rows for {len(readings)} readings"
+            )
+        for (reading, truth), feats in zip(rows, features, strict=True):
+            vectors.append(feats.vector())
+            y.append(truth.event_within_horizon)
+            label.append(label_of(truth))
+            in_event.append(truth.in_event)
+            patient.append(index)
+            ts.append(reading.ts)
+            category.append(rules.classify(reading.systolic, reading.diastolic, ruleset))
+            kind.append(truth.event_kind)
+    return Dataset(
+        patient_ids=patient_ids,
+        X=np.array(vectors, dtype=np.float64).reshape(len(vectors), len(FEATURE_NAMES)),
+        y=np.array(y, dtype=bool),
+        label=np.array(label, dtype=np.int64),
+        in_event=np.array(in_event, dtype=bool),
+        patient=np.array(patient, dtype=np.int64),
+        ts=np.array(ts, dtype=np.float64),
+        category=category,
+        event_kind=kind,
+    )
+
+
+def split_patients(
+    patient_ids: Sequence[str], seed: int, test_fraction: float
+) -> tuple[list[str], list[str]]:
+    """Deterministic patient-level split: a seeded permutation of the sorted ids."""
+    ids = sorted(patient_ids)
+    order = np.random.default_rng(seed).permutation(len(ids))
+    n_test = max(1, round(len(ids) * test_fraction)) if len(ids) > 1 else 0
+    test = sorted(ids[i] for i in order[:n_test])
+    train = sorted(ids[i] for i in order[n_test:])
+    return train, test
+
+
+def fit(X: np.ndarray, labels: np.ndarray, cfg: TrainConfig) -> Pipeline:
+    """Balanced-weight logistic regression, intercepts corrected back to the true priors.
+
+    ``class_weight="balanced"`` fits as if every class were equally common, which keeps the
+    rare event classes from being ignored, but it shifts each class's log-odds by
+    ``-log(prior_k)`` (plus a constant). Adding ``log(prior_k)`` to each intercept (King and
+    Zeng's prior correction) restores calibrated probabilities; the ranking of a binary
+    model is unchanged.
+    """
+    pipeline = Pipeline(
+        [
+            ("scale", StandardScaler()),
+            (
+                "logit",
+                LogisticRegression(
+                    C=cfg.c, class_weight="balanced", max_iter=cfg.max_iter, solver="lbfgs"
+                ),
+            ),
+        ]
+    )
+    pipeline.fit(X, labels)
+    clf = pipeline.named_steps["logit"]
+    priors = np.array([np.mean(labels == c) for c in clf.classes_])
+    if len(clf.classes_) == 2:
+        clf.intercept_ = clf.intercept_ + np.log(priors[1] / priors[0])
+    else:
+        clf.intercept_ = clf.intercept_ + np.log(priors)
+    return pipeline
+
+
+def category_rates(categories: Sequence[str], y: np.ndarray) -> dict[str, float]:
+    """Rules-only baseline: P(event within horizon | current category), from training rows.
+
+    Laplace-smoothed toward the overall rate so that a rare category gets a sane value.
+    """
+    prior = float(np.mean(y)) if len(y) else 0.0
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for cat, label in zip(categories, y, strict=True):
+        counts[cat][0] += int(label)
+        counts[cat][1] += 1
+    return {cat: (pos + prior) / (n + 1.0) for cat, (pos, n) in sorted(counts.items())}
+
+
+def calibration_table(y: np.ndarray, p: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
+    """Deciles of the predicted score: rows, mean predicted and observed event rate."""
+    order = np.argsort(p, kind="stable")
+    table = []
+    for chunk in np.array_split(order, bins):
+        if len(chunk) == 0:
+            continue
+        table.append(
+            {
+                "n": len(chunk),
+                "score_min": _r(float(p[chunk].min())),
+                "score_max": _r(float(p[chunk].max())),
+                "mean_predicted": _r(float(p[chunk].mean())),
+                "observed_rate": _r(float(y[chunk].mean())),
+            }
+        )
+    return table
+
+
+def score_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
+    both = bool(y.any()) and bool((~y).any())
+    return {
+        "auroc": _r(float(roc_auc_score(y, p))) if both else None,
+        "auprc": _r(float(average_precision_score(y, p))) if both else None,
+        "brier": _r(float(brier_score_loss(y, np.clip(p, 0.0, 1.0)))),
+        "calibration": calibration_table(y, p),
+    }
+
+
+def choose_threshold(scores: np.ndarray, budget: float) -> float:
+    """Score above which a share ``budget`` of ``scores`` lies (alerts are ``score >= t``).
+
+    Called with the training rows where no event follows (false alarms if alerted) and the
+    rules' false-alarm rate on the same rows: the model then pages as often in vain as the
+    rules do, and the lead-time comparison is at an equal false-alarm burden.
+    """
+    ordered = np.sort(scores)[::-1]
+    k = min(max(int(budget * len(ordered)), 1), len(ordered))
+    return float(ordered[k - 1])
+
+
+def lead_times(
+    data: Dataset,
+    rows: np.ndarray,
+    model_alert: np.ndarray,
+    rules_alert: np.ndarray,
+    horizon_s: float,
+) -> dict[str, Any]:
+    """Per held-out event: how long before onset each method first alerts.
+
+    Onset = time of the first in-event reading of an episode. Candidates are the patient's
+    non-event readings within the horizon before onset, plus the onset reading itself (lead 0).
+    An event without any alert among them is missed.
+    """
+    events = []
+    by_patient: dict[int, list[int]] = defaultdict(list)
+    for i in rows:
+        by_patient[int(data.patient[i])].append(int(i))
+    for idx in by_patient.values():
+        for k, i in enumerate(idx):
+            if not data.in_event[i] or (k > 0 and data.in_event[idx[k - 1]]):
+                continue
+            onset = data.ts[i]
+            window_rows = [i]
+            j = k - 1
+            while j >= 0 and not data.in_event[idx[j]] and onset - data.ts[idx[j]] <= horizon_s:
+                window_rows.append(idx[j])
+                j -= 1
+            window_rows.reverse()  # event-time order
+            events.append(
+                (
+                    _first_alert(model_alert, window_rows, data.ts, onset),
+                    _first_alert(rules_alert, window_rows, data.ts, onset),
+                )
+            )
+
+    def summary(leads: list[float | None]) -> dict[str, Any]:
+        got = [v for v in leads if v is not None]
+        return {
+            "detected": len(got),
+            "median_lead_h": _r(float(np.median(got))) if got else None,
+            "p25_lead_h": _r(float(np.percentile(got, 25))) if got else None,
+            "p75_lead_h": _r(float(np.percentile(got, 75))) if got else None,
+        }
+
+    model_leads = [m for m, _ in events]
+    rules_leads = [r for _, r in events]
+    either = [max((v for v in pair if v is not None), default=None) for pair in events]
+    earlier = sum(1 for m, r in events if m is not None and (r is None or m > r))
+    return {
+        "events": len(events),
+        "model": summary(model_leads),
+        "rules": summary(rules_leads),
+        "rules_or_model": summary(either),
+        "model_earlier_than_rules": earlier,
+    }
+
+
+def _first_alert(
+    alert: np.ndarray, candidates: list[int], ts: np.ndarray, onset: float
+) -> float | None:
+    """Hours between the first alerting candidate and the onset; None when none alerts."""
+    for r in candidates:
+        if alert[r]:
+            return float(onset - ts[r]) / 3600.0
+    return None
+
+
+def false_alarm_rate(alert: np.ndarray, data: Dataset, rows: np.ndarray) -> float:
+    """Share of quiet readings (no event now, none within the horizon) that alert."""
+    sel = rows[~data.in_event[rows] & ~data.y[rows]]
+    return _r(float(alert[sel].mean())) if len(sel) else 0.0
+
+
+# -- orchestration ------------------------------------------------------------------------
+def train(cfg: TrainConfig, *, progress: bool = False) -> TrainResult:
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()  # for progress lines only; never reaches the artifact
+
+    def phase(name: str, detail: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = round(now - clock, 3)
+        clock = now
+        if progress:
+            print(f"[train] {name:<9} {timings[name]:6.2f}s  {detail}", flush=True)
+
+    by_patient = simulate(cfg)
+    n_readings = sum(len(v) for v in by_patient.values())
+    phase("simulate", f"patients={len(by_patient)} readings={n_readings}")
+
+    data = build_dataset(by_patient, cfg.ruleset, cfg.window_size)
+    phase("features", f"rows={len(data.y)} events_within_horizon={int(data.y.sum())}")
+
+    train_ids, test_ids = split_patients(data.patient_ids, cfg.seed, cfg.test_fraction)
+    test_set = {data.patient_ids.index(p) for p in test_ids}
+    is_test = np.array([p in test_set for p in data.patient], dtype=bool)
+    all_rows = np.arange(len(data.y))
+    train_rows = all_rows[~is_test & ~data.in_event]
+    test_rows = all_rows[is_test & ~data.in_event]
+    phase("split", f"train_patients={len(train_ids)} test_patients={len(test_ids)}")
+
+    y_train = data.y[train_rows]
+    labels = data.label[train_rows]
+    if len(np.unique(labels)) < 2 or not y_train.any():
+        raise SystemExit("training set has no events: simulate more patients or hours")
+    pipeline = fit(data.X[train_rows], labels, cfg)
+    model = RiskModel.from_pipeline(pipeline, FEATURE_NAMES)
+    counts = " ".join(f"{c}={int((labels == i).sum())}" for i, c in enumerate(CLASSES))
+    phase("fit", f"rows={len(train_rows)} {counts}")
+
+    scores = model.predict_proba(data.X)
+    rules_alert = np.array([c in RULES_ALERT_CATEGORIES for c in data.category], dtype=bool)
+    quiet_train = train_rows[~y_train]
+    threshold = choose_threshold(scores[quiet_train], float(rules_alert[quiet_train].mean()))
+    model_alert = scores >= threshold
+    rates = category_rates([data.category[i] for i in train_rows], y_train)
+    prior = float(np.mean(y_train))
+    baseline = np.array([rates.get(c, prior) for c in data.category])
+    last = _cols("last_sys", "last_dia")
+    single = fit(data.X[train_rows][:, last], labels, cfg)
+    single_scores = reference_proba(single, data.X[:, last])
+    y_test = data.y[test_rows]
+    held_out = all_rows[is_test]
+    metrics = {
+        "held_out": {
+            "patients": len(test_ids),
+            "rows": len(test_rows),
+            "positives": int(y_test.sum()),
+            "prevalence": _r(float(y_test.mean())) if len(y_test) else None,
+        },
+        "model": score_metrics(y_test, scores[test_rows]),
+        "baseline_rules_category": score_metrics(y_test, baseline[test_rows]),
+        "baseline_single_reading_lr": score_metrics(y_test, single_scores[test_rows]),
+        "baseline_category_rates": {k: _r(v) for k, v in rates.items()},
+        "false_alarm_rate": {
+            "model": false_alarm_rate(model_alert, data, held_out),
+            "rules": false_alarm_rate(rules_alert, data, held_out),
+            "rules_or_model": false_alarm_rate(rules_alert | model_alert, data, held_out),
+        },
+        "lead_time": lead_times(
+            data, held_out, model_alert, rules_alert, cfg.horizon_hours * 3600.0
+        ),
+    }
+    m, b = metrics["model"]["auroc"], metrics["baseline_rules_category"]["auroc"]
+    phase("evaluate", f"auroc={m} baseline_auroc={b} threshold={threshold:.4f}")
+    return TrainResult(
+        config=cfg,
+        pipeline=pipeline,
+        model=model,
+        train_patients=train_ids,
+        test_patients=test_ids,
+        metrics=metrics,
+        threshold=threshold,
+        timings=timings,
+    )
+
+
+def _cols(*names: str) -> list[int]:
+    return [FEATURE_NAMES.index(n) for n in names]
+
+
+def _r(value: float) -> float:
+    return round(value, 6)
+
+
+def pipeline_bytes(pipeline: Pipeline) -> bytes:
+    buf = io.BytesIO()
+    joblib.dump(pipeline, buf)
+    return buf.getvalue()
+
+
+def build_metadata(result: TrainResult, blob: bytes) -> dict[str, Any]:
+    model = result.model
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "model": "bp_risk",
+        "target": (
+            f"P(acute event - hypertensive crisis or hypotensive episode - starts within "
+            f"{result.config.horizon_hours:g} h after the reading)"
+        ),
+        "sha256": sha256_bytes(blob),
+        "size_bytes": len(blob),
+        "feature_names": list(model.feature_names),
+        "scaler_mean": model.mean.tolist(),
+        "scaler_scale": model.scale.tolist(),
+        "coefficients": model.coef.tolist(),
+        "intercept": model.intercept.tolist(),
+        "threshold": _r(result.threshold),
+        "threshold_rule": (
+            "equal false-alarm burden: on training readings with no event ahead, the model "
+            "alerts (score >= threshold) as often as the rules (crisis or hypotension category)"
+        ),
+        "classes": list(CLASSES),
+        "score": "1 - P(class 0 'none') = P(an acute event starts within the horizon)",
+        "training": {
+            **asdict(result.config),
+            "command": "python -m models.train " + " ".join(_cli_args(result.config)),
+            "train_patients": len(result.train_patients),
+            "test_patients": len(result.test_patients),
+            "label": "GroundTruth.event_within_horizon; in-event readings excluded",
+            "data": "simulated cohort (lib.cohort.generate)",
+        },
+        "versions": {
+            "python": platform.python_version(),
+            "scikit-learn": sklearn.__version__,
+            "numpy": np.__version__,
+            "joblib": joblib.__version__,
+        },
+        "metrics": result.metrics,
+    }
+
+
+def write_artifact(pipeline: Pipeline, out: Path, metadata: dict[str, Any]) -> dict[str, Any]:
+    """Write the pipeline and its metadata (with the sha256 of the bytes written)."""
+    blob = pipeline_bytes(pipeline)
+    metadata = {**metadata, "sha256": sha256_bytes(blob), "size_bytes": len(blob)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(blob)
+    metadata_path(out).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    return metadata
+
+
+def _cli_args(cfg: TrainConfig) -> list[str]:
+    return [f"--seed {cfg.seed}", f"--patients {cfg.patients}", f"--hours {cfg.hours:g}"]
+
+
+def summary_table(metrics: dict[str, Any], threshold: float) -> str:
+    lines = [
+        f"{'held-out':<28}{'AUROC':>8}{'AUPRC':>8}{'Brier':>8}",
+    ]
+    for name, key in (
+        ("model (window features)", "model"),
+        ("rules-only (category)", "baseline_rules_category"),
+        ("single reading (sys, dia)", "baseline_single_reading_lr"),
+    ):
+        m = metrics[key]
+        lines.append(f"{name:<28}{m['auroc']:>8.3f}{m['auprc']:>8.3f}{m['brier']:>8.4f}")
+    lt = metrics["lead_time"]
+    lines.append("")
+    lines.append(f"threshold {threshold:.4f}; held-out events {lt['events']}")
+    for name in ("model", "rules", "rules_or_model"):
+        s = lt[name]
+        rate = metrics["false_alarm_rate"][name]
+        lines.append(
+            f"  {name:<15}detected {s['detected']:>4}  median lead {s['median_lead_h']} h"
+            f"  (p25 {s['p25_lead_h']}, p75 {s['p75_lead_h']})  false-alarm rate {rate}"
+        )
+    lines.append(f"  model alerted before the rules on {lt['model_earlier_than_rules']} events")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    d = TrainConfig()
+    parser = argparse.ArgumentParser(
+        prog="python -m models.train", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--patients", type=int, default=d.patients)
+    parser.add_argument("--hours", type=float, default=d.hours)
+    parser.add_argument("--horizon", type=float, default=d.horizon_hours, help="hours")
+    parser.add_argument("--test-fraction", type=float, default=d.test_fraction)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args(argv)
+    cfg = TrainConfig(
+        seed=args.seed,
+        patients=args.patients,
+        hours=args.hours,
+        horizon_hours=args.horizon,
+        test_fraction=args.test_fraction,
+    )
+    result = train(cfg, progress=True)
+    blob = pipeline_bytes(result.pipeline)
+    metadata = write_artifact(result.pipeline, args.out, build_metadata(result, blob))
+    print(
+        f"[train] write     {args.out} ({metadata['size_bytes']} bytes) "
+        f"sha256={metadata['sha256'][:16]}"
+    )
+    print(summary_table(result.metrics, result.threshold))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
