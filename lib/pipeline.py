@@ -325,7 +325,10 @@ class PatientStates:
 
 # -- documents for the outputs (shared/CONTRACT.md) ----------------------------------------
 def anomaly_doc(assessment: Assessment, ingested_at: datetime | None) -> dict[str, Any]:
-    """The ``bp-anomalies`` document; ``ingested_at`` None falls back to the event time."""
+    """The ``bp-anomalies`` document (infra/elasticsearch/templates/bp-anomalies.json, strict
+    mapping): the contract's fields plus status, version, source and the window ``features``.
+    ``ingested_at`` is the broker's timestamp of the message; None falls back to the event time.
+    """
     r = assessment.reading
     return {
         "observation_id": r.observation_id,
@@ -342,10 +345,7 @@ def anomaly_doc(assessment: Assessment, ingested_at: datetime | None) -> dict[st
         "status": r.status,
         "version": r.version,
         "source": r.source,
-        "window_n": assessment.features.n,
-        "window_mean_sys": assessment.features.mean_sys,
-        "window_mean_dia": assessment.features.mean_dia,
-        "slope_sys_per_h": assessment.features.slope_sys_per_h,
+        "features": dict(zip(FEATURE_NAMES, _feature_row(assessment.features), strict=True)),
     }
 
 

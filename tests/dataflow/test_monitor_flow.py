@@ -219,7 +219,7 @@ def test_entered_in_error_retracts_from_elasticsearch_and_the_window(model):
         "p1-obs-4"
     }
     # the retracted reading has left the window: the next one sees 4 readings, not 5
-    assert run.docs()[-1]["window_n"] == 4
+    assert run.docs()[-1]["features"]["n"] == 4
 
 
 def test_duplicates_are_counted_once(model):
@@ -279,9 +279,9 @@ def test_window_features_of_a_known_line(model):
     docs = run.docs()
     assert len(docs) == 8
     last = docs[-1]
-    assert last["slope_sys_per_h"] == pytest.approx(3.0, abs=1e-9)
-    assert last["window_n"] == 8
-    assert last["window_mean_sys"] == pytest.approx(140 + 3 * (3.5 / 3))
+    assert last["features"]["slope_sys_per_h"] == pytest.approx(3.0, abs=1e-9)
+    assert last["features"]["n"] == 8
+    assert last["features"]["mean_sys"] == pytest.approx(140 + 3 * (3.5 / 3))
 
 
 def test_out_of_order_reading_is_inserted_in_event_time(model):
@@ -289,8 +289,8 @@ def test_out_of_order_reading_is_inserted_in_event_time(model):
     items = kafka([fhir_msg(reading(0, 140, 90)), fhir_msg(reading(2, 150, 95)), fhir_msg(late)])
     run = run_flow(items, model)
     docs = {d["observation_id"]: d for d in run.docs()}
-    assert docs[late.observation_id]["window_n"] == 2  # as of its own time: obs-0 and itself
-    assert docs[late.observation_id]["window_mean_sys"] == pytest.approx(150.0)
+    assert docs[late.observation_id]["features"]["n"] == 2  # as of its own time: obs-0 and itself
+    assert docs[late.observation_id]["features"]["mean_sys"] == pytest.approx(150.0)
 
 
 def test_patients_do_not_share_windows(model):
@@ -304,7 +304,7 @@ def test_patients_do_not_share_windows(model):
     run = run_flow(items, model)
     by_patient = collections.defaultdict(list)
     for d in run.docs():  # per patient in order; across patients the order is per shard
-        by_patient[d["patient_id"]].append(d["window_n"])
+        by_patient[d["patient_id"]].append(d["features"]["n"])
     assert by_patient == {f"p{k}": [1, 2, 3] for k in range(5)}
 
 
