@@ -59,6 +59,7 @@ Severity (``severity``), a pure function of the category, the types and the valu
 
 from __future__ import annotations
 
+import itertools
 import math
 import operator
 from collections.abc import Callable, Mapping
@@ -124,6 +125,10 @@ class Band:
         )
 
 
+# a compiled band: (category, systolic op, systolic threshold, diastolic op, diastolic threshold)
+_Row = tuple[str, Callable[[float, float], bool], float, Callable[[float, float], bool], float]
+
+
 @dataclass(frozen=True, slots=True)
 class TrendRules:
     """Thresholds of the window (trend) rules, applied to lib.domain.Features."""
@@ -147,19 +152,15 @@ class RuleSet:
     default: Band  # when no band is hit
     severe_hypotension: Band  # a hypotension reading in this band is critical
     trends: TrendRules = TrendRules()
-    # compiled (category, sys_op, sys_at, dia_op, dia_at) rows for classify()
-    _table: tuple[tuple[str, Callable[[float, float], bool], float, Callable, float], ...] = field(
-        init=False, repr=False, compare=False
-    )
+    # compiled forms of the data above, for the per-reading functions (not part of equality)
+    _table: tuple[_Row, ...] = field(init=False, repr=False, compare=False)
+    _stage_1: _Row = field(init=False, repr=False, compare=False)
+    _severe: _Row = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        rows = []
-        for band in self.bands:
-            sop, sat = _compile(band.systolic)
-            dop, dat = _compile(band.diastolic)
-            rows.append((band.category, sop, sat, dop, dat))
-        object.__setattr__(self, "_table", tuple(rows))
-        _ = self.stage_1  # fails at import when the stage-1 band is missing
+        object.__setattr__(self, "_table", tuple(_row(band) for band in self.bands))
+        object.__setattr__(self, "_stage_1", _row(self.stage_1))
+        object.__setattr__(self, "_severe", _row(self.severe_hypotension))
 
     @property
     def stage_1(self) -> Band:
@@ -180,6 +181,12 @@ def _compile(cut: Cut | None) -> tuple[Callable[[float, float], bool], float]:
     if cut is None:
         return operator.ge, math.inf  # never hit (NaN neither)
     return _OPS[cut.op], cut.at
+
+
+def _row(band: Band) -> _Row:
+    sop, sat = _compile(band.systolic)
+    dop, dat = _compile(band.diastolic)
+    return band.category, sop, sat, dop, dat
 
 
 AHA2017 = RuleSet(
@@ -227,11 +234,11 @@ _TREND_CAP = _LEVEL["high"]
 
 def get_ruleset(ruleset: str | RuleSet) -> RuleSet:
     """A RuleSet by name (``aha2017``, ``esh2023``), or the RuleSet itself."""
-    if isinstance(ruleset, RuleSet):
+    if type(ruleset) is RuleSet:
         return ruleset
     try:
-        return RULESETS[ruleset]
-    except KeyError:
+        return RULESETS[ruleset]  # type: ignore[index]
+    except (KeyError, TypeError):
         raise ValueError(
             f"unknown rule set {ruleset!r}: use one of {', '.join(RULESETS)}"
         ) from None
@@ -259,17 +266,20 @@ def reading_anomalies(
     systolic: float, diastolic: float, category: str, rules: RuleSet
 ) -> tuple[str, ...]:
     """Single-reading anomaly types, in ANOMALY_TYPES order."""
-    stage_1 = rules.stage_1
-    types: list[str] = []
-    if category == "hypertensive_crisis":
-        types.append("hypertensive_crisis")
-    if stage_1.systolic is not None and stage_1.systolic.hit(systolic):
-        types.append("systolic_hypertension")
-    if stage_1.diastolic is not None and stage_1.diastolic.hit(diastolic):
-        types.append("diastolic_hypertension")
-    if category == "hypotension":
-        types.append("hypotension")
-    return tuple(types)
+    _, sop, sat, dop, dat = rules._stage_1
+    return _SINGLE[
+        category == "hypertensive_crisis",
+        sop(systolic, sat),
+        dop(diastolic, dat),
+        category == "hypotension",
+    ]
+
+
+# (crisis, systolic >= stage-1 cut, diastolic >= stage-1 cut, hypotension) -> anomaly types
+_SINGLE: dict[tuple[bool, bool, bool, bool], tuple[str, ...]] = {
+    flags: tuple(t for t, on in zip(ANOMALY_TYPES[:4], flags, strict=True) if on)
+    for flags in itertools.product((False, True), repeat=4)
+}
 
 
 def trend_anomalies(features: Features, trends: TrendRules) -> tuple[str, ...]:
@@ -301,11 +311,12 @@ def severity(
     ruleset: str | RuleSet = "aha2017",
 ) -> str:
     """low | moderate | high | critical (see the module docstring)."""
-    rules = get_ruleset(ruleset)
-    if category == "hypotension" and rules.severe_hypotension.matches(systolic, diastolic):
-        return "critical"
+    if category == "hypotension":
+        _, sop, sat, dop, dat = get_ruleset(ruleset)._severe
+        if sop(systolic, sat) or dop(diastolic, dat):
+            return "critical"
     level = _LEVEL[_SEVERITY_BY_CATEGORY[category]]
-    if level < _TREND_CAP:
+    if level < _TREND_CAP and anomaly_types:
         if "rapid_rise" in anomaly_types:
             level = min(level + 1, _TREND_CAP)
         if "sustained_hypertension" in anomaly_types:
