@@ -201,6 +201,7 @@ def __getattr__(name: str) -> Dataflow:
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
         )
+        logging.getLogger("elastic_transport").setLevel(logging.WARNING)  # one line per request
     flow = build()
     globals()["flow"] = flow
     return flow

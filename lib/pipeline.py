@@ -66,6 +66,7 @@ __all__ = [
     "parse_message",
     "parse_messages",
     "shard_of",
+    "supersedes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -362,6 +363,7 @@ def normal_record(assessment: Assessment) -> dict[str, Any]:
         "risk_score": assessment.risk_score,
         "severity": assessment.severity,
         "ruleset": assessment.ruleset,
+        "status": r.status,
         "version": r.version,
         "source": r.source,
     }
@@ -391,15 +393,30 @@ def assessments_of(batch: list[KeyedResults]) -> list[Assessment]:
     return [o for _, res in batch for o in res.outcomes if type(o) is Assessment]  # type: ignore[misc]
 
 
+def supersedes(reading: Reading) -> bool:
+    """Is this reading a later version of an Observation (which may have been indexed)?"""
+    v = reading.version
+    return reading.status != "final" or (v.isdigit() and int(v) > 1)
+
+
 def elastic_actions(batch: list[KeyedResults]) -> list[tuple[str, str, dict[str, Any] | None]]:
-    """``("index", id, doc)`` per anomaly and ``("delete", id, None)`` per retraction, in order."""
+    """Actions for ``bp-anomalies``, in input order.
+
+    ``("index", id, doc)`` per anomaly; ``("delete", id, None)`` per retraction, and per normal
+    reading that supersedes an earlier version (an amendment that clears an anomaly removes
+    its document; deleting a document that does not exist is a no-op).
+    """
     out: list[tuple[str, str, dict[str, Any] | None]] = []
     for _, res in batch:
         for o, ing in zip(res.outcomes, res.ingested_at, strict=True):
             t = type(o)
-            if t is Assessment and o.anomaly_types:  # type: ignore[union-attr]
-                doc = anomaly_doc(o, None if ing is None else _utc(ing))  # type: ignore[arg-type]
-                out.append(("index", o.reading.observation_id, doc))  # type: ignore[union-attr]
+            if t is Assessment:
+                r = o.reading  # type: ignore[union-attr]
+                if o.anomaly_types:  # type: ignore[union-attr]
+                    doc = anomaly_doc(o, None if ing is None else _utc(ing))  # type: ignore[arg-type]
+                    out.append(("index", r.observation_id, doc))
+                elif supersedes(r):
+                    out.append(("delete", r.observation_id, None))
             elif t is Retraction:
                 out.append(("delete", o.observation_id, None))
     return out
