@@ -577,3 +577,35 @@ def test_the_hand_written_fixture_is_valid_fhir_r4():
 
     obs = Observation.model_validate(bp())
     assert obs.code.coding[0].code == "85354-9"
+
+
+@pytest.mark.parametrize("bundle_size", [1, 5])
+def test_simulator_fault_stream_parses_to_the_expected_fate_of_every_observation(bundle_size):
+    """Cross-check with lib.faults: every Observation gets exactly the outcome it was sent for
+    (duplicates parse as readings: the window, not the parser, recognises them)."""
+    from lib.faults import messages
+    from lib.settings import Settings
+
+    cfg = Settings(sim_patients=30, sim_count=3000, sim_seed=7, sim_fault_rate=0.3)
+    fate_of = {Reading: "reading", Retraction: "retracted", Ignored: "ignored"}
+    seen_faults = set()
+    for msg in messages(cfg, bundle_size=bundle_size):
+        outcomes = fhir.parse(msg.value, msg.key, "t:0:0")
+        assert len(outcomes) == len(msg.expected)
+        for out, exp in zip(outcomes, msg.expected, strict=True):
+            seen_faults.add(exp.fault)
+            if isinstance(out, DeadLetter):
+                assert (exp.fate, out.reason) == ("dead_letter", exp.reason), out.detail
+                continue
+            assert out.observation_id == exp.observation_id
+            expected_fate = "reading" if exp.fate == "duplicate" else exp.fate
+            assert fate_of[type(out)] == expected_fate
+            if exp.reading is not None and isinstance(out, Reading):
+                assert out.patient_id == exp.reading.patient_id
+                assert out.effective_at == exp.reading.effective_at
+                assert (out.systolic, out.diastolic) == (
+                    exp.reading.systolic,
+                    exp.reading.diastolic,
+                )
+                assert out.status == exp.reading.status
+    assert len(seen_faults) >= 10  # the sample exercised (nearly) every fault kind
