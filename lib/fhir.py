@@ -205,7 +205,7 @@ def _bundle(
 
 def _observation(res: dict[str, Any], source: str, full_url: Any) -> Outcome:
     """One Observation resource -> Reading | Retraction | Ignored; raises _Bad otherwise."""
-    obs_id = res.get("id")
+    obs_id: Any = res.get("id")
     if not _valid_id(obs_id):
         obs_id = _id_from_full_url(full_url)
         if obs_id is None:
@@ -334,24 +334,6 @@ def _has_coding(concept: Any, code: str) -> bool:
     return False
 
 
-def _component_code(concept: Any) -> str | None:
-    """``SYSTOLIC_CODE`` / ``DIASTOLIC_CODE`` when a LOINC coding says so, else None."""
-    if type(concept) is not dict:
-        return None
-    codings = concept.get("coding")
-    if type(codings) is not list:
-        return None
-    for coding in codings:
-        if type(coding) is not dict:
-            continue
-        system = coding.get("system")
-        if system in _LOINC_SYSTEMS:
-            code = coding.get("code")
-            if code in _COMPONENT_CODES:
-                return code  # type: ignore[no-any-return]
-    return None
-
-
 def _values(components: Any) -> tuple[float, float]:
     """(systolic, diastolic) in mm[Hg], checked for plausibility."""
     if type(components) is not list:
@@ -361,16 +343,29 @@ def _values(components: Any) -> tuple[float, float]:
     for comp in components:
         if type(comp) is not dict:
             continue
-        code = _component_code(comp.get("code"))
+        # _component_code, inlined (hot path)
+        concept = comp.get("code")
+        codings = concept.get("coding") if type(concept) is dict else None
+        if type(codings) is not list:
+            continue
+        code = None
+        for coding in codings:
+            if (
+                type(coding) is dict
+                and coding.get("system") in _LOINC_SYSTEMS
+                and coding.get("code") in _COMPONENT_CODES
+            ):
+                code = coding["code"]
+                break
         if code is None:
             continue
-        name = "systolic" if code == SYSTOLIC_CODE else "diastolic"
-        mmhg = _quantity(comp.get("valueQuantity"), name)
         if code == SYSTOLIC_CODE:
+            mmhg = _quantity(comp.get("valueQuantity"), "systolic")
             if systolic is not None and systolic != mmhg:
                 raise _Bad("implausible_value", "systolic component repeated with another value")
             systolic = mmhg
         else:
+            mmhg = _quantity(comp.get("valueQuantity"), "diastolic")
             if diastolic is not None and diastolic != mmhg:
                 raise _Bad("implausible_value", "diastolic component repeated with another value")
             diastolic = mmhg
@@ -395,7 +390,7 @@ def _values(components: Any) -> tuple[float, float]:
 def _quantity(q: Any, name: str) -> float:
     if type(q) is not dict:
         raise _Bad("missing_component", f"{name} component has no valueQuantity")
-    value = q.get("value")
+    value: Any = q.get("value")
     vtype = type(value)
     if vtype is not float and vtype is not int:
         raise _Bad("missing_component", f"{name} value is not a number")

@@ -276,7 +276,7 @@ def reading_anomalies(
 
 
 # (crisis, systolic >= stage-1 cut, diastolic >= stage-1 cut, hypotension) -> anomaly types
-_SINGLE: dict[tuple[bool, bool, bool, bool], tuple[str, ...]] = {
+_SINGLE: dict[tuple[bool, ...], tuple[str, ...]] = {
     flags: tuple(t for t, on in zip(ANOMALY_TYPES[:4], flags, strict=True) if on)
     for flags in itertools.product((False, True), repeat=4)
 }
