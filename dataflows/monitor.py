@@ -136,11 +136,14 @@ def build(
     :arg anomaly_sink: ``("index", _id, doc)`` / ``("delete", _id, None)`` items.
     :arg normal_sink: ``(patient_id, record)`` items.
     :arg dlq_sink: ``(key, value, headers)`` items.
-    :arg alert_sinks: reserved for the alerts step (lib/alerts.py), hung on ``assessments``.
+    :arg alert_sinks: reserved for the alerts step (lib/alerts.py), to hang on ``assessments``;
+        not wired yet, so passing one raises rather than silently dropping alerts.
     :arg model: anything with ``predict_proba(matrix)``; default ``settings.model_path``.
     :arg stats_sink: receives the running outcome counters (dicts) at each log line and at
         the end of a bounded run (tests reconcile with it).
     """
+    if alert_sinks is not None:
+        raise NotImplementedError("the alerts step is not wired into the monitor yet")
     settings = settings if settings is not None else load_or_exit()
     if model is None:
         from lib.risk import RiskModel
@@ -171,7 +174,7 @@ def build(
 
     assessments = op.flat_map_batch("assessments", results, pipeline.assessments_of)
     # Assessment: every scored reading (normal or anomalous). The alerts step hangs here.
-    _ = assessments, alert_sinks
+    _ = assessments  # (not consumed until the alerts step is added)
 
     to_elastic = op.flat_map_batch("anomaly_docs", results, pipeline.elastic_actions)
     # ("index", observation_id, doc) per anomaly | ("delete", observation_id, None) per retraction

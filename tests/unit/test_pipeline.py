@@ -128,6 +128,17 @@ def test_idle_patients_expire_on_event_time(model):
     assert res.outcomes[0].features.n == 1
 
 
+def test_a_future_dated_reading_does_not_expire_other_patients(model):
+    states = PatientStates(12, idle_expiry_hours=10)
+    broker = rd(0).ts
+    states.process([(rd(0, patient="a"), broker, 1)], "aha2017", model)
+    # a device clock a year ahead; the broker stamped it at the same time as the others
+    future = rd(24 * 365, patient="b")
+    states.process([(future, broker + 60, 1)], "aha2017", model)
+    assert states.clock == broker + 60 + 3600
+    assert set(states.windows) == {"a", "b"}
+
+
 def test_snapshot_restore_continues_identically(model):
     a = PatientStates(5, 72)
     readings = [rd(i, 120 + 3 * i, 80, f"p{i % 3}") for i in range(12)]
