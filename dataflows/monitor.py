@@ -15,6 +15,12 @@ its metrics (Prometheus) when ``BYTEWAX_DATAFLOW_API_ENABLED=true``, on port 303
 10 s and at the end of a bounded run; it never holds patient data.
 
 Every step is pure logic from ``lib/``; only the inputs and outputs at the edges do I/O.
+
+Speed: readings are grouped into patient *shards* right after parsing, so the stateful step
+sees one item per shard per batch (its state: the windows of that shard's patients), and the
+outputs are split with one batch-level call each (``flat_map_batch``) rather than per-item
+``op.branch`` / ``op.map``: Bytewax's cost is per item and per call, the logic's per reading.
+``flow`` is built on first access (no connections or model loading at import).
 """
 
 from __future__ import annotations
@@ -177,7 +183,7 @@ def build(
     _ = assessments  # (not consumed until the alerts step is added)
 
     to_elastic = op.flat_map_batch("anomaly_docs", results, pipeline.elastic_actions)
-    # ("index", observation_id, doc) per anomaly | ("delete", observation_id, None) per retraction
+    # ("index", id, doc) per anomaly | ("delete", id, None) per retraction or cleared amendment
     op.output("write_anomalies", to_elastic, anomaly_sink)
 
     normals = op.flat_map_batch("normal_records", results, pipeline.normal_records)
