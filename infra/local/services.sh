@@ -6,6 +6,9 @@
 #   bash infra/local/services.sh status [kafka|es|all]   exit 0 only when all asked-for are ready
 #   bash infra/local/services.sh fetch                   only download (mvn) into the cache
 #   bash infra/local/services.sh reset                   stop and delete the local data
+#   bash infra/local/services.sh start es-secure         a second Elasticsearch with security on:
+#       TLS (CA made by elasticsearch-certutil) and a file-realm user; URL, user, password and
+#       CA path are written to .cache/run/es-secure/credentials.env (mode 600)
 #
 # Artifacts come from Maven Central through `mvn` and are cached under .cache/ (git-ignored):
 #   Kafka:          org.apache.kafka:kafka_2.13 + its dependencies + a log4j2 backend
@@ -26,6 +29,9 @@ KAFKA_VERSION=${KAFKA_VERSION:-4.1.1}
 ES_VERSION=${ES_VERSION:-8.19.21}
 KAFKA_PORT=${KAFKA_PORT:-9092}
 KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
+KAFKA_SASL_PORT=${KAFKA_SASL_PORT:-9094}
+ES_SECURE_PORT=${ES_SECURE_PORT:-9201}
+ES_SECURE_TRANSPORT_PORT=${ES_SECURE_TRANSPORT_PORT:-9301}
 ES_PORT=${ES_PORT:-9200}
 ES_TRANSPORT_PORT=${ES_TRANSPORT_PORT:-9300}
 ES_HEAP=${ES_HEAP:-512m}
@@ -38,6 +44,8 @@ ES_HOME="$CACHE/elasticsearch-$ES_VERSION"
 KAFKA_DATA="$RUN/kafka-data"
 ES_DATA="$RUN/es-data"
 ES_PID="$RUN/es-pid/es.pid"
+ESS_DIR="$RUN/es-secure"
+ESS_PID="$ESS_DIR/pid/es.pid"
 
 say() { printf '[services] %s\n' "$*" >&2; }
 die() { printf '[services] error: %s\n' "$*" >&2; exit 1; }
@@ -106,11 +114,16 @@ start_kafka() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT,SASL_PLAINTEXT://127.0.0.1:$KAFKA_SASL_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_PLAINTEXT://127.0.0.1:$KAFKA_SASL_PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+# SASL/SCRAM listener for security tests; users are created through the Admin API
+# (AlterUserScramCredentials), e.g. by tests/integration/test_security.py
+sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 log.dirs=$KAFKA_DATA
 num.partitions=6
 offsets.topic.replication.factor=1
@@ -184,6 +197,78 @@ EOF
   say "elasticsearch starting (pid $(cat "$ES_PID" 2>/dev/null), log $LOGS/es/bpwatch-local.log)"
 }
 
+# ---------------------------------------------------------------------------------- secured ES
+ess_ready() {
+  [[ -f "$ESS_DIR/credentials.env" ]] || return 1
+  # shellcheck disable=SC1091
+  ( . "$ESS_DIR/credentials.env"
+    curl -fsS -m 5 --cacert "$BPWATCH_ES_CA_CERTS" -u "$BPWATCH_ES_USERNAME:$BPWATCH_ES_PASSWORD" \
+      "$BPWATCH_ES_URL/_cluster/health?wait_for_status=yellow&timeout=4s" >/dev/null 2>&1 )
+}
+
+start_es_secure() {
+  if alive "$ESS_PID" && ess_ready; then say "secured elasticsearch already running on 127.0.0.1:$ES_SECURE_PORT"; return 0; fi
+  if ! alive "$ESS_PID" && port_open "$ES_SECURE_PORT"; then
+    die "port $ES_SECURE_PORT is taken by another program: stop it or set ES_SECURE_PORT"
+  fi
+  need curl "apt-get install curl"
+  fetch_es
+  local java; java=$(java_bin "${ES_JAVA_HOME:-}")
+  local java_home; java_home=$(dirname "$(dirname "$(readlink -f "$java")")")
+  local conf="$ESS_DIR/config"
+  local certs="$conf/certs"
+  mkdir -p "$ESS_DIR/data" "$ESS_DIR/logs" "$ESS_DIR/pid" "$certs"
+  if [[ ! -f "$ESS_DIR/credentials.env" ]]; then
+    cp -r "$ES_HOME/config/." "$conf/" && rm -f "$conf/elasticsearch.keystore"
+    ES_JAVA_HOME="$java_home" "$ES_HOME/bin/elasticsearch-certutil" ca --pem --silent --out "$certs/ca.zip" \
+      >"$LOGS/es-secure-certutil.log" 2>&1 || die "certutil failed; see $LOGS/es-secure-certutil.log"
+    unzip -q -o "$certs/ca.zip" -d "$certs"
+    ES_JAVA_HOME="$java_home" "$ES_HOME/bin/elasticsearch-certutil" cert --pem --silent \
+      --ca-cert "$certs/ca/ca.crt" --ca-key "$certs/ca/ca.key" --ip 127.0.0.1 --dns localhost \
+      --name node --out "$certs/node.zip" >>"$LOGS/es-secure-certutil.log" 2>&1 \
+      || die "certutil failed; see $LOGS/es-secure-certutil.log"
+    unzip -q -o "$certs/node.zip" -d "$certs"
+    local pw; pw=$(head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 20)
+    ES_JAVA_HOME="$java_home" ES_PATH_CONF="$conf" "$ES_HOME/bin/elasticsearch-users" useradd bpwatch \
+      -p "$pw" -r superuser >>"$LOGS/es-secure-certutil.log" 2>&1 || die "could not create the ES user"
+    {
+      echo "BPWATCH_ES_URL=https://127.0.0.1:$ES_SECURE_PORT"
+      echo "BPWATCH_ES_USERNAME=bpwatch"
+      echo "BPWATCH_ES_PASSWORD=$pw"
+      echo "BPWATCH_ES_CA_CERTS=$certs/ca/ca.crt"
+    } >"$ESS_DIR/credentials.env"
+    chmod 600 "$ESS_DIR/credentials.env"
+  fi
+  {
+    echo "# written by infra/local/services.sh (secured instance for security tests)"
+    echo "cluster.name: bpwatch-secure"
+    echo "node.name: bpwatch-secure-1"
+    echo "path.data: $ESS_DIR/data"
+    echo "path.logs: $ESS_DIR/logs"
+    echo "network.host: 127.0.0.1"
+    echo "http.port: $ES_SECURE_PORT"
+    echo "transport.port: $ES_SECURE_TRANSPORT_PORT"
+    echo "discovery.type: single-node"
+    echo "xpack.security.enabled: true"
+    echo "xpack.security.http.ssl.enabled: true"
+    echo "xpack.security.http.ssl.key: certs/node/node.key"
+    echo "xpack.security.http.ssl.certificate: certs/node/node.crt"
+    echo "xpack.security.http.ssl.certificate_authorities: [certs/ca/ca.crt]"
+    echo "cluster.routing.allocation.disk.threshold_enabled: false"
+  } >"$conf/elasticsearch.yml"
+  rm -f "$ESS_PID"
+  local runner=()
+  if [[ $(id -u) -eq 0 ]]; then
+    id "$ES_USER" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$ES_USER"
+    chown -R "$ES_USER" "$ES_HOME" "$ESS_DIR/data" "$ESS_DIR/logs" "$ESS_DIR/pid" "$conf"
+    runner=(runuser -u "$ES_USER" --)
+  fi
+  "${runner[@]}" env ES_JAVA_HOME="$java_home" ES_PATH_CONF="$conf" \
+    ES_JAVA_OPTS="-Xms$ES_HEAP -Xmx$ES_HEAP" "$ES_HOME/bin/elasticsearch" -d -p "$ESS_PID" \
+    >"$LOGS/es-secure.out" 2>&1 || die "secured elasticsearch did not start; see $LOGS/es-secure.out"
+  say "secured elasticsearch starting on https://127.0.0.1:$ES_SECURE_PORT (credentials: $ESS_DIR/credentials.env)"
+}
+
 # ---------------------------------------------------------------------------------- common
 wait_ready() {  # name check-fn log
   local name=$1 check=$2 log=$3 waited=0
@@ -227,22 +312,28 @@ case "$cmd" in
     [[ $what == all || $what == es ]] && start_es
     [[ $what == all || $what == kafka ]] && wait_ready kafka kafka_ready "$LOGS/kafka.log"
     [[ $what == all || $what == es ]] && wait_ready elasticsearch es_ready "$LOGS/es/bpwatch-local.log"
-    say "up in $(( $(date +%s) - start ))s: kafka 127.0.0.1:$KAFKA_PORT, elasticsearch http://127.0.0.1:$ES_PORT"
+    if [[ $what == es-secure ]]; then
+      start_es_secure
+      wait_ready "secured elasticsearch" ess_ready "$ESS_DIR/logs/bpwatch-secure.log"
+    fi
+    say "up in $(( $(date +%s) - start ))s"
     ;;
   stop)
     [[ $what == all || $what == kafka ]] && stop_pid kafka "$RUN/kafka.pid"
     [[ $what == all || $what == es ]] && stop_pid elasticsearch "$ES_PID"
+    if [[ $what == all || $what == es-secure ]] && alive "$ESS_PID"; then stop_pid "secured elasticsearch" "$ESS_PID"; fi
     true
     ;;
   status)
     rc=0
     [[ $what == all || $what == kafka ]] && { status_one kafka "$RUN/kafka.pid" kafka_ready || rc=1; }
     [[ $what == all || $what == es ]] && { status_one elasticsearch "$ES_PID" es_ready || rc=1; }
+    [[ $what == es-secure ]] && { status_one "secured elasticsearch" "$ESS_PID" ess_ready || rc=1; }
     exit $rc
     ;;
   reset)
     "$0" stop all
-    rm -rf "$KAFKA_DATA" "$ES_DATA" "$LOGS"
+    rm -rf "$KAFKA_DATA" "$ES_DATA" "$LOGS" "$ESS_DIR"
     say "local data removed"
     ;;
   *) die "unknown command '$cmd': use start, stop, status, fetch or reset" ;;
