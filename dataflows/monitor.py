@@ -17,9 +17,10 @@ its metrics (Prometheus) when ``BYTEWAX_DATAFLOW_API_ENABLED=true``, on port 303
 Every step is pure logic from ``lib/``; only the inputs and outputs at the edges do I/O.
 
 Speed: readings are grouped into patient *shards* right after parsing, so the stateful step
-sees one item per shard per batch (its state: the windows of that shard's patients), and the
-outputs are split with one batch-level call each (``flat_map_batch``) rather than per-item
-``op.branch`` / ``op.map``: Bytewax's cost is per item and per call, the logic's per reading.
+sees one item per shard per batch (its state: the windows of that shard's patients) instead of
+one call per reading. The outputs are split by one batch-level call each (``flat_map_batch``),
+which keeps the broker timestamp beside each outcome for ``ingested_at``; in a trial this ran
+on par with per-item ``op.branch`` / ``op.map`` (the per-reading logic dominates).
 ``flow`` is built on first access (no connections or model loading at import).
 """
 
