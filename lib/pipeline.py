@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import chain
+from math import inf
 from operator import attrgetter
 from typing import Any, Protocol
 
@@ -280,13 +281,11 @@ class PatientStates:
                     verdicts.append(assess(r, f, ruleset))
             else:
                 if t is Retraction:
-                    window = windows.get(outcome.patient_id)  # type: ignore[union-attr]
-                    if (
-                        window is not None
-                        and window.retract(outcome.observation_id)
-                        and not len(window)
-                    ):
-                        del windows[outcome.patient_id]  # type: ignore[union-attr]
+                    pid = outcome.patient_id  # type: ignore[union-attr]
+                    window = windows.get(pid)
+                    if window is None:  # retraction before its reading: keep the tombstone
+                        window = windows[pid] = PatientWindow(self._size)
+                    window.retract(outcome.observation_id)  # type: ignore[union-attr]
                 outcomes.append(outcome)
             ingested.append(ing)
         if pending:
@@ -305,8 +304,11 @@ class PatientStates:
     def expire(self) -> int:
         """Drop patients idle for longer than the expiry time; how many were dropped."""
         horizon = self.clock - self._expiry_s
+        # a window without readings (only retracted ids) expires at the next sweep
         idle = [
-            pid for pid, w in self.windows.items() if w.last_ts is not None and w.last_ts < horizon
+            pid
+            for pid, w in self.windows.items()
+            if (-inf if w.last_ts is None else w.last_ts) < horizon
         ]
         for pid in idle:
             del self.windows[pid]

@@ -16,7 +16,9 @@ Window semantics
   the same time and values, or an older numeric version than the one held (a stale replay).
   A new version of a known id (or the same version with different content: senders that amend
   without ``meta.versionId``) **replaces** the earlier reading.
-* ``retract(observation_id)`` removes a reading (status ``entered-in-error``).
+* ``retract(observation_id)`` removes a reading (status ``entered-in-error``) and remembers
+  the id (the last ``size`` retracted ids): a withdrawn reading that arrives again (a resend,
+  or the original arriving after its retraction) is a duplicate, never scored again.
 * Duplicates of a reading that has already left the window cannot be recognised; they are
   assessed again, which is harmless downstream (Elasticsearch ``_id`` and the normal-file sink
   are idempotent by observation id).
@@ -50,6 +52,9 @@ HYPO_SYS = 90.0
 HYPO_DIA = 60.0
 
 _HOUR = 3600.0
+
+# size, times, systolic, diastolic (array('d') bytes), ids, versions, retracted ids
+WindowState = tuple[int, bytes, bytes, bytes, tuple[str, ...], tuple[str, ...], tuple[str, ...]]
 
 
 def is_abnormal(systolic: float, diastolic: float) -> bool:
@@ -114,7 +119,7 @@ def compute_features(ts: Sequence[float], sys_: Sequence[float], dia: Sequence[f
 class PatientWindow:
     """Bounded rolling window of one patient's recent readings (see the module docstring)."""
 
-    __slots__ = ("_dia", "_ids", "_size", "_sys", "_ts", "_versions")
+    __slots__ = ("_dia", "_ids", "_retracted", "_size", "_sys", "_ts", "_versions")
 
     def __init__(self, size: int = 12) -> None:
         if size < 1:
@@ -125,6 +130,7 @@ class PatientWindow:
         self._dia = array("d")
         self._ids: list[str] = []
         self._versions: list[str] = []
+        self._retracted: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -148,6 +154,8 @@ class PatientWindow:
         oid = reading.observation_id
         ts = reading.ts
         ids = self._ids
+        if self._retracted and oid in self._retracted:
+            return None
         if oid in ids:
             i = ids.index(oid)
             old_version = self._versions[i]
@@ -180,7 +188,9 @@ class PatientWindow:
         return compute_features(tsa[:end], self._sys[:end], self._dia[:end])
 
     def retract(self, observation_id: str) -> bool:
-        """Remove the reading with this id; whether it was held."""
+        """Withdraw the reading with this id (held or yet to come); whether it was held."""
+        if observation_id not in self._retracted:
+            self._retracted = (*self._retracted, observation_id)[-self._size :]
         try:
             i = self._ids.index(observation_id)
         except ValueError:
@@ -192,7 +202,7 @@ class PatientWindow:
         del self._ts[i], self._sys[i], self._dia[i], self._ids[i], self._versions[i]
 
     # -- recovery: an immutable, compact copy of the state ---------------------------------
-    def state(self) -> tuple[int, bytes, bytes, bytes, tuple[str, ...], tuple[str, ...]]:
+    def state(self) -> WindowState:
         return (
             self._size,
             self._ts.tobytes(),
@@ -200,19 +210,19 @@ class PatientWindow:
             self._dia.tobytes(),
             tuple(self._ids),
             tuple(self._versions),
+            self._retracted,
         )
 
     @classmethod
-    def from_state(
-        cls, state: tuple[int, bytes, bytes, bytes, tuple[str, ...], tuple[str, ...]]
-    ) -> PatientWindow:
-        size, ts, sys_, dia, ids, versions = state
+    def from_state(cls, state: WindowState) -> PatientWindow:
+        size, ts, sys_, dia, ids, versions, retracted = state
         window = cls(size)
         window._ts.frombytes(ts)
         window._sys.frombytes(sys_)
         window._dia.frombytes(dia)
         window._ids.extend(ids)
         window._versions.extend(versions)
+        window._retracted = retracted
         return window
 
     def __reduce__(self) -> tuple[object, tuple[object, ...]]:

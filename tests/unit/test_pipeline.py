@@ -101,6 +101,15 @@ def test_process_scores_in_order_with_duplicates_and_retractions(model):
     assert isinstance(res.outcomes[1], Duplicate)
 
 
+def test_retraction_before_its_reading_is_kept_then_expires(model):
+    states = PatientStates(12, idle_expiry_hours=10)
+    early = rd(1, patient="q")
+    res = states.process(entries(Retraction(early.observation_id, "q"), early), "aha2017", model)
+    assert [type(o).__name__ for o in res.outcomes] == ["Retraction", "Duplicate"]
+    states.process(entries(rd(30, patient="other")), "aha2017", model)
+    assert "q" not in states.windows  # tombstone-only windows expire like idle ones
+
+
 def test_batch_risk_equals_predict_proba_one_and_sklearn(model, sk_pipeline):
     states = PatientStates(12, 72)
     readings = [rd(i / 4, 110 + 9 * np.sin(i), 70 + 5 * np.cos(i), f"p{i % 4}") for i in range(40)]

@@ -138,10 +138,24 @@ def test_retract():
     assert w.last_ts == (T0 + timedelta(hours=2)).timestamp()
 
 
+def test_a_retracted_reading_never_comes_back():
+    w = PatientWindow(3)
+    w.add(rd(0, 200, 120))
+    assert w.retract("obs-0") is True
+    assert w.add(rd(0, 200, 120)) is None  # the original sent again
+    assert w.retract("obs-5") is False  # retraction before its reading ...
+    assert w.add(rd(5, 150, 95)) is None  # ... which is then never scored
+    assert len(w) == 0
+    for i in range(6, 12):  # tombstones are bounded by the window size
+        w.retract(f"obs-{i}")
+    assert w.add(rd(0, 200, 120)) is not None
+
+
 def test_state_round_trip_and_pickle():
     w = PatientWindow(5)
     for i in range(7):
         w.add(rd(i, 110 + i, 70 + i, version=str(i)))
+    w.retract("obs-20")
     copies = [PatientWindow.from_state(w.state()), pickle.loads(pickle.dumps(w))]
     expected = w.add(rd(9, 150, 90))
     for restored in copies:
@@ -149,6 +163,7 @@ def test_state_round_trip_and_pickle():
         assert restored.add(rd(9, 150, 90)) == expected
         assert restored.add(rd(6, 116, 76, version="6")) is None
         assert restored.observation_ids == w.observation_ids
+        assert restored.add(rd(20, 150, 90)) is None  # the tombstone survived
 
 
 def test_features_of_equals_the_window_path():
