@@ -101,7 +101,7 @@ class _CountersLogic(StatefulBatchLogic[dict[str, int], dict[str, int], dict[str
         return dict(self.totals)
 
 
-def _production_io(settings: Settings) -> dict[str, Any]:
+def _production_io(settings: Settings) -> tuple[Source, Sink, Sink, Sink]:
     """Kafka in, Elasticsearch / files / Kafka DLQ out (imported here: tests need none)."""
     from bytewax.connectors.kafka import KafkaSource
     from confluent_kafka import OFFSET_BEGINNING
@@ -112,18 +112,19 @@ def _production_io(settings: Settings) -> dict[str, Any]:
 
     client_config = settings.kafka_client_config()
     brokers = str(client_config.pop("bootstrap.servers")).split(",")
-    return {
-        "source": KafkaSource(
-            brokers,
-            [settings.observations_topic],
-            tail=settings.kafka_tail,
-            starting_offset=OFFSET_BEGINNING,  # only without a recovery snapshot
-            add_config=client_config,
-        ),
-        "anomaly_sink": ElasticSink(settings, settings.anomalies_index),
-        "normal_sink": NormalFileSink(settings.normal_dir),
-        "dlq_sink": ConfirmedKafkaSink(settings, settings.dlq_topic),
-    }
+    source = KafkaSource(
+        brokers,
+        [settings.observations_topic],
+        tail=settings.kafka_tail,
+        starting_offset=OFFSET_BEGINNING,  # only without a recovery snapshot
+        add_config=client_config,
+    )
+    return (
+        source,
+        ElasticSink(settings, settings.anomalies_index),
+        NormalFileSink(settings.normal_dir),
+        ConfirmedKafkaSink(settings, settings.dlq_topic),
+    )
 
 
 def build(
@@ -156,12 +157,12 @@ def build(
         from lib.risk import RiskModel
 
         model = RiskModel.load(settings.model_path)
-    if None in (source, anomaly_sink, normal_sink, dlq_sink):
-        io = _production_io(settings)
-        source = source or io["source"]
-        anomaly_sink = anomaly_sink or io["anomaly_sink"]
-        normal_sink = normal_sink or io["normal_sink"]
-        dlq_sink = dlq_sink or io["dlq_sink"]
+    if source is None or anomaly_sink is None or normal_sink is None or dlq_sink is None:
+        kafka_in, elastic_out, files_out, dlq_out = _production_io(settings)
+        source = source or kafka_in
+        anomaly_sink = anomaly_sink or elastic_out
+        normal_sink = normal_sink or files_out
+        dlq_sink = dlq_sink or dlq_out
     ruleset, size, expiry = settings.ruleset, settings.window_size, settings.idle_expiry_hours
 
     def shard_logic(resume: tuple | None) -> _PatientShardLogic:

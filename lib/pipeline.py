@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from itertools import chain
 from math import inf
 from operator import attrgetter
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -161,10 +161,10 @@ def parse_messages(messages: Sequence[SourceMessage]) -> list[tuple[str, list[En
         ingested = _ingested_at(msg)
         first = 1
         for outcome in parse_message(msg):
-            if type(outcome) is DeadLetter:
+            if isinstance(outcome, DeadLetter):
                 shard = _SHARD_KEYS[zlib.crc32(outcome.key or b"") % SHARDS]
             else:
-                shard = shard_of(outcome.patient_id)  # type: ignore[union-attr]
+                shard = shard_of(outcome.patient_id)
             entries = by_shard.get(shard)
             if entries is None:
                 entries = by_shard[shard] = []
@@ -193,8 +193,8 @@ class Results:
         c["in"] = self.messages
         for o in self.outcomes:
             t = type(o)
-            if t is Assessment:
-                c["anomaly" if o.anomaly_types else "normal"] += 1  # type: ignore[union-attr]
+            if type(o) is Assessment:
+                c["anomaly" if o.anomaly_types else "normal"] += 1
             elif t is DeadLetter:
                 c["dead_letter"] += 1
             elif t is Retraction:
@@ -250,52 +250,51 @@ class PatientStates:
 
     def process(self, entries: Iterable[Entry], ruleset: str, model: RiskScorer) -> Results:
         res = Results()
-        outcomes = res.outcomes
         ingested = res.ingested_at
         windows = self.windows
         assess = rules.assess
-        pending: list[int] = []  # positions in outcomes waiting for their risk score
+        staged: list[Processed | Reading] = []  # readings are replaced by their Assessment
+        pending: list[int] = []  # positions in staged of readings waiting for their risk
+        readings: list[Reading] = []
         feats: list[Features] = []
         verdicts: list[tuple[str, tuple[str, ...], str]] = []
         clock = self.clock
         for outcome, ing, first in entries:
             res.messages += first
-            t = type(outcome)
-            if t is Reading:
-                r: Reading = outcome  # type: ignore[assignment]
+            ingested.append(ing)
+            if type(outcome) is Reading:
+                r = outcome
                 window = windows.get(r.patient_id)
                 if window is None:
                     window = windows[r.patient_id] = PatientWindow(self._size)
                 f = window.add(r)
                 if f is None:
-                    outcomes.append(Duplicate(r.observation_id, r.patient_id, r.version, r.source))
-                else:
-                    ts = r.ts
-                    if ing is not None and ts > ing + _MAX_SKEW_S:
-                        ts = ing + _MAX_SKEW_S  # a future-dated device must not expire others
-                    if ts > clock:
-                        clock = ts
-                    pending.append(len(outcomes))
-                    outcomes.append(r)  # type: ignore[arg-type]  # replaced below
-                    feats.append(f)
-                    verdicts.append(assess(r, f, ruleset))
-            else:
-                if t is Retraction:
-                    pid = outcome.patient_id  # type: ignore[union-attr]
-                    window = windows.get(pid)
-                    if window is None:  # retraction before its reading: keep the tombstone
-                        window = windows[pid] = PatientWindow(self._size)
-                    window.retract(outcome.observation_id)  # type: ignore[union-attr]
-                outcomes.append(outcome)
-            ingested.append(ing)
+                    staged.append(Duplicate(r.observation_id, r.patient_id, r.version, r.source))
+                    continue
+                ts = r.ts
+                if ing is not None and ts > ing + _MAX_SKEW_S:
+                    ts = ing + _MAX_SKEW_S  # a future-dated device must not expire others
+                if ts > clock:
+                    clock = ts
+                pending.append(len(staged))
+                staged.append(r)
+                readings.append(r)
+                feats.append(f)
+                verdicts.append(assess(r, f, ruleset))
+                continue
+            if type(outcome) is Retraction:
+                window = windows.get(outcome.patient_id)
+                if window is None:  # retraction before its reading: keep the tombstone
+                    window = windows[outcome.patient_id] = PatientWindow(self._size)
+                window.retract(outcome.observation_id)
+            staged.append(outcome)
         if pending:
-            for i, f, (category, types, severity), risk in zip(
-                pending, feats, verdicts, _risks(model, feats), strict=True
+            risks = _risks(model, feats)
+            for i, r, f, (category, types, severity), risk in zip(
+                pending, readings, feats, verdicts, risks, strict=True
             ):
-                outcomes[i] = Assessment(
-                    outcomes[i],  # type: ignore[arg-type]
-                    f, category, types, severity, risk, ruleset,
-                )  # fmt: skip
+                staged[i] = Assessment(r, f, category, types, severity, risk, ruleset)
+        res.outcomes = cast(list[Processed], staged)
         self.clock = clock
         if clock >= self._next_sweep:
             self.expire()
@@ -401,7 +400,7 @@ KeyedResults = tuple[str, Results]
 
 def assessments_of(batch: list[KeyedResults]) -> list[Assessment]:
     """Every Assessment, in order (the alerts step hangs on this stream)."""
-    return [o for _, res in batch for o in res.outcomes if type(o) is Assessment]  # type: ignore[misc]
+    return [o for _, res in batch for o in res.outcomes if type(o) is Assessment]
 
 
 def supersedes(reading: Reading) -> bool:
@@ -420,15 +419,14 @@ def elastic_actions(batch: list[KeyedResults]) -> list[tuple[str, str, dict[str,
     out: list[tuple[str, str, dict[str, Any] | None]] = []
     for _, res in batch:
         for o, ing in zip(res.outcomes, res.ingested_at, strict=True):
-            t = type(o)
-            if t is Assessment:
-                r = o.reading  # type: ignore[union-attr]
-                if o.anomaly_types:  # type: ignore[union-attr]
-                    doc = anomaly_doc(o, None if ing is None else _utc(ing))  # type: ignore[arg-type]
+            if type(o) is Assessment:
+                r = o.reading
+                if o.anomaly_types:
+                    doc = anomaly_doc(o, None if ing is None else _utc(ing))
                     out.append(("index", r.observation_id, doc))
                 elif supersedes(r):
                     out.append(("delete", r.observation_id, None))
-            elif t is Retraction:
+            elif type(o) is Retraction:
                 out.append(("delete", o.observation_id, None))
     return out
 
@@ -436,15 +434,16 @@ def elastic_actions(batch: list[KeyedResults]) -> list[tuple[str, str, dict[str,
 def normal_records(batch: list[KeyedResults]) -> list[tuple[str, dict[str, Any]]]:
     """``(patient_id, record)`` per normal reading (keyed for the sharded file sink)."""
     return [
-        (o.reading.patient_id, normal_record(o))  # type: ignore[union-attr]
+        (o.reading.patient_id, normal_record(o))
         for _, res in batch
         for o in res.outcomes
-        if type(o) is Assessment and not o.anomaly_types  # type: ignore[union-attr]
+        if type(o) is Assessment and not o.anomaly_types
     ]
 
 
 def dlq_messages(batch: list[KeyedResults]) -> list[tuple[bytes | None, bytes, list]]:
-    return [dlq_message(o) for _, res in batch for o in res.outcomes if type(o) is DeadLetter]  # type: ignore[arg-type]
+    """``(original key, original value, headers)`` per dead letter."""
+    return [dlq_message(o) for _, res in batch for o in res.outcomes if type(o) is DeadLetter]
 
 
 def outcome_counts(batch: list[KeyedResults]) -> list[tuple[str, dict[str, int]]]:
