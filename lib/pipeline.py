@@ -146,7 +146,8 @@ def parse_message(msg: SourceMessage) -> list[Outcome]:
     try:
         outcomes = fhir.parse(bytes(value), key, source, headers)
     except Exception as exc:  # the parser promises not to raise; if it does, dead-letter it
-        logger.exception("parser_error source=%s", source)
+        # type only: an exception's text may quote the payload (PHI)
+        logger.error("parser_error error=%s source=%s", type(exc).__name__, source)
         detail = f"parser failed: {type(exc).__name__}"
         return [DeadLetter(bytes(value), key, "parser_error", detail, source, headers)]
     if not outcomes:
