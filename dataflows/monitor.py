@@ -1,6 +1,12 @@
 """The monitor: Kafka ``bp.observations`` -> FHIR parse -> per-patient window -> rules + risk
 -> Elasticsearch ``bp-anomalies`` (anomalies, retractions), JSON Lines (normal readings),
-``bp.observations.dlq`` (dead letters).
+``bp.observations.dlq`` (dead letters), alert episodes -> Kafka ``bp.alerts`` and
+Elasticsearch ``bp-alerts``.
+
+Delivery: Elasticsearch writes are idempotent by ``_id``; the normal-case files are truncated
+back to their snapshot on resume; the dead-letter and alert topics are written by
+:class:`lib.connectors.kafka_once.ExactlyOnceKafkaSink`, which skips what a resumed run had
+already sent. With recovery on, a crash and restart therefore loses and duplicates nothing.
 
 Run it (with recovery, so that a crash and restart loses and duplicates nothing)::
 
@@ -38,6 +44,8 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
 from lib import pipeline
+from lib.alerts import AlertEvent, AlertPolicy, EpisodeTracker, ShardAlerts, elastic_item, once_item
+from lib.connectors.kafka_once import ExactlyOnceKafkaSink, dead_letter_item
 from lib.pipeline import Entry, PatientStates, Results, RiskScorer
 from lib.settings import Settings, load_or_exit
 
@@ -65,6 +73,23 @@ class _PatientShardLogic(StatefulBatchLogic[list[Entry], Results, tuple]):
 
     def snapshot(self) -> tuple:
         return self.states.snapshot()
+
+
+class _ShardAlertsLogic(StatefulBatchLogic[Results, list[AlertEvent], dict]):
+    """Alert episodes of one shard's patients (state only for patients in an episode)."""
+
+    def __init__(self, alerts: ShardAlerts) -> None:
+        self.alerts = alerts
+
+    def on_batch(self, values: list[Results]) -> tuple[list[list[AlertEvent]], bool]:
+        events = self.alerts.process(
+            o for res in values for o in res.outcomes if type(o) is pipeline.Assessment
+        )
+        keep = self.RETAIN if self.alerts.states else self.DISCARD
+        return ([events] if events else []), keep
+
+    def snapshot(self) -> dict:
+        return dict(self.alerts.states)
 
 
 class _CountersLogic(StatefulBatchLogic[dict[str, int], dict[str, int], dict[str, int]]):
@@ -101,30 +126,33 @@ class _CountersLogic(StatefulBatchLogic[dict[str, int], dict[str, int], dict[str
         return dict(self.totals)
 
 
-def _production_io(settings: Settings) -> tuple[Source, Sink, Sink, Sink]:
-    """Kafka in, Elasticsearch / files / Kafka DLQ out (imported here: tests need none)."""
+def _production_io(settings: Settings) -> dict[str, Any]:
+    """Kafka in; Elasticsearch, files, Kafka DLQ and alerts out (imported here: tests need none)."""
     from bytewax.connectors.kafka import KafkaSource
     from confluent_kafka import OFFSET_BEGINNING
 
     from lib.connectors.elastic import ElasticSink
-    from lib.connectors.kafka import ConfirmedKafkaSink
+    from lib.connectors.kafka_once import ExactlyOnceKafkaSink
     from lib.connectors.normal_files import NormalFileSink
 
     client_config = settings.kafka_client_config()
     brokers = str(client_config.pop("bootstrap.servers")).split(",")
-    source = KafkaSource(
-        brokers,
-        [settings.observations_topic],
-        tail=settings.kafka_tail,
-        starting_offset=OFFSET_BEGINNING,  # only without a recovery snapshot
-        add_config=client_config,
-    )
-    return (
-        source,
-        ElasticSink(settings, settings.anomalies_index),
-        NormalFileSink(settings.normal_dir),
-        ConfirmedKafkaSink(settings, settings.dlq_topic),
-    )
+    return {
+        "source": KafkaSource(
+            brokers,
+            [settings.observations_topic],
+            tail=settings.kafka_tail,
+            starting_offset=OFFSET_BEGINNING,  # only without a recovery snapshot
+            add_config=client_config,
+        ),
+        "anomaly_sink": ElasticSink(settings, settings.anomalies_index),
+        "normal_sink": NormalFileSink(settings.normal_dir),
+        "dlq_sink": ExactlyOnceKafkaSink(settings, settings.dlq_topic),
+        "alert_sinks": (
+            ExactlyOnceKafkaSink(settings, settings.alerts_topic),
+            ElasticSink(settings, settings.alerts_index),
+        ),
+    }
 
 
 def build(
@@ -134,36 +162,45 @@ def build(
     anomaly_sink: Sink | None = None,
     normal_sink: Sink | None = None,
     dlq_sink: Sink | None = None,
-    alert_sinks: Any = None,
+    alert_sinks: tuple[Sink, Sink] | None = None,
     model: RiskScorer | None = None,
     stats_sink: Sink | None = None,
+    alert_policy: AlertPolicy | None = None,
 ) -> Dataflow:
     """The monitor dataflow. I/O left as None is the production I/O from ``settings``.
 
     :arg source: items are Kafka-like messages (``KafkaSourceMessage``).
     :arg anomaly_sink: ``("index", _id, doc)`` / ``("delete", _id, None)`` items.
     :arg normal_sink: ``(patient_id, record)`` items.
-    :arg dlq_sink: ``(key, value, headers)`` items.
-    :arg alert_sinks: reserved for the alerts step (lib/alerts.py), to hang on ``assessments``;
-        not wired yet, so passing one raises rather than silently dropping alerts.
+    :arg dlq_sink: ``(key, value, headers)`` items, or an ``ExactlyOnceKafkaSink`` (then
+        the items get their deterministic ids in the ``dead_letter_ids`` step).
+    :arg alert_sinks: ``(kafka_sink, elastic_sink)``: the first receives
+        ``(patient_id, (alert_id, key, value, headers))`` items (``ExactlyOnceKafkaSink``),
+        the second ``("index", alert_id, doc)`` items.
+    :arg alert_policy: episode policy; default ``AlertPolicy`` with the model's threshold
+        as the high-risk threshold when the model has one.
     :arg model: anything with ``predict_proba(matrix)``; default ``settings.model_path``.
     :arg stats_sink: receives the running outcome counters (dicts) at each log line and at
         the end of a bounded run (tests reconcile with it).
     """
-    if alert_sinks is not None:
-        raise NotImplementedError("the alerts step is not wired into the monitor yet")
     settings = settings if settings is not None else load_or_exit()
     if model is None:
         from lib.risk import RiskModel
 
         model = RiskModel.load(settings.model_path)
-    if source is None or anomaly_sink is None or normal_sink is None or dlq_sink is None:
-        kafka_in, elastic_out, files_out, dlq_out = _production_io(settings)
-        source = source or kafka_in
-        anomaly_sink = anomaly_sink or elastic_out
-        normal_sink = normal_sink or files_out
-        dlq_sink = dlq_sink or dlq_out
+    if None in (source, anomaly_sink, normal_sink, dlq_sink, alert_sinks):
+        io = _production_io(settings)
+        source = source or io["source"]
+        anomaly_sink = anomaly_sink or io["anomaly_sink"]
+        normal_sink = normal_sink or io["normal_sink"]
+        dlq_sink = dlq_sink or io["dlq_sink"]
+        alert_sinks = alert_sinks or io["alert_sinks"]
+    assert source and anomaly_sink and normal_sink and dlq_sink and alert_sinks
     ruleset, size, expiry = settings.ruleset, settings.window_size, settings.idle_expiry_hours
+    if alert_policy is None:
+        threshold = getattr(model, "threshold", None)
+        alert_policy = AlertPolicy(risk_threshold=threshold) if threshold else AlertPolicy()
+    tracker = EpisodeTracker(alert_policy)
 
     def shard_logic(resume: tuple | None) -> _PatientShardLogic:
         states = PatientStates.restore(resume) if resume else PatientStates(size, expiry)
@@ -180,9 +217,14 @@ def build(
     # (shard, Results): window features -> rules -> risk, in input order; retractions
     # leave the windows; duplicates are recognised; idle patients expire
 
-    assessments = op.flat_map_batch("assessments", results, pipeline.assessments_of)
-    # Assessment: every scored reading (normal or anomalous). The alerts step hangs here.
-    _ = assessments  # (not consumed until the alerts step is added)
+    alerts = op.stateful_batch(
+        "alert_episodes", results, lambda resume: _ShardAlertsLogic(ShardAlerts(tracker, resume))
+    )
+    # (shard, [AlertEvent]): one event per episode opening / escalation / resolution
+    events = op.flat_map("alert_events", op.key_rm("unshard_alerts", alerts), lambda evs: evs)
+    kafka_alerts, elastic_alerts = alert_sinks
+    op.output("publish_alerts", op.map("alert_messages", events, once_item), kafka_alerts)
+    op.output("index_alerts", op.map("alert_docs", events, elastic_item), elastic_alerts)
 
     to_elastic = op.flat_map_batch("anomaly_docs", results, pipeline.elastic_actions)
     # ("index", id, doc) per anomaly | ("delete", id, None) per retraction or cleared amendment
@@ -194,6 +236,9 @@ def build(
 
     dead = op.flat_map_batch("dead_letters", results, pipeline.dlq_messages)
     # (original key, original value, headers + error / error.detail / source)
+    if isinstance(dlq_sink, ExactlyOnceKafkaSink):
+        dead = op.map("dead_letter_ids", dead, dead_letter_item)
+        # (original key as routing key, (source#digest, key, value, headers))
     op.output("write_dead_letters", dead, dlq_sink)
 
     counts = op.flat_map_batch("count_outcomes", results, pipeline.outcome_counts)

@@ -57,7 +57,7 @@ number of patients currently in an episode.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -372,3 +372,38 @@ def step(
 ) -> tuple[PatientAlertState | None, list[AlertEvent]]:
     """``EpisodeTracker().step`` with the default :class:`AlertPolicy`."""
     return _DEFAULT.step(state, assessment)
+
+
+class ShardAlerts:
+    """The alert states of one shard's patients, for a batch-oriented ``stateful_batch`` step.
+
+    Only patients with an open episode hold state, so the snapshot stays small.
+    """
+
+    __slots__ = ("states", "tracker")
+
+    def __init__(
+        self, tracker: EpisodeTracker, states: dict[str, PatientAlertState] | None = None
+    ) -> None:
+        self.tracker = tracker
+        self.states: dict[str, PatientAlertState] = states if states is not None else {}
+
+    def process(self, assessments: Iterable[Assessment]) -> list[AlertEvent]:
+        events: list[AlertEvent] = []
+        states, step = self.states, self.tracker.step
+        for a in assessments:
+            pid = a.reading.patient_id
+            st, new = step(states.get(pid), a)
+            if st is None:
+                states.pop(pid, None)
+            else:
+                states[pid] = st
+            if new:
+                events.extend(new)
+        return events
+
+
+def once_item(event: AlertEvent) -> tuple[str, tuple[str, bytes, bytes, list[tuple[str, bytes]]]]:
+    """``(routing key, (id, key, value, headers))`` for ``ExactlyOnceKafkaSink`` (bp.alerts)."""
+    key, value, headers = kafka_item(event)
+    return (event.patient_id, (event.alert_id, key, value, headers))

@@ -23,6 +23,7 @@ from sklearn.preprocessing import StandardScaler
 from dataflows.monitor import build
 from lib import faults
 from lib import observation as obs
+from lib.alerts import AlertPolicy
 from lib.connectors.normal_files import NormalFileSink, iter_records
 from lib.domain import FEATURE_NAMES, Reading
 from lib.risk import RiskModel
@@ -85,6 +86,15 @@ class Run:
         self.normals: list[tuple[str, dict[str, Any]]] = []
         self.dlq: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]] = []
         self.stats: list[dict[str, int]] = []
+        self.alerts_kafka: list[tuple[str, tuple[str, bytes, bytes, list]]] = []
+        self.alerts_es: list[tuple[str, str, dict[str, Any]]] = []
+
+    @property
+    def alert_ids(self) -> set[str]:
+        return {_id for _, _id, _ in self.alerts_es}
+
+    def sinks(self) -> tuple[TestingSink, TestingSink]:
+        return TestingSink(self.alerts_kafka), TestingSink(self.alerts_es)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -113,8 +123,10 @@ def run_flow(items: list, model: RiskModel, settings: Settings | None = None, **
         anomaly_sink=TestingSink(out.es),
         normal_sink=kw.pop("normal_sink", None) or TestingSink(out.normals),
         dlq_sink=TestingSink(out.dlq),
+        alert_sinks=out.sinks(),
         stats_sink=TestingSink(out.stats),
         model=model,
+        alert_policy=kw.pop("alert_policy", None),
     )
     run_main(flow, **kw)
     return out
@@ -388,6 +400,7 @@ def test_abort_and_resume_equals_an_uninterrupted_run(model, tmp_path):
             anomaly_sink=TestingSink(crashed.es),
             normal_sink=NormalFileSink(crash_dir),
             dlq_sink=TestingSink(crashed.dlq),
+            alert_sinks=crashed.sinks(),
             stats_sink=TestingSink(crashed.stats),
             model=model,
         )
@@ -410,3 +423,45 @@ def test_abort_and_resume_equals_an_uninterrupted_run(model, tmp_path):
     assert len(crash_lines) == clean.counts["normal"]
     # dead letters: at-least-once through a replay, the same set
     assert {v for _, v, _ in crashed.dlq} == {v for _, v, _ in clean.dlq}
+    # alerts: the same deterministic ids as the uninterrupted run (the Kafka sink drops the
+    # replayed ones by id: tests/integration/test_kafka_once.py; Elasticsearch overwrites)
+    assert clean.alert_ids, "the scenario should raise alerts"
+    assert crashed.alert_ids == clean.alert_ids
+    assert {i for _, (i, *_rest) in crashed.alerts_kafka} == clean.alert_ids
+
+
+# -- alerts through the monitor ---------------------------------------------------------------
+def _alert_docs(run: Run) -> list[dict[str, Any]]:
+    return [doc for _, _, doc in run.alerts_es]
+
+
+def test_fifty_crisis_readings_page_once_and_resolution_once(model):
+    crisis = [fhir_msg(reading(i, 195, 125)) for i in range(50)]
+    calm = [fhir_msg(reading(50 + i, 112, 72)) for i in range(4)]
+    # the toy model's risk stays high after the crisis: keep the high-risk family out of it
+    run = run_flow(kafka(crisis + calm), model, alert_policy=AlertPolicy(risk_threshold=1.0))
+    events = [(d["event"], d["condition"]) for d in _alert_docs(run)]
+    assert [e for e, _ in events].count("opened") == 1
+    assert [e for e, _ in events].count("resolved") == 1
+    assert len(events) <= 3  # opened, possibly one escalation to combined_critical, resolved
+    # the Kafka and Elasticsearch outputs carry the same alerts
+    assert {i for _, (i, *_r) in run.alerts_kafka} == run.alert_ids
+    # Kafka messages are keyed by patient and carry the documented JSON
+    _, (_id, key, value, _headers) = run.alerts_kafka[0]
+    assert key == b"p1" and orjson.loads(value)["alert_id"] == _id
+
+
+def test_escalation_is_one_event_and_replay_gives_the_same_ids(model):
+    values = [fhir_msg(reading(i, 150, 85)) for i in range(5)]  # stage 2
+    values += [fhir_msg(reading(5 + i, 185, 100)) for i in range(5)]  # crisis
+    first = run_flow(kafka(values), model)
+    events = [d["event"] for d in _alert_docs(first)]
+    assert events.count("opened") == 1
+    assert events.count("escalated") == 1
+    again = run_flow(kafka(values), model)
+    assert again.alert_ids == first.alert_ids
+
+
+def test_normal_patient_raises_no_alert(model):
+    run = run_flow(kafka([fhir_msg(reading(i, 112, 72)) for i in range(20)]), model)
+    assert run.alerts_es == [] and run.alerts_kafka == []

@@ -137,6 +137,15 @@ def test_simulator_kafka_monitor_elasticsearch_files_reconcile(settings_factory,
         dict(d.headers())["source"].startswith(settings.observations_topic.encode()) for d in dlq
     )
 
+    # alerts: one Kafka message per alert document, same ids
+    alerts_kafka = _dead_letters(kafka_config, settings.alerts_topic, 1)
+    alert_index = _index(es, settings.alerts_index)
+    assert alert_index, "a cohort with 20% faults and stage-2 patients should raise alerts"
+    alerts_kafka = _dead_letters(kafka_config, settings.alerts_topic, len(alert_index))
+    assert sorted(dict(m.headers())["alert_id"].decode() for m in alerts_kafka) == sorted(
+        alert_index
+    )
+
     # the same topic again (a fresh start without recovery replays everything): no change
     again = run_monitor()
     assert again == counts
@@ -149,3 +158,9 @@ def test_simulator_kafka_monitor_elasticsearch_files_reconcile(settings_factory,
         assert index2[_id]["risk_score"] == pytest.approx(doc["risk_score"], abs=1e-12)
     lines2 = list(iter_records(settings.normal_dir))
     assert sorted(r["observation_id"] for r in lines2) == sorted(r["observation_id"] for r in lines)
+    # nothing sent twice: the dead-letter and alert topics hold what they held
+    assert len(_dead_letters(kafka_config, settings.dlq_topic, len(dlq))) == len(dlq)
+    assert len(_dead_letters(kafka_config, settings.alerts_topic, len(alerts_kafka))) == len(
+        alerts_kafka
+    )
+    assert set(_index(es, settings.alerts_index)) == set(alert_index)
