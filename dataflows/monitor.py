@@ -177,8 +177,9 @@ def build(
     :arg alert_sinks: ``(kafka_sink, elastic_sink)``: the first receives
         ``(patient_id, (alert_id, key, value, headers))`` items (``ExactlyOnceKafkaSink``),
         the second ``("index", alert_id, doc)`` items.
-    :arg alert_policy: episode policy; default ``AlertPolicy`` with the model's threshold
-        as the high-risk threshold when the model has one.
+    :arg alert_policy: episode policy; default ``AlertPolicy`` opening at
+        ``BPWATCH_ALERT_MIN_SEVERITY`` (high: stage 2, hypotension, crisis), with the model's
+        alert threshold as the high-risk threshold when the model has one.
     :arg model: anything with ``predict_proba(matrix)``; default ``settings.model_path``.
     :arg stats_sink: receives the running outcome counters (dicts) at each log line and at
         the end of a bounded run (tests reconcile with it).
@@ -199,7 +200,10 @@ def build(
     ruleset, size, expiry = settings.ruleset, settings.window_size, settings.idle_expiry_hours
     if alert_policy is None:
         threshold = getattr(model, "threshold", None)
-        alert_policy = AlertPolicy(risk_threshold=threshold) if threshold else AlertPolicy()
+        alert_policy = AlertPolicy(
+            open_severity=settings.alert_min_severity,
+            **({"risk_threshold": threshold} if threshold else {}),
+        )
     tracker = EpisodeTracker(alert_policy)
 
     def shard_logic(resume: tuple | None) -> _PatientShardLogic:

@@ -64,6 +64,13 @@ def _float(
     return value
 
 
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = (env.get(name) or default).strip().lower()
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} is unknown: use one of {', '.join(choices)}")
+    return value
+
+
 def _kafka_config(env: Mapping[str, str]) -> dict[str, Any]:
     name = "BPWATCH_KAFKA_CONFIG"
     raw = env.get(name, "").strip()
@@ -108,6 +115,7 @@ class Settings:
     window_size: int = 12
     idle_expiry_hours: float = 72.0
     es_batch_size: int = 500
+    alert_min_severity: str = "high"  # an alert episode opens at this severity or above
     sim_patients: int = 200
     sim_rate: float = 0.0
     sim_count: int = 10_000
@@ -216,6 +224,9 @@ class Settings:
             window_size=_int(env, "BPWATCH_WINDOW_SIZE", 12, minimum=2),
             idle_expiry_hours=_float(env, "BPWATCH_IDLE_EXPIRY_HOURS", 72.0, lo=0.01),
             es_batch_size=_int(env, "BPWATCH_ES_BATCH_SIZE", 500, minimum=1),
+            alert_min_severity=_choice(
+                env, "BPWATCH_ALERT_MIN_SEVERITY", "high", ("low", "moderate", "high", "critical")
+            ),
             sim_patients=_int(env, "BPWATCH_SIM_PATIENTS", 200, minimum=1),
             sim_rate=_float(env, "BPWATCH_SIM_RATE", 0.0),
             sim_count=_int(env, "BPWATCH_SIM_COUNT", 10_000),

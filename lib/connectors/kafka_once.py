@@ -11,7 +11,10 @@ those alerts (or dead letters) a second time, and a clinician would be paged twi
 * the state snapshotted with each epoch is the partition's next offset after the last
   *confirmed* write;
 * on resume, the partition reads its Kafka partition from the snapshotted offset to the end and
-  remembers the ids found there; re-emitted records with those ids are skipped.
+  remembers the ids found there; re-emitted records with those ids are skipped;
+* within one execution it also skips an id it has already sent (the most recent
+  ``RECENT_IDS`` ids are remembered), so the same alert computed twice (e.g. from an amended
+  copy of the reading that opened it) is published once.
 
 Delivery guarantee: effectively once per id, for one writer per topic (the monitor). Each batch is
 flushed and every delivery confirmed before the batch returns (``acks=all``, idempotent producer);
@@ -24,6 +27,7 @@ import hashlib
 import logging
 import time
 import zlib
+from collections import OrderedDict
 from typing import Any
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
@@ -36,6 +40,7 @@ from lib.settings import Settings
 log = logging.getLogger(__name__)
 
 ID_HEADER = "bpwatch-id"
+RECENT_IDS = 200_000  # ids remembered per partition (about 100 bytes each)
 # (id, key, value, headers)
 OnceRecord = tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]
 
@@ -86,7 +91,9 @@ class _OncePartition(StatefulSinkPartition[OnceRecord, int]):
         # Without a snapshot (first run, or a crash before the first snapshot) the whole
         # partition is read back: correctness first; alert and dead-letter topics are small.
         self._next_offset = resume_offset or 0
-        self._skip = sent_ids(settings.kafka_client_config(), topic, partition, self._next_offset)
+        self._skip: OrderedDict[str, None] = OrderedDict.fromkeys(
+            sent_ids(settings.kafka_client_config(), topic, partition, self._next_offset)
+        )
         if self._skip:
             log.info(
                 "resume topic=%s partition=%d from_offset=%d already_sent=%d",
@@ -130,6 +137,7 @@ class _OncePartition(StatefulSinkPartition[OnceRecord, int]):
                         f"could not produce to {self._topic}: {exc.args[0].str()}"
                     ) from None
             sent += 1
+            self._remember(rec_id)
         if sent:
             pending = self._producer.flush(60)
             if pending or self._failed:
@@ -147,6 +155,11 @@ class _OncePartition(StatefulSinkPartition[OnceRecord, int]):
             skipped,
             time.perf_counter() - started,
         )
+
+    def _remember(self, rec_id: str) -> None:
+        self._skip[rec_id] = None
+        if len(self._skip) > RECENT_IDS:
+            self._skip.popitem(last=False)
 
     def snapshot(self) -> int:
         return self._next_offset

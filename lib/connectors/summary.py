@@ -151,6 +151,8 @@ def reconcile(out: RunOutputs, truth_path: Path) -> tuple[list[str], dict[str, i
         problems.append(f"unexpected anomaly documents: {len(unexpected)}")
     if out.normal_duplicate_lines:
         problems.append(f"duplicate normal lines: {out.normal_duplicate_lines}")
+    if out.alerts_kafka != out.alerts_es:
+        problems.append(f"alerts: {out.alerts_kafka} on Kafka but {out.alerts_es} in Elasticsearch")
     return problems, dict(fates)
 
 
@@ -192,7 +194,8 @@ def render(
         "where to look:",
         f"  curl -s '{settings.es_url}/{settings.anomalies_index}/_search?size=3&pretty'",
         f"  ls {settings.normal_dir}",
-        "  python -m lib.report --out report.html   (charts without Kibana)",
+        f"  BPWATCH_NAMESPACE={settings.namespace} .venv/bin/python -m lib.report --out report.html"
+        "   (the dashboard views as HTML, without Kibana)",
         "  Kibana (Docker stack): http://127.0.0.1:5601, dashboard 'bpwatch'",
     ]
     return "\n".join(lines)

@@ -83,3 +83,14 @@ def test_without_recovery_a_rerun_still_sends_nothing_twice(settings, kafka_conf
     run_main(_flow(settings, items))
     got = _consume_all(kafka_config, settings.alerts_topic, 12)
     assert sorted(g[2] for g in got) == sorted(f"alert-{i}" for i in range(12))
+
+
+def test_an_id_computed_twice_in_one_run_is_published_once(settings, kafka_config):
+    flow = Dataflow("once_dupes")
+    items = [0, 1, 2, 1, 3, 0, 4]  # ids 0 and 1 computed twice
+    s = op.input("inp", flow, TestingSource(items, batch_size=3))
+    keyed = op.map("route", s, lambda i: ("p", (f"alert-{i}", b"p", f"v{i}".encode(), [])))
+    op.output("out", keyed, ExactlyOnceKafkaSink(settings, settings.alerts_topic))
+    run_main(flow)
+    got = _consume_all(kafka_config, settings.alerts_topic, 5)
+    assert sorted(g[2] for g in got) == [f"alert-{i}" for i in range(5)]

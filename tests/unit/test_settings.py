@@ -44,6 +44,7 @@ def test_namespace_prefixes_every_topic_and_index():
     [
         ({"BPWATCH_RULESET": "who1999"}, "BPWATCH_RULESET"),
         ({"BPWATCH_KAFKA_TAIL": "maybe"}, "BPWATCH_KAFKA_TAIL"),
+        ({"BPWATCH_ALERT_MIN_SEVERITY": "urgent"}, "BPWATCH_ALERT_MIN_SEVERITY"),
         ({"BPWATCH_SIM_PATIENTS": "many"}, "BPWATCH_SIM_PATIENTS"),
         ({"BPWATCH_SIM_PATIENTS": "0"}, "BPWATCH_SIM_PATIENTS"),
         ({"BPWATCH_SIM_FAULT_RATE": "1.5"}, "BPWATCH_SIM_FAULT_RATE"),
