@@ -1,0 +1,202 @@
+"""End-to-end throughput: a pre-filled topic -> the monitor -> real Elasticsearch and files.
+
+    .venv/bin/python -m benchmarks.bench_e2e [--messages 200000] [--patients 2000] [--quick]
+
+A fresh ``bench-e2e-...`` namespace (6 partitions) is filled with simulator messages
+(:func:`lib.connectors.kafka.produce_all`, confirmed by the broker), then the monitor runs as
+it does in production (``python -m bytewax.run dataflows.monitor``, one process) with
+``BPWATCH_KAFKA_TAIL=false``, so it exits once it has caught up, after every sink flushed.
+The time is the monitor process's wall time, start-up included (it is also given apart).
+Afterwards the outputs are checked against the same messages run through
+:class:`lib.pipeline.Monitor` in this process: documents in ``bp-anomalies``, lines in the
+normal files, messages on the DLQ. The namespace is torn down at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import (
+    PYTHON,
+    ROOT,
+    Message,
+    Row,
+    count_docs,
+    env_of,
+    kafka_records,
+    load_model,
+    messages,
+    namespace,
+)
+from lib.settings import Settings
+
+
+def expected_outputs(msgs: Sequence[Message], topic: str = "") -> dict[str, int]:
+    """What the monitor must write for ``msgs``: computed with lib.pipeline in-process."""
+    from benchmarks.bench_inprocess import BATCH, source_messages
+    from lib import pipeline
+
+    monitor = pipeline.Monitor(load_model(), "aha2017")
+    items = source_messages(msgs)
+    docs: dict[str, bool] = {}
+    normal = dead = observations = anomalies = 0
+    for i in range(0, len(items), BATCH):
+        results = monitor.process(items[i : i + BATCH])
+        for op, _id, _ in pipeline.elastic_actions(results):
+            if op == "index":
+                docs[_id] = True
+            else:
+                docs.pop(_id, None)
+        normal += len(pipeline.normal_records(results))
+        dead += len(pipeline.dlq_messages(results))
+        for _, counts in pipeline.outcome_counts(results):
+            observations += sum(v for k, v in counts.items() if k != "in")
+            anomalies += counts["anomaly"]
+    return {
+        "docs": len(docs),
+        "normal_lines": normal,
+        "dead_letters": dead,
+        "observations": observations,
+        "anomalies": anomalies,
+    }
+
+
+def normal_lines(directory: Path) -> int:
+    from lib.connectors.normal_files import shard_files
+
+    total = 0
+    for path in shard_files(directory):
+        with path.open("rb") as f:
+            total += sum(1 for _ in f)
+    return total
+
+
+def topic_size(settings: Settings, topic: str) -> int:
+    """Messages on a topic (sum of high watermarks; the topics are fresh)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(settings.kafka_client_config(**{"group.id": "bench-size"}))
+    try:
+        meta = consumer.list_topics(topic, timeout=10)
+        total = 0
+        for p in meta.topics[topic].partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            total += high - low
+        return total
+    finally:
+        consumer.close()
+
+
+def run_monitor(
+    settings: Settings, *, processes: int = 1, timeout: float = 1800.0, log: Path | None = None
+) -> float:
+    """Run the monitor to the end of the topic (1 or more processes); wall seconds."""
+    env = env_of(settings, BPWATCH_KAFKA_TAIL="false")
+    cmd = [PYTHON, "-m", "bytewax.run", "dataflows.monitor"]
+    if processes > 1:
+        addresses = ";".join(f"127.0.0.1:{2101 + i}" for i in range(processes))
+        cmds = [[*cmd, "-i", str(i), "-a", addresses] for i in range(processes)]
+    else:
+        cmds = [cmd]
+    log = log or Path("/tmp") / f"{settings.namespace}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with log.open("ab") as out:
+        procs = [
+            subprocess.Popen(c, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+            for c in cmds
+        ]
+        try:
+            codes = [p.wait(timeout=timeout) for p in procs]
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+    took = time.perf_counter() - start
+    if any(codes):
+        raise RuntimeError(f"monitor exited with {codes}; see {log}")
+    return took
+
+
+def startup_seconds(settings: Settings) -> float:
+    """The monitor's fixed cost (imports, model load, Kafka/ES clients) on an empty topic."""
+    return run_monitor(settings)
+
+
+def fill(settings: Settings, msgs: Sequence[Message]) -> float:
+    from lib.connectors.kafka import produce_all
+
+    start = time.perf_counter()
+    produce_all(settings, settings.observations_topic, kafka_records(msgs))
+    return time.perf_counter() - start
+
+
+def check_outputs(settings: Settings, es: Any, expected: dict[str, int]) -> list[str]:
+    problems = []
+    got_docs = count_docs(es, settings.anomalies_index)
+    if got_docs != expected["docs"]:
+        problems.append(f"docs {got_docs} != {expected['docs']}")
+    got_lines = normal_lines(settings.normal_dir)
+    if got_lines != expected["normal_lines"]:
+        problems.append(f"normal lines {got_lines} != {expected['normal_lines']}")
+    got_dead = topic_size(settings, settings.dlq_topic)
+    if got_dead != expected["dead_letters"]:
+        problems.append(f"dead letters {got_dead} != {expected['dead_letters']}")
+    return problems
+
+
+def measure(n_messages: int, patients: int) -> tuple[list[Row], dict[str, Any]]:
+    from lib.connectors.admin import es_client
+
+    msgs = messages(patients, n_messages)
+    expected = expected_outputs(msgs)
+    with namespace("e2e") as settings:
+        es = es_client(settings)
+        fill_s = fill(settings, msgs)
+        took = run_monitor(settings)
+        problems = check_outputs(settings, es, expected)
+        es.close()
+    with namespace("e2e0") as empty:
+        startup = startup_seconds(empty)
+    rate = expected["observations"] / took
+    steady = expected["observations"] / max(took - startup, 1e-9)
+    share = expected["anomalies"] / max(expected["observations"], 1)
+    verdict = "outputs verified" if not problems else "OUTPUT MISMATCH: " + "; ".join(problems)
+    note = (
+        f"{n_messages:,} msgs, {patients:,} patients, {share:.1%} anomalies, "
+        f"{expected['docs']:,} docs, {expected['normal_lines']:,} lines; {verdict}"
+    )
+    rows = [
+        Row("end-to-end", "monitor, Kafka -> ES + files", round(rate), "readings/s",
+            ">= 20,000", rate >= 20_000, note),
+        Row("end-to-end", "same, start-up excluded", round(steady), "readings/s", "", None,
+            f"start-up {startup:.1f} s (empty topic)"),
+        Row("end-to-end", "topic fill (produce_all)", round(n_messages / fill_s), "msgs/s",
+            "", None, "confirmed by the broker"),
+    ]  # fmt: skip
+    if problems:
+        raise RuntimeError(note)
+    return rows, {"rate": rate, "observations": expected["observations"], "seconds": took}
+
+
+def main(argv: list[str] | None = None) -> list[Row]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--messages", type=int, default=200_000)
+    parser.add_argument("--patients", type=int, default=2_000)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: proves it works")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.messages, args.patients = 2_000, 100
+    rows, _ = measure(args.messages, args.patients)
+    for row in rows:
+        print(f"{row.metric:<32} {row.value!s:>10} {row.unit:<12} {row.note}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

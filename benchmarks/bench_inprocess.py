@@ -1,0 +1,138 @@
+"""In-process throughput: the full monitor flow vs a plain-Python loop, in the same run.
+
+    .venv/bin/python -m benchmarks.bench_inprocess [--messages 200000] [--patients 2000] [--quick]
+
+Pre-encoded simulator messages (Kafka-like, batches of 1,000 as ``KafkaSource`` delivers them)
+go through ``dataflows.monitor.build`` with ``TestingSource`` and in-memory sinks
+(``run_main``: one worker), and through :class:`lib.pipeline.Monitor` plus the same output
+extractors without Bytewax. Both do the same per-reading work (parse, window, rules, risk,
+output documents); the ratio is flow / plain. Each figure is the best of ``--repeats`` runs
+(wall time; the machine should otherwise be idle).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from bytewax.connectors.kafka import KafkaSourceMessage
+from bytewax.testing import TestingSink, TestingSource, run_main
+
+from benchmarks.common import Message, Row, load_model, messages
+from lib import pipeline
+from lib.settings import Settings
+
+BATCH = 1000  # KafkaSource's default batch size
+TOPIC = "bench.bp.observations"
+
+
+def source_messages(msgs: Sequence[Message]) -> list[KafkaSourceMessage]:
+    headers = [("content-type", b"application/fhir+json")]
+    return [
+        KafkaSourceMessage(
+            m.key,
+            m.value,
+            topic=TOPIC,
+            headers=headers,
+            partition=0,
+            offset=i,
+            timestamp=(1, m.emitted_ms),
+        )
+        for i, m in enumerate(msgs)
+    ]
+
+
+def run_flow(items: list[KafkaSourceMessage], model: Any) -> tuple[float, dict[str, int]]:
+    """Seconds for the whole flow over ``items``; the final counters."""
+    from dataflows.monitor import build
+
+    anomalies: list = []
+    normals: list = []
+    dead: list = []
+    stats: list = []
+    flow = build(
+        replace(Settings(), ruleset="aha2017"),
+        source=TestingSource(items, batch_size=BATCH),
+        anomaly_sink=TestingSink(anomalies),
+        normal_sink=TestingSink(normals),
+        dlq_sink=TestingSink(dead),
+        stats_sink=TestingSink(stats),
+        model=model,
+    )
+    gc.collect()
+    start = time.perf_counter()
+    run_main(flow)
+    return time.perf_counter() - start, stats[-1]
+
+
+def run_plain(items: list[KafkaSourceMessage], model: Any) -> tuple[float, dict[str, int]]:
+    """Seconds for the same per-reading work in a plain loop; the counters."""
+    monitor = pipeline.Monitor(model, "aha2017")
+    anomalies: list = []
+    normals: list = []
+    dead: list = []
+    totals: dict[str, int] = {}
+    gc.collect()
+    start = time.perf_counter()
+    for i in range(0, len(items), BATCH):
+        results = monitor.process(items[i : i + BATCH])
+        anomalies.extend(pipeline.elastic_actions(results))
+        normals.extend(pipeline.normal_records(results))
+        dead.extend(pipeline.dlq_messages(results))
+        for _, counts in pipeline.outcome_counts(results):
+            for k, v in counts.items():
+                totals[k] = totals.get(k, 0) + v
+    return time.perf_counter() - start, totals
+
+
+def measure(n_messages: int, patients: int, repeats: int) -> list[Row]:
+    items = source_messages(messages(patients, n_messages))
+    model = load_model()
+    flow_s = plain_s = float("inf")
+    flow_counts: dict[str, int] = {}
+    plain_counts: dict[str, int] = {}
+    for _ in range(repeats):  # interleaved, so drift of the machine hits both alike
+        s, flow_counts = run_flow(items, model)
+        flow_s = min(flow_s, s)
+        s, plain_counts = run_plain(items, model)
+        plain_s = min(plain_s, s)
+    if flow_counts != plain_counts:
+        raise AssertionError(f"flow and plain loop disagree: {flow_counts} != {plain_counts}")
+    readings = flow_counts["normal"] + flow_counts["anomaly"]
+    observations = sum(v for k, v in flow_counts.items() if k != "in")
+    share = flow_counts["anomaly"] / max(readings, 1)
+    flow_rate = observations / flow_s
+    plain_rate = observations / plain_s
+    ratio = flow_rate / plain_rate
+    note = f"{n_messages:,} msgs, {patients:,} patients, {share:.1%} anomalies, best of {repeats}"
+    return [
+        Row("in-process", "flow throughput (1 worker)", round(flow_rate), "readings/s",
+            ">= 100,000", flow_rate >= 100_000, note),
+        Row("in-process", "plain loop throughput", round(plain_rate), "readings/s", "", None,
+            "lib.pipeline.Monitor + output extractors, no Bytewax"),
+        Row("in-process", "flow / plain loop", round(ratio, 2), "x", ">= 0.7", ratio >= 0.7,
+            "same run"),
+    ]  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> list[Row]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--messages", type=int, default=200_000)
+    parser.add_argument("--patients", type=int, default=2_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: proves it works")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.messages, args.patients, args.repeats = 3_000, 100, 1
+    rows = measure(args.messages, args.patients, args.repeats)
+    for row in rows:
+        print(f"{row.metric:<32} {row.value!s:>10} {row.unit:<12} {row.note}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""Shared helpers of the benchmarks: simulator data (cached), namespaces, results, machine.
+
+Benchmarks, not tests: nothing here asserts a time. Every measurement returns a list of
+:class:`Row` (one line of the table printed by ``python -m benchmarks.run``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import pickle
+import platform
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from lib.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = Path(os.environ.get("BPWATCH_BENCH_CACHE", "/tmp/bpwatch-bench-cache"))
+PYTHON = sys.executable
+
+# The simulator's defaults for every benchmark: a realistic cohort mix (lib.cohort.DEFAULT_MIX)
+# and a small share of faulty messages (dead letters, duplicates, amendments, ...).
+SIM_SEED = 8
+FAULT_RATE = 0.01
+
+
+@dataclass(slots=True)
+class Row:
+    """One line of the results table."""
+
+    bench: str
+    metric: str
+    value: float | str
+    unit: str = ""
+    target: str = ""
+    met: bool | None = None  # None: no target
+    note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- data ---------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One pre-encoded simulator message (what the simulator would produce to Kafka)."""
+
+    key: bytes
+    value: bytes
+    emitted_ms: int  # event time at which the simulator sends it (ms since the epoch)
+
+
+def sim_settings(patients: int, count: int, fault_rate: float = FAULT_RATE) -> Settings:
+    return replace(
+        Settings(),
+        sim_patients=patients,
+        sim_count=count,
+        sim_seed=SIM_SEED,
+        sim_fault_rate=fault_rate,
+    )
+
+
+def messages(patients: int, count: int, fault_rate: float = FAULT_RATE) -> list[Message]:
+    """``count`` simulator messages of ``patients`` patients, cached on disk by parameters.
+
+    The simulator is deterministic for a seed, so the cache only saves time (~70 µs/msg).
+    """
+    from lib import faults
+
+    tag = f"{SIM_SEED}-{patients}-{count}-{fault_rate}"
+    path = CACHE / f"messages-{hashlib.sha1(tag.encode()).hexdigest()[:12]}.pickle"
+    if path.exists():
+        with path.open("rb") as f:
+            return pickle.load(f)
+    out = [
+        Message(m.key, m.value, int(m.emitted_at.timestamp() * 1000))
+        for m in faults.messages(sim_settings(patients, count, fault_rate))
+    ]
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    with tmp.open("wb") as f:
+        pickle.dump(out, f, protocol=pickle.HIGHEST_PROTOCOL)
+    tmp.replace(path)
+    return out
+
+
+def kafka_records(msgs: Sequence[Message]) -> Iterator[tuple[bytes, bytes, list]]:
+    """``(key, value, headers)`` items for :func:`lib.connectors.kafka.produce_all`."""
+    headers = [("content-type", b"application/fhir+json")]
+    for m in msgs:
+        yield m.key, m.value, headers
+
+
+def load_model() -> Any:
+    from lib.risk import RiskModel
+
+    return RiskModel.load(ROOT / "models" / "bp_risk.joblib")
+
+
+# -- services -----------------------------------------------------------------------------
+def base_settings() -> Settings:
+    """Settings from the environment (service endpoints), without a namespace."""
+    env = {k: v for k, v in os.environ.items() if k.startswith("BPWATCH_")}
+    env.pop("BPWATCH_NAMESPACE", None)
+    return Settings.from_env(env)
+
+
+@contextmanager
+def namespace(prefix: str, partitions: int = 6, workdir: Path | None = None) -> Iterator[Settings]:
+    """A fresh ``bench-...`` namespace: topics, templates and indices exist; torn down after."""
+    from lib.connectors import admin
+
+    ns = f"bench-{prefix}-{uuid.uuid4().hex[:8]}"
+    work = workdir or Path("/tmp") / ns
+    s = replace(
+        base_settings(),
+        namespace=ns,
+        kafka_partitions=partitions,
+        normal_dir=work / "normal",
+    )
+    admin.ensure_topics(s)
+    admin.ensure_elasticsearch(s)
+    try:
+        yield s
+    finally:
+        try:
+            admin.teardown(s)
+        except Exception as exc:  # cleanup must not hide the measurement's own error
+            print(f"teardown of namespace {ns} failed: {exc}", file=sys.stderr)
+
+
+def env_of(settings: Settings, **extra: str) -> dict[str, str]:
+    """Environment for a monitor subprocess running against ``settings``."""
+    env = dict(os.environ)
+    env.update(
+        BPWATCH_KAFKA_BROKERS=settings.kafka_brokers,
+        BPWATCH_ES_URL=settings.es_url,
+        BPWATCH_NAMESPACE=settings.namespace,
+        BPWATCH_NORMAL_DIR=str(settings.normal_dir),
+        BPWATCH_MODEL_PATH=str(ROOT / "models" / "bp_risk.joblib"),
+        BPWATCH_KAFKA_PARTITIONS=str(settings.kafka_partitions),
+        PYTHONPATH=str(ROOT),
+    )
+    env.update(extra)
+    return env
+
+
+def count_docs(es: Any, index: str) -> int:
+    es.indices.refresh(index=index)
+    return int(es.count(index=index)["count"])
+
+
+def wait_until(cond: Callable[[], bool], timeout: float, every: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(every)
+    return cond()
+
+
+# -- machine ------------------------------------------------------------------------------
+def machine() -> dict[str, Any]:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb = 0.0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem_gb = int(line.split()[1]) / 1024 / 1024
+                break
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "ram_gb": round(mem_gb, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "commit": _git_commit(),
+    }
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+    except OSError:
+        return ""
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty sequence."""
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, math.ceil(q / 100.0 * len(ordered)) - 1))
+    return ordered[k]

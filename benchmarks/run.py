@@ -1,0 +1,145 @@
+"""Run every benchmark and print one markdown table (``make bench``).
+
+    .venv/bin/python -m benchmarks.run [--quick] [--only NAME[,NAME]] [--out FILE]
+
+NAME: inprocess, e2e, naive, latency, memory, scaleout (the order they run in). Each has its
+own command too (``python -m benchmarks.bench_<name>``, ``python -m benchmarks.naive``).
+``--quick`` runs every benchmark on tiny sizes, to prove the harness works (CI); its figures
+mean nothing. Results go to ``benchmarks/results.json`` (``--out``) with the machine they
+ran on. The e2e and naive figures are measured in the same run, on the same messages and
+services, so their ratio is fair. Needs the local services (``make services``) for all but
+inprocess and memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import ROOT, Row, machine
+
+NAMES = ("inprocess", "e2e", "naive", "latency", "memory", "scaleout")
+RESULTS = ROOT / "benchmarks" / "results.json"
+
+
+def _plans(quick: bool) -> dict[str, Callable[[dict[str, Any]], list[Row]]]:
+    """name -> runner(shared) (``shared`` passes the e2e rate to the naive comparison)."""
+    from benchmarks import (
+        bench_e2e,
+        bench_inprocess,
+        bench_latency,
+        bench_memory,
+        bench_scaleout,
+        naive,
+    )
+
+    msgs, patients = (2_000, 100) if quick else (200_000, 2_000)
+
+    def e2e(shared: dict[str, Any]) -> list[Row]:
+        rows, info = bench_e2e.measure(msgs, patients)
+        shared["e2e_rate"] = info["rate"]
+        return rows
+
+    def naive_(shared: dict[str, Any]) -> list[Row]:
+        rows, rate = naive.measure(msgs, patients, 300 if quick else 5_000)
+        if "e2e_rate" in shared:
+            ratio = shared["e2e_rate"] / rate
+            rows.append(Row("naive", "monitor e2e / naive", round(ratio, 1), "x", ">= 30",
+                            ratio >= 30, "same messages, same services, same run"))  # fmt: skip
+        return rows
+
+    return {
+        "inprocess": lambda _: bench_inprocess.measure(
+            3_000 if quick else 100_000, 100 if quick else 2_000, 1 if quick else 3
+        ),
+        "e2e": e2e,
+        "naive": naive_,
+        "latency": lambda _: bench_latency.measure(
+            200.0 if quick else 1000.0, 3.0 if quick else 30.0, patients
+        ),
+        "memory": lambda _: bench_memory.measure(2_000 if quick else 100_000),
+        "scaleout": lambda _: bench_scaleout.measure(msgs, patients),
+    }
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.3f}".rstrip("0").rstrip(".") if abs(value) < 100 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def table(rows: list[Row]) -> str:
+    lines = [
+        "| benchmark | measurement | value | unit | target | met | notes |",
+        "|---|---|---:|---|---|---|---|",
+    ]
+    for r in rows:
+        met = "" if r.met is None else ("yes" if r.met else "**no**")
+        lines.append(
+            f"| {r.bench} | {r.metric} | {_fmt(r.value)} | {r.unit} | {r.target} | {met} "
+            f"| {r.note} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: proves it works")
+    parser.add_argument("--only", default="", help=f"comma-separated subset of {NAMES}")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    chosen = [n.strip() for n in args.only.split(",") if n.strip()] or list(NAMES)
+    unknown = set(chosen) - set(NAMES)
+    if unknown:
+        parser.error(f"unknown benchmark(s) {sorted(unknown)}: choose from {', '.join(NAMES)}")
+    plans = _plans(args.quick)
+    shared: dict[str, Any] = {}
+    rows: list[Row] = []
+    failed: dict[str, str] = {}
+    started = datetime.now(UTC)
+    for name in NAMES:
+        if name not in chosen:
+            continue
+        t0 = time.perf_counter()
+        print(f"== {name} ...", flush=True)
+        try:
+            got = plans[name](shared)
+        except Exception as exc:  # one broken benchmark must not hide the others' figures
+            traceback.print_exc()
+            failed[name] = f"{type(exc).__name__}: {exc}"
+            got = [Row(name, "FAILED", type(exc).__name__, "", "", False, str(exc)[:200])]
+        rows.extend(got)
+        print(f"   {name} took {time.perf_counter() - t0:.0f} s", flush=True)
+    result = {
+        "started_at": started.isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "machine": machine(),
+        "rows": [r.as_dict() for r in rows],
+        "failed": failed,
+    }
+    m = result["machine"]
+    print()
+    quick = " (QUICK: sizes too small to mean anything)" if args.quick else ""
+    print(
+        f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['ram_gb']} GB RAM, "
+        f"Python {m['python']}, commit {m['commit']}{quick}"
+    )
+    print()
+    print(table(rows))
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwritten {args.out}")
+    if failed:
+        raise SystemExit(1)
+    return result
+
+
+if __name__ == "__main__":
+    main()
