@@ -16,7 +16,6 @@ import argparse
 import gc
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 from bytewax.connectors.kafka import KafkaSourceMessage
@@ -24,10 +23,13 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 
 from benchmarks.common import Message, Row, load_model, messages
 from lib import pipeline
+from lib.alerts import AlertPolicy, EpisodeTracker, ShardAlerts, elastic_item, once_item
+from lib.domain import OUTCOMES, Assessment
 from lib.settings import Settings
 
 BATCH = 1000  # KafkaSource's default batch size
 TOPIC = "bench.bp.observations"
+SETTINGS = Settings()  # defaults: rule set aha2017, window 12, alerts from severity "high"
 
 
 def source_messages(msgs: Sequence[Message]) -> list[KafkaSourceMessage]:
@@ -46,47 +48,72 @@ def source_messages(msgs: Sequence[Message]) -> list[KafkaSourceMessage]:
     ]
 
 
+def _policy(model: Any) -> AlertPolicy:
+    """The flow's default alert policy (dataflows.monitor.build)."""
+    threshold = getattr(model, "threshold", None)
+    return AlertPolicy(
+        open_severity=SETTINGS.alert_min_severity,
+        **({"risk_threshold": threshold} if threshold else {}),
+    )
+
+
 def run_flow(items: list[KafkaSourceMessage], model: Any) -> tuple[float, dict[str, int]]:
-    """Seconds for the whole flow over ``items``; the final counters."""
+    """Seconds for the whole flow over ``items``; the final counters (+ alerts)."""
     from dataflows.monitor import build
 
     anomalies: list = []
     normals: list = []
     dead: list = []
     stats: list = []
+    alerts: list = []
+    alert_docs: list = []
     flow = build(
-        replace(Settings(), ruleset="aha2017"),
+        SETTINGS,
         source=TestingSource(items, batch_size=BATCH),
         anomaly_sink=TestingSink(anomalies),
         normal_sink=TestingSink(normals),
         dlq_sink=TestingSink(dead),
+        alert_sinks=(TestingSink(alerts), TestingSink(alert_docs)),
         stats_sink=TestingSink(stats),
         model=model,
     )
     gc.collect()
     start = time.perf_counter()
     run_main(flow)
-    return time.perf_counter() - start, stats[-1]
+    took = time.perf_counter() - start
+    return took, {**stats[-1], "alerts": len(alerts), "alert_docs": len(alert_docs)}
 
 
 def run_plain(items: list[KafkaSourceMessage], model: Any) -> tuple[float, dict[str, int]]:
     """Seconds for the same per-reading work in a plain loop; the counters."""
-    monitor = pipeline.Monitor(model, "aha2017")
+    monitor = pipeline.Monitor(model, SETTINGS.ruleset)
+    tracker = EpisodeTracker(_policy(model))
+    shard_alerts: dict[str, ShardAlerts] = {}
     anomalies: list = []
     normals: list = []
     dead: list = []
+    alerts: list = []
+    alert_docs: list = []
     totals: dict[str, int] = {}
     gc.collect()
     start = time.perf_counter()
     for i in range(0, len(items), BATCH):
         results = monitor.process(items[i : i + BATCH])
+        for shard, res in results:
+            tracked = shard_alerts.get(shard)
+            if tracked is None:
+                tracked = shard_alerts[shard] = ShardAlerts(tracker)
+            events = tracked.process(o for o in res.outcomes if type(o) is Assessment)
+            alerts.extend(map(once_item, events))
+            alert_docs.extend(map(elastic_item, events))
         anomalies.extend(pipeline.elastic_actions(results))
         normals.extend(pipeline.normal_records(results))
         dead.extend(pipeline.dlq_messages(results))
         for _, counts in pipeline.outcome_counts(results):
             for k, v in counts.items():
                 totals[k] = totals.get(k, 0) + v
-    return time.perf_counter() - start, totals
+    took = time.perf_counter() - start
+    return took, {**totals, "alerts": len(alerts), "alert_docs": len(alert_docs)}
 
 
 def measure(n_messages: int, patients: int, repeats: int) -> list[Row]:
@@ -103,7 +130,7 @@ def measure(n_messages: int, patients: int, repeats: int) -> list[Row]:
     if flow_counts != plain_counts:
         raise AssertionError(f"flow and plain loop disagree: {flow_counts} != {plain_counts}")
     readings = flow_counts["normal"] + flow_counts["anomaly"]
-    observations = sum(v for k, v in flow_counts.items() if k != "in")
+    observations = sum(v for k, v in flow_counts.items() if k in OUTCOMES)
     share = flow_counts["anomaly"] / max(readings, 1)
     flow_rate = observations / flow_s
     plain_rate = observations / plain_s

@@ -296,8 +296,39 @@ def _item_failures(
     return failed, problem
 
 
+def orjson_serializers() -> dict[str, Any]:
+    """Serializers for the client that encode and decode with orjson instead of stdlib json.
+
+    Bulk bodies and their responses are most of the sink's CPU time; orjson is several times
+    faster on them. (It writes NaN as null where stdlib json writes an invalid ``NaN``.)
+    """
+    import orjson
+    from elasticsearch.serializer import (
+        CompatibilityModeJsonSerializer,
+        CompatibilityModeNdjsonSerializer,
+        JsonSerializer,
+        NdjsonSerializer,
+    )
+
+    class _Orjson:
+        def json_dumps(self, data: Any) -> bytes:
+            return orjson.dumps(data, default=self.default)  # type: ignore[attr-defined]
+
+        def json_loads(self, data: bytes) -> Any:
+            return orjson.loads(data)
+
+    classes = (
+        JsonSerializer,
+        CompatibilityModeJsonSerializer,
+        NdjsonSerializer,
+        CompatibilityModeNdjsonSerializer,
+    )
+    return {cls.mimetype: type(f"Orjson{cls.__name__}", (_Orjson, cls), {})() for cls in classes}
+
+
 def make_client(settings: Settings, **overrides: Any) -> Any:
-    """A client that does not retry by itself (:func:`bulk_write` owns the retry schedule)."""
+    """A client that does not retry by itself (:func:`bulk_write` owns the retry schedule);
+    JSON is encoded and decoded with orjson (:func:`orjson_serializers`)."""
     from elasticsearch import Elasticsearch
 
     kwargs: dict[str, Any] = {
@@ -305,6 +336,7 @@ def make_client(settings: Settings, **overrides: Any) -> Any:
         "max_retries": 0,
         "retry_on_timeout": False,
         "request_timeout": 30,
+        "serializers": orjson_serializers(),
     }
     kwargs.update(overrides)
     return Elasticsearch(**kwargs)
