@@ -87,9 +87,12 @@ def preflight(settings: Settings, timeout: float = 5.0) -> int | None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return len(admin.list_topics(timeout=0.25).topics)
+            topics = len(admin.list_topics(timeout=0.25).topics)
         except KafkaException:
             pass
+        else:
+            admin.poll(0)
+            return topics
         admin.poll(0)  # serves error_cb
         for err in errors:
             problem = _FATAL_SETUP.get(err.code())
