@@ -241,9 +241,11 @@ def build(
     dead = op.flat_map_batch("dead_letters", results, pipeline.dlq_messages)
     # (original key, original value, headers + error / error.detail / source)
     if isinstance(dlq_sink, ExactlyOnceKafkaSink):
-        dead = op.map("dead_letter_ids", dead, dead_letter_item)
+        with_ids = op.map("dead_letter_ids", dead, dead_letter_item)
         # (original key as routing key, (source#digest, key, value, headers))
-    op.output("write_dead_letters", dead, dlq_sink)
+        op.output("write_dead_letters", with_ids, dlq_sink)
+    else:
+        op.output("write_dead_letters", dead, dlq_sink)
 
     counts = op.flat_map_batch("count_outcomes", results, pipeline.outcome_counts)
     totals = op.stateful_batch("counters", counts, _CountersLogic)

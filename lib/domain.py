@@ -5,8 +5,8 @@ per Observation it carries (a Bundle may carry several):
 
     Reading      a scorable blood-pressure reading (status final / amended / corrected)
     Retraction   status entered-in-error: removes an earlier reading
-    Ignored      a valid Observation that is not scored (preliminary, registered, cancelled, unknown)
-    DeadLetter   anything that cannot be processed; the original bytes go to the DLQ unchanged
+    Ignored      a valid Observation not scored (preliminary, registered, cancelled, unknown)
+    DeadLetter   anything that cannot be processed (original bytes go to the DLQ unchanged)
 
 Every Reading ends as exactly one Assessment, which is either normal (-> JSON Lines file)
 or anomalous (-> Elasticsearch ``bp-anomalies``).

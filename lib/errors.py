@@ -1,12 +1,12 @@
 """bpwatch's exceptions. Third-party errors are translated at the boundary.
 
-    BpwatchError
-    ├── ConfigError          an environment variable is invalid (message names the fix)
-    ├── ModelError           the risk model is missing, tampered with or incompatible
-    ├── ServiceError         Kafka or Elasticsearch cannot be used
-    │   ├── KafkaDeliveryError   a produced message was not confirmed by the broker
-    │   └── IndexingError        Elasticsearch refused documents after all retries
-    └── SinkError            a local output (e.g. the normal-case folder) cannot be written
+BpwatchError
+├── ConfigError          an environment variable is invalid (message names the fix)
+├── ModelError           the risk model is missing, tampered with or incompatible
+├── ServiceError         Kafka or Elasticsearch cannot be used
+│   ├── KafkaDeliveryError   a produced message was not confirmed by the broker
+│   └── IndexingError        Elasticsearch refused documents after all retries
+└── SinkError            a local output (e.g. the normal-case folder) cannot be written
 """
 
 from __future__ import annotations

@@ -67,14 +67,16 @@ def sent_ids(consumer_config: dict[str, Any], topic: str, partition: int, start:
             msg = consumer.poll(10)
             if msg is None:
                 raise ServiceError(f"reading back {topic}[{partition}] timed out")
-            if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
                     break
-                raise ServiceError(f"reading back {topic}[{partition}]: {msg.error().str()}")
-            for name, value in msg.headers() or ():
-                if name == ID_HEADER and value is not None:
+                raise ServiceError(f"reading back {topic}[{partition}]: {err.str()}")
+            for name, value in msg.headers() or []:  # type: ignore[str-unpack]
+                if name == ID_HEADER and isinstance(value, bytes):
                     ids.add(value.decode())
-            if msg.offset() + 1 >= high:
+            offset = msg.offset()
+            if offset is None or offset + 1 >= high:
                 break
     finally:
         consumer.close()
@@ -109,7 +111,7 @@ class _OncePartition(StatefulSinkPartition[OnceRecord, int]):
         if err is not None:
             self._failed.append(err)
         else:
-            self._last_offset = max(self._last_offset, msg.offset())
+            self._last_offset = max(self._last_offset, msg.offset() or 0)
 
     def write_batch(self, values: list[OnceRecord]) -> None:
         started = time.perf_counter()
