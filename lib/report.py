@@ -4,8 +4,9 @@
                                    [--patient P123]
 
 Reads ``bp-anomalies`` (``BPWATCH_ES_URL``, credentials and ``BPWATCH_NAMESPACE`` as
-everywhere) for the event-time range ``[from, to)`` (default: the 24 hours before ``to``,
-``to`` defaulting to now), optionally for one patient, and writes one HTML file with the
+everywhere) for the event-time range ``[from, to)`` (default: the 24 hours before ``to``;
+``to`` defaults to just after the newest reading in the index, so replayed or simulated data
+is found), optionally for one patient, and writes one HTML file with the
 five views of the Kibana dashboard as embedded PNG charts (matplotlib, Agg backend) and a
 table: anomaly-type distribution, anomalies over time (by severity), recent critical cases,
 risk-score distribution, risk over time (average and maximum).
@@ -307,6 +308,15 @@ img {{ max-width: 100%; }}
 """
 
 
+def _latest(es: Any, index: str) -> datetime | None:
+    """Just after the newest ``effective_at`` in the index (None when it is empty)."""
+    res = es.search(index=index, size=0, aggs={"last": {"max": {"field": "effective_at"}}})
+    value = res["aggregations"]["last"]["value"]
+    if value is None:
+        return None
+    return datetime.fromtimestamp(value / 1000.0, UTC) + timedelta(milliseconds=1)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m lib.report", description=__doc__.split("\n")[0]
@@ -324,13 +334,13 @@ def main(argv: list[str] | None = None) -> int:
     from lib.settings import load_or_exit
 
     settings = load_or_exit()
-    end = args.end or datetime.now(UTC)
-    start = args.start or end - timedelta(hours=24)
-    if start >= end:
-        sys.stderr.write("bpwatch: --from must be before --to\n")
-        return 2
     es = Elasticsearch(**settings.es_client_kwargs())
     try:
+        end = args.end or _latest(es, settings.anomalies_index) or datetime.now(UTC)
+        start = args.start or end - timedelta(hours=24)
+        if start >= end:
+            sys.stderr.write("bpwatch: --from must be before --to\n")
+            return 2
         data = collect(es, settings.anomalies_index, start, end, args.patient,
                        critical_limit=args.critical_limit)  # fmt: skip
     except (ApiError, TransportError) as exc:

@@ -66,9 +66,13 @@ else
 fi
 
 step "6/6 summary"
-$PY -m lib.connectors.summary --truth "$BPWATCH_SIM_TRUTH"
+$PY -m lib.report --out "$DEMO_DIR/report.html" 2>/dev/null \
+  && echo "report of the dashboard views: $DEMO_DIR/report.html" \
+  || echo "report: not written (python -m lib.report failed)"
+$PY -m lib.connectors.summary --truth "$BPWATCH_SIM_TRUTH" || status=$?
 
 if (( ${#missing[@]} )); then
   printf '\nNot built yet, so not run: %s\n' "${missing[*]}"
   exit 1
 fi
+exit "${status:-0}"
