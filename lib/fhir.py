@@ -163,6 +163,9 @@ def _parse(
         return [_dead(value, key, source, headers, "not_observation", "JSON is not an object")]
     rtype = doc.get("resourceType")
     if rtype == "Observation":
+        reading = _common_reading(doc, source)
+        if reading is not None:
+            return [reading]
         try:
             return [_observation(doc, source, None)]
         except _Bad as bad:
@@ -196,7 +199,10 @@ def _bundle(
             rtype = res.get("resourceType")
             if rtype != "Observation":
                 raise _Bad("not_observation", f"resourceType {_name(rtype)}")
-            out.append(_observation(res, source, entry.get("fullUrl")))
+            reading = _common_reading(res, source)
+            out.append(
+                reading if reading is not None else _observation(res, source, entry.get("fullUrl"))
+            )
         except _Bad as bad:
             detail = f"entry[{i}] of {len(entries)}: {bad.detail}"
             out.append(_dead(value, key, source, headers, bad.reason, detail))
@@ -246,6 +252,122 @@ def _observation(res: dict[str, Any], source: str, full_url: Any) -> Outcome:
         _version(res.get("meta")),
         source,
     )
+
+
+# -- the fast path for the common shape ---------------------------------------------------
+
+_MMHG = "mm[Hg]"
+
+
+def _common_reading(res: dict[str, Any], source: str) -> Reading | None:
+    """The Reading of an Observation of the common shape, or None to take the general path.
+
+    The common shape: a valid ``id``; status final / amended / corrected; the panel code as the
+    *first* coding; ``subject.reference`` ``Patient/<id>``; ``effectiveDateTime`` with a time
+    and an offset; exactly two components, systolic then diastolic, each with its LOINC code as
+    the first coding and a plain numeric ``valueQuantity`` whose ``code`` is ``mm[Hg]``;
+    plausible values. For such a resource :func:`_observation` returns the very same Reading
+    (each check below is one of its checks, taken in the order it takes them); anything else,
+    including every problem, returns None and is judged by :func:`_observation`.
+    """
+    obs_id = res.get("id")
+    status = res.get("status")
+    if (
+        type(obs_id) is not str
+        or not 0 < len(obs_id) <= 64
+        or not _ID_CHARS.issuperset(obs_id)
+        or type(status) is not str
+        or status not in READING_STATUSES
+    ):
+        return None
+    # code: the panel as the first coding
+    code = res.get("code")
+    if type(code) is not dict:
+        return None
+    codings = code.get("coding")
+    if type(codings) is not list or not codings:
+        return None
+    coding = codings[0]
+    if (
+        type(coding) is not dict
+        or coding.get("code") != BP_PANEL_CODE
+        or coding.get("system") not in _LOINC_SYSTEMS
+    ):
+        return None
+    # subject: Patient/<id>
+    subject = res.get("subject")
+    if type(subject) is not dict:
+        return None
+    ref = subject.get("reference")
+    if type(ref) is not str or not ref.startswith("Patient/"):
+        return None
+    patient_id = ref[8:]
+    if not 0 < len(patient_id) <= 64 or not _ID_CHARS.issuperset(patient_id):
+        return None
+    # time: effectiveDateTime with a time of day and an offset
+    text = res.get("effectiveDateTime")
+    if type(text) is not str or len(text) <= 10:
+        return None
+    try:
+        effective_at = datetime.fromisoformat(text)
+        tz = effective_at.tzinfo
+        if tz is None:
+            return None
+        if tz is not UTC:
+            effective_at = effective_at.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+    # components: [systolic, diastolic]
+    components = res.get("component")
+    if type(components) is not list or len(components) != 2:
+        return None
+    systolic = _common_component(components[0], SYSTOLIC_CODE)
+    if systolic is None:
+        return None
+    diastolic = _common_component(components[1], DIASTOLIC_CODE)
+    if (
+        diastolic is None
+        or not _SYS_LO <= systolic <= _SYS_HI
+        or not _DIA_LO <= diastolic <= _DIA_HI
+        or systolic <= diastolic
+    ):
+        return None
+    # meta.versionId as a string (else the general path works it out)
+    meta = res.get("meta")
+    if type(meta) is not dict:
+        return None
+    version = meta.get("versionId")
+    if type(version) is not str:
+        return None
+    # positional: the field order of lib.domain.Reading
+    return Reading(obs_id, patient_id, effective_at, systolic, diastolic, status, version, source)
+
+
+def _common_component(comp: Any, loinc: str) -> float | None:
+    """The mm[Hg] value of a component of the common shape with this LOINC code, else None."""
+    if type(comp) is not dict:
+        return None
+    concept = comp.get("code")
+    if type(concept) is not dict:
+        return None
+    codings = concept.get("coding")
+    if type(codings) is not list or not codings:
+        return None
+    coding = codings[0]
+    if (
+        type(coding) is not dict
+        or coding.get("code") != loinc
+        or coding.get("system") not in _LOINC_SYSTEMS
+    ):
+        return None
+    q = comp.get("valueQuantity")
+    if type(q) is not dict or q.get("code") != _MMHG or "comparator" in q:
+        return None
+    value = q.get("value")
+    vtype = type(value)
+    if vtype is float or vtype is int:
+        return float(value)
+    return None
 
 
 # -- identity -------------------------------------------------------------------------
