@@ -61,6 +61,7 @@ __all__ = [
     "dlq_message",
     "dlq_messages",
     "elastic_actions",
+    "iso_ms",
     "normal_record",
     "normal_records",
     "outcome_counts",
@@ -336,16 +337,58 @@ class PatientStates:
 
 
 # -- documents for the outputs (shared/CONTRACT.md) ----------------------------------------
+_ISO_PREFIXES: dict[tuple[int, int, int, int, int], str] = {}
+_ISO_PREFIXES_MAX = 4096  # minutes; cleared when full (output never depends on it)
+_ISO_SECONDS = tuple(f"{s:02d}." for s in range(60))
+_ISO_MILLIS = tuple(f"{ms:03d}Z" for ms in range(1000))
+
+
+def iso_ms(dt: datetime) -> str:
+    """:func:`lib.domain.utc_iso`, about 3x cheaper for a UTC datetime (the hot path's case).
+
+    ``YYYY-MM-DDTHH:MM:`` comes from a small per-minute cache, seconds and milliseconds
+    (truncated, as ``isoformat(timespec="milliseconds")`` does) from two tables.
+    """
+    if dt.tzinfo is not UTC:
+        return utc_iso(dt)
+    key = (dt.year, dt.month, dt.day, dt.hour, dt.minute)
+    prefix = _ISO_PREFIXES.get(key)
+    if prefix is None:
+        if len(_ISO_PREFIXES) >= _ISO_PREFIXES_MAX:
+            _ISO_PREFIXES.clear()
+        prefix = _ISO_PREFIXES[key] = dt.isoformat()[:17]
+    return prefix + _ISO_SECONDS[dt.second] + _ISO_MILLIS[dt.microsecond // 1000]
+
+
+def _features_doc(f: Features) -> dict[str, float | int]:
+    """The window features as a document (keys in FEATURE_NAMES order)."""
+    return {
+        "n": f.n,
+        "mean_sys": f.mean_sys,
+        "mean_dia": f.mean_dia,
+        "sd_sys": f.sd_sys,
+        "sd_dia": f.sd_dia,
+        "arv_sys": f.arv_sys,
+        "slope_sys_per_h": f.slope_sys_per_h,
+        "slope_dia_per_h": f.slope_dia_per_h,
+        "n_abnormal": f.n_abnormal,
+        "hours_since_prev": f.hours_since_prev,
+        "last_sys": f.last_sys,
+        "last_dia": f.last_dia,
+    }
+
+
 def anomaly_doc(assessment: Assessment, ingested_at: datetime | None) -> dict[str, Any]:
     """The ``bp-anomalies`` document (infra/elasticsearch/templates/bp-anomalies.json, strict
     mapping): the contract's fields plus status, version, source and the window ``features``.
     ``ingested_at`` is the broker's timestamp of the message; None falls back to the event time.
     """
     r = assessment.reading
+    effective_at = iso_ms(r.effective_at)
     return {
         "observation_id": r.observation_id,
         "patient_id": r.patient_id,
-        "effective_at": utc_iso(r.effective_at),
+        "effective_at": effective_at,
         "systolic": r.systolic,
         "diastolic": r.diastolic,
         "category": assessment.category,
@@ -353,11 +396,11 @@ def anomaly_doc(assessment: Assessment, ingested_at: datetime | None) -> dict[st
         "severity": assessment.severity,
         "risk_score": assessment.risk_score,
         "ruleset": assessment.ruleset,
-        "ingested_at": utc_iso(ingested_at if ingested_at is not None else r.effective_at),
+        "ingested_at": effective_at if ingested_at is None else iso_ms(ingested_at),
         "status": r.status,
         "version": r.version,
         "source": r.source,
-        "features": dict(zip(FEATURE_NAMES, _feature_row(assessment.features), strict=True)),
+        "features": _features_doc(assessment.features),
     }
 
 
@@ -367,7 +410,7 @@ def normal_record(assessment: Assessment) -> dict[str, Any]:
     return {
         "observation_id": r.observation_id,
         "patient_id": r.patient_id,
-        "effective_at": utc_iso(r.effective_at),
+        "effective_at": iso_ms(r.effective_at),
         "systolic": r.systolic,
         "diastolic": r.diastolic,
         "category": assessment.category,
