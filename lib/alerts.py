@@ -166,6 +166,9 @@ class AlertEvent:
         }
 
 
+_DEFAULT_POLICY = AlertPolicy()
+
+
 def kafka_item(event: AlertEvent) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
     """``(key, value, headers)`` for ``lib.connectors.kafka.ConfirmedKafkaSink`` (bp.alerts)."""
     return (
@@ -203,22 +206,31 @@ class PatientAlertState:
 
 def conditions_of(assessment: Assessment, policy: AlertPolicy | None = None) -> tuple[str, ...]:
     """The alert conditions active on one assessment, in ``CONDITIONS`` order."""
-    policy = policy or AlertPolicy()
-    types = set(assessment.anomaly_types)
-    reading = assessment.reading
-    crisis = assessment.category == "hypertensive_crisis" or "hypertensive_crisis" in types
-    crit_sys, crit_dia = policy.critical_for(assessment.ruleset)
+    if policy is None:
+        policy = _DEFAULT_POLICY
+    types = assessment.anomaly_types
+    category = assessment.category
+    crisis = category == "hypertensive_crisis" or "hypertensive_crisis" in types
     high_risk = assessment.risk_score >= policy.risk_threshold
-    active = {
-        "hypertensive_crisis": crisis,
-        "systolic_hypertension": "systolic_hypertension" in types,
-        "diastolic_hypertension": "diastolic_hypertension" in types,
-        "combined_critical": (reading.systolic >= crit_sys and reading.diastolic >= crit_dia)
-        or (crisis and high_risk),
-        "hypotension": assessment.category == "hypotension" or "hypotension" in types,
-        "high_risk": high_risk,
-    }
-    return tuple(name for name in CONDITIONS if active[name])
+    systolic_ht = "systolic_hypertension" in types
+    diastolic_ht = "diastolic_hypertension" in types
+    hypotension = category == "hypotension" or "hypotension" in types
+    reading = assessment.reading
+    crit_sys, crit_dia = policy.critical_for(assessment.ruleset)
+    active: list[str] = []
+    if crisis:
+        active.append("hypertensive_crisis")
+    if systolic_ht:
+        active.append("systolic_hypertension")
+    if diastolic_ht:
+        active.append("diastolic_hypertension")
+    if (reading.systolic >= crit_sys and reading.diastolic >= crit_dia) or (crisis and high_risk):
+        active.append("combined_critical")
+    if hypotension:
+        active.append("hypotension")
+    if high_risk:
+        active.append("high_risk")
+    return tuple(active)
 
 
 def _digest(*parts: str) -> str:
@@ -251,7 +263,13 @@ class EpisodeTracker:
     ) -> tuple[PatientAlertState | None, list[AlertEvent]]:
         """Bytewax ``stateful_map`` mapper: ``(state, assessment) -> (state, events)``."""
         reading = assessment.reading
-        st = state if state is not None else PatientAlertState()
+        conditions = conditions_of(assessment, self.policy)
+        if state is None:
+            if not conditions:
+                return None, []  # the common case: no episode, and nothing to open one
+            st = PatientAlertState()
+        else:
+            st = state
         key = (reading.observation_id, reading.version)
         if key == st.last_key:
             return state, []  # the same reading again: already accounted for
@@ -260,15 +278,17 @@ class EpisodeTracker:
         if in_order:
             st.last_at = reading.effective_at
 
-        conditions = conditions_of(assessment, self.policy)
         events: list[AlertEvent] = []
         for family in FAMILIES:
-            strongest = _strongest(family, conditions, assessment.severity)
             episode = st.episodes.get(family)
             if episode is None:
-                if strongest is not None and self._may_open(family, st, assessment):
-                    events.append(self._open(st, family, strongest, assessment, conditions))
-            elif strongest is not None:
+                if self._may_open(family, st, assessment):
+                    strongest = _strongest(family, conditions, assessment.severity)
+                    if strongest is not None:
+                        events.append(self._open(st, family, strongest, assessment, conditions))
+                continue
+            strongest = _strongest(family, conditions, assessment.severity)
+            if strongest is not None:
                 events.extend(self._continue(episode, family, strongest, assessment, conditions))
             elif in_order:
                 episode.clear_ids = (*episode.clear_ids, reading.observation_id)
