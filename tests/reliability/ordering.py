@@ -17,6 +17,7 @@ Deterministic for a seed.
 
 from __future__ import annotations
 
+import heapq
 import random
 from collections import Counter
 from collections.abc import Iterable
@@ -52,7 +53,7 @@ def _patient_stream(
     max_shift: int,
     dup_spread: tuple[int, int],
     kinds: Counter[str],
-) -> tuple[list[Record], set[str]]:
+) -> tuple[list[tuple[float, Record]], set[str]]:
     items: list[tuple[float, Record]] = []  # (sort position, record)
     bogus: set[str] = set()
     for i, m in enumerate(msgs):
@@ -92,8 +93,18 @@ def _patient_stream(
                 kinds["resent_pair"] += 1
                 order += [(t + 0.5, rec2) for t, rec2 in order]
             items += order
-    items.sort(key=lambda x: x[0])
-    return [rec for _, rec in items], bogus
+    # position -> event time (monotone), so that patients merge by time and keep their order
+    times = [m.emitted_at.timestamp() for m in msgs]
+
+    def at_time(pos: float) -> float:
+        i = int(pos)
+        if i >= len(times) - 1:
+            return times[-1] + (pos - (len(times) - 1))
+        return times[i] + (pos - i) * (times[i + 1] - times[i])
+
+    timed = [(at_time(pos), rec) for pos, rec in items]
+    timed.sort(key=lambda x: x[0])
+    return timed, bogus
 
 
 def perturb(
@@ -104,7 +115,7 @@ def perturb(
     max_shift: int = 3,
     dup_spread: tuple[int, int] = (0, 8),
 ) -> Perturbed:
-    """Clean and perturbed streams (patients interleaved round-robin, each in its own order).
+    """Clean and perturbed streams (patients merged by event time, each in its own order).
 
     A duplicate arrives ``dup_spread`` readings (uniform) after its original: by default within
     the patient window (12), where the monitor promises to recognise it; a spread beyond the
@@ -112,21 +123,18 @@ def perturb(
     """
     rng = random.Random(seed)
     kinds: Counter[str] = Counter()
-    clean_streams: list[list[Record]] = []
-    bad_streams: list[list[Record]] = []
+    clean_streams: list[list[tuple[float, Record]]] = []
+    bad_streams: list[list[tuple[float, Record]]] = []
     bogus: set[str] = set()
     for p in patients:
         msgs = list(islice(faults.patient_messages(p, seed, fault_rate=0.0), per_patient))
-        clean_streams.append([m.kafka_record() for m in msgs])
+        clean_streams.append([(m.emitted_at.timestamp(), m.kafka_record()) for m in msgs])
         stream, b = _patient_stream(p, msgs, rng, max_shift, dup_spread, kinds)
         bad_streams.append(stream)
         bogus |= b
     return Perturbed(_interleave(clean_streams), _interleave(bad_streams), bogus, kinds)
 
 
-def _interleave(streams: list[list[Record]]) -> list[Record]:
-    out: list[Record] = []
-    longest = max((len(s) for s in streams), default=0)
-    for i in range(longest):
-        out += [s[i] for s in streams if i < len(s)]
-    return out
+def _interleave(streams: list[list[tuple[float, Record]]]) -> list[Record]:
+    """Merge the patients' streams by event time (stable: a patient's own order is kept)."""
+    return [rec for _, rec in heapq.merge(*streams, key=lambda x: x[0])]
