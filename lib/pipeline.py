@@ -116,9 +116,18 @@ Processed = Assessment | Retraction | Ignored | DeadLetter | Duplicate
 Entry = tuple[Outcome, float | None, int]
 
 
+_shard_cache: dict[str, str] = {}
+_SHARD_CACHE_MAX = 1 << 17  # patients; cleared when full (the result never depends on it)
+
+
 def shard_of(patient_id: str) -> str:
     """Stable shard key of a patient (the same in every process and run)."""
-    return _SHARD_KEYS[zlib.crc32(patient_id.encode()) % SHARDS]
+    shard = _shard_cache.get(patient_id)
+    if shard is None:
+        if len(_shard_cache) >= _SHARD_CACHE_MAX:
+            _shard_cache.clear()
+        shard = _shard_cache[patient_id] = _SHARD_KEYS[zlib.crc32(patient_id.encode()) % SHARDS]
+    return shard
 
 
 def _source_of(msg: SourceMessage) -> str:
@@ -141,24 +150,27 @@ def parse_message(msg: SourceMessage) -> list[Outcome]:
     key = msg.key
     value = msg.value
     source = _source_of(msg)
-    headers = tuple(getattr(msg, "headers", None) or ())
+    headers = getattr(msg, "headers", None) or ()
+    if type(headers) is not list and type(headers) is not tuple:
+        headers = tuple(headers)  # read more than once (one dead letter per bad Bundle entry)
     if not isinstance(value, bytes | bytearray):
-        return [DeadLetter(b"", key, "no_value", "message without a value", source, headers)]
+        return [DeadLetter(b"", key, "no_value", "message without a value", source, tuple(headers))]
     try:
-        outcomes = fhir.parse(bytes(value), key, source, headers)
+        outcomes = fhir.parse(value if type(value) is bytes else bytes(value), key, source, headers)
     except Exception as exc:  # the parser promises not to raise; if it does, dead-letter it
         # type only: an exception's text may quote the payload (PHI)
         logger.error("parser_error error=%s source=%s", type(exc).__name__, source)
         detail = f"parser failed: {type(exc).__name__}"
-        return [DeadLetter(bytes(value), key, "parser_error", detail, source, headers)]
+        return [DeadLetter(bytes(value), key, "parser_error", detail, source, tuple(headers))]
     if not outcomes:
-        return [DeadLetter(bytes(value), key, "empty_bundle", "no entries", source, headers)]
+        return [DeadLetter(bytes(value), key, "empty_bundle", "no entries", source, tuple(headers))]
     return outcomes
 
 
 def parse_messages(messages: Sequence[SourceMessage]) -> list[tuple[str, list[Entry]]]:
     """Parse a batch and group the outcomes by patient shard, keeping the input order."""
     by_shard: dict[str, list[Entry]] = {}
+    shard_cache = _shard_cache
     for msg in messages:
         ingested = _ingested_at(msg)
         first = 1
@@ -166,7 +178,7 @@ def parse_messages(messages: Sequence[SourceMessage]) -> list[tuple[str, list[En
             if isinstance(outcome, DeadLetter):
                 shard = _SHARD_KEYS[zlib.crc32(outcome.key or b"") % SHARDS]
             else:
-                shard = shard_of(outcome.patient_id)
+                shard = shard_cache.get(outcome.patient_id) or shard_of(outcome.patient_id)
             entries = by_shard.get(shard)
             if entries is None:
                 entries = by_shard[shard] = []
@@ -273,7 +285,7 @@ class PatientStates:
                 if f is None:
                     staged.append(Duplicate(r.observation_id, r.patient_id, r.version, r.source))
                     continue
-                ts = r.ts
+                ts = r.effective_at.timestamp()
                 if ing is not None and ts > ing + _MAX_SKEW_S:
                     ts = ing + _MAX_SKEW_S  # a future-dated device must not expire others
                 if ts > clock:

@@ -331,13 +331,43 @@ def assess(
 
     ``features`` are the window's features including this reading; ``None`` applies only the
     single-reading rules.
+
+    The monitor's per-reading path: :func:`classify`, :func:`reading_anomalies`,
+    :func:`trend_anomalies` and :func:`severity` inlined (same results, fewer calls).
     """
-    rules = get_ruleset(ruleset)
+    rules = RULESETS.get(ruleset) if type(ruleset) is str else None  # type: ignore[call-overload]
+    if rules is None:
+        rules = get_ruleset(ruleset)
     sys_, dia = reading.systolic, reading.diastolic
-    category = classify(sys_, dia, rules)
-    types = reading_anomalies(sys_, dia, category, rules)
+    category = "normal"
+    for cat, sop, sat, dop, dat in rules._table:
+        if sop(sys_, sat) or dop(dia, dat):
+            category = cat
+            break
+    _, sop, sat, dop, dat = rules._stage_1
+    types = _SINGLE[
+        category == "hypertensive_crisis",
+        sop(sys_, sat),
+        dop(dia, dat),
+        category == "hypotension",
+    ]
     if features is not None:
         trend = trend_anomalies(features, rules.trends)
         if trend:
             types = types + trend
-    return category, types, severity(category, types, sys_, dia, rules)
+    # severity(), inlined
+    if category == "hypotension":
+        _, sop, sat, dop, dat = rules._severe
+        if sop(sys_, sat) or dop(dia, dat):
+            return category, types, "critical"
+    level = _LEVEL_OF_CATEGORY[category]
+    if level < _TREND_CAP and types:
+        if "rapid_rise" in types:
+            level = min(level + 1, _TREND_CAP)
+        if "sustained_hypertension" in types:
+            level = max(level, _MODERATE)
+    return category, types, SEVERITIES[level]
+
+
+_LEVEL_OF_CATEGORY = {c: _LEVEL[s] for c, s in _SEVERITY_BY_CATEGORY.items()}
+_MODERATE = _LEVEL["moderate"]

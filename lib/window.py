@@ -162,7 +162,7 @@ class PatientWindow:
     def add(self, reading: Reading) -> Features | None:
         """Add a reading; its features, or None for a duplicate (see the module docstring)."""
         oid = reading.observation_id
-        ts = reading.ts
+        ts = reading.effective_at.timestamp()
         ids = self._ids
         if self._retracted and oid in self._retracted:
             return None
@@ -180,7 +180,18 @@ class PatientWindow:
                 return None
             self._remove(i)
         tsa = self._ts
-        pos = len(tsa) if not tsa or ts >= tsa[-1] else bisect_right(tsa, ts)
+        n = len(tsa)
+        if not n or ts >= tsa[-1]:  # in order (the common case): append, drop the oldest
+            sysa, diaa = self._sys, self._dia
+            tsa.append(ts)
+            sysa.append(reading.systolic)
+            diaa.append(reading.diastolic)
+            ids.append(oid)
+            self._versions.append(reading.version)
+            if n >= self._size:
+                del tsa[0], sysa[0], diaa[0], ids[0], self._versions[0]
+            return compute_features(tsa, sysa, diaa)
+        pos = bisect_right(tsa, ts)
         if pos == 0 and len(tsa) >= self._size:
             # Older than everything in a full window: judged alone, not kept.
             return compute_features((ts,), (reading.systolic,), (reading.diastolic,))
