@@ -46,7 +46,7 @@ class Size:
 
 
 CI = {
-    "crash": Size(readings=6_000, patients=60, kills=3),
+    "crash": Size(readings=12_000, patients=60, kills=3),
     "kafka-outage": Size(readings=3_000, patients=40, outage_s=8.0),
     "es-outage": Size(readings=4_000, patients=40, outage_s=8.0),
     "disk": Size(readings=3_000, patients=30),
@@ -105,30 +105,43 @@ def crash(base: Settings, work: Path, size: Size, seed: int = 7) -> Tally:
         logs = work / s.namespace / "monitor.log"
         started = time.monotonic()
         rc = None
+        mid_output = 0
         while rc != 0:
+            offset = logs.stat().st_size if logs.exists() else 0
             mon = monitor(s, rec, logs).start()
             tally.runs += 1
             if tally.faults < size.kills:
-                # a random moment: during start-up, recovery, or processing
-                time.sleep(rng.uniform(1.0, 6.0))
+                # a random moment: during start-up and recovery, or while writing outputs
+                writing = rng.random() < 0.6
+                if writing:
+                    _wait_for(logs, " took=", mon, 120, offset=offset)
+                    time.sleep(rng.uniform(0.0, 0.5))
+                else:
+                    time.sleep(rng.uniform(0.3, 2.5))
                 if mon.poll() is None:
                     mon.kill9()
                     tally.faults += 1
+                    mid_output += writing
                     continue
             rc = mon.wait(600)
             if rc != 0 and tally.runs > size.kills + 5:
                 tally.problems.append(f"monitor exited with {rc}; see {logs}")
                 break
         tally.notes["took_s"] = round(time.monotonic() - started, 1)
+        tally.notes["kills_while_writing"] = mid_output
         return _finish(tally, s, exp, [logs])
 
 
-def _wait_for(path: Path, needle: str, proc: Proc, timeout: float) -> bool:
-    """Wait until ``needle`` appears in the log ``path`` (False if the process ended first)."""
+def _wait_for(path: Path, needle: str, proc: Proc, timeout: float, offset: int = 0) -> bool:
+    """Wait until ``needle`` appears in the log ``path`` after byte ``offset`` (False if the
+    process ended first)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if path.exists() and needle in path.read_text(errors="replace"):
-            return True
+        if path.exists():
+            with path.open("rb") as fh:
+                fh.seek(offset)
+                if needle.encode() in fh.read():
+                    return True
         if proc.poll() is not None:
             return False
         time.sleep(0.05)
