@@ -111,7 +111,8 @@ def compute_features(ts: Sequence[float], sys_: Sequence[float], dia: Sequence[f
         stt += dh * dh
         sxs += dh * ds
         sxd += dh * dd
-        arv += abs(s - prev)  # 0.0 for the first reading
+        step = s - prev  # 0.0 for the first reading
+        arv += step if step >= 0.0 else -step  # abs() without a call (-0.0 adds nothing)
         prev = s
         if s >= ABNORMAL_SYS or d >= ABNORMAL_DIA or s < HYPO_SYS or d < HYPO_DIA:
             n_abn += 1

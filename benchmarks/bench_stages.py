@@ -1,0 +1,125 @@
+"""Where the per-reading time goes: the plain loop of ``bench_inprocess`` timed stage by stage.
+
+    .venv/bin/python -m benchmarks.bench_stages [--messages 100000] [--repeats 3] [--quick]
+
+The same pre-encoded simulator messages and batches of 1,000 as ``bench_inprocess``. Each stage
+runs over the whole input on its own (its input prepared by the stages before it, untimed),
+best of ``--repeats`` in process CPU time, so other load on the machine inflates it little.
+Figures are µs per Observation. A benchmark, not a test: nothing asserts a time.
+
+Stages: ``parse`` (``pipeline.parse_messages``: orjson + FHIR + shard grouping), ``windows``
+(``PatientStates.process``: window features, rules, one risk call per shard batch), ``alerts``
+(``ShardAlerts.process``), ``documents`` (``elastic_actions`` + ``normal_records`` +
+``dlq_messages`` + ``outcome_counts``), and ``total`` (the whole loop, as in bench_inprocess).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import time
+from collections.abc import Callable
+from typing import Any
+
+from benchmarks.bench_inprocess import BATCH, SETTINGS, _policy, run_plain, source_messages
+from benchmarks.common import Row, load_model, messages
+from lib import pipeline
+from lib.alerts import EpisodeTracker, ShardAlerts
+from lib.domain import OUTCOMES, Assessment
+
+
+def _cpu(fn: Callable[[], Any], repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        gc.collect()
+        start = time.process_time()
+        fn()
+        best = min(best, time.process_time() - start)
+    return best
+
+
+def measure(n_messages: int, patients: int, repeats: int) -> list[Row]:
+    items = source_messages(messages(patients, n_messages))
+    model = load_model()
+    batches = [items[i : i + BATCH] for i in range(0, len(items), BATCH)]
+    parsed = [pipeline.parse_messages(b) for b in batches]
+
+    def parse() -> None:
+        for b in batches:
+            pipeline.parse_messages(b)
+
+    def windows() -> list[list[pipeline.KeyedResults]]:
+        shards: dict[str, pipeline.PatientStates] = {}
+        out = []
+        for batch in parsed:
+            res = []
+            for shard, entries in batch:
+                states = shards.get(shard)
+                if states is None:
+                    states = shards[shard] = pipeline.PatientStates(
+                        SETTINGS.window_size, SETTINGS.idle_expiry_hours
+                    )
+                res.append((shard, states.process(entries, SETTINGS.ruleset, model)))
+            out.append(res)
+        return out
+
+    results = windows()
+    tracker = EpisodeTracker(_policy(model))
+
+    def alerts() -> None:
+        shard_alerts: dict[str, ShardAlerts] = {}
+        for batch in results:
+            for shard, res in batch:
+                tracked = shard_alerts.get(shard)
+                if tracked is None:
+                    tracked = shard_alerts[shard] = ShardAlerts(tracker)
+                tracked.process(o for o in res.outcomes if type(o) is Assessment)
+
+    def documents() -> None:
+        for batch in results:
+            pipeline.elastic_actions(batch)
+            pipeline.normal_records(batch)
+            pipeline.dlq_messages(batch)
+            pipeline.outcome_counts(batch)
+
+    observations = sum(
+        v for batch in results for _, res in batch for k, v in res.counts().items() if k in OUTCOMES
+    )
+    figures = {
+        "parse": _cpu(parse, repeats),
+        "windows": _cpu(windows, repeats),
+        "alerts": _cpu(alerts, repeats),
+        "documents": _cpu(documents, repeats),
+        "total": _cpu(lambda: run_plain(items, model), repeats),
+    }
+    notes = {
+        "parse": "parse_messages: orjson + lib.fhir + shard grouping",
+        "windows": "PatientStates.process: window features, rules, risk, Assessment",
+        "alerts": "ShardAlerts.process (episodes)",
+        "documents": "elastic_actions + normal_records + dlq_messages + outcome_counts",
+        "total": f"the plain loop of bench_inprocess, {n_messages:,} msgs, best of {repeats}",
+    }
+    return [
+        Row("stages", f"{name} (CPU)", round(s / observations * 1e6, 1), "µs/reading", "", None,
+            notes[name])
+        for name, s in figures.items()
+    ]  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> list[Row]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--patients", type=int, default=2_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: proves it works")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.messages, args.patients, args.repeats = 3_000, 100, 1
+    rows = measure(args.messages, args.patients, args.repeats)
+    for row in rows:
+        print(f"{row.metric:<20} {row.value!s:>8} {row.unit:<11} {row.note}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
