@@ -132,9 +132,12 @@ def _production_io(settings: Settings) -> dict[str, Any]:
     from confluent_kafka import OFFSET_BEGINNING
 
     from lib.connectors.elastic import ElasticSink
+    from lib.connectors.kafka import preflight
     from lib.connectors.kafka_once import ExactlyOnceKafkaSink
     from lib.connectors.normal_files import NormalFileSink
 
+    # Wrong credentials: one clear error now, not KafkaSource's endless retries.
+    preflight(settings)
     client_config = settings.kafka_client_config()
     brokers = str(client_config.pop("bootstrap.servers")).split(",")
     return {

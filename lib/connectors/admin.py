@@ -149,11 +149,17 @@ def ensure_elasticsearch(settings: Settings, es: Any = None) -> list[str]:
 
 
 def delete_indices(settings: Settings, es: Any = None) -> None:
+    """Delete a namespace's indices by name (clusters may refuse wildcard deletes)."""
     es = es or es_client(settings)
     for base in template_bodies():
-        es.indices.delete(
-            index=f"{settings.index(base)}*", ignore_unavailable=True, allow_no_indices=True
+        alias = settings.index(base)
+        names = list(
+            es.indices.get(index=f"{alias}*", ignore_unavailable=True, allow_no_indices=True)
         )
+        # only this alias's own indices: "<alias>" and "<alias>-vN", not another namespace's
+        names = [n for n in names if n == alias or n.startswith(alias + "-v")]
+        if names:
+            es.indices.delete(index=",".join(names), ignore_unavailable=True)
 
 
 def setup(settings: Settings) -> dict[str, list[str]]:

@@ -130,12 +130,6 @@ def test_simulator_with_wrong_password_stops_with_one_clear_error(
     assert produce_all(settings, settings.observations_topic, []) == 0
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="dataflows/monitor._production_io must call lib.connectors.kafka.preflight(settings) "
-    "before it builds the KafkaSource (whose list_topics has no timeout): until then the "
-    "monitor retries the wrong credentials forever",
-)
 def test_monitor_with_wrong_password_stops_with_one_clear_error(
     settings: Settings, scram_user: tuple[str, str], tmp_path: Path
 ) -> None:
