@@ -2,13 +2,13 @@
 
     .venv/bin/python -m benchmarks.run [--quick] [--only NAME[,NAME]] [--out FILE]
 
-NAME: inprocess, e2e, naive, latency, memory, scaleout (the order they run in). Each has its
+NAME: inprocess, stages, e2e, naive, latency, memory, scaleout (the order they run in). Each has its
 own command too (``python -m benchmarks.bench_<name>``, ``python -m benchmarks.naive``).
 ``--quick`` runs every benchmark on tiny sizes, to prove the harness works (CI); its figures
 mean nothing. Results go to ``benchmarks/results.json`` (``--out``) with the machine they
 ran on. The e2e and naive figures are measured in the same run, on the same messages and
 services, so their ratio is fair. Needs the local services (``make services``) for all but
-inprocess and memory.
+inprocess, stages and memory.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 
 from benchmarks.common import ROOT, Row, machine
 
-NAMES = ("inprocess", "e2e", "naive", "latency", "memory", "scaleout")
+NAMES = ("inprocess", "stages", "e2e", "naive", "latency", "memory", "scaleout")
 RESULTS = ROOT / "benchmarks" / "results.json"
 
 
@@ -36,6 +36,7 @@ def _plans(quick: bool) -> dict[str, Callable[[dict[str, Any]], list[Row]]]:
         bench_latency,
         bench_memory,
         bench_scaleout,
+        bench_stages,
         naive,
     )
 
@@ -56,6 +57,9 @@ def _plans(quick: bool) -> dict[str, Callable[[dict[str, Any]], list[Row]]]:
 
     return {
         "inprocess": lambda _: bench_inprocess.measure(
+            3_000 if quick else 100_000, 100 if quick else 2_000, 1 if quick else 3
+        ),
+        "stages": lambda _: bench_stages.measure(
             3_000 if quick else 100_000, 100 if quick else 2_000, 1 if quick else 3
         ),
         "e2e": e2e,
