@@ -363,7 +363,7 @@ def _common_component(comp: Any, loinc: str) -> float | None:
     q = comp.get("valueQuantity")
     if type(q) is not dict or q.get("code") != _MMHG or "comparator" in q:
         return None
-    value = q.get("value")
+    value: Any = q.get("value")
     vtype = type(value)
     if vtype is float or vtype is int:
         return float(value)
