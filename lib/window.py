@@ -19,14 +19,18 @@ Window semantics
 * ``retract(observation_id)`` removes a reading (status ``entered-in-error``) and remembers
   the id (the last ``size`` retracted ids): a withdrawn reading that arrives again (a resend,
   or the original arriving after its retraction) is a duplicate, never scored again.
-* Duplicates of a reading that has already left the window cannot be recognised; they are
-  assessed again, which is harmless downstream (Elasticsearch ``_id`` and the normal-file sink
-  are idempotent by observation id).
+* A reading that leaves the window (the oldest, when a newer one arrives; or a late reading
+  older than a full window, judged alone) leaves a 64-bit digest of its id and version behind
+  (the last ``GONE`` of them): a redelivery of it is still a duplicate, up to ``size + GONE``
+  readings later. Only readings no newer than the window's oldest are looked up there, so
+  in-order data never pays for it. A redelivery older than that is assessed again (a second
+  normal line, and possibly an alert) - the limit of bounded memory.
 
 Memory
 ------
 Times and values live in three ``array('d')`` (8 bytes per value), ids and versions in two short
-lists; the object uses ``__slots__``. Measured by ``tests/unit/test_window.py`` with tracemalloc:
+lists, the digests of departed readings in an ``array('Q')`` (8 bytes each, ``GONE`` = 52 at
+most); the object uses ``__slots__``. Measured by ``tests/unit/test_window.py`` with tracemalloc:
 about 2.2 KB per patient with 12 readings and 36-character observation ids, its dict entry
 and patient id included (target <= 3 KB).
 Idle expiry is done by the owner of the windows (``lib.pipeline.PatientStates``) from
@@ -36,9 +40,11 @@ Idle expiry is done by the owner of the windows (``lib.pipeline.PatientStates``)
 from __future__ import annotations
 
 import math
+import zlib
 from array import array
 from bisect import bisect_right
 from collections.abc import Sequence
+from typing import Any
 
 from lib.domain import Features, Reading
 
@@ -51,11 +57,19 @@ HYPO_SYS = 90.0
 HYPO_DIA = 60.0
 
 _HOUR = 3600.0
+GONE = 52  # digests of departed readings remembered per patient (size 12 + 52 = 64 readings)
 _fsum = math.fsum
 _sqrt = math.sqrt
 
-# size, times, systolic, diastolic (array('d') bytes), ids, versions, retracted ids
-WindowState = tuple[int, bytes, bytes, bytes, tuple[str, ...], tuple[str, ...], tuple[str, ...]]
+# size, times, systolic, diastolic (array('d') bytes), ids, versions, retracted ids,
+# departed digests (array('Q') bytes; absent in snapshots of earlier versions)
+WindowState = tuple[Any, ...]
+
+
+def _digest(observation_id: str, version: str) -> int:
+    """Stable 64-bit digest of (id, version): the same in every process (no hash seed)."""
+    b = f"{observation_id}\x1f{version}".encode()
+    return zlib.crc32(b) | (zlib.adler32(b) << 32)
 
 
 def is_abnormal(systolic: float, diastolic: float) -> bool:
@@ -130,7 +144,7 @@ def compute_features(ts: Sequence[float], sys_: Sequence[float], dia: Sequence[f
 class PatientWindow:
     """Bounded rolling window of one patient's recent readings (see the module docstring)."""
 
-    __slots__ = ("_dia", "_ids", "_retracted", "_size", "_sys", "_ts", "_versions")
+    __slots__ = ("_dia", "_gone", "_ids", "_retracted", "_size", "_sys", "_ts", "_versions")
 
     def __init__(self, size: int = 12) -> None:
         if size < 1:
@@ -142,6 +156,7 @@ class PatientWindow:
         self._ids: list[str] = []
         self._versions: list[str] = []
         self._retracted: tuple[str, ...] = ()
+        self._gone = array("Q")  # digests of readings that left the window, oldest first
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -182,6 +197,8 @@ class PatientWindow:
             self._remove(i)
         tsa = self._ts
         n = len(tsa)
+        if n and ts <= tsa[0] and self._gone and _digest(oid, reading.version) in self._gone:
+            return None  # a redelivery of a reading that already left the window
         if not n or ts >= tsa[-1]:  # in order (the common case): append, drop the oldest
             sysa, diaa = self._sys, self._dia
             tsa.append(ts)
@@ -190,11 +207,13 @@ class PatientWindow:
             ids.append(oid)
             self._versions.append(reading.version)
             if n >= self._size:
+                self._depart(ids[0], self._versions[0])
                 del tsa[0], sysa[0], diaa[0], ids[0], self._versions[0]
             return compute_features(tsa, sysa, diaa)
         pos = bisect_right(tsa, ts)
         if pos == 0 and len(tsa) >= self._size:
             # Older than everything in a full window: judged alone, not kept.
+            self._depart(oid, reading.version)
             return compute_features((ts,), (reading.systolic,), (reading.diastolic,))
         tsa.insert(pos, ts)
         self._sys.insert(pos, reading.systolic)
@@ -202,6 +221,7 @@ class PatientWindow:
         ids.insert(pos, oid)
         self._versions.insert(pos, reading.version)
         if len(ids) > self._size:
+            self._depart(ids[0], self._versions[0])
             self._remove(0)
             pos -= 1
         end = pos + 1
@@ -220,6 +240,12 @@ class PatientWindow:
         self._remove(i)
         return True
 
+    def _depart(self, observation_id: str, version: str) -> None:
+        gone = self._gone
+        gone.append(_digest(observation_id, version))
+        if len(gone) > GONE:
+            del gone[0]
+
     def _remove(self, i: int) -> None:
         del self._ts[i], self._sys[i], self._dia[i], self._ids[i], self._versions[i]
 
@@ -233,12 +259,15 @@ class PatientWindow:
             tuple(self._ids),
             tuple(self._versions),
             self._retracted,
+            self._gone.tobytes(),
         )
 
     @classmethod
     def from_state(cls, state: WindowState) -> PatientWindow:
-        size, ts, sys_, dia, ids, versions, retracted = state
+        size, ts, sys_, dia, ids, versions, retracted = state[:7]
         window = cls(size)
+        if len(state) > 7:
+            window._gone.frombytes(state[7])
         window._ts.frombytes(ts)
         window._sys.frombytes(sys_)
         window._dia.frombytes(dia)

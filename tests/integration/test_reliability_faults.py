@@ -105,11 +105,6 @@ def test_out_of_order_duplicates_and_retractions_give_the_clean_state(
     _check(tally)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a redelivery after the reading left the patient window (12 readings) is scored "
-    "again: a second normal line and possibly a new alert (lib/window.py, lib/pipeline.py)",
-)
 def test_late_redelivery_beyond_the_window_is_not_written_twice(
     base: Settings, tmp_path: Path
 ) -> None:
