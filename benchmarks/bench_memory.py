@@ -4,7 +4,8 @@
 
 Runs in a fresh subprocess (so nothing else inflates its heap): the monitor's per-patient state
 (:class:`lib.pipeline.PatientStates`, one per shard, as in the flow) is filled with
-``window_size`` (12) readings for each patient, through the same ``process`` call the flow
+``window_size + GONE`` (12 + 52) readings for each patient, so that both the window and the
+digests of departed readings are full (the steady state), through the same ``process`` call the flow
 makes, with ids shaped like the simulator's (``pat-8-000123``, ``bp-8-000123-000007``). The
 figure is (RSS after - RSS before) / patients, after a garbage collection; the readings and
 results themselves are dropped as they go, as in the flow.
@@ -20,8 +21,10 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 from benchmarks.common import PYTHON, ROOT, Row
+from lib.window import GONE
 
 WINDOW = 12
+READINGS = WINDOW + GONE  # steady state: window full, departed-reading digests full
 
 
 def rss_bytes() -> int:
@@ -43,7 +46,7 @@ def fill(patients: int) -> dict[str, float]:
     gc.collect()
     before = rss_bytes()
     chunk = 10_000
-    for k in range(WINDOW):
+    for k in range(READINGS):
         at = t0 + timedelta(hours=k)
         for lo in range(0, patients, chunk):
             by_shard: dict[str, list] = {}
@@ -91,7 +94,8 @@ def measure(patients: int) -> list[Row]:
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     per = res["bytes_per_patient"]
     note = (
-        f"{res['patients']:,} patients, {res['full_windows']:,} full windows of {WINDOW}; "
+        f"{res['patients']:,} patients, {res['full_windows']:,} full windows of {WINDOW} "
+        f"+ {GONE} departed digests; "
         f"RSS {res['rss_before'] / 2**20:.0f} -> {res['rss_after'] / 2**20:.0f} MiB"
     )
     return [

@@ -116,6 +116,21 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     return config
 
 
+def produce(producer: Producer, topic: str, value: bytes, key: bytes | None, **kw: Any) -> None:
+    """``producer.produce`` that waits while the local queue is full (backpressure, no drop)
+    and turns a refusal into :class:`KafkaDeliveryError`."""
+    while True:
+        try:
+            producer.produce(topic, value, key, **kw)
+            return
+        except BufferError:  # local queue full: let deliveries drain
+            producer.poll(0.05)
+        except KafkaException as exc:
+            raise KafkaDeliveryError(
+                f"could not produce to topic {topic}: {exc.args[0].str()}"
+            ) from None
+
+
 class _Delivery:
     """Producer with delivery bookkeeping for one batch at a time."""
 
@@ -137,18 +152,9 @@ class _Delivery:
         self._confirmed = 0
         sent = 0
         for key, value, headers in records:
-            while True:
-                try:
-                    self._producer.produce(
-                        topic, value, key, headers=headers, on_delivery=self._on_delivery
-                    )
-                    break
-                except BufferError:  # local queue full: let deliveries drain
-                    self._producer.poll(0.05)
-                except KafkaException as exc:
-                    raise KafkaDeliveryError(
-                        f"could not produce to topic {topic}: {exc.args[0].str()}"
-                    ) from None
+            produce(
+                self._producer, topic, value, key, headers=headers, on_delivery=self._on_delivery
+            )
             sent += 1
             self._producer.poll(0)
         pending = self._producer.flush(self._flush_timeout)

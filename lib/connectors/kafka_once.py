@@ -31,9 +31,9 @@ from collections import OrderedDict
 from typing import Any
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
-from lib.connectors.kafka import producer_config
+from lib.connectors.kafka import produce, producer_config
 from lib.errors import KafkaDeliveryError, ServiceError
 from lib.settings import Settings
 
@@ -121,23 +121,15 @@ class _OncePartition(StatefulSinkPartition[OnceRecord, int]):
             if rec_id in self._skip:
                 skipped += 1
                 continue
-            while True:
-                try:
-                    self._producer.produce(
-                        self._topic,
-                        value,
-                        key,
-                        partition=self._partition,
-                        headers=[*headers, (ID_HEADER, rec_id.encode())],
-                        on_delivery=self._on_delivery,
-                    )
-                    break
-                except BufferError:
-                    self._producer.poll(0.05)
-                except KafkaException as exc:
-                    raise KafkaDeliveryError(
-                        f"could not produce to {self._topic}: {exc.args[0].str()}"
-                    ) from None
+            produce(
+                self._producer,
+                self._topic,
+                value,
+                key,
+                partition=self._partition,
+                headers=[*headers, (ID_HEADER, rec_id.encode())],
+                on_delivery=self._on_delivery,
+            )
             sent += 1
             self._remember(rec_id)
         if sent:
