@@ -8,6 +8,7 @@ storm, and never print the password.
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
 import uuid
@@ -42,7 +43,8 @@ from tests.reliability.harness import (
 
 pytestmark = pytest.mark.integration
 
-SASL_BROKERS = "127.0.0.1:9094"
+# the SASL/SCRAM listener of infra/local/services.sh (KAFKA_SASL_PORT, default 9094)
+SASL_BROKERS = f"127.0.0.1:{os.environ.get('KAFKA_SASL_PORT', '9094')}"
 
 
 @pytest.fixture
