@@ -54,7 +54,7 @@ __all__ = ["build"]
 
 logger = logging.getLogger("bpwatch.monitor")
 
-COUNTER_NAMES = ("in", "normal", "anomaly", "dead_letter", "ignored", "retracted", "duplicate")
+COUNTER_NAMES = pipeline.COUNTER_NAMES
 LOG_EVERY = timedelta(seconds=10)
 
 

@@ -36,6 +36,7 @@ import numpy as np
 from lib import fhir, rules
 from lib.domain import (
     FEATURE_NAMES,
+    OUTCOMES,
     Assessment,
     DeadLetter,
     Features,
@@ -73,6 +74,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+# "in" (messages) and one counter per outcome: in = the outcomes of its Observations
+COUNTER_NAMES = ("in", *OUTCOMES)
 SHARDS = 32
 _SHARD_KEYS = tuple(str(i) for i in range(SHARDS))
 _HOUR = 3600.0
@@ -201,9 +204,7 @@ class Results:
     messages: int = 0
 
     def counts(self) -> dict[str, int]:
-        c = dict.fromkeys(
-            ("in", "normal", "anomaly", "dead_letter", "ignored", "retracted", "duplicate"), 0
-        )
+        c = dict.fromkeys(COUNTER_NAMES, 0)
         c["in"] = self.messages
         for o in self.outcomes:
             t = type(o)

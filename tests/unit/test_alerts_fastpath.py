@@ -7,17 +7,9 @@ import random
 from datetime import UTC, datetime, timedelta
 
 from lib.alerts import CONDITIONS, AlertPolicy, EpisodeTracker, conditions_of
-from lib.domain import Assessment, Features, Reading
+from lib.domain import CATEGORIES, Assessment, Features, Reading
 from lib.rules import ANOMALY_TYPES
 
-CATEGORIES = (
-    "normal",
-    "elevated",
-    "hypertension_stage_1",
-    "hypertension_stage_2",
-    "hypertensive_crisis",
-    "hypotension",
-)
 T0 = datetime(2025, 3, 3, tzinfo=UTC)
 
 
