@@ -141,8 +141,10 @@ class _OncePartition(StatefulSinkPartition[OnceRecord, int]):
                     f"messages not confirmed by the broker ({reason}); check BPWATCH_KAFKA_BROKERS"
                 )
             self._next_offset = self._last_offset + 1
+        if not values:
+            return
         log.info(
-            "topic=%s partition=%d sent=%d skipped_replayed=%d took=%.3fs",
+            "topic=%s partition=%d sent=%d skipped_already_sent=%d took=%.3fs",
             self._topic,
             self._partition,
             sent,

@@ -196,7 +196,7 @@ def render(
         f"  ls {settings.normal_dir}",
         f"  BPWATCH_NAMESPACE={settings.namespace} .venv/bin/python -m lib.report --out report.html"
         "   (the dashboard views as HTML, without Kibana)",
-        "  Kibana (Docker stack): http://127.0.0.1:5601, dashboard 'bpwatch'",
+        "  Kibana (Docker stack): http://127.0.0.1:5601, dashboard 'bpwatch-overview'",
     ]
     return "\n".join(lines)
 
