@@ -66,6 +66,15 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
+# needs_start NAME PIDFILE READY_FN PORT FIX: 0 when it must be started, 1 when it already runs;
+# stops the script when another program holds the port.
+needs_start() {
+  if alive "$2" && $3; then say "$1 already running on 127.0.0.1:$4"; return 1; fi
+  if ! alive "$2" && port_open "$4"; then
+    die "port $4 is taken by another program: stop it or set $5"
+  fi
+}
+
 # ---------------------------------------------------------------------------------- fetch
 fetch_kafka() {
   [[ -f "$KAFKA_HOME/.complete" ]] && return 0
@@ -102,10 +111,7 @@ kafka_ready() {
 }
 
 start_kafka() {
-  if alive "$RUN/kafka.pid" && kafka_ready; then say "kafka already running on 127.0.0.1:$KAFKA_PORT"; return 0; fi
-  if ! alive "$RUN/kafka.pid" && port_open "$KAFKA_PORT"; then
-    die "port $KAFKA_PORT is taken by another program: stop it or set KAFKA_PORT (and BPWATCH_KAFKA_BROKERS)"
-  fi
+  needs_start kafka "$RUN/kafka.pid" kafka_ready "$KAFKA_PORT" "KAFKA_PORT (and BPWATCH_KAFKA_BROKERS)" || return 0
   fetch_kafka
   local java; java=$(java_bin "")
   mkdir -p "$KAFKA_DATA" "$LOGS"
@@ -167,10 +173,7 @@ as_es_user() {
 }
 
 start_es() {
-  if alive "$ES_PID" && es_ready; then say "elasticsearch already running on 127.0.0.1:$ES_PORT"; return 0; fi
-  if ! alive "$ES_PID" && port_open "$ES_PORT"; then
-    die "port $ES_PORT is taken by another program: stop it or set ES_PORT (and BPWATCH_ES_URL)"
-  fi
+  needs_start elasticsearch "$ES_PID" es_ready "$ES_PORT" "ES_PORT (and BPWATCH_ES_URL)" || return 0
   need curl "apt-get install curl"
   fetch_es
   local java; java=$(java_bin "${ES_JAVA_HOME:-}")
@@ -207,10 +210,7 @@ ess_ready() {
 }
 
 start_es_secure() {
-  if alive "$ESS_PID" && ess_ready; then say "secured elasticsearch already running on 127.0.0.1:$ES_SECURE_PORT"; return 0; fi
-  if ! alive "$ESS_PID" && port_open "$ES_SECURE_PORT"; then
-    die "port $ES_SECURE_PORT is taken by another program: stop it or set ES_SECURE_PORT"
-  fi
+  needs_start "secured elasticsearch" "$ESS_PID" ess_ready "$ES_SECURE_PORT" ES_SECURE_PORT || return 0
   need curl "apt-get install curl"
   fetch_es
   local java; java=$(java_bin "${ES_JAVA_HOME:-}")
