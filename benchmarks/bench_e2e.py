@@ -32,6 +32,7 @@ from benchmarks.common import (
     load_model,
     messages,
     namespace,
+    print_rows,
 )
 from lib.settings import Settings
 
@@ -193,8 +194,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     if args.quick:
         args.messages, args.patients = 2_000, 100
     rows, _ = measure(args.messages, args.patients)
-    for row in rows:
-        print(f"{row.metric:<32} {row.value!s:>10} {row.unit:<12} {row.note}")
+    print_rows(rows)
     return rows
 
 

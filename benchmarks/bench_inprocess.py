@@ -21,7 +21,7 @@ from typing import Any
 from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from benchmarks.common import Message, Row, load_model, messages
+from benchmarks.common import Message, Row, load_model, messages, print_rows
 from lib import pipeline
 from lib.alerts import AlertPolicy, EpisodeTracker, ShardAlerts, elastic_item, once_item
 from lib.domain import OUTCOMES, Assessment
@@ -156,8 +156,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     if args.quick:
         args.messages, args.patients, args.repeats = 3_000, 100, 1
     rows = measure(args.messages, args.patients, args.repeats)
-    for row in rows:
-        print(f"{row.metric:<32} {row.value!s:>10} {row.unit:<12} {row.note}")
+    print_rows(rows)
     return rows
 
 

@@ -28,6 +28,7 @@ from benchmarks.common import (
     messages,
     namespace,
     percentile,
+    print_rows,
     wait_until,
 )
 from lib.settings import Settings
@@ -223,8 +224,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     if args.quick:
         args.rate, args.seconds, args.patients = 200.0, 3.0, 100
     rows = measure(args.rate, args.seconds, args.patients)
-    for row in rows:
-        print(f"{row.metric:<32} {row.value!s:>10} {row.unit:<12} {row.note}")
+    print_rows(rows)
     return rows
 
 

@@ -20,7 +20,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 
-from benchmarks.common import PYTHON, ROOT, Row
+from benchmarks.common import PYTHON, ROOT, Row, print_rows
 from lib.window import GONE
 
 WINDOW = 12
@@ -116,8 +116,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
         sys.stdout.write(json.dumps(fill(args.patients)) + "\n")
         return []
     rows = measure(args.patients)
-    for row in rows:
-        print(f"{row.metric:<32} {row.value!s:>10} {row.unit:<12} {row.note}")
+    print_rows(rows)
     return rows
 
 

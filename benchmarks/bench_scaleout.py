@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from benchmarks.bench_e2e import fill, run_monitor
-from benchmarks.common import Row, messages, namespace
+from benchmarks.common import Row, messages, namespace, print_rows
 from lib.settings import Settings
 
 
@@ -143,8 +143,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     if args.quick:
         args.messages, args.patients = 2_000, 100
     rows = measure(args.messages, args.patients)
-    for row in rows:
-        print(f"{row.metric:<32} {row.value!s:>10} {row.unit:<12} {row.note}")
+    print_rows(rows)
     return rows
 
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from benchmarks.bench_inprocess import BATCH, SETTINGS, _policy, run_plain, source_messages
-from benchmarks.common import Row, load_model, messages
+from benchmarks.common import Row, load_model, messages, print_rows
 from lib import pipeline
 from lib.alerts import EpisodeTracker, ShardAlerts
 from lib.domain import OUTCOMES, Assessment
@@ -124,8 +124,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     if args.quick:
         args.messages, args.patients, args.repeats = 3_000, 100, 1
     rows = measure(args.messages, args.patients, args.repeats)
-    for row in rows:
-        print(f"{row.metric:<20} {row.value!s:>8} {row.unit:<11} {row.note}")
+    print_rows(rows)
     return rows
 
 

@@ -59,6 +59,12 @@ class Message:
     emitted_ms: int  # event time at which the simulator sends it (ms since the epoch)
 
 
+def print_rows(rows: Sequence[Row]) -> None:
+    """The rows of one benchmark as aligned text (its own command's output)."""
+    for row in rows:
+        print(f"{row.metric:<32} {row.value!s:>10} {row.unit:<12} {row.note}")
+
+
 def sim_settings(patients: int, count: int, fault_rate: float = FAULT_RATE) -> Settings:
     return replace(
         Settings(),

@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import Row, load_model, messages, namespace
+from benchmarks.common import Row, load_model, messages, namespace, print_rows
 from lib.domain import Features, Reading
 from lib.settings import Settings
 
@@ -143,8 +143,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     if args.quick:
         args.messages, args.patients, args.limit = 2_000, 100, 300
     rows, _ = measure(args.messages, args.patients, args.limit)
-    for row in rows:
-        print(f"{row.metric:<32} {row.value!s:>10} {row.unit:<12} {row.note}")
+    print_rows(rows)
     return rows
 
 
