@@ -5,7 +5,6 @@ Each test writes into its own namespaced ``bp-anomalies`` write alias (``setting
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import threading
 import time
@@ -21,6 +20,7 @@ from elasticsearch import AuthenticationException, Elasticsearch
 from lib.connectors.elastic import ElasticSink, RetryPolicy, bulk_write, make_client
 from lib.domain import utc_iso
 from lib.errors import IndexingError, ServiceError
+from tests.reliability.relay import Relay
 
 pytestmark = pytest.mark.integration
 
@@ -135,57 +135,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class _Forwarder:
-    """A TCP relay to Elasticsearch that can be switched on later (an 'outage' until then)."""
-
-    def __init__(self, port: int, target: tuple[str, int]) -> None:
-        self.port, self.target = port, target
-        self._server: socket.socket | None = None
-        self._stop = threading.Event()
-
-    def start(self) -> None:
-        server = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
-        server.settimeout(0.2)
-        self._server = server
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        assert self._server is not None
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._server.accept()
-            except TimeoutError:
-                continue
-            except OSError:  # closed by stop()
-                return
-            upstream = socket.create_connection(self.target)
-            for a, b in ((conn, upstream), (upstream, conn)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._server is not None:
-            self._server.close()
-
-
 def test_outage_blocks_then_catches_up_without_loss(settings, es):
     """No budget: the writer blocks while the endpoint is down and finishes once it is up."""
     index = settings.anomalies_index
     es_url = settings.es_url.removeprefix("http://").removeprefix("https://")
     host, _, port = es_url.partition(":")
-    relay = _Forwarder(_free_port(), (host, int(port or 9200)))
+    # nothing listens on the relay's port until start(): an outage of Elasticsearch
+    relay = Relay(host, int(port or 9200), listen_port=_free_port())
     client = make_client(settings, hosts=[f"http://127.0.0.1:{relay.port}"], request_timeout=5)
     result: dict[str, Any] = {}
 
@@ -204,7 +160,7 @@ def test_outage_blocks_then_catches_up_without_loss(settings, es):
     assert count(es, index) == 0
     relay.start()
     writer.join(timeout=30)
-    relay.stop()
+    relay.close()
     client.close()
     assert not writer.is_alive()
     assert "error" not in result, result.get("error")
