@@ -31,7 +31,7 @@ services-status:
 	@$(SERVICES) status
 
 setup: venv services
-	$(PY) -m lib.connectors.admin setup
+	$(PY) -m lib.tools.admin setup
 
 train: venv
 	$(PY) -m models.train

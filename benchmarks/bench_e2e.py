@@ -8,7 +8,7 @@ it does in production (``python -m bytewax.run dataflows.monitor``, one process)
 ``BPWATCH_KAFKA_TAIL=false``, so it exits once it has caught up, after every sink flushed.
 The time is the monitor process's wall time, start-up included (it is also given apart).
 Afterwards the outputs are checked against the same messages run through
-:class:`lib.pipeline.Monitor` in this process: documents in ``bp-anomalies``, lines in the
+:class:`lib.monitor.pipeline.Monitor` in this process: documents in ``bp-anomalies``, lines in the
 normal files, messages on the DLQ. The namespace is torn down at the end.
 """
 
@@ -38,9 +38,9 @@ from lib.settings import Settings
 
 
 def expected_outputs(msgs: Sequence[Message], topic: str = "") -> dict[str, int]:
-    """What the monitor must write for ``msgs``: computed with lib.pipeline in-process."""
+    """What the monitor must write for ``msgs``: computed with lib.monitor.pipeline in-process."""
     from benchmarks.bench_inprocess import BATCH, source_messages
-    from lib import pipeline
+    from lib.monitor import pipeline
 
     monitor = pipeline.Monitor(load_model(), "aha2017")
     items = source_messages(msgs)
@@ -152,7 +152,7 @@ def check_outputs(settings: Settings, es: Any, expected: dict[str, int]) -> list
 
 
 def measure(n_messages: int, patients: int) -> tuple[list[Row], dict[str, Any]]:
-    from lib.connectors.admin import es_client
+    from lib.tools.admin import es_client
 
     msgs = messages(patients, n_messages)
     expected = expected_outputs(msgs)

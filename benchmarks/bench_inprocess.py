@@ -4,7 +4,7 @@
 
 Pre-encoded simulator messages (Kafka-like, batches of 1,000 as ``KafkaSource`` delivers them)
 go through ``dataflows.monitor.build`` with ``TestingSource`` and in-memory sinks
-(``run_main``: one worker), and through :class:`lib.pipeline.Monitor` plus the same output
+(``run_main``: one worker), and through :class:`lib.monitor.pipeline.Monitor` plus the same output
 extractors without Bytewax. Both do the same per-reading work (parse, window, rules, risk,
 output documents); the ratio is flow / plain. Each figure is the best of ``--repeats`` runs
 (wall time; the machine should otherwise be idle).
@@ -22,9 +22,9 @@ from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from benchmarks.common import Message, Row, load_model, messages, print_rows
-from lib import pipeline
-from lib.alerts import AlertPolicy, EpisodeTracker, ShardAlerts, elastic_item, once_item
 from lib.domain import OUTCOMES, Assessment
+from lib.monitor import pipeline
+from lib.monitor.alerts import AlertPolicy, EpisodeTracker, ShardAlerts, elastic_item, once_item
 from lib.settings import Settings
 
 BATCH = 1000  # KafkaSource's default batch size
@@ -140,7 +140,7 @@ def measure(n_messages: int, patients: int, repeats: int) -> list[Row]:
         Row("in-process", "flow throughput (1 worker)", round(flow_rate), "readings/s",
             ">= 100,000", flow_rate >= 100_000, note),
         Row("in-process", "plain loop throughput", round(plain_rate), "readings/s", "", None,
-            "lib.pipeline.Monitor + output extractors, no Bytewax"),
+            "lib.monitor.pipeline.Monitor + output extractors, no Bytewax"),
         Row("in-process", "flow / plain loop", round(ratio, 2), "x", ">= 0.7", ratio >= 0.7,
             "same run"),
     ]  # fmt: skip

@@ -102,8 +102,8 @@ class _AlertListener(threading.Thread):
 
 def _first_ids(msgs: list) -> list[str | None]:
     """Observation id of each message (None for messages that are not a single reading)."""
-    from lib import fhir
     from lib.domain import Reading
+    from lib.monitor import fhir
 
     out: list[str | None] = []
     for m in msgs:
@@ -115,8 +115,8 @@ def _first_ids(msgs: list) -> list[str | None]:
 def measure(rate: float, seconds: float, patients: int) -> list[Row]:
     from confluent_kafka import Producer
 
-    from lib.connectors.admin import es_client
     from lib.connectors.kafka import producer_config
+    from lib.tools.admin import es_client
 
     n = int(rate * seconds)
     msgs = messages(patients, n + 1)

@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.bench_memory [--patients 100000] [--quick]
 
 Runs in a fresh subprocess (so nothing else inflates its heap): the monitor's per-patient state
-(:class:`lib.pipeline.PatientStates`, one per shard, as in the flow) is filled with
+(:class:`lib.monitor.pipeline.PatientStates`, one per shard, as in the flow) is filled with
 ``window_size + GONE`` (12 + 52) readings for each patient, so that both the window and the
 digests of departed readings are full (the steady state), through the same ``process`` call the flow
 makes, with ids shaped like the simulator's (``pat-8-000123``, ``bp-8-000123-000007``). The
@@ -21,7 +21,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 from benchmarks.common import PYTHON, ROOT, Row, print_rows
-from lib.window import GONE
+from lib.monitor.window import GONE
 
 WINDOW = 12
 READINGS = WINDOW + GONE  # steady state: window full, departed-reading digests full
@@ -34,9 +34,9 @@ def rss_bytes() -> int:
 
 def fill(patients: int) -> dict[str, float]:
     """In this process: fill the windows; bytes of RSS per patient."""
-    from lib import pipeline
     from lib.domain import Reading
-    from lib.risk import RiskModel
+    from lib.monitor import pipeline
+    from lib.monitor.risk import RiskModel
 
     model = RiskModel.load(ROOT / "models" / "bp_risk.joblib")
     shards: dict[str, pipeline.PatientStates] = {}

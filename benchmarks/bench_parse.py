@@ -1,4 +1,4 @@
-"""Micro-benchmark of ``lib.fhir.parse`` and ``lib.rules.assess`` (µs per message).
+"""Micro-benchmark of ``lib.monitor.fhir.parse`` and ``lib.monitor.rules.assess`` (µs per message).
 
     .venv/bin/python -m benchmarks.bench_parse [--n 500000] [--short]
 
@@ -19,8 +19,8 @@ from typing import Any
 
 import orjson
 
-from lib import fhir, rules
 from lib.domain import Reading
+from lib.monitor import fhir, rules
 
 
 def observation(i: int, *, kpa: bool = False) -> dict:

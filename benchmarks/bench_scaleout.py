@@ -95,7 +95,7 @@ def dlq(settings: Settings, expected: int) -> collections.Counter:
 
 def measure(n_messages: int, patients: int) -> list[Row]:
     from benchmarks.bench_e2e import expected_outputs
-    from lib.connectors.admin import es_client
+    from lib.tools.admin import es_client
 
     msgs = messages(patients, n_messages)
     expected = expected_outputs(msgs)

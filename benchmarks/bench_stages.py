@@ -25,9 +25,9 @@ from typing import Any
 
 from benchmarks.bench_inprocess import BATCH, SETTINGS, _policy, run_plain, source_messages
 from benchmarks.common import Row, load_model, messages, print_rows
-from lib import pipeline
-from lib.alerts import EpisodeTracker, ShardAlerts
 from lib.domain import OUTCOMES, Assessment
+from lib.monitor import pipeline
+from lib.monitor.alerts import EpisodeTracker, ShardAlerts
 
 
 def _cpu(fn: Callable[[], Any], repeats: int) -> float:
@@ -101,7 +101,7 @@ def measure(n_messages: int, patients: int, repeats: int) -> list[Row]:
         "total": _cpu(lambda: run_plain(items, model), repeats),
     }
     notes = {
-        "parse": "parse_messages: orjson + lib.fhir + shard grouping",
+        "parse": "parse_messages: orjson + lib.monitor.fhir + shard grouping",
         "windows": "PatientStates.process: window features, rules, risk, Assessment",
         "alerts": "ShardAlerts.process (episodes)",
         "documents": "elastic_actions + normal_records + dlq_messages + outcome_counts",

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("BPWATCH_BENCH_CACHE", "/tmp/bpwatch-bench-cache"))
 PYTHON = sys.executable
 
-# The simulator's defaults for every benchmark: a realistic cohort mix (lib.cohort.DEFAULT_MIX)
+# The simulator's defaults for every benchmark: a realistic cohort mix (lib.sim.cohort.DEFAULT_MIX)
 # and a small share of faulty messages (dead letters, duplicates, amendments, ...).
 SIM_SEED = 8
 FAULT_RATE = 0.01
@@ -80,7 +80,7 @@ def messages(patients: int, count: int, fault_rate: float = FAULT_RATE) -> list[
 
     The simulator is deterministic for a seed, so the cache only saves time (~70 µs/msg).
     """
-    from lib import faults
+    from lib.sim import stream
 
     tag = f"{SIM_SEED}-{patients}-{count}-{fault_rate}"
     path = CACHE / f"messages-{hashlib.sha1(tag.encode()).hexdigest()[:12]}.pickle"
@@ -89,7 +89,7 @@ def messages(patients: int, count: int, fault_rate: float = FAULT_RATE) -> list[
             return pickle.load(f)
     out = [
         Message(m.key, m.value, int(m.emitted_at.timestamp() * 1000))
-        for m in faults.messages(sim_settings(patients, count, fault_rate))
+        for m in stream.messages(sim_settings(patients, count, fault_rate))
     ]
     CACHE.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -107,7 +107,7 @@ def kafka_records(msgs: Sequence[Message]) -> Iterator[tuple[bytes, bytes, list]
 
 
 def load_model() -> Any:
-    from lib.risk import RiskModel
+    from lib.monitor.risk import RiskModel
 
     return RiskModel.load(ROOT / "models" / "bp_risk.joblib")
 
@@ -123,7 +123,7 @@ def base_settings() -> Settings:
 @contextmanager
 def namespace(prefix: str, partitions: int = 6, workdir: Path | None = None) -> Iterator[Settings]:
     """A fresh ``bench-...`` namespace: topics, templates and indices exist; torn down after."""
-    from lib.connectors import admin
+    from lib.tools import admin
 
     ns = f"bench-{prefix}-{uuid.uuid4().hex[:8]}"
     work = workdir or Path("/tmp") / ns

@@ -32,7 +32,7 @@ from lib.settings import Settings
 
 def _features(window: deque) -> Features:
     """The monitor's features, recomputed from the whole deque (the obvious way)."""
-    from lib.window import compute_features
+    from lib.monitor.window import compute_features
 
     return compute_features([w[0] for w in window], [w[1] for w in window], [w[2] for w in window])
 
@@ -42,7 +42,7 @@ def naive_monitor(settings: Settings, limit: int, *, idle_s: float = 5.0) -> tup
     from confluent_kafka import Consumer
     from elasticsearch import Elasticsearch
 
-    from lib import rules
+    from lib.monitor import rules
 
     model = load_model().pipeline  # the scikit-learn Pipeline itself
     es = Elasticsearch(settings.es_url)

@@ -44,10 +44,17 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
-from lib import pipeline
-from lib.alerts import AlertEvent, AlertPolicy, EpisodeTracker, ShardAlerts, elastic_item, once_item
 from lib.connectors.kafka_once import ExactlyOnceKafkaSink, dead_letter_item
-from lib.pipeline import Entry, PatientStates, Results, RiskScorer
+from lib.monitor import pipeline
+from lib.monitor.alerts import (
+    AlertEvent,
+    AlertPolicy,
+    EpisodeTracker,
+    ShardAlerts,
+    elastic_item,
+    once_item,
+)
+from lib.monitor.pipeline import Entry, PatientStates, Results, RiskScorer
 from lib.settings import Settings, load_or_exit
 
 __all__ = ["build"]
@@ -59,7 +66,7 @@ LOG_EVERY = timedelta(seconds=10)
 
 
 class _PatientShardLogic(StatefulBatchLogic[list[Entry], Results, tuple]):
-    """One shard of patients: their windows live in a :class:`lib.pipeline.PatientStates`."""
+    """One shard of patients: their windows live in a :class:`PatientStates`."""
 
     def __init__(self, states: PatientStates, ruleset: str, model: RiskScorer) -> None:
         self.states = states
@@ -190,7 +197,7 @@ def build(
     """
     settings = settings if settings is not None else load_or_exit()
     if model is None:
-        from lib.risk import RiskModel
+        from lib.monitor.risk import RiskModel
 
         model = RiskModel.load(settings.model_path)
     if None in (source, anomaly_sink, normal_sink, dlq_sink, alert_sinks):

@@ -32,10 +32,10 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import DynamicSource, StatelessSourcePartition
 from bytewax.outputs import Sink
 
-from lib import faults
 from lib.connectors.kafka import ConfirmedKafkaSink
-from lib.faults import SimMessage
 from lib.settings import Settings, load_or_exit
+from lib.sim import stream
+from lib.sim.stream import SimMessage
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ _PROGRESS_EVERY_S = 5.0
 
 class _SimPartition(StatelessSourcePartition[SimMessage]):
     def __init__(self, settings: Settings, worker_index: int, worker_count: int) -> None:
-        self._messages: Iterator[SimMessage] = faults.messages(
+        self._messages: Iterator[SimMessage] = stream.messages(
             settings,
             worker_index=worker_index,
             worker_count=worker_count,
@@ -98,7 +98,7 @@ class _SimPartition(StatelessSourcePartition[SimMessage]):
 
 
 class SimSource(DynamicSource[SimMessage]):
-    """The cohort's messages (:func:`lib.faults.messages`), rate-limited and bounded.
+    """The cohort's messages (:func:`lib.sim.stream.messages`), rate-limited and bounded.
 
     Unit of parallelism: a worker's share of the patients. Not resumable: a restarted run
     regenerates from the start (the monitor deduplicates by observation id and version).
@@ -122,7 +122,7 @@ def _json_line(msg: SimMessage) -> tuple[str, str]:
 
 
 def _truth_lines(msg: SimMessage) -> list[tuple[str, str]]:
-    return [("truth", orjson.dumps(faults.truth_record(msg, exp)).decode()) for exp in msg.expected]
+    return [("truth", orjson.dumps(stream.truth_record(msg, exp)).decode()) for exp in msg.expected]
 
 
 def truth_path(settings: Settings) -> Path | None:

@@ -4,8 +4,8 @@
 
 Phases (one progress line each):
 
-1. simulate   ``lib.cohort.generate`` with ground truth (deterministic for the seed)
-2. features   ``lib.window.features_of`` per patient: the very code the monitor runs
+1. simulate   ``lib.sim.cohort.generate`` with ground truth (deterministic for the seed)
+2. features   ``lib.monitor.window.features_of`` per patient: the very code the monitor runs
 3. split      by patient (never by reading): a seeded permutation of the sorted patient ids
 4. fit        ``Pipeline(StandardScaler, LogisticRegression(class_weight="balanced"))``,
               multinomial over {no event, crisis, hypotension}, then a prior correction of
@@ -52,9 +52,10 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from lib import cohort, rules, window
 from lib.domain import FEATURE_NAMES, GroundTruth, Reading
-from lib.risk import RiskModel, metadata_path, reference_proba, sha256_bytes
+from lib.monitor import rules, window
+from lib.monitor.risk import RiskModel, metadata_path, reference_proba, sha256_bytes
+from lib.sim import cohort
 
 DEFAULT_OUT = Path("models/bp_risk.joblib")
 RULES_ALERT_CATEGORIES = ("hypertensive_crisis", "hypotension")
@@ -461,7 +462,7 @@ def build_metadata(result: TrainResult, blob: bytes) -> dict[str, Any]:
             "train_patients": len(result.train_patients),
             "test_patients": len(result.test_patients),
             "label": "GroundTruth.event_within_horizon; in-event readings excluded",
-            "data": "simulated cohort (lib.cohort.generate)",
+            "data": "simulated cohort (lib.sim.cohort.generate)",
         },
         "versions": {
             "python": platform.python_version(),

@@ -31,9 +31,9 @@ step "1/6 services (Kafka KRaft + Elasticsearch on 127.0.0.1)"
 bash infra/local/services.sh start
 
 step "2/6 reset the demo namespace '${BPWATCH_NAMESPACE}' and set up topics, templates, aliases"
-$PY -m lib.connectors.admin teardown >/dev/null 2>&1 || true
+$PY -m lib.tools.admin teardown >/dev/null 2>&1 || true
 rm -rf "$DEMO_DIR" && mkdir -p "$DEMO_DIR"
-$PY -m lib.connectors.admin setup
+$PY -m lib.tools.admin setup
 
 step "3/6 risk model"
 model=${BPWATCH_MODEL_PATH:-models/bp_risk.joblib}
@@ -66,10 +66,10 @@ else
 fi
 
 step "6/6 summary"
-$PY -m lib.report --out "$DEMO_DIR/report.html" 2>/dev/null \
+$PY -m lib.tools.report --out "$DEMO_DIR/report.html" 2>/dev/null \
   && echo "report of the dashboard views: $DEMO_DIR/report.html" \
-  || echo "report: not written (python -m lib.report failed)"
-$PY -m lib.connectors.summary --truth "$BPWATCH_SIM_TRUTH" || status=$?
+  || echo "report: not written (python -m lib.tools.report failed)"
+$PY -m lib.tools.summary --truth "$BPWATCH_SIM_TRUTH" || status=$?
 
 if (( ${#missing[@]} )); then
   printf '\nNot built yet, so not run: %s\n' "${missing[*]}"

@@ -179,7 +179,7 @@ class ExactlyOnceKafkaSink(FixedPartitionedSink[OnceRecord, int]):
         if info is None or info.error is not None or not info.partitions:
             raise ServiceError(
                 f"topic {self._topic} does not exist: run `make setup` "
-                "(python -m lib.connectors.admin setup)"
+                "(python -m lib.tools.admin setup)"
             )
         return len(info.partitions)
 

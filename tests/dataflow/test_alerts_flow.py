@@ -13,8 +13,8 @@ from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from lib.alerts import AlertEvent, AlertPolicy, EpisodeTracker
 from lib.domain import Assessment, Features, Reading
+from lib.monitor.alerts import AlertEvent, AlertPolicy, EpisodeTracker
 
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
 _VERDICT = {

@@ -21,13 +21,13 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from dataflows.monitor import build
-from lib import faults
-from lib import observation as obs
-from lib.alerts import AlertPolicy
 from lib.connectors.normal_files import NormalFileSink, iter_records
 from lib.domain import FEATURE_NAMES, Reading
-from lib.risk import RiskModel
+from lib.monitor.alerts import AlertPolicy
+from lib.monitor.risk import RiskModel
 from lib.settings import Settings
+from lib.sim import fhir_writer as obs
+from lib.sim import stream
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 TOPIC = "bp.observations"
@@ -330,7 +330,7 @@ def test_patients_do_not_share_windows(model):
 # -- reconciliation with the simulator's faults ---------------------------------------------
 def test_simulated_stream_with_faults_reconciles_exactly(model):
     sim = Settings(sim_patients=40, sim_count=1500, sim_fault_rate=0.3, sim_seed=11)
-    msgs = list(faults.messages(sim))
+    msgs = list(stream.messages(sim))
     items = [
         KafkaSourceMessage(m.key, m.value, topic=TOPIC, partition=0, offset=i)
         for i, m in enumerate(msgs)
@@ -375,7 +375,7 @@ def test_abort_and_resume_equals_an_uninterrupted_run(model, tmp_path):
     sim = Settings(sim_patients=12, sim_count=600, sim_fault_rate=0.2, sim_seed=5)
     items = [
         KafkaSourceMessage(m.key, m.value, topic=TOPIC, partition=0, offset=i)
-        for i, m in enumerate(faults.messages(sim))
+        for i, m in enumerate(stream.messages(sim))
     ]
     clean_dir, crash_dir = tmp_path / "clean", tmp_path / "crash"
     epoch = timedelta(0)
@@ -412,7 +412,7 @@ def test_abort_and_resume_equals_an_uninterrupted_run(model, tmp_path):
     # Elasticsearch ends identical (idempotent by _id; window state restored, so even the
     # window features in the documents are equal)
     assert _without_risk(crashed.indexed()) == _without_risk(clean.indexed())
-    # risk scores to 1e-12: lib.risk's matmul rounds the last bit differently with the batch
+    # risk scores to 1e-12: lib.monitor.risk's matmul rounds the last bit differently with the batch
     # size (a resumed run cuts batches elsewhere); see the monitor's report
     for _id, doc in clean.indexed().items():
         assert crashed.indexed()[_id]["risk_score"] == pytest.approx(doc["risk_score"], abs=1e-12)

@@ -1,4 +1,4 @@
-"""dataflows.simulate with TestingSink: same records as lib.faults.messages, determinism, rate."""
+"""dataflows.simulate with TestingSink: same records as lib.sim.stream.messages, determinism."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import orjson
 from bytewax.testing import TestingSink, cluster_main, run_main
 
 from dataflows import simulate
-from lib import faults
 from lib.settings import Settings
+from lib.sim import stream
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = Settings(sim_patients=25, sim_count=1500, sim_seed=9, sim_fault_rate=0.1)
@@ -33,11 +33,11 @@ def _run(settings: Settings, workers: int = 1) -> tuple[list, list]:
 
 def test_flow_emits_the_generator_stream_as_kafka_records() -> None:
     out, truth = _run(SETTINGS)
-    assert out == [m.kafka_record() for m in faults.messages(SETTINGS)]
+    assert out == [m.kafka_record() for m in stream.messages(SETTINGS)]
     assert len(out) == SETTINGS.sim_count
     assert all(key.startswith(b"pat-9-") for key, _, _ in out)
     lines = [orjson.loads(line) for _, line in truth]
-    assert len(lines) == sum(len(m.expected) for m in faults.messages(SETTINGS))
+    assert len(lines) == sum(len(m.expected) for m in stream.messages(SETTINGS))
     assert {r["fate"] for r in lines} >= {"reading", "dead_letter", "duplicate", "retracted"}
 
 
@@ -54,7 +54,7 @@ def test_workers_split_patients_without_loss_or_overlap() -> None:
     out, _ = _run(s, workers=3)
     assert len(out) == 1200
     # each patient's messages keep their order whichever worker produced them
-    per_worker = [list(faults.messages(s, worker_index=w, worker_count=3)) for w in range(3)]
+    per_worker = [list(stream.messages(s, worker_index=w, worker_count=3)) for w in range(3)]
     expected = [m.kafka_record() for ms in per_worker for m in ms]
     assert sorted(out) == sorted(expected)
     for key in {k for k, _, _ in out[:30]}:
@@ -80,7 +80,7 @@ def test_file_output_is_byte_identical_across_runs(tmp_path: Path) -> None:
     first = paths[0].read_bytes()
     assert first == paths[1].read_bytes()
     assert first.count(b"\n") == SETTINGS.sim_count
-    assert first.splitlines()[:50] == [m.value for m in faults.messages(SETTINGS)][:50]
+    assert first.splitlines()[:50] == [m.value for m in stream.messages(SETTINGS)][:50]
 
 
 def test_runs_as_a_program_with_env_settings(tmp_path: Path) -> None:
@@ -99,7 +99,7 @@ def test_runs_as_a_program_with_env_settings(tmp_path: Path) -> None:
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert out.read_bytes().splitlines() == [m.value for m in faults.messages(SETTINGS)]
+    assert out.read_bytes().splitlines() == [m.value for m in stream.messages(SETTINGS)]
     assert len(truth.read_bytes().splitlines()) == 1500
     assert "sim_progress" in proc.stderr and "sent=1500" in proc.stderr
     assert "Patient/" not in proc.stderr  # no PHI in logs

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from lib.connectors import admin
 from lib.settings import Settings
+from lib.tools import admin
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -4,7 +4,7 @@ Kibana cannot run here. ``infra.kibana.setup`` builds the search each rule type 
 ``.es-query`` DSL inside its time window; the ``.index-threshold`` count aggregation); these
 tests load known anomaly documents into a namespaced ``bp-anomalies`` index and assert which
 documents each rule sees and which it does not. The combined-critical rule is also checked
-for agreement with ``lib.alerts.conditions_of`` (the real-time alert path).
+for agreement with ``lib.monitor.alerts.conditions_of`` (the real-time alert path).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from infra.kibana import setup
-from lib.alerts import EpisodeTracker, conditions_of
 from lib.domain import Assessment, Features, Reading, utc_iso
+from lib.monitor.alerts import EpisodeTracker, conditions_of
 
 pytestmark = pytest.mark.integration
 
@@ -144,7 +144,7 @@ def test_combined_critical_rule_matches_the_realtime_alert_definition(settings, 
     rule = setup.rule_by_id("bpwatch-combined-critical", settings.namespace)
     seen = hits(es, rule)
     assert seen == {"crisis_high_risk-recent", "both_critical_aha-recent", "esh_182_112-recent"}
-    # the very same cases lib.alerts would page as combined_critical
+    # the very same cases lib.monitor.alerts would page as combined_critical
     policy = EpisodeTracker().policy
     agreed = {
         oid

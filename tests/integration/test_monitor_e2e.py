@@ -1,7 +1,7 @@
 """Simulator -> REAL Kafka -> monitor -> REAL Elasticsearch + files + DLQ, reconciled exactly.
 
 Run twice over the same topic: nothing changes. The expected outputs come from the monitor's
-pure logic (lib.pipeline.Monitor) run in-process on the same messages, independent of Kafka,
+pure logic (lib.monitor.pipeline.Monitor) run in-process on the same messages, independent of Kafka,
 Elasticsearch and Bytewax; the expected fates come from the simulator's fault ground truth.
 """
 
@@ -23,11 +23,12 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from dataflows.monitor import build
-from lib import faults, pipeline
 from lib.connectors.kafka import produce_all
 from lib.connectors.normal_files import iter_records
 from lib.domain import FEATURE_NAMES
-from lib.risk import RiskModel
+from lib.monitor import pipeline
+from lib.monitor.risk import RiskModel
+from lib.sim import stream
 
 pytestmark = pytest.mark.integration
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ def test_simulator_kafka_monitor_elasticsearch_files_reconcile(settings_factory,
     settings = settings_factory(
         kafka_tail=False, sim_patients=80, sim_count=4000, sim_fault_rate=0.2, sim_seed=9
     )
-    msgs = list(faults.messages(settings))
+    msgs = list(stream.messages(settings))
     assert produce_all(settings, settings.observations_topic, (m.kafka_record() for m in msgs))
     model = _model()
 

@@ -1,4 +1,4 @@
-"""lib.report against the REAL local Elasticsearch, with documents indexed by the test."""
+"""lib.tools.report against the REAL local Elasticsearch, with documents indexed by the test."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from lib import report
 from lib.domain import utc_iso
+from lib.tools import report
 
 pytestmark = pytest.mark.integration
 

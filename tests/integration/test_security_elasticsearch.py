@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from lib import faults
-from lib.connectors import admin
 from lib.connectors.elastic import bulk_write, make_client
 from lib.errors import ServiceError
 from lib.settings import Settings
+from lib.sim import stream
+from lib.tools import admin
 from tests.reliability.harness import (
     ROOT,
     Tally,
@@ -91,7 +91,7 @@ def test_settings_from_the_environment_reach_the_secured_cluster(
 
 def test_monitor_writes_to_the_secured_cluster(secure: Settings, tmp_path: Path) -> None:
     s = replace(secure, sim_count=600, sim_patients=15, sim_fault_rate=0.1)
-    records = [m.kafka_record() for m in faults.messages(s)]
+    records = [m.kafka_record() for m in stream.messages(s)]
     send(s, records)
     exp = expect(s, records)
     logs = tmp_path / "monitor.log"
@@ -131,7 +131,7 @@ def test_wrong_password_is_one_clear_error_at_once(secure: Settings) -> None:
 
 def test_monitor_with_wrong_password_stops_quickly(secure: Settings, tmp_path: Path) -> None:
     s = replace(secure, sim_count=200, sim_patients=5, sim_fault_rate=0.0)
-    send(s, [m.kafka_record() for m in faults.messages(s)])
+    send(s, [m.kafka_record() for m in stream.messages(s)])
     wrong = replace(s, es_password="nope-" + (s.es_password or ""))
     logs = tmp_path / "monitor.log"
     started = time.monotonic()

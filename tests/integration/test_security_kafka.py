@@ -26,10 +26,10 @@ from confluent_kafka.admin import (
     UserScramCredentialUpsertion,
 )
 
-from lib import faults
 from lib.connectors.kafka import preflight, produce_all
 from lib.errors import ConfigError, ServiceError
 from lib.settings import Settings
+from lib.sim import stream
 from tests.reliability.harness import (
     ROOT,
     Tally,
@@ -101,7 +101,7 @@ def test_simulator_and_monitor_work_over_scram(
     settings: Settings, scram_user: tuple[str, str], tmp_path: Path
 ) -> None:
     s = _sasl(settings, *scram_user, sim_count=800, sim_patients=20, sim_fault_rate=0.1)
-    exp = expect(s, [m.kafka_record() for m in faults.messages(s)])
+    exp = expect(s, [m.kafka_record() for m in stream.messages(s)])
     sim = simulator(s, tmp_path / "sim.log").start()
     assert sim.wait(120) == 0, (tmp_path / "sim.log").read_text()[-2000:]
     logs = tmp_path / "monitor.log"

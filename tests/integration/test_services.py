@@ -6,7 +6,7 @@ import uuid
 
 from confluent_kafka import Consumer, Producer
 
-from lib.connectors import admin
+from lib.tools import admin
 
 
 def test_kafka_round_trip_through_real_broker(settings, kafka_config):

@@ -14,10 +14,10 @@ from bytewax.testing import run_main
 from confluent_kafka import Consumer, TopicPartition
 
 from dataflows import simulate
-from lib import faults
 from lib.connectors.kafka import ConfirmedKafkaSink, produce_all
 from lib.errors import KafkaDeliveryError
 from lib.settings import Settings
+from lib.sim import stream
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +59,7 @@ def test_flow_delivers_n_messages_and_all_come_back(
 ) -> None:
     s = replace(settings, sim_patients=40, sim_count=5000, sim_seed=21, sim_fault_rate=0.1)
     run_main(simulate.build(s))
-    sent = list(faults.messages(s))
+    sent = list(stream.messages(s))
     got = _consume_all(kafka_config, s.observations_topic, len(sent))
     assert len(got) == len(sent) == 5000
     assert _end_offsets(kafka_config, s.observations_topic, s.kafka_partitions) == 5000
@@ -80,7 +80,7 @@ def test_produce_all_confirms_every_message(
     settings: Settings, kafka_config: dict[str, Any]
 ) -> None:
     s = replace(settings, sim_count=2000, sim_patients=10)
-    records = [m.kafka_record() for m in faults.messages(s)]
+    records = [m.kafka_record() for m in stream.messages(s)]
     assert produce_all(s, s.observations_topic, records) == 2000
     assert _end_offsets(kafka_config, s.observations_topic, s.kafka_partitions) == 2000
 

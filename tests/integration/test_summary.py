@@ -8,7 +8,7 @@ from dataclasses import replace
 from bytewax.testing import run_main
 
 from dataflows import monitor, simulate
-from lib.connectors import admin, summary
+from lib.tools import admin, summary
 
 
 def test_summary_reconciles_a_real_run_and_detects_a_lost_document(settings_factory, tmp_path):

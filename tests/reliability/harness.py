@@ -3,7 +3,7 @@
 Every scenario (``tests/reliability/scenarios.py``) runs in its own namespace
 (``BPWATCH_NAMESPACE``), sends known messages, runs the monitor through its fault, and then
 reconciles the real outputs *exactly* against an expectation computed independently of
-Kafka, Elasticsearch and Bytewax: the monitor's pure logic (:class:`lib.pipeline.Monitor`)
+Kafka, Elasticsearch and Bytewax: the monitor's pure logic (:class:`lib.monitor.pipeline.Monitor`)
 run in-process over the same messages with the same model.
 
     expected anomaly ids        ==  document ids in ``NS-bp-anomalies``
@@ -32,11 +32,11 @@ from typing import Any
 
 import orjson
 
-from lib import pipeline
-from lib.connectors import admin
 from lib.connectors.kafka import produce_all
 from lib.connectors.normal_files import day_of, iter_records
+from lib.monitor import pipeline
 from lib.settings import Settings
+from lib.tools import admin
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -232,7 +232,7 @@ class Expected:
 
 def expect(settings: Settings, records: Iterable[Record], model: Any = None) -> Expected:
     """What the monitor must produce from ``records``: its pure logic, run in-process."""
-    from lib.risk import RiskModel
+    from lib.monitor.risk import RiskModel
 
     model = model or RiskModel.load(settings.model_path)
     mon = pipeline.Monitor(
@@ -327,7 +327,7 @@ class Observed:
 
 
 def observe(settings: Settings) -> Observed:
-    from lib.connectors.summary import es_ids
+    from lib.tools.summary import es_ids
 
     obs = Observed()
     es = admin.es_client(settings)

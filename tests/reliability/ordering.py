@@ -24,10 +24,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from itertools import islice
 
-from lib import cohort, faults
-from lib import observation as fhir_obs
 from lib.domain import Reading
-from lib.faults import SimMessage
+from lib.sim import cohort
+from lib.sim import fhir_writer as fhir_obs
+from lib.sim import stream as sim
+from lib.sim.stream import SimMessage
 
 Record = tuple[bytes | None, bytes, list[tuple[str, bytes]]]
 
@@ -127,7 +128,7 @@ def perturb(
     bad_streams: list[list[tuple[float, Record]]] = []
     bogus: set[str] = set()
     for p in patients:
-        msgs = list(islice(faults.patient_messages(p, seed, fault_rate=0.0), per_patient))
+        msgs = list(islice(sim.patient_messages(p, seed, fault_rate=0.0), per_patient))
         clean_streams.append([(m.emitted_at.timestamp(), m.kafka_record()) for m in msgs])
         stream, b = _patient_stream(p, msgs, rng, max_shift, dup_spread, kinds)
         bad_streams.append(stream)

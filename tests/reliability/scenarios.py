@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from lib import cohort, faults
 from lib.settings import Settings
+from lib.sim import cohort, stream
 from tests.reliability import fuzz, ordering
 from tests.reliability.harness import (
     Proc,
@@ -98,7 +98,7 @@ def crash(base: Settings, work: Path, size: Size, seed: int = 7) -> Tally:
     tally = Tally("crash")
     with namespace(base, work) as s:
         s = _sim_settings(s, size, seed, fault_rate=0.1)
-        records = [m.kafka_record() for m in faults.messages(s)]
+        records = [m.kafka_record() for m in stream.messages(s)]
         send(s, records)
         exp = expect(s, records)
         rec = init_recovery(work / s.namespace / "recovery")
@@ -180,7 +180,7 @@ def kafka_outage(base: Settings, work: Path, size: Size, seed: int = 11) -> Tall
     tally = Tally("kafka-outage")
     with namespace(base, work) as s:
         s = _sim_settings(s, size, seed, fault_rate=0.1)
-        exp = expect(s, [m.kafka_record() for m in faults.messages(s)])
+        exp = expect(s, [m.kafka_record() for m in stream.messages(s)])
         rate = size.readings / (size.outage_s + 12.0)
         sim_s = replace(
             s,
@@ -229,7 +229,7 @@ def es_outage(base: Settings, work: Path, size: Size, seed: int = 13) -> Tally:
     try:
         with namespace(base, work) as s:
             s = _sim_settings(s, size, seed, fault_rate=0.05)
-            records = [m.kafka_record() for m in faults.messages(s)]
+            records = [m.kafka_record() for m in stream.messages(s)]
             send(s, records)
             exp = expect(s, records)
             rec = init_recovery(work / s.namespace / "recovery")
@@ -279,7 +279,7 @@ def disk(base: Settings, work: Path, size: Size, seed: int = 17) -> Tally:
     tally = Tally("disk")
     with namespace(base, work) as s:
         s = _sim_settings(s, size, seed, fault_rate=0.05)
-        records = [m.kafka_record() for m in faults.messages(s)]
+        records = [m.kafka_record() for m in stream.messages(s)]
         send(s, records)
         exp = expect(s, records)
         rec = init_recovery(work / s.namespace / "recovery")
@@ -319,7 +319,7 @@ def fuzzing(base: Settings, work: Path, size: Size, seed: int = 19) -> Tally:
     tally = Tally("fuzz")
     with namespace(base, work) as s:
         s = _sim_settings(s, size, seed, fault_rate=0.0)
-        clean = [m.kafka_record() for m in faults.messages(s)]
+        clean = [m.kafka_record() for m in stream.messages(s)]
         fz = fuzz.mixed(clean, size.fuzz, seed)
         send(s, fz.records)
         exp = expect(s, fz.records)
@@ -349,8 +349,8 @@ VALUE_ANOMALIES = {
 
 def semantic_state(s: Settings, records: list, model=None) -> dict[str, dict[str, object]]:
     """id -> {category, anomaly (by value)} of every live reading, from the monitor's logic."""
-    from lib import pipeline
-    from lib.risk import RiskModel
+    from lib.monitor import pipeline
+    from lib.monitor.risk import RiskModel
     from tests.reliability.harness import _Msg
 
     mon = pipeline.Monitor(model or RiskModel.load(s.model_path), s.ruleset)

@@ -1,4 +1,4 @@
-"""Unit tests of lib.alerts: episode opening, escalation, hysteresis, reminders, ids, state."""
+"""Unit tests of lib.monitor.alerts: episode opening, escalation, hysteresis, reminders, ids."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lib.alerts import (
+from lib.domain import Assessment, Features, Reading
+from lib.monitor.alerts import (
     CONDITIONS,
     AlertPolicy,
     EpisodeTracker,
@@ -19,7 +20,6 @@ from lib.alerts import (
     kafka_item,
     step,
 )
-from lib.domain import Assessment, Features, Reading
 
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
 

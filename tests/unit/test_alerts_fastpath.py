@@ -6,9 +6,9 @@ import itertools
 import random
 from datetime import UTC, datetime, timedelta
 
-from lib.alerts import CONDITIONS, AlertPolicy, EpisodeTracker, conditions_of
 from lib.domain import CATEGORIES, Assessment, Features, Reading
-from lib.rules import ANOMALY_TYPES
+from lib.monitor.alerts import CONDITIONS, AlertPolicy, EpisodeTracker, conditions_of
+from lib.monitor.rules import ANOMALY_TYPES
 
 T0 = datetime(2025, 3, 3, tzinfo=UTC)
 

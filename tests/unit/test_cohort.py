@@ -1,4 +1,4 @@
-"""lib.cohort: determinism, plausible statistics per profile, predictable events."""
+"""lib.sim.cohort: determinism, plausible statistics per profile, predictable events."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from lib import cohort
+from lib.sim import cohort
 
 
 def _category(sys_v: float, dia_v: float) -> str:
-    """AHA 2017 bands (an independent re-statement, not lib.rules)."""
+    """AHA 2017 bands (an independent re-statement, not lib.monitor.rules)."""
     if sys_v < 90 or dia_v < 60:
         return "hypotension"
     if sys_v > 180 or dia_v > 120:

@@ -72,7 +72,7 @@ def test_elasticsearch_security_stays_on_with_passwords_from_env(compose):
 def test_setup_service_runs_the_setup_command(compose):
     setup = compose["services"]["setup"]
     script = (ROOT / setup["command"][1]).read_text()
-    assert "lib.connectors.admin setup" in script
+    assert "lib.tools.admin setup" in script
 
 
 @pytest.mark.skipif(shutil.which("docker") is None, reason="no docker CLI")

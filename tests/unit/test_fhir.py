@@ -1,4 +1,4 @@
-"""lib.fhir.parse: every accepted shape, every status, every dead-letter reason."""
+"""lib.monitor.fhir.parse: every accepted shape, every status, every dead-letter reason."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
-from lib import fhir
 from lib.domain import DeadLetter, Ignored, Reading, Retraction
+from lib.monitor import fhir
 
 NAME = "Zelda Quixote-Marchetti"  # a patient name that must never reach a detail
 
@@ -119,7 +119,7 @@ def test_typical_observation_gives_a_utc_reading_with_all_fields():
 
 
 def test_simulator_messages_parse_back_to_the_same_reading():
-    from lib.observation import encode, to_fhir
+    from lib.sim.fhir_writer import encode, to_fhir
 
     base = Reading(
         "o-42", "pat-1", datetime(2025, 6, 1, 23, 59, 1, 123000, tzinfo=UTC), 131.0, 85.0
@@ -581,10 +581,10 @@ def test_the_hand_written_fixture_is_valid_fhir_r4():
 
 @pytest.mark.parametrize("bundle_size", [1, 5])
 def test_simulator_fault_stream_parses_to_the_expected_fate_of_every_observation(bundle_size):
-    """Cross-check with lib.faults: every Observation gets exactly the outcome it was sent for
+    """Cross-check with lib.sim.stream: every Observation gets exactly the outcome it was sent for
     (duplicates parse as readings: the window, not the parser, recognises them)."""
-    from lib.faults import messages
     from lib.settings import Settings
+    from lib.sim.stream import messages
 
     cfg = Settings(sim_patients=30, sim_count=3000, sim_seed=7, sim_fault_rate=0.3)
     fate_of = {Reading: "reading", Retraction: "retracted", Ignored: "ignored"}

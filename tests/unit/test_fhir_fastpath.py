@@ -1,7 +1,7 @@
 """The parser's fast path for the common shape gives exactly what the general path gives.
 
-``lib.fhir._common_reading`` either declines (None) or returns the very Reading that
-``lib.fhir._observation`` returns for the same resource. Checked on the simulator's own
+``lib.monitor.fhir._common_reading`` either declines (None) or returns the very Reading that
+``lib.monitor.fhir._observation`` returns for the same resource. Checked on the simulator's own
 messages (faults included) and on many seeded mutations of a typical Observation: one field
 deleted or replaced by a value of another type or content, nested anywhere.
 """
@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lib import fhir
 from lib.domain import Reading
+from lib.monitor import fhir
 from tests.unit.test_fhir import bp
 from tests.unit.test_fhir_fuzz import json_values
 
@@ -178,13 +178,13 @@ def test_arbitrary_json_anywhere(data: st.DataObject) -> None:
 def test_simulator_messages_agree(fault_rate: float) -> None:
     from dataclasses import replace
 
-    from lib import faults
     from lib.settings import Settings
+    from lib.sim import stream
 
     sim = replace(Settings(), sim_patients=20, sim_count=400, sim_seed=3)
     sim = replace(sim, sim_fault_rate=fault_rate)
     fast_taken = 0
-    for msg in faults.messages(sim):
+    for msg in stream.messages(sim):
         try:
             doc = orjson.loads(msg.value)
         except orjson.JSONDecodeError:

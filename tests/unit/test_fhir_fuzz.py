@@ -1,4 +1,4 @@
-"""Property tests: lib.fhir.parse never raises and accounts for every message.
+"""Property tests: lib.monitor.fhir.parse never raises and accounts for every message.
 
 Three generators: arbitrary bytes, arbitrary JSON documents, and valid Observations / Bundles
 with one part replaced by arbitrary JSON or deleted (the mutations real senders produce).
@@ -14,8 +14,8 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lib import fhir
 from lib.domain import DeadLetter, Ignored, Reading, Retraction
+from lib.monitor import fhir
 from tests.unit.test_fhir import bp
 
 OUTCOME_TYPES = (Reading, Retraction, Ignored, DeadLetter)

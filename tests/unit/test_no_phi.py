@@ -20,10 +20,11 @@ from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from dataflows import monitor
-from lib import cohort, faults, fhir, pipeline
 from lib.connectors.elastic import _safe_reason
-from lib.risk import RiskModel
+from lib.monitor import fhir, pipeline
+from lib.monitor.risk import RiskModel
 from lib.settings import Settings
+from lib.sim import cohort, stream
 from tests.reliability.harness import phi_leaks
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,7 +44,7 @@ def names(sim: Settings) -> list[str]:
 def test_monitor_logs_hold_no_names_and_no_payloads(
     sim: Settings, names: list[str], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    msgs = list(faults.messages(sim))
+    msgs = list(stream.messages(sim))
     sent = b"".join(m.value for m in msgs).decode("utf-8", "replace")
     # the input really carries the names (else this test could not fail)
     assert sum(name in sent for name in names) == len(names)

@@ -1,4 +1,4 @@
-"""lib.pipeline: sharding, per-shard processing, expiry, documents, DLQ messages, scoring."""
+"""lib.monitor.pipeline: sharding, per-shard processing, expiry, documents, DLQ, scoring."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from lib import faults, pipeline
-from lib import observation as obs
 from lib.domain import FEATURE_NAMES, Assessment, DeadLetter, Reading, Retraction
-from lib.pipeline import Duplicate, Monitor, PatientStates
-from lib.risk import RiskModel
+from lib.monitor import pipeline
+from lib.monitor.pipeline import Duplicate, Monitor, PatientStates
+from lib.monitor.risk import RiskModel
 from lib.settings import Settings
+from lib.sim import fhir_writer as obs
+from lib.sim import stream
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 
@@ -189,7 +190,7 @@ def test_dlq_message_keeps_the_original_and_adds_reason_headers():
 
 def test_monitor_reconciles_a_simulated_stream(model):
     sim = Settings(sim_patients=30, sim_count=800, sim_fault_rate=0.3, sim_seed=2)
-    msgs = list(faults.messages(sim))
+    msgs = list(stream.messages(sim))
     mon = Monitor(model)
     totals: collections.Counter[str] = collections.Counter()
     for i in range(0, len(msgs), 64):

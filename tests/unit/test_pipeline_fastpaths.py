@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta, timezone
 
-from lib import pipeline
 from lib.domain import FEATURE_NAMES, Features, utc_iso
+from lib.monitor import pipeline
 
 
 def test_iso_ms_equals_utc_iso_on_random_instants() -> None:

@@ -1,4 +1,4 @@
-"""lib.risk: verified loading and the fast scorer (no scikit-learn per message)."""
+"""lib.monitor.risk: verified loading and the fast scorer (no scikit-learn per message)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from sklearn.preprocessing import StandardScaler
 
 from lib.domain import FEATURE_NAMES, Features
 from lib.errors import ModelError
-from lib.risk import RiskModel, feature_matrix, metadata_path, reference_proba
+from lib.monitor.risk import RiskModel, feature_matrix, metadata_path, reference_proba
 
 N = len(FEATURE_NAMES)
 

@@ -1,4 +1,4 @@
-"""lib.rules: both sides of every threshold (generated from the rule data), an independent
+"""lib.monitor.rules: both sides of every threshold (generated from the rule data), an independent
 hand-written clinical table, trend rules, severity."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lib import rules
 from lib.domain import CATEGORIES, SEVERITIES, Features, Reading
+from lib.monitor import rules
 
 # partner values that hit no band of either rule set on their own
 NEUTRAL_SYS = 110.0

@@ -6,8 +6,8 @@ import itertools
 import random
 from datetime import UTC, datetime
 
-from lib import rules
 from lib.domain import Features, Reading
+from lib.monitor import rules
 
 T0 = datetime(2025, 3, 3, tzinfo=UTC)
 

@@ -105,7 +105,7 @@ def test_es_credentials_prefer_api_key():
 def test_entry_point_stops_with_one_line_naming_the_fix():
     env = {**os.environ, "BPWATCH_RULESET": "nope"}
     proc = subprocess.run(
-        [sys.executable, "-m", "lib.connectors.admin", "setup"],
+        [sys.executable, "-m", "lib.tools.admin", "setup"],
         cwd=ROOT,
         env=env,
         capture_output=True,

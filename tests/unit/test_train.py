@@ -11,7 +11,7 @@ import pytest
 
 from lib.domain import FEATURE_NAMES, GroundTruth
 from lib.errors import ModelError
-from lib.risk import RiskModel, metadata_path, reference_proba
+from lib.monitor.risk import RiskModel, metadata_path, reference_proba
 from models import train as T
 
 # Small enough for a unit test (a few seconds), large enough to hold events in both halves.

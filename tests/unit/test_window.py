@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lib.domain import Reading
-from lib.window import PatientWindow, compute_features, features_of, is_abnormal
+from lib.monitor.window import PatientWindow, compute_features, features_of, is_abnormal
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 

@@ -1,4 +1,4 @@
-"""lib.observation: FHIR R4 validity (fhir.resources R4B) and the BP profile's required parts."""
+"""lib.sim.fhir_writer: FHIR R4 validity (fhir.resources R4B) and the BP profile's parts."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.observation import Observation
 
-from lib import faults, observation
 from lib.domain import Reading
 from lib.settings import Settings
+from lib.sim import fhir_writer, stream
 
 READING = Reading(
     observation_id="bp-1-00001-000007",
@@ -28,13 +28,13 @@ def _codes(concept: dict) -> set[tuple[str, str]]:
 
 
 def test_observation_follows_the_bp_profile() -> None:
-    obs = observation.to_fhir(READING, "Greta Okafor", utc_offset_min=60, device="X", arm="left")
+    obs = fhir_writer.to_fhir(READING, "Greta Okafor", utc_offset_min=60, device="X", arm="left")
     Observation.model_validate(obs)
     assert obs["meta"]["profile"] == ["http://hl7.org/fhir/StructureDefinition/bp"]
     assert obs["meta"]["versionId"] == "1"
     assert ("http://loinc.org", "85354-9") in _codes(obs["code"])
     cat = obs["category"][0]
-    assert (observation.CATEGORY_SYSTEM, "vital-signs") in _codes(cat)
+    assert (fhir_writer.CATEGORY_SYSTEM, "vital-signs") in _codes(cat)
     comps = {c["code"]["coding"][0]["code"]: c["valueQuantity"] for c in obs["component"]}
     assert comps["8480-6"] == {
         "value": 142,
@@ -49,29 +49,29 @@ def test_observation_follows_the_bp_profile() -> None:
 
 
 def test_effective_time_carries_the_site_offset_and_the_same_instant() -> None:
-    obs = observation.to_fhir(READING, "A B", utc_offset_min=-300)
+    obs = fhir_writer.to_fhir(READING, "A B", utc_offset_min=-300)
     assert obs["effectiveDateTime"] == "2025-03-03T02:30:15.250-05:00"
     parsed = datetime.fromisoformat(obs["effectiveDateTime"])
     assert parsed == READING.effective_at
 
 
 def test_kpa_values_convert_back_to_the_reading() -> None:
-    obs = observation.to_fhir(READING, "A B", unit="kPa")
+    obs = fhir_writer.to_fhir(READING, "A B", unit="kPa")
     Observation.model_validate(obs)
     q = obs["component"][0]["valueQuantity"]
     assert q["code"] == "kPa" and q["system"] == "http://unitsofmeasure.org"
-    assert q["value"] / observation.KPA_PER_MMHG == pytest.approx(142, abs=0.1)
+    assert q["value"] / fhir_writer.KPA_PER_MMHG == pytest.approx(142, abs=0.1)
     with pytest.raises(ValueError):
-        observation.to_fhir(READING, "A B", unit="cmH2O")
+        fhir_writer.to_fhir(READING, "A B", unit="cmH2O")
 
 
 @pytest.mark.parametrize("kind", ["collection", "transaction"])
 def test_bundle_is_valid_and_keeps_entries(kind: str) -> None:
     obs = [
-        observation.to_fhir(READING, "A B"),
-        observation.to_fhir(READING, "A B", status="amended"),
+        fhir_writer.to_fhir(READING, "A B"),
+        fhir_writer.to_fhir(READING, "A B", status="amended"),
     ]
-    b = observation.bundle(obs, bundle_id="b-1", kind=kind, timestamp=READING.effective_at)
+    b = fhir_writer.bundle(obs, bundle_id="b-1", kind=kind, timestamp=READING.effective_at)
     Bundle.model_validate(b)
     assert [e["resource"]["status"] for e in b["entry"]] == ["final", "amended"]
     if kind == "transaction":
@@ -82,11 +82,11 @@ def test_bundle_is_valid_and_keeps_entries(kind: str) -> None:
 
 
 def test_encode_is_compact_and_stable() -> None:
-    obs = observation.to_fhir(READING, "A B")
-    raw = observation.encode(obs)
+    obs = fhir_writer.to_fhir(READING, "A B")
+    raw = fhir_writer.encode(obs)
     assert b"\n" not in raw and b": " not in raw
     assert orjson.loads(raw) == obs
-    assert raw == observation.encode(observation.to_fhir(READING, "A B"))
+    assert raw == fhir_writer.encode(fhir_writer.to_fhir(READING, "A B"))
 
 
 def test_large_sample_of_simulator_output_is_valid_fhir() -> None:
@@ -94,7 +94,7 @@ def test_large_sample_of_simulator_output_is_valid_fhir() -> None:
     s = Settings(sim_patients=80, sim_count=6000, sim_seed=3, sim_fault_rate=0.2)
     checked = 0
     statuses = set()
-    for msg in faults.messages(s):
+    for msg in stream.messages(s):
         if msg.expected[0].fate == "dead_letter":
             continue
         obs = Observation.model_validate_json(msg.value)

@@ -1,6 +1,6 @@
 """Reconciled summary of a run: what went in, where each Observation ended, what is missing.
 
-``python -m lib.connectors.summary [--truth data/demo/ground_truth.jsonl]`` reads the real
+``python -m lib.tools.summary [--truth data/demo/ground_truth.jsonl]`` reads the real
 outputs (Kafka topic offsets, Elasticsearch counts and ids, the normal-case files) and, when the
 simulator's ground truth is given, checks them against the expected fate of every Observation:
 
@@ -105,7 +105,7 @@ def read_normals(directory: Path, out: RunOutputs) -> None:
 
 
 def collect(settings: Settings) -> RunOutputs:
-    from lib.connectors.admin import es_client
+    from lib.tools.admin import es_client
 
     out = RunOutputs()
     out.messages_in = topic_size(settings, settings.observations_topic)
@@ -194,7 +194,8 @@ def render(
         "where to look:",
         f"  curl -s '{settings.es_url}/{settings.anomalies_index}/_search?size=3&pretty'",
         f"  ls {settings.normal_dir}",
-        f"  BPWATCH_NAMESPACE={settings.namespace} .venv/bin/python -m lib.report --out report.html"
+        f"  BPWATCH_NAMESPACE={settings.namespace} .venv/bin/python -m lib.tools.report"
+        " --out report.html"
         "   (the dashboard views as HTML, without Kibana)",
         "  Kibana (Docker stack): http://127.0.0.1:5601, dashboard 'bpwatch-overview'",
     ]
@@ -202,7 +203,7 @@ def render(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lib.connectors.summary")
+    parser = argparse.ArgumentParser(prog="python -m lib.tools.summary")
     parser.add_argument("--truth", type=Path, help="simulator ground truth (JSON Lines)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)

@@ -1,6 +1,6 @@
 """Idempotent setup of bpwatch's Kafka topics and Elasticsearch templates, indices and aliases.
 
-``python -m lib.connectors.admin setup`` (``make setup``) creates:
+``python -m lib.tools.admin setup`` (``make setup``) creates:
 
 * Kafka topics ``bp.observations``, ``bp.observations.dlq``, ``bp.alerts`` (namespaced by
   ``BPWATCH_NAMESPACE``), each with ``BPWATCH_KAFKA_PARTITIONS`` partitions (keyed by patient);
@@ -10,7 +10,7 @@
   later mapping change can reindex into ``-v2`` and move the alias without renaming anything.
 
 Every step checks first and leaves existing resources as they are; running it twice is harmless.
-``python -m lib.connectors.admin teardown`` removes a namespace's topics and indices (tests).
+``python -m lib.tools.admin teardown`` removes a namespace's topics and indices (tests).
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ def teardown(settings: Settings) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m lib.connectors.admin", description=__doc__.split("\n")[0]
+        prog="python -m lib.tools.admin", description=__doc__.split("\n")[0]
     )
     parser.add_argument("command", choices=["setup", "teardown"])
     args = parser.parse_args(argv)

@@ -1,4 +1,4 @@
-"""lib.faults: each fault kind, expected fates, determinism and worker split of the stream."""
+"""lib.sim.stream: each fault kind, expected fates, determinism and worker split of the stream."""
 
 from __future__ import annotations
 
@@ -9,20 +9,20 @@ from dataclasses import replace
 import orjson
 import pytest
 
-from lib import faults
-from lib.faults import FaultKind
 from lib.settings import Settings
+from lib.sim import stream as sim
+from lib.sim.stream import FaultKind
 
 BASE = Settings(sim_patients=40, sim_count=8000, sim_seed=5, sim_fault_rate=0.25)
 
 
 @pytest.fixture(scope="module")
-def stream() -> list[faults.SimMessage]:
-    return list(faults.messages(BASE))
+def stream() -> list[sim.SimMessage]:
+    return list(sim.messages(BASE))
 
 
-def _by_kind(stream: list[faults.SimMessage]) -> dict[FaultKind, list[faults.SimMessage]]:
-    out: dict[FaultKind, list[faults.SimMessage]] = {k: [] for k in FaultKind}
+def _by_kind(stream: list[sim.SimMessage]) -> dict[FaultKind, list[sim.SimMessage]]:
+    out: dict[FaultKind, list[sim.SimMessage]] = {k: [] for k in FaultKind}
     for m in stream:
         for e in m.expected:
             if e.fault is not None:
@@ -30,7 +30,7 @@ def _by_kind(stream: list[faults.SimMessage]) -> dict[FaultKind, list[faults.Sim
     return out
 
 
-def _json(m: faults.SimMessage) -> dict:
+def _json(m: sim.SimMessage) -> dict:
     return orjson.loads(m.value)
 
 
@@ -47,22 +47,22 @@ def test_every_kind_occurs_at_about_the_configured_rate(stream: list) -> None:
 
 
 def test_no_faults_at_rate_zero() -> None:
-    msgs = list(faults.messages(replace(BASE, sim_fault_rate=0.0, sim_count=2000)))
+    msgs = list(sim.messages(replace(BASE, sim_fault_rate=0.0, sim_count=2000)))
     assert not any(m.is_fault for m in msgs)
     assert {e.fate for m in msgs for e in m.expected} == {"reading"}
 
 
 def test_same_seed_same_bytes_other_seed_differs() -> None:
     s = replace(BASE, sim_count=3000)
-    a = [(m.key, m.value) for m in faults.messages(s)]
-    assert a == [(m.key, m.value) for m in faults.messages(s)]
-    assert a != [(m.key, m.value) for m in faults.messages(replace(s, sim_seed=6))]
+    a = [(m.key, m.value) for m in sim.messages(s)]
+    assert a == [(m.key, m.value) for m in sim.messages(s)]
+    assert a != [(m.key, m.value) for m in sim.messages(replace(s, sim_seed=6))]
 
 
 def test_workers_split_patients_and_keep_each_patient_stream() -> None:
     s = replace(BASE, sim_count=0)
-    whole = list(itertools.islice(faults.messages(s, hours=24), 100_000))
-    parts = [list(faults.messages(s, worker_index=w, worker_count=3, hours=24)) for w in range(3)]
+    whole = list(itertools.islice(sim.messages(s, hours=24), 100_000))
+    parts = [list(sim.messages(s, worker_index=w, worker_count=3, hours=24)) for w in range(3)]
     assert sum(len(p) for p in parts) == len(whole)
     keys = [{m.key for m in p} for p in parts]
     assert not (keys[0] & keys[1]) and not (keys[1] & keys[2])
@@ -73,10 +73,10 @@ def test_workers_split_patients_and_keep_each_patient_stream() -> None:
 
 def test_count_bound_is_split_over_workers() -> None:
     s = replace(BASE, sim_count=1001)
-    sizes = [len(list(faults.messages(s, worker_index=w, worker_count=4))) for w in range(4)]
+    sizes = [len(list(sim.messages(s, worker_index=w, worker_count=4))) for w in range(4)]
     assert sizes == [251, 250, 250, 250]
     with pytest.raises(ValueError):
-        next(faults.messages(s, worker_index=4, worker_count=4))
+        next(sim.messages(s, worker_index=4, worker_count=4))
 
 
 def test_key_is_the_patient_id_of_the_subject(stream: list) -> None:
@@ -99,7 +99,7 @@ def test_dead_letter_kinds_are_extra_messages_with_expected_reasons(stream: list
     ):
         for m in kinds[kind]:
             (e,) = m.expected
-            assert e.fate == "dead_letter" and e.reason == faults.EXPECTED[kind][1]
+            assert e.fate == "dead_letter" and e.reason == sim.EXPECTED[kind][1]
             assert e.observation_id not in clean_ids  # a clean reading is never replaced
     for m in kinds[FaultKind.MALFORMED_JSON]:
         with pytest.raises(orjson.JSONDecodeError):
@@ -181,7 +181,7 @@ def test_amended_and_retracted_refer_to_earlier_delivered_readings(stream: list)
 
 def test_truth_record_is_json_ready(stream: list) -> None:
     m = next(m for m in stream if m.expected[0].truth is not None)
-    rec = faults.truth_record(m, m.expected[0])
+    rec = sim.truth_record(m, m.expected[0])
     line = orjson.loads(orjson.dumps(rec))
     assert line["fate"] == "reading" and line["profile"] in {
         "normotensive", "elevated", "stage1", "stage2", "hypotension_prone", "labile"
@@ -197,12 +197,12 @@ def test_parser_gives_each_message_its_expected_fate(stream: list) -> None:
 
 def test_parser_gives_each_bundle_entry_its_expected_fate() -> None:
     s = replace(BASE, sim_count=3000)
-    _reconcile(list(faults.messages(s, bundle_size=3, bundle_type="transaction")))
+    _reconcile(list(sim.messages(s, bundle_size=3, bundle_type="transaction")))
 
 
 def _reconcile(stream: list) -> None:
-    fhir = pytest.importorskip("lib.fhir")
-    window = pytest.importorskip("lib.window")
+    fhir = pytest.importorskip("lib.monitor.fhir")
+    window = pytest.importorskip("lib.monitor.window")
     windows: dict[str, object] = {}
     got: Counter = Counter()
     want: Counter = Counter()
@@ -238,8 +238,8 @@ def _reconcile(stream: list) -> None:
 @pytest.mark.parametrize("kind", ["collection", "transaction"])
 def test_bundles_carry_the_same_observations_in_order(kind: str) -> None:
     s = replace(BASE, sim_count=0)
-    single = list(faults.messages(s, hours=12))
-    grouped = list(faults.messages(s, hours=12, bundle_size=4, bundle_type=kind))
+    single = list(sim.messages(s, hours=12))
+    grouped = list(sim.messages(s, hours=12, bundle_size=4, bundle_type=kind))
     assert len(grouped) < len(single) * 0.6
     flat = lambda msgs, pid: [e.observation_id for m in msgs if m.key == pid for e in m.expected]  # noqa: E731
     for pid in {m.key for m in single[:50]}:

@@ -27,7 +27,7 @@ Pure functions over frozen rule data; no I/O, no clock. Two rule sets (``BPWATCH
 The bands of a rule set are tried in order and the first whose systolic *or* diastolic cut is
 hit wins (the guidelines' "and/or": the higher category of the two values). So a reading that
 is both high and low (150/55) is hypertensive, not hypotensive. ``classify`` does not check
-plausibility (that is ``lib.fhir``'s job).
+plausibility (that is ``lib.monitor.fhir``'s job).
 
 Anomalies. A reading is an anomaly when ``anomaly_types`` is not empty:
 

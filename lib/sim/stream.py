@@ -1,6 +1,6 @@
 """The simulator's message stream: FHIR messages with injected faults of known kinds. Pure.
 
-``messages(settings)`` turns the cohort (:mod:`lib.cohort`) into Kafka-ready messages
+``messages(settings)`` turns the cohort (:mod:`lib.sim.cohort`) into Kafka-ready messages
 (key = patient id, value = FHIR JSON). Every message carries, per Observation it holds, the
 *fate* the monitor must give it, so a test can reconcile the monitor's outcome counters with
 what was sent::
@@ -34,10 +34,10 @@ from typing import Any
 import numpy as np
 import orjson
 
-from lib import cohort as cohort_mod
-from lib import observation as fhir_obs
 from lib.domain import GroundTruth, Reading, utc_iso
 from lib.settings import Settings
+from lib.sim import cohort as cohort_mod
+from lib.sim import fhir_writer as fhir_obs
 
 FATES = ("reading", "duplicate", "retracted", "ignored", "dead_letter")
 

@@ -1,6 +1,6 @@
 """A self-contained HTML report of the dashboard's views, for people without Kibana.
 
-    .venv/bin/python -m lib.report --out report.html [--from 2025-03-01T00:00Z] [--to ...]
+    .venv/bin/python -m lib.tools.report --out report.html [--from 2025-03-01T00:00Z] [--to ...]
                                    [--patient P123]
 
 Reads ``bp-anomalies`` (``BPWATCH_ES_URL``, credentials and ``BPWATCH_NAMESPACE`` as
@@ -319,7 +319,7 @@ def _latest(es: Any, index: str) -> datetime | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m lib.report", description=__doc__.split("\n")[0]
+        prog="python -m lib.tools.report", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--out", type=Path, required=True, help="HTML file to write")
     parser.add_argument("--from", dest="start", type=_parse_time, help="ISO time with offset")

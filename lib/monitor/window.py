@@ -33,7 +33,7 @@ lists, the digests of departed readings in an ``array('Q')`` (8 bytes each, ``GO
 most); the object uses ``__slots__``. Measured by ``tests/unit/test_window.py`` with tracemalloc:
 about 2.2 KB per patient with 12 readings and 36-character observation ids, its dict entry
 and patient id included (target <= 3 KB).
-Idle expiry is done by the owner of the windows (``lib.pipeline.PatientStates``) from
+Idle expiry is done by the owner of the windows (``lib.monitor.pipeline.PatientStates``) from
 :attr:`PatientWindow.last_ts` against the event-time clock.
 """
 

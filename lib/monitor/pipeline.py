@@ -33,7 +33,6 @@ from typing import Any, Protocol, cast
 
 import numpy as np
 
-from lib import fhir, rules
 from lib.domain import (
     FEATURE_NAMES,
     OUTCOMES,
@@ -46,7 +45,8 @@ from lib.domain import (
     Retraction,
     utc_iso,
 )
-from lib.window import PatientWindow
+from lib.monitor import fhir, rules
+from lib.monitor.window import PatientWindow
 
 __all__ = [
     "SHARDS",
@@ -84,7 +84,7 @@ _feature_row = attrgetter(*FEATURE_NAMES)
 
 
 class RiskScorer(Protocol):
-    """What the monitor needs from a risk model (lib.risk.RiskModel, or a fitted sklearn
+    """What the monitor needs from a risk model (lib.monitor.risk.RiskModel, or a fitted sklearn
     estimator whose ``predict_proba`` returns ``(n, 2)``)."""
 
     def predict_proba(self, matrix: np.ndarray) -> np.ndarray: ...
