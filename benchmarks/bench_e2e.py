@@ -8,7 +8,7 @@ it does in production (``python -m bytewax.run dataflows.monitor``, one process)
 ``BPWATCH_KAFKA_TAIL=false``, so it exits once it has caught up, after every sink flushed.
 The time is the monitor process's wall time, start-up included (it is also given apart).
 Afterwards the outputs are checked against the same messages run through
-:class:`lib.monitor.pipeline.Monitor` in this process: documents in ``bp-anomalies``, lines in the
+:class:`lib.monitor.engine.Monitor` in this process: documents in ``bp-anomalies``, lines in the
 normal files, messages on the DLQ. The namespace is torn down at the end.
 """
 
@@ -38,24 +38,24 @@ from lib.settings import Settings
 
 
 def expected_outputs(msgs: Sequence[Message], topic: str = "") -> dict[str, int]:
-    """What the monitor must write for ``msgs``: computed with lib.monitor.pipeline in-process."""
+    """What the monitor must write for ``msgs``: computed with lib.monitor.state in-process."""
     from benchmarks.bench_inprocess import BATCH, source_messages
-    from lib.monitor import pipeline
+    from lib.monitor import documents, engine
 
-    monitor = pipeline.Monitor(load_model(), "aha2017")
+    monitor = engine.Monitor(load_model(), "aha2017")
     items = source_messages(msgs)
     docs: dict[str, bool] = {}
     normal = dead = observations = anomalies = 0
     for i in range(0, len(items), BATCH):
         results = monitor.process(items[i : i + BATCH])
-        for op, _id, _ in pipeline.elastic_actions(results):
+        for op, _id, _ in documents.elastic_actions(results):
             if op == "index":
                 docs[_id] = True
             else:
                 docs.pop(_id, None)
-        normal += len(pipeline.normal_records(results))
-        dead += len(pipeline.dlq_messages(results))
-        for _, counts in pipeline.outcome_counts(results):
+        normal += len(documents.normal_records(results))
+        dead += len(documents.dlq_messages(results))
+        for _, counts in documents.outcome_counts(results):
             observations += sum(v for k, v in counts.items() if k != "in")
             anomalies += counts["anomaly"]
     return {

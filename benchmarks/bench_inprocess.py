@@ -4,7 +4,7 @@
 
 Pre-encoded simulator messages (Kafka-like, batches of 1,000 as ``KafkaSource`` delivers them)
 go through ``dataflows.monitor.build`` with ``TestingSource`` and in-memory sinks
-(``run_main``: one worker), and through :class:`lib.monitor.pipeline.Monitor` plus the same output
+(``run_main``: one worker), and through :class:`lib.monitor.engine.Monitor` plus the same output
 extractors without Bytewax. Both do the same per-reading work (parse, window, rules, risk,
 output documents); the ratio is flow / plain. Each figure is the best of ``--repeats`` runs
 (wall time; the machine should otherwise be idle).
@@ -23,8 +23,9 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 
 from benchmarks.common import Message, Row, load_model, messages, print_rows
 from lib.domain import OUTCOMES, Assessment
-from lib.monitor import pipeline
-from lib.monitor.alerts import AlertPolicy, EpisodeTracker, ShardAlerts, elastic_item, once_item
+from lib.monitor import documents, engine
+from lib.monitor.alerts import AlertPolicy, EpisodeTracker, ShardAlerts
+from lib.monitor.documents import elastic_item, once_item
 from lib.settings import Settings
 
 BATCH = 1000  # KafkaSource's default batch size
@@ -86,7 +87,7 @@ def run_flow(items: list[KafkaSourceMessage], model: Any) -> tuple[float, dict[s
 
 def run_plain(items: list[KafkaSourceMessage], model: Any) -> tuple[float, dict[str, int]]:
     """Seconds for the same per-reading work in a plain loop; the counters."""
-    monitor = pipeline.Monitor(model, SETTINGS.ruleset)
+    monitor = engine.Monitor(model, SETTINGS.ruleset)
     tracker = EpisodeTracker(_policy(model))
     shard_alerts: dict[str, ShardAlerts] = {}
     anomalies: list = []
@@ -106,10 +107,10 @@ def run_plain(items: list[KafkaSourceMessage], model: Any) -> tuple[float, dict[
             events = tracked.process(o for o in res.outcomes if type(o) is Assessment)
             alerts.extend(map(once_item, events))
             alert_docs.extend(map(elastic_item, events))
-        anomalies.extend(pipeline.elastic_actions(results))
-        normals.extend(pipeline.normal_records(results))
-        dead.extend(pipeline.dlq_messages(results))
-        for _, counts in pipeline.outcome_counts(results):
+        anomalies.extend(documents.elastic_actions(results))
+        normals.extend(documents.normal_records(results))
+        dead.extend(documents.dlq_messages(results))
+        for _, counts in documents.outcome_counts(results):
             for k, v in counts.items():
                 totals[k] = totals.get(k, 0) + v
     took = time.perf_counter() - start
@@ -140,7 +141,7 @@ def measure(n_messages: int, patients: int, repeats: int) -> list[Row]:
         Row("in-process", "flow throughput (1 worker)", round(flow_rate), "readings/s",
             ">= 100,000", flow_rate >= 100_000, note),
         Row("in-process", "plain loop throughput", round(plain_rate), "readings/s", "", None,
-            "lib.monitor.pipeline.Monitor + output extractors, no Bytewax"),
+            "lib.monitor.engine.Monitor + output extractors, no Bytewax"),
         Row("in-process", "flow / plain loop", round(ratio, 2), "x", ">= 0.7", ratio >= 0.7,
             "same run"),
     ]  # fmt: skip

@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.bench_memory [--patients 100000] [--quick]
 
 Runs in a fresh subprocess (so nothing else inflates its heap): the monitor's per-patient state
-(:class:`lib.monitor.pipeline.PatientStates`, one per shard, as in the flow) is filled with
+(:class:`lib.monitor.state.PatientStates`, one per shard, as in the flow) is filled with
 ``window_size + GONE`` (12 + 52) readings for each patient, so that both the window and the
 digests of departed readings are full (the steady state), through the same ``process`` call the flow
 makes, with ids shaped like the simulator's (``pat-8-000123``, ``bp-8-000123-000007``). The
@@ -35,14 +35,16 @@ def rss_bytes() -> int:
 def fill(patients: int) -> dict[str, float]:
     """In this process: fill the windows; bytes of RSS per patient."""
     from lib.domain import Reading
-    from lib.monitor import pipeline
+    from lib.monitor import state
     from lib.monitor.risk import RiskModel
+    from lib.monitor.rules import AHA2017
+    from lib.monitor.shards import shard_of as shard_key
 
     model = RiskModel.load(ROOT / "models" / "bp_risk.joblib")
-    shards: dict[str, pipeline.PatientStates] = {}
+    shards: dict[str, state.PatientStates] = {}
     t0 = datetime(2026, 3, 1, tzinfo=UTC)
     ids = [f"pat-8-{i:06d}" for i in range(patients)]
-    shard_of = {pid: pipeline.shard_of(pid) for pid in ids}
+    shard_of = {pid: shard_key(pid) for pid in ids}
     gc.collect()
     before = rss_bytes()
     chunk = 10_000
@@ -66,8 +68,8 @@ def fill(patients: int) -> dict[str, float]:
             for shard, entries in by_shard.items():
                 states = shards.get(shard)
                 if states is None:
-                    states = shards[shard] = pipeline.PatientStates(WINDOW, 72.0)
-                states.process(entries, "aha2017", model)
+                    states = shards[shard] = state.PatientStates(WINDOW, 72.0)
+                states.process(entries, AHA2017, model)
             del by_shard
     gc.collect()
     after = rss_bytes()

@@ -9,7 +9,7 @@ other load on the machine inflates it little. ``total`` is the plain loop as it 
 ``bench_inprocess`` (every output kept in memory: its garbage collection included).
 Figures are µs per Observation. A benchmark, not a test: nothing asserts a time.
 
-Stages: ``parse`` (``pipeline.parse_messages``: orjson + FHIR + shard grouping), ``windows``
+Stages: ``parse`` (``shards.parse_messages``: orjson + FHIR + shard grouping), ``windows``
 (``PatientStates.process``: window features, rules, one risk call per shard batch), ``alerts``
 (``ShardAlerts.process``), ``documents`` (``elastic_actions`` + ``normal_records`` +
 ``dlq_messages`` + ``outcome_counts``), and ``total`` (the whole loop, as in bench_inprocess).
@@ -26,8 +26,9 @@ from typing import Any
 from benchmarks.bench_inprocess import BATCH, SETTINGS, _policy, run_plain, source_messages
 from benchmarks.common import Row, load_model, messages, print_rows
 from lib.domain import OUTCOMES, Assessment
-from lib.monitor import pipeline
+from lib.monitor import documents, shards, state
 from lib.monitor.alerts import EpisodeTracker, ShardAlerts
+from lib.monitor.rules import get_ruleset
 
 
 def _cpu(fn: Callable[[], Any], repeats: int) -> float:
@@ -49,24 +50,24 @@ def measure(n_messages: int, patients: int, repeats: int) -> list[Row]:
     items = source_messages(messages(patients, n_messages))
     model = load_model()
     batches = [items[i : i + BATCH] for i in range(0, len(items), BATCH)]
-    parsed = [pipeline.parse_messages(b) for b in batches]
+    parsed = [shards.parse_messages(b) for b in batches]
 
     def parse() -> None:
         for b in batches:
-            pipeline.parse_messages(b)
+            shards.parse_messages(b)
 
-    def windows(keep: bool = False) -> list[list[pipeline.KeyedResults]]:
-        shards: dict[str, pipeline.PatientStates] = {}
+    def windows(keep: bool = False) -> list[list[documents.KeyedResults]]:
+        shards: dict[str, state.PatientStates] = {}
         out = []
         for batch in parsed:
             res = []
             for shard, entries in batch:
                 states = shards.get(shard)
                 if states is None:
-                    states = shards[shard] = pipeline.PatientStates(
+                    states = shards[shard] = state.PatientStates(
                         SETTINGS.window_size, SETTINGS.idle_expiry_hours
                     )
-                res.append((shard, states.process(entries, SETTINGS.ruleset, model)))
+                res.append((shard, states.process(entries, get_ruleset(SETTINGS.ruleset), model)))
             if keep:
                 out.append(res)
         return out
@@ -85,10 +86,10 @@ def measure(n_messages: int, patients: int, repeats: int) -> list[Row]:
 
     def documents() -> None:
         for batch in results:
-            pipeline.elastic_actions(batch)
-            pipeline.normal_records(batch)
-            pipeline.dlq_messages(batch)
-            pipeline.outcome_counts(batch)
+            documents.elastic_actions(batch)
+            documents.normal_records(batch)
+            documents.dlq_messages(batch)
+            documents.outcome_counts(batch)
 
     observations = sum(
         v for batch in results for _, res in batch for k, v in res.counts().items() if k in OUTCOMES

@@ -34,9 +34,10 @@ from __future__ import annotations
 
 import gc
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import chain
-from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
@@ -45,30 +46,25 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
 from lib.connectors.kafka_once import ExactlyOnceKafkaSink, dead_letter_item
-from lib.monitor import pipeline
-from lib.monitor.alerts import (
-    AlertEvent,
-    AlertPolicy,
-    EpisodeTracker,
-    ShardAlerts,
-    elastic_item,
-    once_item,
-)
-from lib.monitor.pipeline import Entry, PatientStates, Results, RiskScorer
+from lib.domain import Assessment
+from lib.monitor import documents, shards
+from lib.monitor.alerts import AlertEvent, AlertPolicy, EpisodeTracker, ShardAlerts
+from lib.monitor.rules import RuleSet, get_ruleset
+from lib.monitor.shards import Entry
+from lib.monitor.state import COUNTER_NAMES, PatientStates, Results, RiskScorer
 from lib.settings import Settings, load_or_exit
 
-__all__ = ["build"]
+__all__ = ["MonitorIO", "build", "monitor_flow", "production_io"]
 
 logger = logging.getLogger("bpwatch.monitor")
 
-COUNTER_NAMES = pipeline.COUNTER_NAMES
 LOG_EVERY = timedelta(seconds=10)
 
 
 class _PatientShardLogic(StatefulBatchLogic[list[Entry], Results, tuple]):
     """One shard of patients: their windows live in a :class:`PatientStates`."""
 
-    def __init__(self, states: PatientStates, ruleset: str, model: RiskScorer) -> None:
+    def __init__(self, states: PatientStates, ruleset: RuleSet, model: RiskScorer) -> None:
         self.states = states
         self.ruleset = ruleset
         self.model = model
@@ -91,7 +87,7 @@ class _ShardAlertsLogic(StatefulBatchLogic[Results, list[AlertEvent], dict]):
 
     def on_batch(self, values: list[Results]) -> tuple[list[list[AlertEvent]], bool]:
         events = self.alerts.process(
-            o for res in values for o in res.outcomes if type(o) is pipeline.Assessment
+            o for res in values for o in res.outcomes if type(o) is Assessment
         )
         keep = self.RETAIN if self.alerts.states else self.DISCARD
         return ([events] if events else []), keep
@@ -134,36 +130,60 @@ class _CountersLogic(StatefulBatchLogic[dict[str, int], dict[str, int], dict[str
         return dict(self.totals)
 
 
-def _production_io(settings: Settings) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class MonitorIO:
+    """The monitor's edges: one source and the sinks of its outputs.
+
+    :arg source: items are Kafka-like messages (``KafkaSourceMessage``).
+    :arg anomaly_sink: ``("index", _id, doc)`` / ``("delete", _id, None)`` items.
+    :arg normal_sink: ``(patient_id, record)`` items.
+    :arg dlq_sink: ``(key, value, headers)`` items, or an ``ExactlyOnceKafkaSink`` (then
+        the items get their deterministic ids in the ``dead_letter_ids`` step).
+    :arg alert_sinks: ``(kafka_sink, elastic_sink)``: the first receives
+        ``(patient_id, (alert_id, key, value, headers))`` items (``ExactlyOnceKafkaSink``),
+        the second ``("index", alert_id, doc)`` items.
+    :arg stats_sink: receives the running outcome counters (dicts) at each log line and at
+        the end of a bounded run (tests reconcile with it).
+    """
+
+    source: Source
+    anomaly_sink: Sink
+    normal_sink: Sink
+    dlq_sink: Sink
+    alert_sinks: tuple[Sink, Sink]
+    stats_sink: Sink | None = None
+
+
+def production_io(settings: Settings, stats_sink: Sink | None = None) -> MonitorIO:
     """Kafka in; Elasticsearch, files, Kafka DLQ and alerts out (imported here: tests need none)."""
     from bytewax.connectors.kafka import KafkaSource
     from confluent_kafka import OFFSET_BEGINNING
 
     from lib.connectors.elastic import ElasticSink
     from lib.connectors.kafka import preflight
-    from lib.connectors.kafka_once import ExactlyOnceKafkaSink
     from lib.connectors.normal_files import NormalFileSink
 
     # Wrong credentials: one clear error now, not KafkaSource's endless retries.
     preflight(settings)
     client_config = settings.kafka_client_config()
     brokers = str(client_config.pop("bootstrap.servers")).split(",")
-    return {
-        "source": KafkaSource(
+    return MonitorIO(
+        source=KafkaSource(
             brokers,
             [settings.observations_topic],
             tail=settings.kafka_tail,
             starting_offset=OFFSET_BEGINNING,  # only without a recovery snapshot
             add_config=client_config,
         ),
-        "anomaly_sink": ElasticSink(settings, settings.anomalies_index),
-        "normal_sink": NormalFileSink(settings.normal_dir),
-        "dlq_sink": ExactlyOnceKafkaSink(settings, settings.dlq_topic),
-        "alert_sinks": (
+        anomaly_sink=ElasticSink(settings, settings.anomalies_index),
+        normal_sink=NormalFileSink(settings.normal_dir),
+        dlq_sink=ExactlyOnceKafkaSink(settings, settings.dlq_topic),
+        alert_sinks=(
             ExactlyOnceKafkaSink(settings, settings.alerts_topic),
             ElasticSink(settings, settings.alerts_index),
         ),
-    }
+        stats_sink=stats_sink,
+    )
 
 
 def build(
@@ -178,22 +198,14 @@ def build(
     stats_sink: Sink | None = None,
     alert_policy: AlertPolicy | None = None,
 ) -> Dataflow:
-    """The monitor dataflow. I/O left as None is the production I/O from ``settings``.
+    """The monitor dataflow. I/O left as None is the production I/O from ``settings``
+    (the I/O arguments are those of :class:`MonitorIO`).
 
-    :arg source: items are Kafka-like messages (``KafkaSourceMessage``).
-    :arg anomaly_sink: ``("index", _id, doc)`` / ``("delete", _id, None)`` items.
-    :arg normal_sink: ``(patient_id, record)`` items.
-    :arg dlq_sink: ``(key, value, headers)`` items, or an ``ExactlyOnceKafkaSink`` (then
-        the items get their deterministic ids in the ``dead_letter_ids`` step).
-    :arg alert_sinks: ``(kafka_sink, elastic_sink)``: the first receives
-        ``(patient_id, (alert_id, key, value, headers))`` items (``ExactlyOnceKafkaSink``),
-        the second ``("index", alert_id, doc)`` items.
-    :arg alert_policy: episode policy; default ``AlertPolicy`` opening at
-        ``BPWATCH_ALERT_MIN_SEVERITY`` (high: stage 2, hypotension, crisis), with the model's
-        alert threshold as the high-risk threshold when the model has one.
     :arg model: anything with ``predict_proba(matrix)``; default ``settings.model_path``.
-    :arg stats_sink: receives the running outcome counters (dicts) at each log line and at
-        the end of a bounded run (tests reconcile with it).
+    :arg alert_policy: episode policy; default ``AlertPolicy`` opening at
+        ``BPWATCH_ALERT_MIN_SEVERITY`` (high: stage 2, hypotension, crisis), with the rule set's
+        combined-critical thresholds and the model's alert threshold as the high-risk threshold
+        when the model has one.
     """
     settings = settings if settings is not None else load_or_exit()
     if model is None:
@@ -201,31 +213,42 @@ def build(
 
         model = RiskModel.load(settings.model_path)
     if None in (source, anomaly_sink, normal_sink, dlq_sink, alert_sinks):
-        io = _production_io(settings)
-        source = source or io["source"]
-        anomaly_sink = anomaly_sink or io["anomaly_sink"]
-        normal_sink = normal_sink or io["normal_sink"]
-        dlq_sink = dlq_sink or io["dlq_sink"]
-        alert_sinks = alert_sinks or io["alert_sinks"]
+        prod = production_io(settings, stats_sink)
+        source = source or prod.source
+        anomaly_sink = anomaly_sink or prod.anomaly_sink
+        normal_sink = normal_sink or prod.normal_sink
+        dlq_sink = dlq_sink or prod.dlq_sink
+        alert_sinks = alert_sinks or prod.alert_sinks
     assert source and anomaly_sink and normal_sink and dlq_sink and alert_sinks
-    ruleset, size, expiry = settings.ruleset, settings.window_size, settings.idle_expiry_hours
+    io = MonitorIO(source, anomaly_sink, normal_sink, dlq_sink, alert_sinks, stats_sink)
+    ruleset = get_ruleset(settings.ruleset)  # resolved once, passed down
     if alert_policy is None:
         threshold = getattr(model, "threshold", None)
         alert_policy = AlertPolicy(
             open_severity=settings.alert_min_severity,
+            critical=ruleset.critical,
             **({"risk_threshold": threshold} if threshold else {}),
         )
-    tracker = EpisodeTracker(alert_policy)
+    size, expiry = settings.window_size, settings.idle_expiry_hours
 
     def shard_logic(resume: tuple | None) -> _PatientShardLogic:
         states = PatientStates.restore(resume) if resume else PatientStates(size, expiry)
         return _PatientShardLogic(states, ruleset, model)
 
+    return monitor_flow(io, shard_logic, EpisodeTracker(alert_policy))
+
+
+def monitor_flow(
+    io: MonitorIO,
+    shard_logic: Callable[[tuple | None], _PatientShardLogic],
+    tracker: EpisodeTracker,
+) -> Dataflow:
+    """The chain of steps, from the observations topic to every output."""
     flow = Dataflow("bpwatch_monitor")
-    messages = op.input("observations", flow, source)
+    messages = op.input("observations", flow, io.source)
     # KafkaSourceMessage: key = patient id, value = FHIR Observation or Bundle (JSON)
 
-    sharded = op.flat_map_batch("parse_fhir", messages, pipeline.parse_messages)
+    sharded = op.flat_map_batch("parse_fhir", messages, shards.parse_messages)
     # (shard, [(Reading | Retraction | Ignored | DeadLetter, ingested_at, first), ...])
 
     results = op.stateful_batch("patient_windows", sharded, shard_logic)
@@ -237,32 +260,30 @@ def build(
     )
     # (shard, [AlertEvent]): one event per episode opening / escalation / resolution
     events = op.flat_map("alert_events", op.key_rm("unshard_alerts", alerts), lambda evs: evs)
-    kafka_alerts, elastic_alerts = alert_sinks
-    op.output("publish_alerts", op.map("alert_messages", events, once_item), kafka_alerts)
-    op.output("index_alerts", op.map("alert_docs", events, elastic_item), elastic_alerts)
+    kafka_alerts, elastic_alerts = io.alert_sinks
+    op.output("publish_alerts", op.map("alert_messages", events, documents.once_item), kafka_alerts)
+    op.output("index_alerts", op.map("alert_docs", events, documents.elastic_item), elastic_alerts)
 
-    to_elastic = op.flat_map_batch("anomaly_docs", results, pipeline.elastic_actions)
+    to_elastic = op.flat_map_batch("anomaly_docs", results, documents.elastic_actions)
     # ("index", id, doc) per anomaly | ("delete", id, None) per retraction or cleared amendment
-    op.output("write_anomalies", to_elastic, anomaly_sink)
+    op.output("write_anomalies", to_elastic, io.anomaly_sink)
 
-    normals = op.flat_map_batch("normal_records", results, pipeline.normal_records)
+    normals = op.flat_map_batch("normal_records", results, documents.normal_records)
     # (patient_id, record) per normal reading
-    op.output("write_normals", normals, normal_sink)
+    op.output("write_normals", normals, io.normal_sink)
 
-    dead = op.flat_map_batch("dead_letters", results, pipeline.dlq_messages)
+    dead = op.flat_map_batch("dead_letters", results, documents.dlq_messages)
     # (original key, original value, headers + error / error.detail / source)
-    if isinstance(dlq_sink, ExactlyOnceKafkaSink):
-        with_ids = op.map("dead_letter_ids", dead, dead_letter_item)
+    if isinstance(io.dlq_sink, ExactlyOnceKafkaSink):
+        dead = op.map("dead_letter_ids", dead, dead_letter_item)
         # (original key as routing key, (source#digest, key, value, headers))
-        op.output("write_dead_letters", with_ids, dlq_sink)
-    else:
-        op.output("write_dead_letters", dead, dlq_sink)
+    op.output("write_dead_letters", dead, io.dlq_sink)
 
-    counts = op.flat_map_batch("count_outcomes", results, pipeline.outcome_counts)
+    counts = op.flat_map_batch("count_outcomes", results, documents.outcome_counts)
     totals = op.stateful_batch("counters", counts, _CountersLogic)
     # ("all", {in, normal, anomaly, dead_letter, ignored, retracted, duplicate})
-    if stats_sink is not None:
-        op.output("write_stats", op.key_rm("stats", totals), stats_sink)
+    if io.stats_sink is not None:
+        op.output("write_stats", op.key_rm("stats", totals), io.stats_sink)
     return flow
 
 

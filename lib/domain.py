@@ -8,19 +8,43 @@ per Observation it carries (a Bundle may carry several):
     Ignored      a valid Observation not scored (preliminary, registered, cancelled, unknown)
     DeadLetter   anything that cannot be processed (original bytes go to the DLQ unchanged)
 
-Every Reading ends as exactly one Assessment, which is either normal (-> JSON Lines file)
-or anomalous (-> Elasticsearch ``bp-anomalies``).
+In a patient's window a Reading becomes a Duplicate (already held: not scored again) or an
+Assessment, which is either normal (-> JSON Lines file) or anomalous (-> Elasticsearch
+``bp-anomalies``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
+from operator import attrgetter
 
 # Outcome counters: every input message is accounted for by these names.
 OUTCOMES = ("normal", "anomaly", "dead_letter", "ignored", "retracted", "duplicate")
 
-# Categories and severities of the contract (shared/CONTRACT.md).
+# Dead-letter reason codes (the DLQ header ``error``), in the order the parser checks them:
+# the first problem found is the one reported. See lib.monitor.fhir for each one's meaning.
+DEAD_LETTER_REASONS = (
+    "too_large",
+    "invalid_json",
+    "not_observation",
+    "missing_id",
+    "bad_status",
+    "wrong_code",
+    "missing_subject",
+    "missing_time",
+    "bad_time",
+    "missing_timezone",
+    "missing_component",
+    "bad_unit",
+    "implausible_value",
+    "internal_error",  # a defect in the parser (logged with the exception type only)
+    "parser_error",  # the parser raised although it promises not to (caught around it)
+    "no_value",  # a Kafka message without a value (a tombstone)
+    "empty_bundle",  # the parser returned no outcome for a message
+)
+
+# Categories and severities of the contract (docs/contract.md).
 CATEGORIES = (
     "normal",
     "elevated",
@@ -74,9 +98,7 @@ class Ignored:
 class DeadLetter:
     """A message that cannot be processed. ``raw`` is the original value, unchanged.
 
-    ``reason`` is a short code (``invalid_json``, ``not_observation``, ``wrong_code``,
-    ``missing_component``, ``bad_unit``, ``implausible_value``, ``missing_subject``,
-    ``missing_time``, ``missing_id``, ...); ``detail`` is human text without PHI.
+    ``reason`` is one of :data:`DEAD_LETTER_REASONS`; ``detail`` is human text without PHI.
     """
 
     raw: bytes
@@ -91,10 +113,22 @@ Outcome = Reading | Retraction | Ignored | DeadLetter
 
 
 @dataclass(frozen=True, slots=True)
+class Duplicate:
+    """A reading already held in the patient's window (same id and version): not re-scored."""
+
+    observation_id: str
+    patient_id: str
+    version: str
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Features:
     """Trend features of a patient's window, computed *including* the current reading.
 
-    The order of FEATURE_NAMES is the order of the model's input vector.
+    The one list of features: :data:`FEATURE_NAMES` is derived from these fields, in this
+    order, which is the order of the model's input vector; the anomaly documents' ``features``
+    object and the index template (checked by a test) follow it.
     """
 
     n: int
@@ -113,21 +147,13 @@ class Features:
     def vector(self) -> tuple[float, ...]:
         return tuple(float(getattr(self, name)) for name in FEATURE_NAMES)
 
+    def as_dict(self) -> dict[str, float | int]:
+        """The features as a document, keys in FEATURE_NAMES order."""
+        return dict(zip(FEATURE_NAMES, _feature_values(self), strict=True))
 
-FEATURE_NAMES: tuple[str, ...] = (
-    "n",
-    "mean_sys",
-    "mean_dia",
-    "sd_sys",
-    "sd_dia",
-    "arv_sys",
-    "slope_sys_per_h",
-    "slope_dia_per_h",
-    "n_abnormal",
-    "hours_since_prev",
-    "last_sys",
-    "last_dia",
-)
+
+FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Features))
+_feature_values = attrgetter(*FEATURE_NAMES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +171,10 @@ class Assessment:
     @property
     def is_anomaly(self) -> bool:
         return bool(self.anomaly_types)
+
+
+# What the per-patient step makes of an Outcome: each is counted under one of OUTCOMES.
+Processed = Assessment | Retraction | Ignored | DeadLetter | Duplicate
 
 
 def utc_iso(dt: datetime) -> str:

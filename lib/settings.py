@@ -1,4 +1,4 @@
-"""One typed, frozen settings object built from the environment (see shared/CONTRACT.md).
+"""One typed, frozen settings object built from the environment (see docs/contract.md).
 
 ``Settings.from_env()`` validates every variable; an invalid value raises
 :class:`lib.errors.ConfigError` whose message names the variable and the fix. The entry
@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 
 from lib.errors import ConfigError
+from lib.monitor.rules import DEFAULT_RULESET, RULESETS
 
-RULESETS = ("aha2017", "esh2023")
 _SECRET = ("password", "api_key", "sasl.password", "ssl.key.password")
 
 
@@ -110,7 +110,7 @@ class Settings:
     es_ca_certs: str | None = None
     normal_dir: Path = Path("data/normal_cases")
     model_path: Path = Path("models/bp_risk.joblib")
-    ruleset: str = "aha2017"
+    ruleset: str = DEFAULT_RULESET  # a name in lib.monitor.rules.RULESETS
     namespace: str = ""
     window_size: int = 12
     idle_expiry_hours: float = 72.0
@@ -184,7 +184,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        ruleset = env.get("BPWATCH_RULESET", "aha2017").strip().lower() or "aha2017"
+        ruleset = env.get("BPWATCH_RULESET", "").strip().lower() or DEFAULT_RULESET
         if ruleset not in RULESETS:
             raise ConfigError(
                 f"BPWATCH_RULESET={ruleset!r} is unknown: use one of {', '.join(RULESETS)}"

@@ -1,10 +1,8 @@
 """Real-time alert episodes: one page per clinical episode, never one per reading.
 
-Pure, deterministic, no I/O. The monitor keys assessments by patient and runs
-:meth:`EpisodeTracker.step` in ``op.stateful_map`` right after the per-patient window::
-
-    alerts = op.stateful_map("alert_episodes", assessed_by_patient, tracker.step)
-    # (patient_id, list[AlertEvent])
+Pure, deterministic, no I/O. The monitor runs :class:`ShardAlerts` (one
+:class:`EpisodeTracker` over the patients of a shard) in a ``stateful_batch`` step right after
+the per-patient window; ``lib.monitor.documents`` shapes the events for Kafka and Elasticsearch.
 
 Conditions (detected on every :class:`lib.domain.Assessment`)
 -------------------------------------------------------------
@@ -57,14 +55,13 @@ number of patients currently in an episode.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import orjson
-
 from lib.domain import SEVERITIES, Assessment, utc_iso
+from lib.monitor.rules import get_ruleset
 
 CONDITIONS = (
     "hypertensive_crisis",
@@ -98,10 +95,9 @@ class AlertPolicy:
     reminder_every: timedelta | None = None
     risk_threshold: float = 0.8
     open_severity: str = "low"
-    # ruleset -> (systolic, diastolic) at or above which a value is "critical"
-    critical: Mapping[str, tuple[float, float]] = field(
-        default_factory=lambda: {"aha2017": (180.0, 120.0), "esh2023": (180.0, 110.0)}
-    )
+    # (systolic, diastolic) at or above which both values are "combined critical"; None: the
+    # thresholds of the assessment's rule set (the monitor passes its rule set's, resolved once)
+    critical: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if self.resolve_after < 1:
@@ -114,7 +110,10 @@ class AlertPolicy:
             raise ValueError("risk_threshold must be between 0 and 1")
 
     def critical_for(self, ruleset: str) -> tuple[float, float]:
-        return self.critical.get(ruleset, (180.0, 120.0))
+        """The combined-critical thresholds; an unknown rule set name raises ValueError."""
+        if self.critical is not None:
+            return self.critical
+        return get_ruleset(ruleset).critical
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,20 +166,6 @@ class AlertEvent:
 
 
 _DEFAULT_POLICY = AlertPolicy()
-
-
-def kafka_item(event: AlertEvent) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
-    """``(key, value, headers)`` for ``lib.connectors.kafka.ConfirmedKafkaSink`` (bp.alerts)."""
-    return (
-        event.patient_id.encode(),
-        orjson.dumps(event.to_doc()),
-        [("alert_id", event.alert_id.encode()), ("event", event.event.encode())],
-    )
-
-
-def elastic_item(event: AlertEvent) -> tuple[str, str, dict[str, Any]]:
-    """``("index", _id, doc)`` for ``lib.connectors.elastic.ElasticSink`` (bp-alerts)."""
-    return ("index", event.alert_id, event.to_doc())
 
 
 @dataclass(slots=True)
@@ -384,16 +369,6 @@ class EpisodeTracker:
         )
 
 
-_DEFAULT = EpisodeTracker()
-
-
-def step(
-    state: PatientAlertState | None, assessment: Assessment
-) -> tuple[PatientAlertState | None, list[AlertEvent]]:
-    """``EpisodeTracker().step`` with the default :class:`AlertPolicy`."""
-    return _DEFAULT.step(state, assessment)
-
-
 class ShardAlerts:
     """The alert states of one shard's patients, for a batch-oriented ``stateful_batch`` step.
 
@@ -421,9 +396,3 @@ class ShardAlerts:
             if new:
                 events.extend(new)
         return events
-
-
-def once_item(event: AlertEvent) -> tuple[str, tuple[str, bytes, bytes, list[tuple[str, bytes]]]]:
-    """``(routing key, (id, key, value, headers))`` for ``ExactlyOnceKafkaSink`` (bp.alerts)."""
-    key, value, headers = kafka_item(event)
-    return (event.patient_id, (event.alert_id, key, value, headers))

@@ -61,6 +61,10 @@ Checked in this order, so the first problem found is the one reported:
     implausible_value  out of bounds, systolic <= diastolic, a comparator, conflicting repeats
     internal_error     a defect in this module (logged with the exception type only)
 
+Around the parser, ``lib.monitor.shards`` adds ``no_value`` (a message without a value),
+``parser_error`` and ``empty_bundle`` (defences that a correct parser never triggers). All of
+them are in :data:`lib.domain.DEAD_LETTER_REASONS`.
+
 ``detail`` is short human text with numbers where useful and never names, ids or payload text.
 """
 
@@ -73,7 +77,7 @@ from typing import Any
 
 import orjson
 
-from lib.domain import DeadLetter, Ignored, Outcome, Reading, Retraction
+from lib.domain import DEAD_LETTER_REASONS, DeadLetter, Ignored, Outcome, Reading, Retraction
 
 log = logging.getLogger(__name__)
 
@@ -94,22 +98,7 @@ READING_STATUSES = frozenset({"final", "amended", "corrected"})
 IGNORED_STATUSES = frozenset({"preliminary", "registered", "cancelled", "unknown"})
 RETRACTION_STATUS = "entered-in-error"
 
-REASONS = (
-    "too_large",
-    "invalid_json",
-    "not_observation",
-    "missing_id",
-    "bad_status",
-    "wrong_code",
-    "missing_subject",
-    "missing_time",
-    "bad_time",
-    "missing_timezone",
-    "missing_component",
-    "bad_unit",
-    "implausible_value",
-    "internal_error",
-)
+REASONS = DEAD_LETTER_REASONS  # the one list, in lib.domain
 
 _UNIT_FACTORS: dict[str, float] = {
     "mm[Hg]": 1.0,

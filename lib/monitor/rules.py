@@ -1,6 +1,9 @@
 """Clinical rules as data: blood-pressure categories, anomaly types and severity.
 
-Pure functions over frozen rule data; no I/O, no clock. Two rule sets (``BPWATCH_RULESET``):
+Pure functions over frozen rule data; no I/O, no clock. :data:`RULESETS` is the one registry
+of rule sets: the settings validate ``BPWATCH_RULESET`` against it, the monitor resolves it once
+at build time and passes the :class:`RuleSet` down, and the alert thresholds come from it. A new
+rule set is one more ``RuleSet(...)`` in the registry. Two rule sets:
 
 ``aha2017`` (default): 2017 ACC/AHA guideline, office thresholds, mm[Hg]
 
@@ -151,6 +154,8 @@ class RuleSet:
     bands: tuple[Band, ...]  # priority order: the first band hit wins
     default: Band  # when no band is hit
     severe_hypotension: Band  # a hypotension reading in this band is critical
+    # (systolic, diastolic) at or above which *both* values make an alert "combined critical"
+    critical: tuple[float, float]
     trends: TrendRules = TrendRules()
     # compiled forms of the data above, for the per-reading functions (not part of equality)
     _table: tuple[_Row, ...] = field(init=False, repr=False, compare=False)
@@ -201,6 +206,7 @@ AHA2017 = RuleSet(
     ),
     default=Band("normal", "normal", None, None),
     severe_hypotension=Band("hypotension", "severe hypotension", Cut("<", 70), Cut("<", 40)),
+    critical=(180.0, 120.0),
 )
 
 ESH2023 = RuleSet(
@@ -216,9 +222,12 @@ ESH2023 = RuleSet(
     ),
     default=Band("normal", "optimal", None, None),
     severe_hypotension=Band("hypotension", "severe hypotension", Cut("<", 70), Cut("<", 40)),
+    critical=(180.0, 110.0),
 )
 
+# The registry: name -> RuleSet. The first entry's name is the default of BPWATCH_RULESET.
 RULESETS: Mapping[str, RuleSet] = {r.name: r for r in (AHA2017, ESH2023)}
+DEFAULT_RULESET = AHA2017.name
 
 _SEVERITY_BY_CATEGORY = {
     "normal": "low",
@@ -244,6 +253,14 @@ def get_ruleset(ruleset: str | RuleSet) -> RuleSet:
         ) from None
 
 
+def cuts_at(ruleset: RuleSet, category: str) -> tuple[float, float]:
+    """(systolic, diastolic) thresholds of the rule set's first band of this category."""
+    for band in ruleset.bands:
+        if band.category == category and band.systolic and band.diastolic:
+            return band.systolic.at, band.diastolic.at
+    raise ValueError(f"rule set {ruleset.name} has no {category} band with both cuts")
+
+
 def classify(systolic: float, diastolic: float, ruleset: str | RuleSet = "aha2017") -> str:
     """The contract category of one reading (values in mm[Hg])."""
     for category, sop, sat, dop, dat in get_ruleset(ruleset)._table:
@@ -258,7 +275,11 @@ def band_of(systolic: float, diastolic: float, ruleset: str | RuleSet = "aha2017
 
 
 def is_abnormal(systolic: float, diastolic: float, ruleset: str | RuleSet = "aha2017") -> bool:
-    """Stage 1 or above, or hypotension (what ``Features.n_abnormal`` counts)."""
+    """In an abnormal category of the rule set: stage 1 or above, or hypotension.
+
+    ``Features.n_abnormal`` counts the window's readings for which this holds under ``aha2017``
+    (fixed, so the model's input keeps its meaning whatever ``BPWATCH_RULESET`` says).
+    """
     return classify(systolic, diastolic, ruleset) in ABNORMAL_CATEGORIES
 
 
@@ -335,9 +356,7 @@ def assess(
     The monitor's per-reading path: :func:`classify`, :func:`reading_anomalies`,
     :func:`trend_anomalies` and :func:`severity` inlined (same results, fewer calls).
     """
-    rules = RULESETS.get(ruleset) if type(ruleset) is str else None  # type: ignore[call-overload]
-    if rules is None:
-        rules = get_ruleset(ruleset)
+    rules = ruleset if type(ruleset) is RuleSet else get_ruleset(ruleset)
     sys_, dia = reading.systolic, reading.diastolic
     category = "normal"
     for cat, sop, sat, dop, dat in rules._table:

@@ -30,10 +30,9 @@ Memory
 ------
 Times and values live in three ``array('d')`` (8 bytes per value), ids and versions in two short
 lists, the digests of departed readings in an ``array('Q')`` (8 bytes each, ``GONE`` = 52 at
-most); the object uses ``__slots__``. Measured by ``tests/unit/test_window.py`` with tracemalloc:
-about 2.2 KB per patient with 12 readings and 36-character observation ids, its dict entry
-and patient id included (target <= 3 KB).
-Idle expiry is done by the owner of the windows (``lib.monitor.pipeline.PatientStates``) from
+most); the object uses ``__slots__``. The bytes per patient are measured by
+``benchmarks/bench_memory.py`` and bounded by a test (``tests/unit/test_window.py``).
+Idle expiry is done by the owner of the windows (``lib.monitor.state.PatientStates``) from
 :attr:`PatientWindow.last_ts` against the event-time clock.
 """
 
@@ -47,14 +46,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from lib.domain import Features, Reading
+from lib.monitor.rules import AHA2017, cuts_at, is_abnormal
 
-# "Abnormal" for the n_abnormal feature: at or above AHA 2017 stage 1 (130/80), or hypotensive
-# (< 90/60). Fixed, independent of the selected rule set, so that the model's input does not
-# change meaning when an operator switches BPWATCH_RULESET.
-ABNORMAL_SYS = 130.0
-ABNORMAL_DIA = 80.0
-HYPO_SYS = 90.0
-HYPO_DIA = 60.0
+# n_abnormal counts the readings that rules.is_abnormal calls abnormal under AHA 2017: at or
+# above stage 1, or hypotensive. Fixed, independent of the selected rule set, so that the
+# model's input does not change meaning when an operator switches BPWATCH_RULESET. The loop in
+# compute_features tests the cuts inline (>= stage 1, < hypotension), read from the rule set.
+ABNORMAL_SYS, ABNORMAL_DIA = cuts_at(AHA2017, "hypertension_stage_1")
+HYPO_SYS, HYPO_DIA = cuts_at(AHA2017, "hypotension")
 
 _HOUR = 3600.0
 GONE = 52  # digests of departed readings remembered per patient (size 12 + 52 = 64 readings)
@@ -72,15 +71,6 @@ def _digest(observation_id: str, version: str) -> int:
     return zlib.crc32(b) | (zlib.adler32(b) << 32)
 
 
-def is_abnormal(systolic: float, diastolic: float) -> bool:
-    return (
-        systolic >= ABNORMAL_SYS
-        or diastolic >= ABNORMAL_DIA
-        or systolic < HYPO_SYS
-        or diastolic < HYPO_DIA
-    )
-
-
 def _is_newer(new: str, old: str) -> bool:
     """Is version ``new`` a later version than ``old`` (numeric when both are numbers)?"""
     if new.isdigit() and old.isdigit():
@@ -94,7 +84,8 @@ def compute_features(ts: Sequence[float], sys_: Sequence[float], dia: Sequence[f
     Means; sample standard deviations (0 for one reading); average real variability (mean
     absolute successive difference of systolic); least-squares slopes in mm[Hg] per hour of
     event time (0 when all readings share one time); readings counted abnormal
-    (:func:`is_abnormal`); hours since the previous reading; the current values.
+    (:func:`lib.monitor.rules.is_abnormal` under ``aha2017``); hours since the previous
+    reading; the current values.
 
     Speed (the monitor's hot path): one tight loop over local variables. Every sum is
     accumulated left to right exactly as ``sum()`` over the element-wise terms would, so the
@@ -106,7 +97,7 @@ def compute_features(ts: Sequence[float], sys_: Sequence[float], dia: Sequence[f
     if n == 1:
         return Features(
             1, last_s, last_d, 0.0, 0.0, 0.0, 0.0, 0.0,
-            int(is_abnormal(last_s, last_d)), 0.0, last_s, last_d,
+            int(is_abnormal(last_s, last_d, AHA2017)), 0.0, last_s, last_d,
         )  # fmt: skip
     mean_s = _fsum(sys_) / n
     mean_d = _fsum(dia) / n

@@ -1,7 +1,7 @@
 """Simulator -> REAL Kafka -> monitor -> REAL Elasticsearch + files + DLQ, reconciled exactly.
 
 Run twice over the same topic: nothing changes. The expected outputs come from the monitor's
-pure logic (lib.monitor.pipeline.Monitor) run in-process on the same messages, independent of Kafka,
+pure logic (lib.monitor.engine.Monitor) run in-process on the same messages, independent of Kafka,
 Elasticsearch and Bytewax; the expected fates come from the simulator's fault ground truth.
 """
 
@@ -26,7 +26,7 @@ from dataflows.monitor import build
 from lib.connectors.kafka import produce_all
 from lib.connectors.normal_files import iter_records
 from lib.domain import FEATURE_NAMES
-from lib.monitor import pipeline
+from lib.monitor import documents, engine
 from lib.monitor.risk import RiskModel
 from lib.sim import stream
 
@@ -89,16 +89,16 @@ def test_simulator_kafka_monitor_elasticsearch_files_reconcile(settings_factory,
     # expected: the same logic in-process
     expect_index: dict[str, str] = {}
     expect_normals: set[str] = set()
-    mon = pipeline.Monitor(model, settings.ruleset)
+    mon = engine.Monitor(model, settings.ruleset)
     for i in range(0, len(msgs), 200):
         batch = [_Msg(m.key, m.value) for m in msgs[i : i + 200]]
         results = mon.process(batch)
-        for action, _id, doc in pipeline.elastic_actions(results):
+        for action, _id, doc in documents.elastic_actions(results):
             if action == "index":
                 expect_index[_id] = doc["category"]  # type: ignore[index]
             else:
                 expect_index.pop(_id, None)
-        expect_normals |= {rec["observation_id"] for _, rec in pipeline.normal_records(results)}
+        expect_normals |= {rec["observation_id"] for _, rec in documents.normal_records(results)}
     fates = collections.Counter(e.fate for m in msgs for e in m.expected)
 
     def run_monitor() -> dict[str, int]:

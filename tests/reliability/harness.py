@@ -3,7 +3,7 @@
 Every scenario (``tests/reliability/scenarios.py``) runs in its own namespace
 (``BPWATCH_NAMESPACE``), sends known messages, runs the monitor through its fault, and then
 reconciles the real outputs *exactly* against an expectation computed independently of
-Kafka, Elasticsearch and Bytewax: the monitor's pure logic (:class:`lib.monitor.pipeline.Monitor`)
+Kafka, Elasticsearch and Bytewax: the monitor's pure logic (:class:`lib.monitor.engine.Monitor`)
 run in-process over the same messages with the same model.
 
     expected anomaly ids        ==  document ids in ``NS-bp-anomalies``
@@ -34,7 +34,7 @@ import orjson
 
 from lib.connectors.kafka import produce_all
 from lib.connectors.normal_files import day_of, iter_records
-from lib.monitor import pipeline
+from lib.monitor import documents, engine
 from lib.settings import Settings
 from lib.tools import admin
 
@@ -235,7 +235,7 @@ def expect(settings: Settings, records: Iterable[Record], model: Any = None) -> 
     from lib.monitor.risk import RiskModel
 
     model = model or RiskModel.load(settings.model_path)
-    mon = pipeline.Monitor(
+    mon = engine.Monitor(
         model,
         settings.ruleset,
         window_size=settings.window_size,
@@ -246,17 +246,17 @@ def expect(settings: Settings, records: Iterable[Record], model: Any = None) -> 
 
     def flush() -> None:
         results = mon.process(batch)
-        for action, _id, _doc in pipeline.elastic_actions(results):
+        for action, _id, _doc in documents.elastic_actions(results):
             if action == "index":
                 exp.anomaly_ids.add(_id)
             else:
                 exp.anomaly_ids.discard(_id)
-        for _, rec in pipeline.normal_records(results):
+        for _, rec in documents.normal_records(results):
             exp.normal_keys.add((rec["observation_id"], str(rec.get("version", ""))))
             exp.normal_days[day_of(rec["effective_at"])] += 1
-        for _key, raw, _headers in pipeline.dlq_messages(results):
+        for _key, raw, _headers in documents.dlq_messages(results):
             exp.dead_letters[digest(raw)] += 1
-        for _, counts in pipeline.outcome_counts(results):
+        for _, counts in documents.outcome_counts(results):
             exp.counts.update(counts)
         batch.clear()
 
@@ -327,15 +327,10 @@ class Observed:
 
 
 def observe(settings: Settings) -> Observed:
-    from lib.tools.summary import es_ids
+    from lib.tools.summary import elastic_outputs
 
     obs = Observed()
-    es = admin.es_client(settings)
-    try:
-        obs.anomaly_ids = es_ids(es, settings.anomalies_index)
-        obs.alerts_es = len(es_ids(es, settings.alerts_index))
-    finally:
-        es.close()
+    obs.anomaly_ids, obs.alerts_es = elastic_outputs(settings)
     if settings.normal_dir.exists():
         for rec in iter_records(settings.normal_dir):
             obs.normal_keys[(rec["observation_id"], str(rec.get("version", "")))] += 1

@@ -349,11 +349,11 @@ VALUE_ANOMALIES = {
 
 def semantic_state(s: Settings, records: list, model=None) -> dict[str, dict[str, object]]:
     """id -> {category, anomaly (by value)} of every live reading, from the monitor's logic."""
-    from lib.monitor import pipeline
+    from lib.monitor import engine
     from lib.monitor.risk import RiskModel
     from tests.reliability.harness import _Msg
 
-    mon = pipeline.Monitor(model or RiskModel.load(s.model_path), s.ruleset)
+    mon = engine.Monitor(model or RiskModel.load(s.model_path), s.ruleset)
     state: dict[str, dict[str, object]] = {}
     for i in range(0, len(records), 500):
         res = mon.process([_Msg(k, v) for k, v, _ in records[i : i + 500]])

@@ -16,10 +16,8 @@ from lib.monitor.alerts import (
     AlertPolicy,
     EpisodeTracker,
     conditions_of,
-    elastic_item,
-    kafka_item,
-    step,
 )
+from lib.monitor.documents import elastic_item, kafka_item
 
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
 
@@ -274,8 +272,13 @@ def test_doc_and_connector_items():
     assert orjson.loads(orjson.dumps(events[1].to_doc()))["event"] == "resolved"
 
 
-def test_default_step_function_matches_tracker():
-    assert step(None, make("crisis", 0))[1] == EpisodeTracker().step(None, make("crisis", 0))[1]
+def test_combined_critical_thresholds_come_from_the_rule_set_registry():
+    policy = AlertPolicy()
+    assert policy.critical_for("aha2017") == (180.0, 120.0)
+    assert policy.critical_for("esh2023") == (180.0, 110.0)
+    with pytest.raises(ValueError, match="unknown rule set"):
+        policy.critical_for("aha1999")  # no silent fallback to another rule set's values
+    assert AlertPolicy(critical=(170.0, 100.0)).critical_for("esh2023") == (170.0, 100.0)
 
 
 def test_policy_validation():

@@ -21,7 +21,7 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 
 from dataflows import monitor
 from lib.connectors.elastic import _safe_reason
-from lib.monitor import fhir, pipeline
+from lib.monitor import fhir, shards
 from lib.monitor.risk import RiskModel
 from lib.settings import Settings
 from lib.sim import cohort, stream
@@ -114,7 +114,7 @@ def test_a_parser_failure_is_logged_without_its_payload(
     monkeypatch.setattr(fhir, "parse", explode)
     caplog.set_level(logging.DEBUG)
     msg = KafkaSourceMessage(b"pat-1", payload, topic=TOPIC, partition=0, offset=9)
-    (dead,) = pipeline.parse_message(msg)
+    (dead,) = shards.parse_message(msg)
     assert dead.raw == payload  # the DLQ keeps the bytes ...
     assert "parser_error" in caplog.text
     assert phi_leaks(caplog.text + dead.detail, names) == []  # ... the log does not

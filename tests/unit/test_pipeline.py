@@ -1,4 +1,4 @@
-"""lib.monitor.pipeline: sharding, per-shard processing, expiry, documents, DLQ, scoring."""
+"""lib.monitor.state: sharding, per-shard processing, expiry, documents, DLQ, scoring."""
 
 from __future__ import annotations
 
@@ -13,10 +13,20 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from lib.domain import FEATURE_NAMES, Assessment, DeadLetter, Reading, Retraction
-from lib.monitor import pipeline
-from lib.monitor.pipeline import Duplicate, Monitor, PatientStates
+from lib.domain import (
+    DEAD_LETTER_REASONS,
+    FEATURE_NAMES,
+    Assessment,
+    DeadLetter,
+    Duplicate,
+    Reading,
+    Retraction,
+)
+from lib.monitor import documents, shards
+from lib.monitor.engine import Monitor
 from lib.monitor.risk import RiskModel
+from lib.monitor.rules import AHA2017
+from lib.monitor.state import PatientStates
 from lib.settings import Settings
 from lib.sim import fhir_writer as obs
 from lib.sim import stream
@@ -57,39 +67,52 @@ def entries(*outcomes):
 
 
 def test_shard_of_is_stable_and_spread():
-    assert pipeline.shard_of("pat-1") == pipeline.shard_of("pat-1")
-    spread = collections.Counter(pipeline.shard_of(f"pat-{i}") for i in range(3200))
-    assert len(spread) == pipeline.SHARDS
-    assert max(spread.values()) < 2 * 3200 / pipeline.SHARDS
+    assert shards.shard_of("pat-1") == shards.shard_of("pat-1")
+    spread = collections.Counter(shards.shard_of(f"pat-{i}") for i in range(3200))
+    assert len(spread) == shards.SHARDS
+    assert max(spread.values()) < 2 * 3200 / shards.SHARDS
 
 
 def test_parse_messages_groups_by_shard_in_order_and_flags_first_outcomes():
     readings = [rd(i, patient=f"p{i % 3}") for i in range(9)]
     bundle = obs.encode(obs.bundle([obs.to_fhir(r, "N") for r in readings[:2]], bundle_id="b"))
     msgs = [Msg(bundle)] + [Msg(obs.encode(obs.to_fhir(r, "N"))) for r in readings[2:]]
-    grouped = pipeline.parse_messages(msgs)
+    grouped = shards.parse_messages(msgs)
     assert sum(first for _, es in grouped for _, _, first in es) == len(msgs)
     for shard, es in grouped:
-        assert all(pipeline.shard_of(o.patient_id) == shard for o, _, _ in es)
+        assert all(shards.shard_of(o.patient_id) == shard for o, _, _ in es)
         ids = [o.observation_id for o, _, _ in es]
         assert ids == sorted(ids, key=lambda x: float(x.split("-")[1]))
 
 
 def test_unparseable_or_empty_messages_are_dead_letters():
-    (_, es), *_ = pipeline.parse_messages([Msg(b"not json", key=None)])
+    (_, es), *_ = shards.parse_messages([Msg(b"not json", key=None)])
     dead = es[0][0]
     assert isinstance(dead, DeadLetter) and dead.raw == b"not json"
     assert dead.source == "bp.observations:0:0"
     empty = obs.encode({"resourceType": "Bundle", "type": "collection", "entry": []})
-    outcome = pipeline.parse_message(Msg(empty))
+    outcome = shards.parse_message(Msg(empty))
     assert len(outcome) == 1 and isinstance(outcome[0], DeadLetter)
+
+
+def test_reasons_made_around_the_parser_are_in_the_one_list(monkeypatch):
+    (tombstone,) = shards.parse_message(Msg(None))  # type: ignore[arg-type]
+    assert tombstone.reason == "no_value"
+
+    def broken(*_args, **_kw):
+        raise RuntimeError("defect")
+
+    monkeypatch.setattr(shards.fhir, "parse", broken)
+    (defect,) = shards.parse_message(Msg(b"{}"))
+    assert defect.reason == "parser_error" and defect.raw == b"{}"
+    assert {tombstone.reason, defect.reason} <= set(DEAD_LETTER_REASONS)
 
 
 def test_process_scores_in_order_with_duplicates_and_retractions(model):
     states = PatientStates(12, 72)
     a, b = rd(0), rd(1, 118, 70)
     res = states.process(
-        entries(a, a, b, Retraction(a.observation_id, "p1"), rd(2)), "aha2017", model
+        entries(a, a, b, Retraction(a.observation_id, "p1"), rd(2)), AHA2017, model
     )
     kinds = [type(o).__name__ for o in res.outcomes]
     assert kinds == ["Assessment", "Duplicate", "Assessment", "Retraction", "Assessment"]
@@ -105,16 +128,16 @@ def test_process_scores_in_order_with_duplicates_and_retractions(model):
 def test_retraction_before_its_reading_is_kept_then_expires(model):
     states = PatientStates(12, idle_expiry_hours=10)
     early = rd(1, patient="q")
-    res = states.process(entries(Retraction(early.observation_id, "q"), early), "aha2017", model)
+    res = states.process(entries(Retraction(early.observation_id, "q"), early), AHA2017, model)
     assert [type(o).__name__ for o in res.outcomes] == ["Retraction", "Duplicate"]
-    states.process(entries(rd(30, patient="other")), "aha2017", model)
+    states.process(entries(rd(30, patient="other")), AHA2017, model)
     assert "q" not in states.windows  # tombstone-only windows expire like idle ones
 
 
 def test_batch_risk_equals_predict_proba_one_and_sklearn(model, sk_pipeline):
     states = PatientStates(12, 72)
     readings = [rd(i / 4, 110 + 9 * np.sin(i), 70 + 5 * np.cos(i), f"p{i % 4}") for i in range(40)]
-    res = states.process(entries(*readings), "aha2017", model)
+    res = states.process(entries(*readings), AHA2017, model)
     got = [o.risk_score for o in res.outcomes]
     one = [model.predict_proba_one(o.features) for o in res.outcomes]
     matrix = np.array([o.features.vector() for o in res.outcomes])
@@ -122,29 +145,29 @@ def test_batch_risk_equals_predict_proba_one_and_sklearn(model, sk_pipeline):
     assert np.allclose(got, one, atol=1e-9, rtol=0)
     assert np.allclose(got, ref, atol=1e-9, rtol=0)
     # a bare sklearn estimator is accepted too ((n, 2) probabilities)
-    res2 = PatientStates(12, 72).process(entries(*readings), "aha2017", sk_pipeline)
+    res2 = PatientStates(12, 72).process(entries(*readings), AHA2017, sk_pipeline)
     assert np.allclose([o.risk_score for o in res2.outcomes], ref, atol=1e-12, rtol=0)
 
 
 def test_idle_patients_expire_on_event_time(model):
     states = PatientStates(12, idle_expiry_hours=10)
-    states.process(entries(rd(0, patient="old"), rd(0, patient="young")), "aha2017", model)
-    states.process(entries(rd(5, patient="young")), "aha2017", model)
+    states.process(entries(rd(0, patient="old"), rd(0, patient="young")), AHA2017, model)
+    states.process(entries(rd(5, patient="young")), AHA2017, model)
     assert set(states.windows) == {"old", "young"}
-    states.process(entries(rd(10.5, patient="young")), "aha2017", model)
+    states.process(entries(rd(10.5, patient="young")), AHA2017, model)
     assert set(states.windows) == {"young"}  # old: idle 10.5 h > 10 h
     # a returning patient starts a new window
-    res = states.process(entries(rd(11, patient="old")), "aha2017", model)
+    res = states.process(entries(rd(11, patient="old")), AHA2017, model)
     assert res.outcomes[0].features.n == 1
 
 
 def test_a_future_dated_reading_does_not_expire_other_patients(model):
     states = PatientStates(12, idle_expiry_hours=10)
     broker = rd(0).ts
-    states.process([(rd(0, patient="a"), broker, 1)], "aha2017", model)
+    states.process([(rd(0, patient="a"), broker, 1)], AHA2017, model)
     # a device clock a year ahead; the broker stamped it at the same time as the others
     future = rd(24 * 365, patient="b")
-    states.process([(future, broker + 60, 1)], "aha2017", model)
+    states.process([(future, broker + 60, 1)], AHA2017, model)
     assert states.clock == broker + 60 + 3600
     assert set(states.windows) == {"a", "b"}
 
@@ -152,17 +175,17 @@ def test_a_future_dated_reading_does_not_expire_other_patients(model):
 def test_snapshot_restore_continues_identically(model):
     a = PatientStates(5, 72)
     readings = [rd(i, 120 + 3 * i, 80, f"p{i % 3}") for i in range(12)]
-    a.process(entries(*readings[:8]), "aha2017", model)
+    a.process(entries(*readings[:8]), AHA2017, model)
     b = PatientStates.restore(pickle.loads(pickle.dumps(a.snapshot())))
-    ra = a.process(entries(*readings[8:]), "aha2017", model)
-    rb = b.process(entries(*readings[8:]), "aha2017", model)
+    ra = a.process(entries(*readings[8:]), AHA2017, model)
+    rb = b.process(entries(*readings[8:]), AHA2017, model)
     assert ra.outcomes == rb.outcomes and b.clock == a.clock
 
 
 def test_documents_follow_the_contract(model):
-    res = PatientStates().process([(rd(0, 185, 100), 1_772_000_000.5, 1)], "aha2017", model)
+    res = PatientStates().process([(rd(0, 185, 100), 1_772_000_000.5, 1)], AHA2017, model)
     (assessment,) = res.outcomes
-    doc = pipeline.anomaly_doc(assessment, datetime.fromtimestamp(1_772_000_000.5, UTC))
+    doc = documents.anomaly_doc(assessment, datetime.fromtimestamp(1_772_000_000.5, UTC))
     for field in (
         "observation_id", "patient_id", "effective_at", "systolic", "diastolic", "category",
         "anomaly_types", "severity", "risk_score", "ruleset", "ingested_at",
@@ -173,15 +196,15 @@ def test_documents_follow_the_contract(model):
     assert (
         doc["category"] == "hypertensive_crisis" and "hypertensive_crisis" in doc["anomaly_types"]
     )
-    ((action, _id, body),) = pipeline.elastic_actions([("0", res)])
+    ((action, _id, body),) = documents.elastic_actions([("0", res)])
     assert (action, _id) == ("index", "p1-0") and body == doc
-    rec = pipeline.normal_record(assessment)
+    rec = documents.normal_record(assessment)
     assert {"observation_id", "patient_id", "effective_at", "category", "risk_score"} <= set(rec)
 
 
 def test_dlq_message_keeps_the_original_and_adds_reason_headers():
     dead = DeadLetter(b"\x00raw", b"k", "invalid_json", "bad", "t:1:2", (("trace", b"x"),))
-    key, value, headers = pipeline.dlq_message(dead)
+    key, value, headers = documents.dlq_message(dead)
     assert (key, value) == (b"k", b"\x00raw")
     assert headers == [
         ("trace", b"x"), ("error", b"invalid_json"), ("error.detail", b"bad"), ("source", b"t:1:2")

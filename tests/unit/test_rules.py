@@ -156,7 +156,9 @@ def test_rule_data_is_validated():
     with pytest.raises(ValueError):
         rules.Band("stage_9", "x", None, None)
     with pytest.raises(ValueError, match="hypertension_stage_1"):
-        rules.RuleSet("x", "x", (), rules.AHA2017.default, rules.AHA2017.severe_hypotension)
+        rules.RuleSet(
+            "x", "x", (), rules.AHA2017.default, rules.AHA2017.severe_hypotension, (180, 120)
+        )
 
 
 def test_rule_data_is_frozen():

@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lib.domain import Reading
-from lib.monitor.window import PatientWindow, compute_features, features_of, is_abnormal
+from lib.monitor.rules import is_abnormal
+from lib.monitor.window import PatientWindow, compute_features, features_of
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 
@@ -66,6 +67,17 @@ def test_n_abnormal_boundaries():
     assert is_abnormal(130, 70) and is_abnormal(120, 80)
     assert not is_abnormal(90, 60)
     assert is_abnormal(89.9, 70) and is_abnormal(110, 59.9)
+
+
+def test_n_abnormal_counts_what_the_rules_call_abnormal_under_aha2017():
+    # one meaning: the feature's inline test equals rules.is_abnormal under aha2017, whatever
+    # rule set scores the readings (a grid across every cut, 0.5 mm[Hg] apart)
+    values = [(s / 2, d / 2) for s in range(170, 380, 3) for d in range(110, 250, 3) if s > d]
+    for sys_, dia in values:
+        f = compute_features([0.0, 60.0], [120.0, sys_], [70.0, dia])
+        assert f.n_abnormal == int(is_abnormal(sys_, dia, "aha2017")), (sys_, dia)
+        first = compute_features([60.0], [sys_], [dia])  # the one-reading path
+        assert first.n_abnormal == int(is_abnormal(sys_, dia, "aha2017")), (sys_, dia)
 
 
 def test_window_is_bounded_and_keeps_the_latest():

@@ -1,0 +1,193 @@
+"""What each sink receives: the one home of output shaping (docs/contract.md).
+
+Documents: :func:`anomaly_doc` (``bp-anomalies``), :func:`normal_record` (JSON Lines),
+:func:`dlq_message` (``bp.observations.dlq``). Batch extractors, used as ``flat_map_batch``
+steps over ``(shard, Results)`` items: :func:`elastic_actions`, :func:`normal_records`,
+:func:`dlq_messages`, :func:`outcome_counts`. Alert items: :func:`alert_message`
+(``bp.alerts``) and :func:`alert_doc` (``bp-alerts``). Adding a sink means adding its
+document and extractor here.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from lib.domain import Assessment, DeadLetter, Reading, Retraction, utc_iso
+from lib.monitor.alerts import AlertEvent
+from lib.monitor.state import Results
+
+__all__ = [
+    "anomaly_doc",
+    "dlq_message",
+    "dlq_messages",
+    "elastic_actions",
+    "elastic_item",
+    "iso_ms",
+    "kafka_item",
+    "normal_record",
+    "normal_records",
+    "once_item",
+    "outcome_counts",
+    "supersedes",
+]
+
+_ISO_PREFIXES: dict[tuple[int, int, int, int, int], str] = {}
+_ISO_PREFIXES_MAX = 4096  # minutes; cleared when full (output never depends on it)
+_ISO_SECONDS = tuple(f"{s:02d}." for s in range(60))
+_ISO_MILLIS = tuple(f"{ms:03d}Z" for ms in range(1000))
+
+
+def iso_ms(dt: datetime) -> str:
+    """:func:`lib.domain.utc_iso`, about 3x cheaper for a UTC datetime (the hot path's case).
+
+    ``YYYY-MM-DDTHH:MM:`` comes from a small per-minute cache, seconds and milliseconds
+    (truncated, as ``isoformat(timespec="milliseconds")`` does) from two tables.
+    """
+    if dt.tzinfo is not UTC:
+        return utc_iso(dt)
+    key = (dt.year, dt.month, dt.day, dt.hour, dt.minute)
+    prefix = _ISO_PREFIXES.get(key)
+    if prefix is None:
+        if len(_ISO_PREFIXES) >= _ISO_PREFIXES_MAX:
+            _ISO_PREFIXES.clear()
+        prefix = _ISO_PREFIXES[key] = dt.isoformat()[:17]
+    return prefix + _ISO_SECONDS[dt.second] + _ISO_MILLIS[dt.microsecond // 1000]
+
+
+def anomaly_doc(assessment: Assessment, ingested_at: datetime | None) -> dict[str, Any]:
+    """The ``bp-anomalies`` document (infra/elasticsearch/templates/bp-anomalies.json, strict
+    mapping): the contract's fields plus status, version, source and the window ``features``.
+    ``ingested_at`` is the broker's timestamp of the message; None falls back to the event time.
+    """
+    r = assessment.reading
+    effective_at = iso_ms(r.effective_at)
+    return {
+        "observation_id": r.observation_id,
+        "patient_id": r.patient_id,
+        "effective_at": effective_at,
+        "systolic": r.systolic,
+        "diastolic": r.diastolic,
+        "category": assessment.category,
+        "anomaly_types": list(assessment.anomaly_types),
+        "severity": assessment.severity,
+        "risk_score": assessment.risk_score,
+        "ruleset": assessment.ruleset,
+        "ingested_at": effective_at if ingested_at is None else iso_ms(ingested_at),
+        "status": r.status,
+        "version": r.version,
+        "source": r.source,
+        "features": assessment.features.as_dict(),
+    }
+
+
+def normal_record(assessment: Assessment) -> dict[str, Any]:
+    """One JSON Lines record for a normal reading."""
+    r = assessment.reading
+    return {
+        "observation_id": r.observation_id,
+        "patient_id": r.patient_id,
+        "effective_at": iso_ms(r.effective_at),
+        "systolic": r.systolic,
+        "diastolic": r.diastolic,
+        "category": assessment.category,
+        "risk_score": assessment.risk_score,
+        "severity": assessment.severity,
+        "ruleset": assessment.ruleset,
+        "status": r.status,
+        "version": r.version,
+        "source": r.source,
+    }
+
+
+def dlq_message(dead: DeadLetter) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
+    """The DLQ message: original key and value unchanged, original headers, then ours."""
+    headers = [h for h in dead.headers if h[0] not in ("error", "error.detail", "source")]
+    headers += [
+        ("error", dead.reason.encode()),
+        ("error.detail", dead.detail.encode()),
+        ("source", dead.source.encode()),
+    ]
+    return (dead.key, dead.raw, headers)
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+KeyedResults = tuple[str, Results]
+
+
+def supersedes(reading: Reading) -> bool:
+    """Is this reading a later version of an Observation (which may have been indexed)?"""
+    v = reading.version
+    return reading.status != "final" or (v.isdigit() and int(v) > 1)
+
+
+def elastic_actions(batch: list[KeyedResults]) -> list[tuple[str, str, dict[str, Any] | None]]:
+    """Actions for ``bp-anomalies``, in input order.
+
+    ``("index", id, doc)`` per anomaly; ``("delete", id, None)`` per retraction, and per normal
+    reading that supersedes an earlier version (an amendment that clears an anomaly removes
+    its document; deleting a document that does not exist is a no-op).
+    """
+    out: list[tuple[str, str, dict[str, Any] | None]] = []
+    for _, res in batch:
+        for o, ing in zip(res.outcomes, res.ingested_at, strict=True):
+            if type(o) is Assessment:
+                r = o.reading
+                if o.anomaly_types:
+                    doc = anomaly_doc(o, None if ing is None else _utc(ing))
+                    out.append(("index", r.observation_id, doc))
+                elif supersedes(r):
+                    out.append(("delete", r.observation_id, None))
+            elif type(o) is Retraction:
+                out.append(("delete", o.observation_id, None))
+    return out
+
+
+def normal_records(batch: list[KeyedResults]) -> list[tuple[str, dict[str, Any]]]:
+    """``(patient_id, record)`` per normal reading (keyed for the sharded file sink)."""
+    return [
+        (o.reading.patient_id, normal_record(o))
+        for _, res in batch
+        for o in res.outcomes
+        if type(o) is Assessment and not o.anomaly_types
+    ]
+
+
+def dlq_messages(batch: list[KeyedResults]) -> list[tuple[bytes | None, bytes, list]]:
+    """``(original key, original value, headers)`` per dead letter."""
+    return [dlq_message(o) for _, res in batch for o in res.outcomes if type(o) is DeadLetter]
+
+
+def outcome_counts(batch: list[KeyedResults]) -> list[tuple[str, dict[str, int]]]:
+    """One ``("all", counts)`` item per batch, for the single counters key."""
+    total: dict[str, int] = {}
+    for _, res in batch:
+        for k, v in res.counts().items():
+            total[k] = total.get(k, 0) + v
+    return [("all", total)]
+
+
+# -- alert events: bp.alerts (Kafka) and bp-alerts (Elasticsearch) --------------------------
+def kafka_item(event: AlertEvent) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    """``(key, value, headers)`` for ``lib.connectors.kafka.ConfirmedKafkaSink`` (bp.alerts)."""
+    return (
+        event.patient_id.encode(),
+        orjson.dumps(event.to_doc()),
+        [("alert_id", event.alert_id.encode()), ("event", event.event.encode())],
+    )
+
+
+def elastic_item(event: AlertEvent) -> tuple[str, str, dict[str, Any]]:
+    """``("index", _id, doc)`` for ``lib.connectors.elastic.ElasticSink`` (bp-alerts)."""
+    return ("index", event.alert_id, event.to_doc())
+
+
+def once_item(event: AlertEvent) -> tuple[str, tuple[str, bytes, bytes, list[tuple[str, bytes]]]]:
+    """``(routing key, (id, key, value, headers))`` for ``ExactlyOnceKafkaSink`` (bp.alerts)."""
+    key, value, headers = kafka_item(event)
+    return (event.patient_id, (event.alert_id, key, value, headers))

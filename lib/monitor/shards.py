@@ -1,0 +1,112 @@
+"""Parsing a batch of messages and grouping the outcomes by patient shard.
+
+Per-patient state is grouped into :data:`SHARDS` shards (a stable crc32 of the patient id), so
+the stateful step sees a few large batches instead of one call per reading. A dead letter goes
+to the shard of its message key (it has no patient). Every message gives at least one outcome:
+``in`` counts messages, and each carries a ``first`` flag on its first outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from lib.domain import DeadLetter, Outcome
+from lib.monitor import fhir
+
+__all__ = ["SHARDS", "Entry", "SourceMessage", "parse_message", "parse_messages", "shard_of"]
+
+logger = logging.getLogger(__name__)
+
+SHARDS = 32
+_SHARD_KEYS = tuple(str(i) for i in range(SHARDS))
+
+
+class SourceMessage(Protocol):
+    """The fields read from an input message (``bytewax.connectors.kafka.KafkaSourceMessage``)."""
+
+    key: bytes | None
+    value: bytes
+    headers: Any
+    topic: str | None
+    partition: int | None
+    offset: int | None
+    timestamp: tuple[int, int] | None
+
+
+# One parsed Observation on its way to a shard: (outcome, ingested_at POSIX s | None,
+# 1 if it is the first outcome of its input message else 0 -- for the ``in`` counter).
+Entry = tuple[Outcome, float | None, int]
+
+
+_shard_cache: dict[str, str] = {}
+_SHARD_CACHE_MAX = 1 << 17  # patients; cleared when full (the result never depends on it)
+
+
+def shard_of(patient_id: str) -> str:
+    """Stable shard key of a patient (the same in every process and run)."""
+    shard = _shard_cache.get(patient_id)
+    if shard is None:
+        if len(_shard_cache) >= _SHARD_CACHE_MAX:
+            _shard_cache.clear()
+        shard = _shard_cache[patient_id] = _SHARD_KEYS[zlib.crc32(patient_id.encode()) % SHARDS]
+    return shard
+
+
+def _source_of(msg: SourceMessage) -> str:
+    topic = getattr(msg, "topic", None)
+    if topic is None:
+        return ""
+    return f"{topic}:{getattr(msg, 'partition', '')}:{getattr(msg, 'offset', '')}"
+
+
+def _ingested_at(msg: SourceMessage) -> float | None:
+    """The broker's timestamp of the message: deterministic under replay, unlike a wall clock."""
+    ts = getattr(msg, "timestamp", None)
+    if ts and ts[0] != 0 and ts[1] >= 0:  # type 0: TIMESTAMP_NOT_AVAILABLE
+        return ts[1] / 1000.0
+    return None
+
+
+def parse_message(msg: SourceMessage) -> list[Outcome]:
+    """All outcomes of one input message: never empty, never raises."""
+    key = msg.key
+    value = msg.value
+    source = _source_of(msg)
+    headers = getattr(msg, "headers", None) or ()
+    if type(headers) is not list and type(headers) is not tuple:
+        headers = tuple(headers)  # read more than once (one dead letter per bad Bundle entry)
+    if not isinstance(value, bytes | bytearray):
+        return [DeadLetter(b"", key, "no_value", "message without a value", source, tuple(headers))]
+    try:
+        outcomes = fhir.parse(value if type(value) is bytes else bytes(value), key, source, headers)
+    except Exception as exc:  # the parser promises not to raise; if it does, dead-letter it
+        # type only: an exception's text may quote the payload (PHI)
+        logger.error("parser_error error=%s source=%s", type(exc).__name__, source)
+        detail = f"parser failed: {type(exc).__name__}"
+        return [DeadLetter(bytes(value), key, "parser_error", detail, source, tuple(headers))]
+    if not outcomes:
+        return [DeadLetter(bytes(value), key, "empty_bundle", "no entries", source, tuple(headers))]
+    return outcomes
+
+
+def parse_messages(messages: Sequence[SourceMessage]) -> list[tuple[str, list[Entry]]]:
+    """Parse a batch and group the outcomes by patient shard, keeping the input order."""
+    by_shard: dict[str, list[Entry]] = {}
+    shard_cache = _shard_cache
+    for msg in messages:
+        ingested = _ingested_at(msg)
+        first = 1
+        for outcome in parse_message(msg):
+            if isinstance(outcome, DeadLetter):
+                shard = _SHARD_KEYS[zlib.crc32(outcome.key or b"") % SHARDS]
+            else:
+                shard = shard_cache.get(outcome.patient_id) or shard_of(outcome.patient_id)
+            entries = by_shard.get(shard)
+            if entries is None:
+                entries = by_shard[shard] = []
+            entries.append((outcome, ingested, first))
+            first = 0
+    return list(by_shard.items())

@@ -1,0 +1,51 @@
+"""lib.monitor.documents against the strict index templates: one list of fields and features."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from lib.domain import FEATURE_NAMES, Assessment, Features, Reading
+from lib.monitor import documents
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "infra" / "elasticsearch" / "templates"
+
+
+def _properties(name: str) -> dict:
+    return json.loads((TEMPLATES / f"{name}.json").read_text())["template"]["mappings"][
+        "properties"
+    ]
+
+
+def _assessment() -> Assessment:
+    reading = Reading("obs-1", "pat-1", datetime(2026, 3, 1, 8, tzinfo=UTC), 150.0, 95.0)
+    features = Features(*range(len(FEATURE_NAMES)))
+    return Assessment(reading, features, "hypertension_stage_2", ("systolic_hypertension",),
+                      "high", 0.4, "aha2017")  # fmt: skip
+
+
+def test_anomaly_document_fields_are_the_template_fields() -> None:
+    doc = documents.anomaly_doc(_assessment(), None)
+    props = _properties("bp-anomalies")
+    assert set(doc) == set(props)  # the template is strict: a missing field is refused
+    assert list(doc["features"]) == list(FEATURE_NAMES)
+    assert list(props["features"]["properties"]) == list(FEATURE_NAMES)
+
+
+def test_alert_document_fields_are_the_template_fields() -> None:
+    from lib.monitor.alerts import EpisodeTracker
+
+    crisis = Assessment(
+        Reading("obs-2", "pat-1", datetime(2026, 3, 1, 9, tzinfo=UTC), 190.0, 125.0),
+        Features(*range(len(FEATURE_NAMES))),
+        "hypertensive_crisis",
+        ("hypertensive_crisis",),
+        "critical",
+        0.9,
+        "aha2017",
+    )
+    _, (event, *_) = EpisodeTracker().step(None, crisis)
+    _, _id, doc = documents.elastic_item(event)
+    assert _id == event.alert_id
+    assert set(doc) <= set(_properties("bp-alerts"))
