@@ -12,6 +12,11 @@ Objects (Kibana 8.x format: ``coreMigrationVersion`` 8.8.0, Lens ``formBased`` d
   cases (table), risk-score distribution, risk over time (average and maximum), alert events
   over time (by condition);
 * dashboard ``bpwatch-overview`` holding the six panels.
+
+With a namespace ``NS`` (``saved_objects("NS")``) every id becomes ``NS-<id>``, every title
+and name ends in `` [NS]`` and the data views cover ``NS-bp-anomalies*`` / ``NS-bp-alerts*``,
+so two namespaces live side by side in one Kibana space. The committed NDJSON is the
+namespace-less set.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 ANOMALIES_VIEW = "bpwatch-anomalies"
 ALERTS_VIEW = "bpwatch-alerts"
 DASHBOARD_ID = "bpwatch-overview"
+BASE_PATTERNS = {ANOMALIES_VIEW: "bp-anomalies*", ALERTS_VIEW: "bp-alerts*"}
 LAYER = "layer1"
 
 COUNT = {
@@ -36,6 +42,23 @@ COUNT = {
 }
 
 
+# ----------------------------------------------------------------------------- namespacing
+def namespaced_id(base: str, namespace: str = "") -> str:
+    """``NS-<base>``: the id of a saved object or rule in a namespace (``base`` without one)."""
+    return f"{namespace}-{base}" if namespace else base
+
+
+def namespaced_title(title: str, namespace: str = "") -> str:
+    return f"{title} [{namespace}]" if namespace else title
+
+
+def namespaced_pattern(pattern: str, namespace: str = "") -> str:
+    """``bp-anomalies*`` -> ``NS-bp-anomalies*``; other patterns are left alone."""
+    known = pattern in BASE_PATTERNS.values()
+    return f"{namespace}-{pattern}" if namespace and known else pattern
+
+
+# ----------------------------------------------------------------------------- Lens columns
 def _date_histogram(field: str) -> dict[str, Any]:
     return {
         "label": field,
@@ -108,47 +131,169 @@ def _xy(series: str, x: str, ys: list[str], split: str | None = None) -> dict[st
     }
 
 
-def _lens(
-    obj_id: str,
-    title: str,
-    view: str,
-    vis_type: str,
-    columns: dict[str, dict[str, Any]],
-    visualization: dict[str, Any],
-    query: str = "",
-) -> dict[str, Any]:
-    return {
-        "id": obj_id,
-        "type": "lens",
-        "coreMigrationVersion": "8.8.0",
-        "typeMigrationVersion": "8.9.0",
-        "attributes": {
-            "title": title,
-            "description": "",
-            "visualizationType": vis_type,
-            "state": {
-                "visualization": visualization,
-                "query": {"query": query, "language": "kuery"},
-                "filters": [],
-                "datasourceStates": {
-                    "formBased": {
-                        "layers": {
-                            LAYER: {
-                                "columns": columns,
-                                "columnOrder": list(columns),
-                                "incompleteColumns": {},
-                            }
-                        }
-                    }
+# ----------------------------------------------------------------------------- objects
+class _Lens:
+    """Builds the Lens objects of one namespace (ids, titles and data view references)."""
+
+    def __init__(self, namespace: str) -> None:
+        self.ns = namespace
+
+    def panel(
+        self,
+        obj_id: str,
+        title: str,
+        view: str,
+        vis_type: str,
+        columns: dict[str, dict[str, Any]],
+        visualization: dict[str, Any],
+        query: str = "",
+    ) -> dict[str, Any]:
+        layer = {"columns": columns, "columnOrder": list(columns), "incompleteColumns": {}}
+        return {
+            "id": namespaced_id(obj_id, self.ns),
+            "type": "lens",
+            "coreMigrationVersion": "8.8.0",
+            "typeMigrationVersion": "8.9.0",
+            "attributes": {
+                "title": namespaced_title(title, self.ns),
+                "description": "",
+                "visualizationType": vis_type,
+                "state": {
+                    "visualization": visualization,
+                    "query": {"query": query, "language": "kuery"},
+                    "filters": [],
+                    "datasourceStates": {"formBased": {"layers": {LAYER: layer}}},
+                    "internalReferences": [],
+                    "adHocDataViews": {},
                 },
-                "internalReferences": [],
-                "adHocDataViews": {},
             },
+            "references": [
+                {
+                    "type": "index-pattern",
+                    "id": namespaced_id(view, self.ns),
+                    "name": f"indexpattern-datasource-layer-{LAYER}",
+                }
+            ],
+        }
+
+    def stacked_over_time(
+        self,
+        obj_id: str,
+        title: str,
+        view: str,
+        time_field: str,
+        split: str,
+        size: int,
+        query: str = "",
+    ) -> dict[str, Any]:
+        """Count of records over time, stacked by the top values of ``split``."""
+        columns = {
+            "time": _date_histogram(time_field),
+            split: _terms(split, "count", size=size),
+            "count": COUNT,
+        }
+        visualization = _xy("bar_stacked", "time", ["count"], split=split)
+        return self.panel(obj_id, title, view, "lnsXY", columns, visualization, query)
+
+    def critical_cases(self) -> dict[str, Any]:
+        columns = {
+            "observation": _terms("observation_id", "latest", size=50, label="Observation"),
+            "latest": _metric("max", "effective_at", "Time", data_type="date"),
+            "patient": _last_value("patient_id", "Patient", "string"),
+            "category": _last_value("category", "Category", "string"),
+            "systolic": _last_value("systolic", "Systolic", "number"),
+            "diastolic": _last_value("diastolic", "Diastolic", "number"),
+            "risk": _last_value("risk_score", "Risk", "number"),
+        }
+        table = {
+            "layerId": LAYER,
+            "layerType": "data",
+            "columns": [{"columnId": c} for c in columns],
+            "sorting": {"columnId": "latest", "direction": "desc"},
+        }
+        return self.panel(
+            "bpwatch-recent-critical",
+            "Recent critical cases",
+            ANOMALIES_VIEW,
+            "lnsDatatable",
+            columns,
+            table,
+            query='severity : "critical"',
+        )
+
+    def risk_distribution(self) -> dict[str, Any]:
+        bucket = {
+            "label": "risk_score",
+            "dataType": "number",
+            "operationType": "range",
+            "sourceField": "risk_score",
+            "isBucketed": True,
+            "scale": "interval",
+            "params": {
+                "type": "histogram",
+                "maxBars": 20,
+                "includeEmptyRows": True,
+                "ranges": [{"from": 0, "to": 1, "label": ""}],
+            },
+        }
+        return self.panel(
+            "bpwatch-risk-distribution",
+            "Risk score distribution",
+            ANOMALIES_VIEW,
+            "lnsXY",
+            {"bucket": bucket, "count": COUNT},
+            _xy("bar", "bucket", ["count"]),
+        )
+
+
+def lens_objects(namespace: str = "") -> list[dict[str, Any]]:
+    """The six dashboard panels, in dashboard order."""
+    lens = _Lens(namespace)
+    anomaly_types = lens.panel(
+        "bpwatch-anomaly-types",
+        "Anomaly types",
+        ANOMALIES_VIEW,
+        "lnsXY",
+        {"type": _terms("anomaly_types", "count", size=12), "count": COUNT},
+        _xy("bar_horizontal", "type", ["count"]),
+    )
+    over_time = lens.stacked_over_time(
+        "bpwatch-anomalies-over-time",
+        "Anomalies over time (by severity)",
+        ANOMALIES_VIEW,
+        "effective_at",
+        "severity",
+        size=4,
+    )
+    risk_time = lens.panel(
+        "bpwatch-risk-over-time",
+        "Risk over time",
+        ANOMALIES_VIEW,
+        "lnsXY",
+        {
+            "time": _date_histogram("effective_at"),
+            "avg": _metric("average", "risk_score", "Average risk"),
+            "max": _metric("max", "risk_score", "Maximum risk"),
         },
-        "references": [
-            {"type": "index-pattern", "id": view, "name": f"indexpattern-datasource-layer-{LAYER}"}
-        ],
-    }
+        _xy("line", "time", ["avg", "max"]),
+    )
+    alerts_time = lens.stacked_over_time(
+        "bpwatch-alert-events",
+        "Alert events over time (by condition)",
+        ALERTS_VIEW,
+        "event_at",
+        "condition",
+        size=6,
+        query='event : "opened" or event : "escalated"',
+    )
+    return [
+        anomaly_types,
+        over_time,
+        lens.critical_cases(),
+        lens.risk_distribution(),
+        risk_time,
+        alerts_time,
+    ]
 
 
 def data_view(obj_id: str, title: str, time_field: str, name: str) -> dict[str, Any]:
@@ -162,113 +307,19 @@ def data_view(obj_id: str, title: str, time_field: str, name: str) -> dict[str, 
     }
 
 
-def lens_objects() -> list[dict[str, Any]]:
-    anomaly_types = _lens(
-        "bpwatch-anomaly-types",
-        "Anomaly types",
-        ANOMALIES_VIEW,
-        "lnsXY",
-        {"type": _terms("anomaly_types", "count", size=12), "count": COUNT},
-        _xy("bar_horizontal", "type", ["count"]),
-    )
-    over_time = _lens(
-        "bpwatch-anomalies-over-time",
-        "Anomalies over time (by severity)",
-        ANOMALIES_VIEW,
-        "lnsXY",
-        {
-            "time": _date_histogram("effective_at"),
-            "severity": _terms("severity", "count", size=4),
-            "count": COUNT,
-        },
-        _xy("bar_stacked", "time", ["count"], split="severity"),
-    )
-    critical = _lens(
-        "bpwatch-recent-critical",
-        "Recent critical cases",
-        ANOMALIES_VIEW,
-        "lnsDatatable",
-        {
-            "observation": _terms("observation_id", "latest", size=50, label="Observation"),
-            "latest": _metric("max", "effective_at", "Time", data_type="date"),
-            "patient": _last_value("patient_id", "Patient", "string"),
-            "category": _last_value("category", "Category", "string"),
-            "systolic": _last_value("systolic", "Systolic", "number"),
-            "diastolic": _last_value("diastolic", "Diastolic", "number"),
-            "risk": _last_value("risk_score", "Risk", "number"),
-        },
-        {
-            "layerId": LAYER,
-            "layerType": "data",
-            "columns": [
-                {"columnId": c}
-                for c in (
-                    "observation",
-                    "latest",
-                    "patient",
-                    "category",
-                    "systolic",
-                    "diastolic",
-                    "risk",
-                )
-            ],
-            "sorting": {"columnId": "latest", "direction": "desc"},
-        },
-        query='severity : "critical"',
-    )
-    risk_hist = _lens(
-        "bpwatch-risk-distribution",
-        "Risk score distribution",
-        ANOMALIES_VIEW,
-        "lnsXY",
-        {
-            "bucket": {
-                "label": "risk_score",
-                "dataType": "number",
-                "operationType": "range",
-                "sourceField": "risk_score",
-                "isBucketed": True,
-                "scale": "interval",
-                "params": {
-                    "type": "histogram",
-                    "maxBars": 20,
-                    "includeEmptyRows": True,
-                    "ranges": [{"from": 0, "to": 1, "label": ""}],
-                },
-            },
-            "count": COUNT,
-        },
-        _xy("bar", "bucket", ["count"]),
-    )
-    risk_time = _lens(
-        "bpwatch-risk-over-time",
-        "Risk over time",
-        ANOMALIES_VIEW,
-        "lnsXY",
-        {
-            "time": _date_histogram("effective_at"),
-            "avg": _metric("average", "risk_score", "Average risk"),
-            "max": _metric("max", "risk_score", "Maximum risk"),
-        },
-        _xy("line", "time", ["avg", "max"]),
-    )
-    alerts_time = _lens(
-        "bpwatch-alert-events",
-        "Alert events over time (by condition)",
-        ALERTS_VIEW,
-        "lnsXY",
-        {
-            "time": _date_histogram("event_at"),
-            "condition": _terms("condition", "count", size=6),
-            "count": COUNT,
-        },
-        _xy("bar_stacked", "time", ["count"], split="condition"),
-        query='event : "opened" or event : "escalated"',
-    )
-    return [anomaly_types, over_time, critical, risk_hist, risk_time, alerts_time]
+def data_views(namespace: str = "") -> list[dict[str, Any]]:
+    views = []
+    for view, time_field, name in (
+        (ANOMALIES_VIEW, "effective_at", "bpwatch anomalies"),
+        (ALERTS_VIEW, "event_at", "bpwatch alerts"),
+    ):
+        pattern = namespaced_pattern(BASE_PATTERNS[view], namespace)
+        obj_id, label = namespaced_id(view, namespace), namespaced_title(name, namespace)
+        views.append(data_view(obj_id, pattern, time_field, label))
+    return views
 
 
-def dashboard(panels: list[dict[str, Any]]) -> dict[str, Any]:
+def dashboard(panels: list[dict[str, Any]], namespace: str = "") -> dict[str, Any]:
     layout = [(0, 0, 24, 15), (24, 0, 24, 15), (0, 15, 48, 16), (0, 31, 24, 15)]
     layout += [(24, 31, 24, 15), (0, 46, 48, 14)]
     entries = []
@@ -286,14 +337,15 @@ def dashboard(panels: list[dict[str, Any]]) -> dict[str, Any]:
         )
         references.append({"name": f"panel_{i}", "type": "lens", "id": panel["id"]})
     search_source = {"query": {"query": "", "language": "kuery"}, "filter": []}
+    anomalies, alerts = (namespaced_pattern(p, namespace) for p in BASE_PATTERNS.values())
     return {
-        "id": DASHBOARD_ID,
+        "id": namespaced_id(DASHBOARD_ID, namespace),
         "type": "dashboard",
         "coreMigrationVersion": "8.8.0",
         "typeMigrationVersion": "8.9.0",
         "attributes": {
-            "title": "bpwatch: blood-pressure anomalies",
-            "description": "bpwatch monitor: anomalies (bp-anomalies*) and alerts (bp-alerts*)",
+            "title": namespaced_title("bpwatch: blood-pressure anomalies", namespace),
+            "description": f"bpwatch monitor: anomalies ({anomalies}) and alerts ({alerts})",
             "panelsJSON": json.dumps(entries, separators=(",", ":")),
             "optionsJSON": json.dumps({"useMargins": True, "hidePanelTitles": False}),
             "timeRestore": True,
@@ -306,14 +358,10 @@ def dashboard(panels: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def saved_objects() -> list[dict[str, Any]]:
+def saved_objects(namespace: str = "") -> list[dict[str, Any]]:
     """Every object, dependencies first (the order Kibana's export uses)."""
-    views = [
-        data_view(ANOMALIES_VIEW, "bp-anomalies*", "effective_at", "bpwatch anomalies"),
-        data_view(ALERTS_VIEW, "bp-alerts*", "event_at", "bpwatch alerts"),
-    ]
-    panels = lens_objects()
-    return [*views, *panels, dashboard(panels)]
+    panels = lens_objects(namespace)
+    return [*data_views(namespace), *panels, dashboard(panels, namespace)]
 
 
 def to_ndjson(objects: list[dict[str, Any]]) -> str:

@@ -2,15 +2,20 @@
 
     .venv/bin/python -m infra.kibana.setup --kibana-url http://127.0.0.1:5601 [--namespace NS]
 
-1. ``POST /api/saved_objects/_import?overwrite=true`` with ``saved_objects.ndjson`` (data
-   views, Lens panels, the dashboard); overwriting by id makes a re-run harmless.
+1. ``POST /api/saved_objects/_import?overwrite=true`` with the saved objects of
+   :mod:`infra.kibana.objects` (data views, Lens panels, the dashboard); overwriting by id makes
+   a re-run harmless.
 2. For every connector and rule of ``rules.json``: ``GET`` it by id, then ``POST`` (create,
    404) or ``PUT`` (update) the same id. Rule and connector types cannot change on update,
    so the PUT bodies leave ``rule_type_id`` / ``connector_type_id`` / ``consumer`` out.
 
-Credentials come from the environment: ``KIBANA_API_KEY``, or ``KIBANA_USERNAME`` /
-``KIBANA_PASSWORD``; none for an open local Kibana. ``--namespace`` rewrites the index
-patterns to ``NS-bp-anomalies*`` / ``NS-bp-alerts*`` (the namespaced test/demo indices).
+The connector id is a fixed UUID v4: Kibana 8.x refuses any other predefined id for a
+connector, whose saved object has encrypted attributes (rule ids may be any string since
+8.17). Credentials come from the environment: ``KIBANA_API_KEY``, or ``KIBANA_USERNAME`` /
+``KIBANA_PASSWORD``; none for an open local Kibana. ``--namespace NS`` gives every saved
+object, data view and rule the id ``NS-<id>`` and a title ending in `` [NS]``, and points the
+data views and rules at ``NS-bp-anomalies*`` / ``NS-bp-alerts*`` (the namespaced test/demo
+indices), so several namespaces share one Kibana space; the connector is shared by all.
 
 The module also holds :func:`es_query_search` and :func:`index_threshold_search`: the search
 each rule type runs, built the way Kibana's stack rules build it, so the rules can be
@@ -34,41 +39,37 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from infra.kibana import objects
+
 log = logging.getLogger("bpwatch.kibana")
 
 HERE = Path(__file__).resolve().parent
-OBJECTS_FILE = HERE / "saved_objects.ndjson"
 RULES_FILE = HERE / "rules.json"
-BASE_PATTERNS = ("bp-anomalies*", "bp-alerts*")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
 # ----------------------------------------------------------------------------- definitions
-def _namespaced_pattern(pattern: str, namespace: str) -> str:
-    return f"{namespace}-{pattern}" if namespace and pattern in BASE_PATTERNS else pattern
-
-
 def load_saved_objects(namespace: str = "") -> list[dict[str, Any]]:
-    objects = [json.loads(line) for line in OBJECTS_FILE.read_text().splitlines() if line]
-    for obj in objects:
-        if obj["type"] == "index-pattern":
-            obj["attributes"]["title"] = _namespaced_pattern(obj["attributes"]["title"], namespace)
-    return objects
+    return objects.saved_objects(namespace)
 
 
 def load_definitions(namespace: str = "") -> dict[str, list[dict[str, Any]]]:
-    """``{"connectors": [...], "rules": [...]}`` from rules.json, index patterns namespaced."""
+    """``{"connectors": [...], "rules": [...]}`` from rules.json, rules namespaced."""
     data = json.loads(RULES_FILE.read_text())
     for rule in data["rules"]:
+        rule["id"] = objects.namespaced_id(rule["id"], namespace)
+        rule["name"] = objects.namespaced_title(rule["name"], namespace)
         rule["params"]["index"] = [
-            _namespaced_pattern(i, namespace) for i in rule["params"]["index"]
+            objects.namespaced_pattern(i, namespace) for i in rule["params"]["index"]
         ]
     return {"connectors": data["connectors"], "rules": data["rules"]}
 
 
 def rule_by_id(rule_id: str, namespace: str = "") -> dict[str, Any]:
+    """The rule whose rules.json id is ``rule_id``, as applied in ``namespace``."""
+    wanted = objects.namespaced_id(rule_id, namespace)
     for rule in load_definitions(namespace)["rules"]:
-        if rule["id"] == rule_id:
+        if rule["id"] == wanted:
             return rule
     raise KeyError(rule_id)
 
@@ -285,10 +286,8 @@ class Kibana:
 
 def apply(kibana: Kibana, namespace: str = "") -> dict[str, Any]:
     """Import saved objects, then upsert connectors and rules. Safe to run again."""
-    from infra.kibana.objects import to_ndjson
-
     summary: dict[str, Any] = {}
-    result = kibana.import_saved_objects(to_ndjson(load_saved_objects(namespace)))
+    result = kibana.import_saved_objects(objects.to_ndjson(load_saved_objects(namespace)))
     summary["saved_objects"] = result.get("successCount", 0)
     definitions = load_definitions(namespace)
     for connector in definitions["connectors"]:

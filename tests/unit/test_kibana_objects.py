@@ -1,23 +1,26 @@
 """Static checks of the Kibana objects and rules (Kibana itself cannot run here).
 
 Every field a panel, data view or rule references must exist in the index template behind its
-index pattern, with a type that fits its use. The setup command is exercised against a tiny
-local HTTP stub that records requests: a test of request shapes and idempotency only, not a
-substitute for a real Kibana.
+index pattern, with a type that fits its use. The setup command is exercised against
+``tests/kibana_stub.py``, a local HTTP stand-in that refuses what Kibana 8.19 refuses (ids,
+body and rule-param schemas, connectors named by rules, import versions and references), each
+rule written from Kibana's source. It is not a Kibana: nothing here was loaded into one.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from infra.kibana import objects, setup
+from tests import kibana_stub
+from tests.kibana_stub import KibanaStub
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "infra" / "elasticsearch" / "templates"
@@ -210,98 +213,93 @@ def test_rules_reference_existing_fields_and_connectors():
     assert len(names) == 4
 
 
-def test_namespace_rewrites_index_patterns_only():
+def test_namespace_changes_ids_names_and_patterns():
     defs = setup.load_definitions("t123")
     assert all(r["params"]["index"] == ["t123-bp-anomalies*"] for r in defs["rules"])
-    titles = {o["attributes"]["title"] for o in setup.load_saved_objects("t123")
-              if o["type"] == "index-pattern"}  # fmt: skip
+    assert all(r["id"].startswith("t123-bpwatch-") for r in defs["rules"])
+    assert all(r["name"].endswith(" [t123]") for r in defs["rules"])
+    saved = setup.load_saved_objects("t123")
+    titles = {o["attributes"]["title"] for o in saved if o["type"] == "index-pattern"}
     assert titles == {"t123-bp-anomalies*", "t123-bp-alerts*"}
+    assert all(o["id"].startswith("t123-bpwatch-") for o in saved)
+    assert all(r["id"].startswith("t123-") for o in saved for r in o["references"])
+    assert all(o["attributes"].get("title", "").endswith("[t123]") for o in saved
+               if o["type"] != "index-pattern")  # fmt: skip
+    # without a namespace nothing changes
     assert setup.load_definitions()["rules"][0]["params"]["index"] == ["bp-anomalies*"]
+    assert setup.rule_by_id("bpwatch-anomaly-spike", "t123")["id"] == "t123-bpwatch-anomaly-spike"
+    base = {o["id"] for o in setup.load_saved_objects()}
+    assert not base & {o["id"] for o in saved}
 
 
 # ----------------------------------------------------------------------------- stub Kibana
-class _Stub(BaseHTTPRequestHandler):
-    store: dict[str, Any]
-    log: list[tuple[str, str, dict[str, str], bytes]]
-
-    def _handle(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        self.log.append((self.command, self.path, headers, body))
-        if self.headers.get("kbn-xsrf") is None and self.command != "GET":
-            return self._reply(400, {"message": "Request must contain a kbn-xsrf header."})
-        if self.path.startswith("/api/saved_objects/_import"):
-            count = body.count(b'"coreMigrationVersion"')
-            return self._reply(200, {"success": True, "successCount": count})
-        if self.command == "GET":
-            if self.path in self.store:
-                return self._reply(200, self.store[self.path])
-            return self._reply(404, {"message": "not found"})
-        if self.command == "POST" and self.path in self.store:
-            return self._reply(409, {"message": "already exists"})
-        self.store[self.path] = json.loads(body)
-        return self._reply(200, self.store[self.path])
-
-    do_GET = do_POST = do_PUT = _handle
-
-    def _reply(self, status: int, body: Any) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def stub():
-    handler = type("Handler", (_Stub,), {"store": {}, "log": []})
-    server = HTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}", handler
-    server.shutdown()
-    server.server_close()
+def stub() -> Iterator[KibanaStub]:
+    with KibanaStub(auth=("elastic", "pw")) as kibana:
+        yield kibana
 
 
 def test_setup_creates_then_updates_by_fixed_id(stub):
-    url, handler = stub
-    kibana = setup.Kibana(url, username="elastic", password="pw")
+    kibana = setup.Kibana(stub.url, username="elastic", password="pw")
     first = setup.apply(kibana)
-    assert first["saved_objects"] == 9
+    assert first["saved_objects"] == 9 == len(stub.saved_objects)
     assert {v for k, v in first.items() if k != "saved_objects"} == {"created"}
-    calls = [(m, p) for m, p, _, _ in handler.log]
+    calls = [(r.method, r.path) for r in stub.requests]
     assert calls[0] == ("POST", "/api/saved_objects/_import?overwrite=true")
     assert ("POST", "/api/alerting/rule/bpwatch-combined-critical") in calls
     # the import is multipart with the NDJSON file; every call carries kbn-xsrf and auth
-    _, _, headers, body = handler.log[0]
-    assert headers["content-type"].startswith("multipart/form-data; boundary=")
-    assert b'filename="bpwatch.ndjson"' in body and b'"id": "bpwatch-overview"' in body
-    assert all(
-        h.get("kbn-xsrf") and h["authorization"].startswith("Basic ") for _, _, h, _ in handler.log
-    )
-    created = handler.store["/api/alerting/rule/bpwatch-systolic-hypertension"]
+    first_call = stub.requests[0]
+    assert first_call.headers["content-type"].startswith("multipart/form-data; boundary=")
+    assert b'"id": "bpwatch-overview"' in first_call.body
+    assert all(r.headers.get("kbn-xsrf") for r in stub.requests)
+    created = stub.rules["bpwatch-systolic-hypertension"]
     assert created["rule_type_id"] == ".es-query" and created["consumer"] == "stackAlerts"
-    assert isinstance(created["params"]["esQuery"], str)
     assert json.loads(created["params"]["esQuery"])["query"]["bool"]["filter"]
+    (connector_id,) = stub.connectors
+    assert all(a["id"] == connector_id for r in stub.rules.values() for a in r["actions"])
 
-    handler.log.clear()
+    stub.requests.clear()
     second = setup.apply(kibana)
     assert {v for k, v in second.items() if k != "saved_objects"} == {"updated"}
-    puts = [(p, json.loads(b)) for m, p, _, b in handler.log if m == "PUT"]
+    puts = [r for r in stub.requests if r.method == "PUT"]
     assert len(puts) == 5  # 1 connector + 4 rules, no POST create the second time
-    assert not [p for m, p, _, _ in handler.log if m == "POST" and "/_import" not in p]
-    for _path, body in puts:
-        assert (
-            "rule_type_id" not in body
-            and "consumer" not in body
-            and "connector_type_id" not in body
-        )
-        assert "id" not in body
+    assert not [r for r in stub.requests if r.method == "POST" and "/_import" not in r.path]
+    assert len(stub.rules) == 4 and len(stub.saved_objects) == 9
+
+
+def test_connector_ids_are_ids_kibana_8_accepts():
+    """Kibana 8.x refuses a predefined connector id that is not a UUID (encrypted type)."""
+    for connector in setup.load_definitions()["connectors"]:
+        kibana_stub.check_connector_id(connector["id"])
+        assert uuid.UUID(connector["id"]).version == 4
+
+
+def test_two_namespaces_share_one_space_without_overwriting(stub):
+    kibana = setup.Kibana(stub.url, username="elastic", password="pw")
+    setup.apply(kibana, "alpha")
+    before = {key: json.dumps(o, sort_keys=True) for key, o in stub.saved_objects.items()}
+    rules_before = {k: json.dumps(v, sort_keys=True) for k, v in stub.rules.items()}
+    setup.apply(kibana, "beta")
+    assert len(stub.saved_objects) == 18 and len(stub.rules) == 8 and len(stub.connectors) == 1
+    for key, text in before.items():  # alpha's objects and rules are untouched
+        assert json.dumps(stub.saved_objects[key], sort_keys=True) == text
+    for key, text in rules_before.items():
+        assert json.dumps(stub.rules[key], sort_keys=True) == text
+    assert ("dashboard", "beta-bpwatch-overview") in stub.saved_objects
+    beta_panels = [o for (t, i), o in stub.saved_objects.items() if t == "lens" and "beta" in i]
+    assert {r["id"] for o in beta_panels for r in o["references"]} == {
+        "beta-bpwatch-anomalies",
+        "beta-bpwatch-alerts",
+    }
+    names = [r["name"] for r in stub.rules.values()]
+    assert len(set(names)) == 8
+
+
+def test_setup_cli_reports_a_refusal(stub, monkeypatch, capsys):
+    monkeypatch.setenv("KIBANA_USERNAME", "elastic")
+    monkeypatch.setenv("KIBANA_PASSWORD", "wrong")
+    assert setup.main(["--kibana-url", stub.url]) == 1
+    assert "401" in capsys.readouterr().err
 
 
 def test_setup_cli_reports_unreachable_kibana(capsys):
