@@ -1,12 +1,14 @@
-"""Kafka output that confirms every delivery.
+"""Kafka output that confirms every delivery, and the credentials preflight.
 
 Bytewax's stock ``KafkaSink`` only logs messages the broker did not accept; bpwatch must never
 lose a reading, so :class:`ConfirmedKafkaSink` waits, at the end of every batch, until the broker
-has acknowledged each message (``acks=all``, idempotent producer) and raises
-:class:`lib.errors.KafkaDeliveryError` otherwise, which stops the dataflow instead of dropping
-data. Delivery guarantee: at-least-once (a restart may resend a batch).
+has acknowledged each message (``acks=all``, idempotent producer; the produce-and-confirm path
+of :mod:`lib.connectors.kafka_produce`) and raises :class:`lib.errors.KafkaDeliveryError`
+otherwise, which stops the dataflow instead of dropping data. Delivery guarantee:
+at-least-once (a restart may resend a batch). Each batch logs one line
+(``kafka_batch worker=0 topic=bp.observations msgs=1000 took=0.012s``).
 
-:func:`preflight` checks once, in about a second, that the brokers answer and accept the
+:func:`preflight` checks once, before any data moves, that the brokers answer and accept the
 credentials of ``BPWATCH_KAFKA_CONFIG``: wrong SASL credentials give one
 :class:`lib.errors.ServiceError` naming that variable, instead of librdkafka's endless
 reconnect-and-log loop (a retry storm against the broker). The sinks here call it in
@@ -21,26 +23,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaError, KafkaException
 
-from lib.errors import ConfigError, KafkaDeliveryError, ServiceError
+from lib.connectors.kafka_produce import ConfirmedProducer, KafkaRecord, producer_config
+from lib.errors import ConfigError, ServiceError
 from lib.settings import Settings
 
 log = logging.getLogger(__name__)
-
-Headers = list[tuple[str, str | bytes | None]]
-KafkaRecord = tuple[bytes | None, bytes, Headers]
-
-# Defaults that BPWATCH_KAFKA_CONFIG may override ...
-_DEFAULTS: dict[str, Any] = {
-    "linger.ms": 5,
-    "batch.num.messages": 10_000,
-    "compression.type": "lz4",
-    "message.timeout.ms": 30_000,
-    "queue.buffering.max.messages": 200_000,
-}
-# ... and the ones it may not: they are what "confirmed" means.
-_REQUIRED: dict[str, Any] = {"acks": "all", "enable.idempotence": True}
 
 # librdkafka errors that no retry can fix: the credentials or the security setup are wrong.
 _FATAL_SETUP = {
@@ -63,8 +52,8 @@ def preflight(settings: Settings, timeout: float = 5.0) -> int | None:
     """Check that the brokers accept the credentials: the number of topics seen, or None.
 
     One client, polled every 0.25 s: an authentication or TLS failure raises
-    :class:`ServiceError` naming ``BPWATCH_KAFKA_CONFIG`` at its first occurrence (about
-    0.3 s, no retry storm); an unknown librdkafka setting raises :class:`ConfigError`.
+    :class:`ServiceError` naming ``BPWATCH_KAFKA_CONFIG`` at its first occurrence (no retry
+    storm); an unknown librdkafka setting raises :class:`ConfigError`.
     Brokers that do not answer within ``timeout`` are *not* an error here (they may be
     restarting): one warning, None, and the caller's own delivery timeouts decide.
     Messages never hold the password.
@@ -110,77 +99,18 @@ def preflight(settings: Settings, timeout: float = 5.0) -> int | None:
             return None
 
 
-def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
-    """librdkafka producer settings: defaults < BPWATCH_KAFKA_CONFIG < ``extra`` < required."""
-    config = {**_DEFAULTS, **settings.kafka_client_config(), **extra, **_REQUIRED}
-    return config
-
-
-def produce(producer: Producer, topic: str, value: bytes, key: bytes | None, **kw: Any) -> None:
-    """``producer.produce`` that waits while the local queue is full (backpressure, no drop)
-    and turns a refusal into :class:`KafkaDeliveryError`."""
-    while True:
-        try:
-            producer.produce(topic, value, key, **kw)
-            return
-        except BufferError:  # local queue full: let deliveries drain
-            producer.poll(0.05)
-        except KafkaException as exc:
-            raise KafkaDeliveryError(
-                f"could not produce to topic {topic}: {exc.args[0].str()}"
-            ) from None
-
-
-class _Delivery:
-    """Producer with delivery bookkeeping for one batch at a time."""
-
-    def __init__(self, config: dict[str, Any]) -> None:
-        self._producer = Producer(config)
-        self._flush_timeout = float(config.get("message.timeout.ms", 30_000)) / 1000.0 + 5.0
-        self._failed: list[KafkaError] = []
-        self._confirmed = 0
-
-    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
-        if err is None:
-            self._confirmed += 1
-        else:
-            self._failed.append(err)
-
-    def send(self, topic: str, records: Iterable[KafkaRecord]) -> int:
-        """Produce all records, wait for the broker; the confirmed count, or raise."""
-        self._failed.clear()
-        self._confirmed = 0
-        sent = 0
-        for key, value, headers in records:
-            produce(
-                self._producer, topic, value, key, headers=headers, on_delivery=self._on_delivery
-            )
-            sent += 1
-            self._producer.poll(0)
-        pending = self._producer.flush(self._flush_timeout)
-        if self._failed or pending or self._confirmed != sent:
-            first = self._failed[0].str() if self._failed else "no confirmation in time"
-            raise KafkaDeliveryError(
-                f"broker did not confirm {sent - self._confirmed} of {sent} messages to topic "
-                f"{topic} ({first}); check that the topic exists (make setup) and "
-                "BPWATCH_KAFKA_BROKERS is reachable"
-            )
-        return self._confirmed
-
-    def close(self) -> None:
-        self._producer.flush(self._flush_timeout)
-
-
 class _ConfirmedKafkaPartition(StatelessSinkPartition[KafkaRecord]):
     def __init__(self, config: dict[str, Any], topic: str, worker_index: int) -> None:
-        self._delivery = _Delivery(config)
+        self._producer = ConfirmedProducer(config)
         self._topic = topic
         self._worker = worker_index
 
     def write_batch(self, items: list[KafkaRecord]) -> None:
+        if not items:
+            return
         started = time.monotonic()
-        confirmed = self._delivery.send(self._topic, items)
-        log.debug(
+        confirmed = self._producer.send(self._topic, items)
+        log.info(
             "kafka_batch worker=%d topic=%s msgs=%d took=%.3fs",
             self._worker,
             self._topic,
@@ -189,7 +119,7 @@ class _ConfirmedKafkaPartition(StatelessSinkPartition[KafkaRecord]):
         )
 
     def close(self) -> None:
-        self._delivery.close()
+        self._producer.close()
 
 
 class ConfirmedKafkaSink(DynamicSink[KafkaRecord]):
@@ -218,8 +148,8 @@ def produce_all(
     Raises :class:`KafkaDeliveryError` if any message is not confirmed. For tests and tools.
     """
     preflight(settings)
-    delivery = _Delivery(producer_config(settings, **producer_overrides))
+    producer = ConfirmedProducer(producer_config(settings, **producer_overrides))
     try:
-        return delivery.send(topic, items)
+        return producer.send(topic, items)
     finally:
-        delivery.close()
+        producer.close()

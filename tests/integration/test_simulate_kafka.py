@@ -3,66 +3,33 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from collections import defaultdict
 from dataclasses import replace
-from typing import Any
 
 import pytest
 from bytewax.testing import run_main
-from confluent_kafka import Consumer, TopicPartition
 
 from dataflows import simulate
 from lib.connectors.kafka import ConfirmedKafkaSink, produce_all
 from lib.errors import KafkaDeliveryError
 from lib.settings import Settings
 from lib.sim import stream
+from lib.tools.summary import topic_size
+from tests.reliability.harness import read_topic
 
 pytestmark = pytest.mark.integration
 
 
-def _consume_all(kafka_config: dict[str, Any], topic: str, expected: int) -> list[Any]:
-    consumer = Consumer(
-        {
-            **kafka_config,
-            "group.id": f"sim-test-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([topic])
-    got = []
-    deadline = time.monotonic() + 60
-    while len(got) < expected and time.monotonic() < deadline:
-        for msg in consumer.consume(1000, 1.0):
-            assert msg.error() is None, msg.error()
-            got.append(msg)
-    # nothing beyond the expected count
-    got.extend(m for m in consumer.consume(1000, 2.0) if m.error() is None)
-    consumer.close()
-    return got
-
-
-def _end_offsets(kafka_config: dict[str, Any], topic: str, partitions: int) -> int:
-    consumer = Consumer({**kafka_config, "group.id": f"off-{uuid.uuid4().hex}"})
-    total = 0
-    for p in range(partitions):
-        lo, hi = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-        total += hi - lo
-    consumer.close()
-    return total
-
-
-def test_flow_delivers_n_messages_and_all_come_back(
-    settings: Settings, kafka_config: dict[str, Any]
-) -> None:
+def test_flow_delivers_n_messages_and_all_come_back(settings: Settings) -> None:
     s = replace(settings, sim_patients=40, sim_count=5000, sim_seed=21, sim_fault_rate=0.1)
     run_main(simulate.build(s))
     sent = list(stream.messages(s))
-    got = _consume_all(kafka_config, s.observations_topic, len(sent))
+    got = read_topic(s, s.observations_topic)
     assert len(got) == len(sent) == 5000
-    assert _end_offsets(kafka_config, s.observations_topic, s.kafka_partitions) == 5000
+    assert topic_size(s, s.observations_topic) == 5000
     assert sorted((m.key(), m.value()) for m in got) == sorted((m.key, m.value) for m in sent)
     # a patient's messages stay in one partition, in the order sent
     by_key = defaultdict(list)
@@ -76,13 +43,11 @@ def test_flow_delivers_n_messages_and_all_come_back(
     assert dict(got[0].headers()) == {"content-type": b"application/fhir+json"}
 
 
-def test_produce_all_confirms_every_message(
-    settings: Settings, kafka_config: dict[str, Any]
-) -> None:
+def test_produce_all_confirms_every_message(settings: Settings) -> None:
     s = replace(settings, sim_count=2000, sim_patients=10)
     records = [m.kafka_record() for m in stream.messages(s)]
     assert produce_all(s, s.observations_topic, records) == 2000
-    assert _end_offsets(kafka_config, s.observations_topic, s.kafka_partitions) == 2000
+    assert topic_size(s, s.observations_topic) == 2000
 
 
 def test_undeliverable_messages_raise_instead_of_vanishing(settings: Settings) -> None:
@@ -110,16 +75,31 @@ def test_flow_stops_with_delivery_error_when_broker_is_unreachable(settings: Set
     assert "did not confirm" in str(next(e for e in chain if isinstance(e, KafkaDeliveryError)))
 
 
-def test_throughput_into_the_broker(
-    settings: Settings, kafka_config: dict[str, Any], caplog: pytest.LogCaptureFixture
-) -> None:
+def test_throughput_into_the_broker(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
     s = replace(settings, sim_patients=200, sim_count=50_000, sim_seed=3, sim_fault_rate=0.05)
     caplog.set_level(logging.INFO)
     started = time.monotonic()
     run_main(simulate.build(s))
     took = time.monotonic() - started
-    assert _end_offsets(kafka_config, s.observations_topic, s.kafka_partitions) == 50_000
+    assert topic_size(s, s.observations_topic) == 50_000
     rate = 50_000 / took
     logging.getLogger(__name__).info("sim_throughput target=kafka msgs=50000 rate=%.0f/s", rate)
     print(f"\nsimulator -> kafka: {rate:.0f} msgs/s ({took:.1f}s for 50000)")
     assert rate > 1000
+
+
+def test_the_sink_logs_one_key_value_line_per_batch(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    s = replace(settings, sim_patients=10, sim_count=2500)
+    caplog.set_level(logging.INFO, logger="lib.connectors.kafka")
+    run_main(simulate.build(s))
+    pattern = re.compile(
+        rf"kafka_batch worker=0 topic={re.escape(s.observations_topic)} "
+        r"msgs=(\d+) took=\d+\.\d{3}s"
+    )
+    lines = [r.getMessage() for r in caplog.records if r.name == "lib.connectors.kafka"]
+    batches = [pattern.fullmatch(line) for line in lines if line.startswith("kafka_batch")]
+    assert batches and all(batches)
+    assert sum(int(m[1]) for m in batches) == 2500
+    assert len(batches) <= 10  # per batch (the simulator emits up to 1,000), never per message
