@@ -1,4 +1,5 @@
-"""Elasticsearch output: bulk writes with retries and backpressure, idempotent by ``_id``.
+"""Elasticsearch output: bulk writes with retries and backpressure, idempotent by ``_id``;
+and :func:`make_client`, the one Elasticsearch client factory (sinks, tools, tests).
 
 An item is an *action*::
 
@@ -29,7 +30,8 @@ Elasticsearch has acknowledged every action of the batch:
   ``BPWATCH_ES_API_KEY`` / ``BPWATCH_ES_USERNAME`` / ``BPWATCH_ES_PASSWORD``, at once: no
   retry storm; so does a failed TLS handshake (naming ``BPWATCH_ES_CA_CERTS``).
 
-Each bulk request logs one line: ``docs=500 index=bp-anomalies took=0.04s retries=0 ...``.
+Each sink batch logs one line, however many bulk requests it took (so does each
+:func:`bulk_write` call): ``docs=500 index=bp-anomalies took=0.040s retries=0 ...``.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from lib.errors import IndexingError, ServiceError
 from lib.settings import Settings
 
 __all__ = [
+    "TOOL_RETRIES",
     "Action",
     "BulkStats",
     "ElasticSink",
@@ -60,6 +63,7 @@ logger = logging.getLogger(__name__)
 Action = tuple[str, str, Mapping[str, Any] | None]
 
 _OPS = ("index", "delete")
+TOOL_RETRIES = 3  # client-side retries of the command-line tools (elasticsearch-py's default)
 _CREDENTIALS_HINT = (
     "set BPWATCH_ES_API_KEY, or BPWATCH_ES_USERNAME and BPWATCH_ES_PASSWORD, to credentials "
     "allowed to write this index"
@@ -168,78 +172,112 @@ def bulk_write(
     """Send ``actions`` to ``index`` in ONE bulk request (plus retries of failed actions).
 
     Returns once every action is acknowledged; raises :class:`IndexingError` or
-    :class:`ServiceError` otherwise (see the module docstring). Callers split large inputs
-    into batches (:class:`ElasticSink` uses ``settings.es_batch_size``).
+    :class:`ServiceError` otherwise (see the module docstring). Logs one line. Callers split
+    large inputs into batches (:class:`ElasticSink` uses ``settings.es_batch_size``).
     """
-    from elastic_transport import SerializationError, TlsError, TransportError
-    from elasticsearch import ApiError
+    stats = _write(client, index, actions, retry or RetryPolicy(), sleep)
+    _log_stats(index, stats)
+    return stats
 
-    policy = retry or RetryPolicy()
+
+def _write(
+    client: Any,
+    index: str,
+    actions: Iterable[Action],
+    policy: RetryPolicy,
+    sleep: Callable[[float], None],
+) -> BulkStats:
+    """:func:`bulk_write` without its log line: request, then retry the failed actions."""
     pending, superseded = dedupe_actions(actions)
     stats = BulkStats(docs=len(pending), superseded=superseded)
     if not pending:
         return stats
     delays = policy.delays()
     started = time.monotonic()
-    last_problem = ""
-
     while pending:
         stats.requests += 1
-        failed: list[Action] = []
-        try:
-            response = client.bulk(operations=_operations(index, pending))
-        except SerializationError as exc:
-            raise IndexingError(
-                f"index={index}: a document cannot be serialised to JSON ({type(exc).__name__})"
-            ) from None
-        except ApiError as exc:
-            status = int(exc.status_code)
-            if status in (401, 403):
-                raise _credentials_error(index, status) from None
-            if status == 413:
-                raise IndexingError(
-                    f"index={index}: bulk request too large (HTTP 413): lower BPWATCH_ES_BATCH_SIZE"
-                ) from None
-            if not _is_transient(status):
-                raise IndexingError(
-                    f"index={index} refused the bulk request (HTTP {status}): "
-                    f"{_safe_reason(_error_of(exc.body))}"
-                ) from None
-            failed = pending
-            last_problem = f"http_{status}"
-        except TlsError:
-            raise ServiceError(
-                f"index={index}: TLS handshake with Elasticsearch failed: check BPWATCH_ES_URL "
-                "and set BPWATCH_ES_CA_CERTS to the CA that signed the server certificate"
-            ) from None
-        except TransportError as exc:  # connection refused/reset, timeout
-            failed = pending
-            last_problem = type(exc).__name__
-        else:
-            failed, last_problem = _item_failures(index, pending, response, stats)
-
-        if not failed:
-            break
-        delay = next(delays, None)
-        if delay is None:
-            raise IndexingError(
-                f"index={index}: Elasticsearch did not accept {len(failed)} of {stats.docs} "
-                f"actions after {stats.retries} retries (last problem: {last_problem}); "
-                "nothing was acknowledged as written for them"
-            )
-        stats.retries += 1
-        logger.warning(
-            "es_retry index=%s attempt=%d delay=%.2fs pending=%d problem=%s",
-            index,
-            stats.retries,
-            delay,
-            len(failed),
-            last_problem,
-        )
-        sleep(delay)
+        failed, problem = _send(client, index, pending, stats)
+        if failed:
+            _back_off(index, delays, len(failed), problem, stats, sleep)
         pending = failed
-
     stats.took_s = time.monotonic() - started
+    return stats
+
+
+def _send(
+    client: Any, index: str, actions: Sequence[Action], stats: BulkStats
+) -> tuple[list[Action], str]:
+    """One bulk request: the actions to retry and why; raises on a permanent failure."""
+    from elastic_transport import SerializationError, TlsError, TransportError
+    from elasticsearch import ApiError
+
+    try:
+        response = client.bulk(operations=_operations(index, actions))
+    except SerializationError as exc:
+        raise IndexingError(
+            f"index={index}: a document cannot be serialised to JSON ({type(exc).__name__})"
+        ) from None
+    except ApiError as exc:
+        return list(actions), _transient_refusal(index, exc)
+    except TlsError:
+        raise ServiceError(
+            f"index={index}: TLS handshake with Elasticsearch failed: check BPWATCH_ES_URL "
+            "and set BPWATCH_ES_CA_CERTS to the CA that signed the server certificate"
+        ) from None
+    except TransportError as exc:  # connection refused/reset, timeout
+        return list(actions), type(exc).__name__
+    return _item_failures(index, actions, response, stats)
+
+
+def _transient_refusal(index: str, exc: Any) -> str:
+    """``http_<status>`` of a whole request refused for now (429, 5xx); raises for the rest."""
+    status = int(exc.status_code)
+    if status in (401, 403):
+        raise _credentials_error(index, status) from None
+    if status == 413:
+        raise IndexingError(
+            f"index={index}: bulk request too large (HTTP 413): lower BPWATCH_ES_BATCH_SIZE"
+        ) from None
+    if not _is_transient(status):
+        raise IndexingError(
+            f"index={index} refused the bulk request (HTTP {status}): "
+            f"{_safe_reason(_error_of(exc.body))}"
+        ) from None
+    return f"http_{status}"
+
+
+def _back_off(
+    index: str,
+    delays: Iterator[float],
+    failed: int,
+    problem: str,
+    stats: BulkStats,
+    sleep: Callable[[float], None],
+) -> None:
+    """Sleep the next delay of the schedule before a retry; raise once the budget is spent."""
+    delay = next(delays, None)
+    if delay is None:
+        raise IndexingError(
+            f"index={index}: Elasticsearch did not accept {failed} of {stats.docs} "
+            f"actions after {stats.retries} retries (last problem: {problem}); "
+            "nothing was acknowledged as written for them"
+        )
+    stats.retries += 1
+    logger.warning(
+        "es_retry index=%s attempt=%d delay=%.2fs pending=%d problem=%s",
+        index,
+        stats.retries,
+        delay,
+        failed,
+        problem,
+    )
+    sleep(delay)
+
+
+def _log_stats(index: str, stats: BulkStats) -> None:
+    """The one key=value line of a bulk write or a sink batch (nothing for no documents)."""
+    if not stats.docs:
+        return
     logger.info(
         "docs=%d index=%s took=%.3fs retries=%d indexed=%d deleted=%d not_found=%d superseded=%d",
         stats.docs,
@@ -251,7 +289,6 @@ def bulk_write(
         stats.not_found,
         stats.superseded,
     )
-    return stats
 
 
 def _error_of(body: Any) -> Any:
@@ -327,8 +364,14 @@ def orjson_serializers() -> dict[str, Any]:
 
 
 def make_client(settings: Settings, **overrides: Any) -> Any:
-    """A client that does not retry by itself (:func:`bulk_write` owns the retry schedule);
-    JSON is encoded and decoded with orjson (:func:`orjson_serializers`)."""
+    """The Elasticsearch client of every sink and tool: URL, credentials and CA from the
+    settings (``settings.es_client_kwargs()``), JSON encoded and decoded with orjson
+    (:func:`orjson_serializers`), requests time out after 30 s.
+
+    The client does not retry by itself: :func:`bulk_write` owns the retry schedule. The
+    command-line tools pass ``max_retries=TOOL_RETRIES`` to ride over a brief 429/5xx or a
+    dropped connection. ``overrides`` are further ``Elasticsearch`` arguments (``hosts``...).
+    """
     from elasticsearch import Elasticsearch
 
     kwargs: dict[str, Any] = {
@@ -351,14 +394,12 @@ class _ElasticPartition(StatelessSinkPartition[Action]):
 
     def write_batch(self, items: list[Action]) -> None:
         # Dedupe across the whole batch first, so that chunks never split an id's history.
-        actions, _ = dedupe_actions(items)
+        actions, superseded = dedupe_actions(items)
+        stats = BulkStats(superseded=superseded)
         for start in range(0, len(actions), self._batch_size):
-            bulk_write(
-                self._client,
-                self._index,
-                actions[start : start + self._batch_size],
-                retry=self._retry,
-            )
+            chunk = actions[start : start + self._batch_size]
+            stats.add(_write(self._client, self._index, chunk, self._retry, time.sleep))
+        _log_stats(self._index, stats)
 
     def close(self) -> None:
         self._client.close()

@@ -34,8 +34,9 @@ such as Kafka with Bytewax-kept offsets):
   :class:`lib.errors.SinkError` rather than guessing. An unwritable directory raises
   :class:`~lib.errors.SinkError` naming ``BPWATCH_NORMAL_DIR`` and the path: never silent loss.
 
-Writes are batched: one ``write`` per file per batch. At most ``max_open_files`` handles
-are kept open per shard (the least recently written are closed).
+Writes are batched: one ``write`` per file per batch, and one log line per non-empty batch
+(``normal_sink_batch part=part-0 lines=250 files=1``). At most ``max_open_files`` handles are
+kept open per shard (the least recently written are closed).
 """
 
 from __future__ import annotations
@@ -209,9 +210,10 @@ class _ShardPartition(StatefulSinkPartition[Mapping[str, Any], ShardState]):
                 raise _unwritable(path, exc) from exc
             self._lengths[day] += len(data)
             self._dirty.add(day)
-        logger.debug(
-            "normal_sink_batch part=%s lines=%d files=%d", self._part, len(values), len(by_day)
-        )
+        if values:
+            logger.info(
+                "normal_sink_batch part=%s lines=%d files=%d", self._part, len(values), len(by_day)
+            )
 
     def _discard_partial(self, day: str) -> None:
         """Best effort: cut a half-written batch so the file ends on a whole line."""

@@ -231,3 +231,18 @@ def test_sink_splits_batches_by_settings_and_dedupes_across_them():
     flat = [a for s in sent for a in s]
     assert flat.count(("delete", "obs-0")) == 1 and ("index", "obs-0") not in flat
     assert len({_id for _op, _id in flat}) == 7
+
+
+def test_sink_logs_one_line_per_batch_however_many_requests(caplog):
+    caplog.set_level(logging.INFO, logger="lib.connectors.elastic")
+    client = ScriptedClient()
+    part = ElasticSink(Settings(es_batch_size=3), INDEX, client_factory=lambda _s: client).build(
+        "es_out", 0, 1
+    )
+    part.write_batch([*docs(7), ("delete", "obs-0", None)])
+    part.write_batch([])
+    assert len(client.calls) == 3
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1
+    assert lines[0].startswith(f"docs=7 index={INDEX} took=")
+    assert "retries=0 indexed=6 deleted=1 not_found=0 superseded=1" in lines[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from datetime import UTC, datetime, timedelta, timezone
@@ -223,3 +224,14 @@ def test_routing_is_stable_and_spreads_patients():
     first = [sink.part_fn(k) % 4 for k in keys]
     assert first == [NormalFileSink("other", shards=4).part_fn(k) % 4 for k in keys]
     assert set(first) == {0, 1, 2, 3}
+
+
+def test_one_key_value_log_line_per_batch_and_none_for_an_empty_one(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="lib.connectors.normal_files")
+    part = NormalFileSink(tmp_path, shards=2).build_part("s", "part-1", None)
+    caplog.clear()
+    part.write_batch([doc(i) for i in range(4)])  # two days: two files, one line
+    part.write_batch([])
+    part.close()
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["normal_sink_batch part=part-1 lines=4 files=2"]
