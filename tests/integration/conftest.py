@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from lib.connectors.elastic import make_client
 from lib.settings import Settings
 from lib.tools import admin
 
@@ -76,9 +77,31 @@ def settings(settings_factory: Any) -> Settings:
 
 @pytest.fixture
 def es(services: Settings) -> Iterator[Any]:
-    client = admin.es_client(services)
+    client = make_client(services)
     yield client
     client.close()
+
+
+@pytest.fixture
+def monitor_run(tmp_path: Path) -> Callable[..., tuple[Any, str]]:
+    """Run the monitor as a subprocess (recovery on) to the end of its input; return its outputs
+    reconciled against an expectation (``tests.reliability.harness.Tally``) and its log."""
+    from tests.reliability.harness import (
+        Expected,
+        Tally,
+        init_recovery,
+        monitor,
+        observe,
+        reconcile,
+    )
+
+    def run(settings: Settings, expected: Expected, name: str) -> tuple[Tally, str]:
+        logs = tmp_path / "monitor.log"
+        rc = monitor(settings, init_recovery(tmp_path / "rec"), logs).start().wait(180)
+        assert rc == 0, logs.read_text()[-2000:]
+        return reconcile(Tally(name), expected, observe(settings)), logs.read_text()
+
+    return run
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,16 +22,7 @@ from lib.errors import ServiceError
 from lib.settings import Settings
 from lib.sim import stream
 from lib.tools import admin
-from tests.reliability.harness import (
-    ROOT,
-    Tally,
-    expect,
-    init_recovery,
-    monitor,
-    observe,
-    reconcile,
-    send,
-)
+from tests.reliability.harness import ROOT, expect, init_recovery, monitor, send
 
 pytestmark = pytest.mark.integration
 
@@ -69,7 +61,7 @@ def secure(settings: Settings, secure_env: dict[str, str]) -> Iterator[Settings]
     admin.ensure_elasticsearch(s)
     yield s
     # by name: a secured cluster keeps action.destructive_requires_name (no wildcard deletes)
-    es = admin.es_client(s)
+    es = make_client(s)
     try:
         names = [s.index(base) + admin.INDEX_SUFFIX for base in admin.template_bodies()]
         es.indices.delete(index=names, ignore_unavailable=True)
@@ -82,25 +74,22 @@ def test_settings_from_the_environment_reach_the_secured_cluster(
 ) -> None:
     s = Settings.from_env({**secure_env, "BPWATCH_NAMESPACE": "envcheck"})
     assert "***" in repr(s) and secure_env["BPWATCH_ES_PASSWORD"] not in repr(s)
-    es = admin.es_client(s)
+    es = make_client(s)
     try:
         assert es.security.authenticate()["username"] == secure_env["BPWATCH_ES_USERNAME"]
     finally:
         es.close()
 
 
-def test_monitor_writes_to_the_secured_cluster(secure: Settings, tmp_path: Path) -> None:
+def test_monitor_writes_to_the_secured_cluster(secure: Settings, monitor_run: Any) -> None:
     s = replace(secure, sim_count=600, sim_patients=15, sim_fault_rate=0.1)
     records = [m.kafka_record() for m in stream.messages(s)]
     send(s, records)
     exp = expect(s, records)
-    logs = tmp_path / "monitor.log"
-    rc = monitor(s, init_recovery(tmp_path / "rec"), logs).start().wait(180)
-    assert rc == 0, logs.read_text()[-2000:]
-    tally = reconcile(Tally("es-secure"), exp, observe(s))
+    tally, log = monitor_run(s, exp, "es-secure")
     assert tally.ok, tally.problems
     assert tally.notes["anomalies"] == len(exp.anomaly_ids) > 0
-    assert s.es_password and s.es_password not in logs.read_text()
+    assert s.es_password and s.es_password not in log
 
 
 def test_unauthenticated_cluster_access_is_refused(secure: Settings) -> None:

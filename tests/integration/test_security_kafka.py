@@ -30,16 +30,7 @@ from lib.connectors.kafka import preflight, produce_all
 from lib.errors import ConfigError, ServiceError
 from lib.settings import Settings
 from lib.sim import stream
-from tests.reliability.harness import (
-    ROOT,
-    Tally,
-    expect,
-    init_recovery,
-    monitor,
-    observe,
-    reconcile,
-    simulator,
-)
+from tests.reliability.harness import ROOT, expect, init_recovery, monitor, simulator
 
 pytestmark = pytest.mark.integration
 
@@ -98,19 +89,16 @@ def test_preflight_accepts_good_and_refuses_wrong_credentials_at_once(
 
 
 def test_simulator_and_monitor_work_over_scram(
-    settings: Settings, scram_user: tuple[str, str], tmp_path: Path
+    settings: Settings, scram_user: tuple[str, str], tmp_path: Path, monitor_run: Any
 ) -> None:
     s = _sasl(settings, *scram_user, sim_count=800, sim_patients=20, sim_fault_rate=0.1)
     exp = expect(s, [m.kafka_record() for m in stream.messages(s)])
     sim = simulator(s, tmp_path / "sim.log").start()
     assert sim.wait(120) == 0, (tmp_path / "sim.log").read_text()[-2000:]
-    logs = tmp_path / "monitor.log"
-    mon = monitor(s, init_recovery(tmp_path / "rec"), logs).start()
-    assert mon.wait(180) == 0, logs.read_text()[-2000:]
-    tally = reconcile(Tally("scram"), exp, observe(s))
+    tally, log = monitor_run(s, exp, "scram")
     assert tally.ok, tally.problems
     assert tally.messages == 800 and tally.notes["anomalies"] > 0
-    assert scram_user[1] not in logs.read_text() + (tmp_path / "sim.log").read_text()
+    assert scram_user[1] not in log + (tmp_path / "sim.log").read_text()
 
 
 def test_simulator_with_wrong_password_stops_with_one_clear_error(

@@ -8,7 +8,8 @@ from dataclasses import replace
 from bytewax.testing import run_main
 
 from dataflows import monitor, simulate
-from lib.tools import admin, summary
+from lib.connectors.elastic import make_client
+from lib.tools import summary
 
 
 def test_summary_reconciles_a_real_run_and_detects_a_lost_document(settings_factory, tmp_path):
@@ -31,7 +32,7 @@ def test_summary_reconciles_a_real_run_and_detects_a_lost_document(settings_fact
     assert "0 lost, 0 duplicated" in text
 
     # remove one anomaly document: the summary must report a lost reading
-    es = admin.es_client(s)
+    es = make_client(s)
     victim = sorted(out.anomaly_ids)[0]
     es.delete(index=s.anomalies_index, id=victim, refresh=True)
     es.close()
