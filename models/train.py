@@ -336,18 +336,35 @@ def false_alarm_rate(alert: np.ndarray, data: Dataset, rows: np.ndarray) -> floa
 
 
 # -- orchestration ------------------------------------------------------------------------
-def train(cfg: TrainConfig, *, progress: bool = False) -> TrainResult:
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()  # for progress lines only; never reaches the artifact
+@dataclass(frozen=True)
+class Split:
+    """Rows of the dataset by role (indices into its arrays)."""
 
-    def phase(name: str, detail: str) -> None:
-        nonlocal clock
+    train_patients: list[str]
+    test_patients: list[str]
+    train_rows: np.ndarray  # training patients, readings outside an event
+    test_rows: np.ndarray  # held-out patients, readings outside an event
+    held_out: np.ndarray  # every reading of the held-out patients (lead times, false alarms)
+
+
+class _Phases:
+    """Seconds per phase, and one progress line each when asked (never reach the artifact)."""
+
+    def __init__(self, progress: bool) -> None:
+        self.timings: dict[str, float] = {}
+        self._progress = progress
+        self._clock = time.perf_counter()
+
+    def __call__(self, name: str, detail: str) -> None:
         now = time.perf_counter()
-        timings[name] = round(now - clock, 3)
-        clock = now
-        if progress:
-            print(f"[train] {name:<9} {timings[name]:6.2f}s  {detail}", flush=True)
+        self.timings[name] = round(now - self._clock, 3)
+        self._clock = now
+        if self._progress:
+            print(f"[train] {name:<9} {self.timings[name]:6.2f}s  {detail}", flush=True)
 
+
+def train(cfg: TrainConfig, *, progress: bool = False) -> TrainResult:
+    phase = _Phases(progress)
     by_patient = simulate(cfg)
     n_readings = sum(len(v) for v in by_patient.values())
     phase("simulate", f"patients={len(by_patient)} readings={n_readings}")
@@ -355,46 +372,72 @@ def train(cfg: TrainConfig, *, progress: bool = False) -> TrainResult:
     data = build_dataset(by_patient, cfg.ruleset, cfg.window_size)
     phase("features", f"rows={len(data.y)} events_within_horizon={int(data.y.sum())}")
 
+    split = split_rows(data, cfg)
+    phase(
+        "split",
+        f"train_patients={len(split.train_patients)} test_patients={len(split.test_patients)}",
+    )
+
+    labels = data.label[split.train_rows]
+    if len(np.unique(labels)) < 2 or not data.y[split.train_rows].any():
+        raise SystemExit("training set has no events: simulate more patients or hours")
+    pipeline = fit(data.X[split.train_rows], labels, cfg)
+    model = RiskModel.from_pipeline(pipeline, FEATURE_NAMES)
+    counts = " ".join(f"{c}={int((labels == i).sum())}" for i, c in enumerate(CLASSES))
+    phase("fit", f"rows={len(split.train_rows)} {counts}")
+
+    metrics, threshold = evaluate(data, split, model, cfg)
+    m, b = metrics["model"]["auroc"], metrics["baseline_rules_category"]["auroc"]
+    phase("evaluate", f"auroc={m} baseline_auroc={b} threshold={threshold:.4f}")
+    return TrainResult(
+        config=cfg,
+        pipeline=pipeline,
+        model=model,
+        train_patients=split.train_patients,
+        test_patients=split.test_patients,
+        metrics=metrics,
+        threshold=threshold,
+        timings=phase.timings,
+    )
+
+
+def split_rows(data: Dataset, cfg: TrainConfig) -> Split:
+    """The patient-level split (:func:`split_patients`) as rows of ``data``."""
     train_ids, test_ids = split_patients(data.patient_ids, cfg.seed, cfg.test_fraction)
     test_set = {data.patient_ids.index(p) for p in test_ids}
     is_test = np.array([p in test_set for p in data.patient], dtype=bool)
-    all_rows = np.arange(len(data.y))
-    train_rows = all_rows[~is_test & ~data.in_event]
-    test_rows = all_rows[is_test & ~data.in_event]
-    phase("split", f"train_patients={len(train_ids)} test_patients={len(test_ids)}")
+    rows = np.arange(len(data.y))
+    return Split(
+        train_patients=train_ids,
+        test_patients=test_ids,
+        train_rows=rows[~is_test & ~data.in_event],
+        test_rows=rows[is_test & ~data.in_event],
+        held_out=rows[is_test],
+    )
 
-    y_train = data.y[train_rows]
-    labels = data.label[train_rows]
-    if len(np.unique(labels)) < 2 or not y_train.any():
-        raise SystemExit("training set has no events: simulate more patients or hours")
-    pipeline = fit(data.X[train_rows], labels, cfg)
-    model = RiskModel.from_pipeline(pipeline, FEATURE_NAMES)
-    counts = " ".join(f"{c}={int((labels == i).sum())}" for i, c in enumerate(CLASSES))
-    phase("fit", f"rows={len(train_rows)} {counts}")
 
+def evaluate(
+    data: Dataset, split: Split, model: RiskModel, cfg: TrainConfig
+) -> tuple[dict[str, Any], float]:
+    """Held-out metrics of the model and the baselines, and the model's alert threshold."""
+    train_rows, test_rows, held_out = split.train_rows, split.test_rows, split.held_out
+    y_train, y_test = data.y[train_rows], data.y[test_rows]
     scores = model.predict_proba(data.X)
     rules_alert = np.array([c in RULES_ALERT_CATEGORIES for c in data.category], dtype=bool)
     quiet_train = train_rows[~y_train]
     threshold = choose_threshold(scores[quiet_train], float(rules_alert[quiet_train].mean()))
     model_alert = scores >= threshold
-    rates = category_rates([data.category[i] for i in train_rows], y_train)
-    prior = float(np.mean(y_train))
-    baseline = np.array([rates.get(c, prior) for c in data.category])
-    last = _cols("last_sys", "last_dia")
-    single = fit(data.X[train_rows][:, last], labels, cfg)
-    single_scores = reference_proba(single, data.X[:, last])
-    y_test = data.y[test_rows]
-    held_out = all_rows[is_test]
+    rates, by_category, single_reading = baseline_scores(data, split, cfg)
     metrics = {
         "held_out": {
-            "patients": len(test_ids),
+            "patients": len(split.test_patients),
             "rows": len(test_rows),
             "positives": int(y_test.sum()),
             "prevalence": _r(float(y_test.mean())) if len(y_test) else None,
         },
         "model": score_metrics(y_test, scores[test_rows]),
-        "baseline_rules_category": score_metrics(y_test, baseline[test_rows]),
-        "baseline_single_reading_lr": score_metrics(y_test, single_scores[test_rows]),
+        "baseline_rules_category": score_metrics(y_test, by_category[test_rows]),
+        "baseline_single_reading_lr": score_metrics(y_test, single_reading[test_rows]),
         "baseline_category_rates": {k: _r(v) for k, v in rates.items()},
         "false_alarm_rate": {
             "model": false_alarm_rate(model_alert, data, held_out),
@@ -405,18 +448,22 @@ def train(cfg: TrainConfig, *, progress: bool = False) -> TrainResult:
             data, held_out, model_alert, rules_alert, cfg.horizon_hours * 3600.0
         ),
     }
-    m, b = metrics["model"]["auroc"], metrics["baseline_rules_category"]["auroc"]
-    phase("evaluate", f"auroc={m} baseline_auroc={b} threshold={threshold:.4f}")
-    return TrainResult(
-        config=cfg,
-        pipeline=pipeline,
-        model=model,
-        train_patients=train_ids,
-        test_patients=test_ids,
-        metrics=metrics,
-        threshold=threshold,
-        timings=timings,
-    )
+    return metrics, threshold
+
+
+def baseline_scores(
+    data: Dataset, split: Split, cfg: TrainConfig
+) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """The baselines' scores for every row: the event rate of the reading's category (rules
+    only), and a logistic regression on the last reading alone; plus the category rates."""
+    train_rows = split.train_rows
+    y_train = data.y[train_rows]
+    rates = category_rates([data.category[i] for i in train_rows], y_train)
+    prior = float(np.mean(y_train))
+    by_category = np.array([rates.get(c, prior) for c in data.category])
+    last = _cols("last_sys", "last_dia")
+    single = fit(data.X[train_rows][:, last], data.label[train_rows], cfg)
+    return rates, by_category, reference_proba(single, data.X[:, last])
 
 
 def _cols(*names: str) -> list[int]:
