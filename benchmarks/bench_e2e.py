@@ -152,12 +152,12 @@ def check_outputs(settings: Settings, es: Any, expected: dict[str, int]) -> list
 
 
 def measure(n_messages: int, patients: int) -> tuple[list[Row], dict[str, Any]]:
-    from lib.tools.admin import es_client
+    from lib.connectors.elastic import make_client
 
     msgs = messages(patients, n_messages)
     expected = expected_outputs(msgs)
     with namespace("e2e") as settings:
-        es = es_client(settings)
+        es = make_client(settings)
         fill_s = fill(settings, msgs)
         took = run_monitor(settings)
         problems = check_outputs(settings, es, expected)

@@ -115,15 +115,15 @@ def _first_ids(msgs: list) -> list[str | None]:
 def measure(rate: float, seconds: float, patients: int) -> list[Row]:
     from confluent_kafka import Producer
 
-    from lib.connectors.kafka import producer_config
-    from lib.tools.admin import es_client
+    from lib.connectors.elastic import make_client
+    from lib.connectors.kafka_produce import producer_config
 
     n = int(rate * seconds)
     msgs = messages(patients, n + 1)
     ids = _first_ids(msgs)
     wired = alerts_wired()
     with namespace("lat") as settings:
-        es = es_client(settings)
+        es = make_client(settings)
         listener = _AlertListener(settings) if wired else None
         log = open(f"/tmp/{settings.namespace}.log", "ab")  # noqa: SIM115
         proc = subprocess.Popen(
@@ -152,7 +152,7 @@ def measure(rate: float, seconds: float, patients: int) -> list[Row]:
             )
             if not up:
                 raise RuntimeError(f"the monitor did not start; see {log.name}")
-            poller = _Poller(es_client(settings), settings.anomalies_index)
+            poller = _Poller(make_client(settings), settings.anomalies_index)
             poller.start()
             if listener is not None:
                 listener.start()

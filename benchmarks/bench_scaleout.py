@@ -95,7 +95,7 @@ def dlq(settings: Settings, expected: int) -> collections.Counter:
 
 def measure(n_messages: int, patients: int) -> list[Row]:
     from benchmarks.bench_e2e import expected_outputs
-    from lib.tools.admin import es_client
+    from lib.connectors.elastic import make_client
 
     msgs = messages(patients, n_messages)
     expected = expected_outputs(msgs)
@@ -105,7 +105,7 @@ def measure(n_messages: int, patients: int) -> list[Row]:
         with namespace(f"scale{processes}", partitions=6) as settings:
             fill(settings, msgs)
             seconds.append(run_monitor(settings, processes=processes))
-            es = es_client(settings)
+            es = make_client(settings)
             outputs.append(
                 (
                     anomaly_docs(es, settings),

@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from lib.connectors.elastic import TOOL_RETRIES, make_client
 from lib.errors import ServiceError
 from lib.settings import Settings, load_or_exit
 
@@ -104,18 +105,11 @@ def delete_topics(settings: Settings, timeout: float = 30.0) -> None:
 
 
 # ----------------------------------------------------------------------------- Elasticsearch
-def es_client(settings: Settings, **kwargs: Any) -> Any:
-    """An ``elasticsearch.Elasticsearch`` client from the settings (credentials, CA)."""
-    from elasticsearch import Elasticsearch
-
-    return Elasticsearch(**settings.es_client_kwargs(), **kwargs)
-
-
 def ensure_elasticsearch(settings: Settings, es: Any = None) -> list[str]:
     """Install templates, then ``<index>-v1`` behind write alias ``<index>``; returns new ones."""
     from elasticsearch import ApiError, AuthenticationException, TransportError
 
-    es = es or es_client(settings)
+    es = es or make_client(settings, max_retries=TOOL_RETRIES)
     created: list[str] = []
     try:
         for base, body in template_bodies().items():
@@ -150,7 +144,7 @@ def ensure_elasticsearch(settings: Settings, es: Any = None) -> list[str]:
 
 def delete_indices(settings: Settings, es: Any = None) -> None:
     """Delete a namespace's indices by name (clusters may refuse wildcard deletes)."""
-    es = es or es_client(settings)
+    es = es or make_client(settings, max_retries=TOOL_RETRIES)
     for base in template_bodies():
         alias = settings.index(base)
         names = list(

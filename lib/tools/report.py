@@ -329,12 +329,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
 
-    from elasticsearch import ApiError, Elasticsearch, TransportError
+    from elasticsearch import ApiError, TransportError
 
+    from lib.connectors.elastic import TOOL_RETRIES, make_client
     from lib.settings import load_or_exit
 
     settings = load_or_exit()
-    es = Elasticsearch(**settings.es_client_kwargs())
+    es = make_client(settings, max_retries=TOOL_RETRIES)
     try:
         end = args.end or _latest(es, settings.anomalies_index) or datetime.now(UTC)
         start = args.start or end - timedelta(hours=24)

@@ -104,19 +104,23 @@ def read_normals(directory: Path, out: RunOutputs) -> None:
     out.normal_duplicate_lines = sum(c - 1 for c in seen.values() if c > 1)
 
 
-def collect(settings: Settings) -> RunOutputs:
-    from lib.tools.admin import es_client
+def elastic_outputs(settings: Settings) -> tuple[set[str], int]:
+    """The ids of the anomaly documents and the number of alert documents."""
+    from lib.connectors.elastic import TOOL_RETRIES, make_client
 
+    es = make_client(settings, max_retries=TOOL_RETRIES)
+    try:
+        return es_ids(es, settings.anomalies_index), len(es_ids(es, settings.alerts_index))
+    finally:
+        es.close()
+
+
+def collect(settings: Settings) -> RunOutputs:
     out = RunOutputs()
     out.messages_in = topic_size(settings, settings.observations_topic)
     out.dead_letters = topic_size(settings, settings.dlq_topic)
     out.alerts_kafka = topic_size(settings, settings.alerts_topic)
-    es = es_client(settings)
-    try:
-        out.anomaly_ids = es_ids(es, settings.anomalies_index)
-        out.alerts_es = len(es_ids(es, settings.alerts_index))
-    finally:
-        es.close()
+    out.anomaly_ids, out.alerts_es = elastic_outputs(settings)
     if settings.normal_dir.exists():
         read_normals(settings.normal_dir, out)
     return out
