@@ -12,6 +12,9 @@ venv:
 demo: venv
 	@bash infra/local/demo.sh
 
+cluster-demo: venv services
+	$(PY) -m infra.local.cluster_demo
+
 test: venv
 	@bash .ci/test.sh
 
