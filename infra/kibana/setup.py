@@ -188,6 +188,10 @@ def _api_params(params: dict[str, Any]) -> dict[str, Any]:
 class KibanaError(RuntimeError):
     """Kibana refused a request (the message holds the method, path, status and reason)."""
 
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
 
 class Kibana:
     """A tiny Kibana API client over urllib (no extra dependency)."""
@@ -235,7 +239,7 @@ class Kibana:
             if exc.code == 404 and ok_missing:
                 return 404, None
             detail = exc.read()[:500].decode(errors="replace")
-            raise KibanaError(f"{method} {path} -> {exc.code}: {detail}") from None
+            raise KibanaError(f"{method} {path} -> {exc.code}: {detail}", exc.code) from None
         except urllib.error.URLError as exc:
             raise KibanaError(f"{method} {path}: Kibana not reachable ({exc.reason})") from None
 
@@ -247,8 +251,9 @@ class Kibana:
                 level = (body or {}).get("status", {}).get("overall", {}).get("level")
                 if status == 200 and level in (None, "available"):
                     return
-            except KibanaError:
-                pass
+            except KibanaError as exc:
+                if exc.status in (401, 403):  # waiting does not fix credentials
+                    raise
             if time.monotonic() > deadline:
                 raise KibanaError(f"Kibana at {self.base} not available after {timeout:.0f}s")
             time.sleep(2.0)
