@@ -14,26 +14,13 @@ normal files, messages on the DLQ. The namespace is torn down at the end.
 
 from __future__ import annotations
 
-import argparse
-import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import (
-    PYTHON,
-    ROOT,
-    Message,
-    Row,
-    count_docs,
-    env_of,
-    kafka_records,
-    load_model,
-    messages,
-    namespace,
-    print_rows,
-)
+from benchmarks import common
+from benchmarks.common import MESSAGES, PATIENTS, Message, Row, count_docs, load_model, messages
 from lib.settings import Settings
 
 
@@ -77,41 +64,20 @@ def normal_lines(directory: Path) -> int:
     return total
 
 
-def topic_size(settings: Settings, topic: str) -> int:
-    """Messages on a topic (sum of high watermarks; the topics are fresh)."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer(settings.kafka_client_config(**{"group.id": "bench-size"}))
-    try:
-        meta = consumer.list_topics(topic, timeout=10)
-        total = 0
-        for p in meta.topics[topic].partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            total += high - low
-        return total
-    finally:
-        consumer.close()
-
-
 def run_monitor(
     settings: Settings, *, processes: int = 1, timeout: float = 1800.0, log: Path | None = None
 ) -> float:
     """Run the monitor to the end of the topic (1 or more processes); wall seconds."""
-    env = env_of(settings, BPWATCH_KAFKA_TAIL="false")
-    cmd = [PYTHON, "-m", "bytewax.run", "dataflows.monitor"]
     if processes > 1:
         addresses = ";".join(f"127.0.0.1:{2101 + i}" for i in range(processes))
-        cmds = [[*cmd, "-i", str(i), "-a", addresses] for i in range(processes)]
+        args = [["-i", str(i), "-a", addresses] for i in range(processes)]
     else:
-        cmds = [cmd]
+        args = [[]]
     log = log or Path("/tmp") / f"{settings.namespace}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with log.open("ab") as out:
-        procs = [
-            subprocess.Popen(c, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-            for c in cmds
-        ]
+        procs = [common.start_monitor(settings, out, tail=False, args=a) for a in args]
         try:
             codes = [p.wait(timeout=timeout) for p in procs]
         finally:
@@ -133,7 +99,7 @@ def fill(settings: Settings, msgs: Sequence[Message]) -> float:
     from lib.connectors.kafka import produce_all
 
     start = time.perf_counter()
-    produce_all(settings, settings.observations_topic, kafka_records(msgs))
+    produce_all(settings, settings.observations_topic, common.kafka_records(msgs))
     return time.perf_counter() - start
 
 
@@ -145,6 +111,8 @@ def check_outputs(settings: Settings, es: Any, expected: dict[str, int]) -> list
     got_lines = normal_lines(settings.normal_dir)
     if got_lines != expected["normal_lines"]:
         problems.append(f"normal lines {got_lines} != {expected['normal_lines']}")
+    from lib.tools.summary import topic_size
+
     got_dead = topic_size(settings, settings.dlq_topic)
     if got_dead != expected["dead_letters"]:
         problems.append(f"dead letters {got_dead} != {expected['dead_letters']}")
@@ -156,13 +124,13 @@ def measure(n_messages: int, patients: int) -> tuple[list[Row], dict[str, Any]]:
 
     msgs = messages(patients, n_messages)
     expected = expected_outputs(msgs)
-    with namespace("e2e") as settings:
+    with common.namespace("e2e") as settings:
         es = make_client(settings)
         fill_s = fill(settings, msgs)
         took = run_monitor(settings)
         problems = check_outputs(settings, es, expected)
         es.close()
-    with namespace("e2e0") as empty:
+    with common.namespace("e2e0") as empty:
         startup = startup_seconds(empty)
     rate = expected["observations"] / took
     steady = expected["observations"] / max(took - startup, 1e-9)
@@ -186,16 +154,7 @@ def measure(n_messages: int, patients: int) -> tuple[list[Row], dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> list[Row]:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--messages", type=int, default=200_000)
-    parser.add_argument("--patients", type=int, default=2_000)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: proves it works")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.messages, args.patients = 2_000, 100
-    rows, _ = measure(args.messages, args.patients)
-    print_rows(rows)
-    return rows
+    return common.command(__doc__, lambda **kw: measure(**kw)[0], argv, MESSAGES, PATIENTS)
 
 
 if __name__ == "__main__":

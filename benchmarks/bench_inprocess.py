@@ -12,16 +12,25 @@ output documents); the ratio is flow / plain. Each figure is the best of ``--rep
 
 from __future__ import annotations
 
-import argparse
 import gc
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from benchmarks.common import Message, Row, load_model, messages, print_rows
+from benchmarks.common import (
+    MESSAGES,
+    PATIENTS,
+    REPEATS,
+    Message,
+    Row,
+    command,
+    load_model,
+    messages,
+)
 from lib.domain import OUTCOMES, Assessment
 from lib.monitor import documents, engine
 from lib.monitor.alerts import AlertPolicy, EpisodeTracker, ShardAlerts
@@ -148,17 +157,7 @@ def measure(n_messages: int, patients: int, repeats: int) -> list[Row]:
 
 
 def main(argv: list[str] | None = None) -> list[Row]:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--messages", type=int, default=200_000)
-    parser.add_argument("--patients", type=int, default=2_000)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: proves it works")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.messages, args.patients, args.repeats = 3_000, 100, 1
-    rows = measure(args.messages, args.patients, args.repeats)
-    print_rows(rows)
-    return rows
+    return command(__doc__, measure, argv, replace(MESSAGES, quick=3_000), PATIENTS, REPEATS)
 
 
 if __name__ == "__main__":

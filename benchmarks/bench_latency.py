@@ -6,40 +6,23 @@ A fresh ``bench-lat-...`` namespace; the monitor runs as in production (tailing 
 it is up (a warm-up message is searchable), simulator messages are produced at a steady
 ``--rate`` (paced by the monotonic clock). For every anomalous Observation the time from its
 ``produce()`` call to the first search that returns it is recorded (a poller searches
-``bp-anomalies`` every 50 ms; the index refreshes every 1 s, as the template sets), and, if
-the monitor publishes alerts, the time from producing the reading that triggered an alert to
-its arrival on ``bp.alerts``. Percentiles are nearest-rank.
+``bp-anomalies`` every 50 ms; the index refreshes every 1 s, as the template sets), and the
+time from producing the reading that triggered an alert to its arrival on ``bp.alerts``.
+Percentiles are nearest-rank.
 """
 
 from __future__ import annotations
 
-import argparse
-import inspect
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from benchmarks.common import (
-    PYTHON,
-    ROOT,
-    Row,
-    env_of,
-    messages,
-    namespace,
-    percentile,
-    print_rows,
-    wait_until,
-)
+from benchmarks import common
+from benchmarks.common import PATIENTS, Message, Option, Row, percentile
 from lib.settings import Settings
-
-
-def alerts_wired() -> bool:
-    """Does the monitor publish alerts (the lead's alerts step)?"""
-    import dataflows.monitor as monitor
-
-    src = inspect.getsource(monitor)
-    return "alerts_topic" in src and "not wired" not in src
 
 
 class _Poller(threading.Thread):
@@ -118,114 +101,114 @@ def measure(rate: float, seconds: float, patients: int) -> list[Row]:
     from lib.connectors.elastic import make_client
     from lib.connectors.kafka_produce import producer_config
 
-    n = int(rate * seconds)
-    msgs = messages(patients, n + 1)
+    msgs = common.messages(patients, int(rate * seconds) + 1)
     ids = _first_ids(msgs)
-    wired = alerts_wired()
-    with namespace("lat") as settings:
+    with common.namespace("lat") as settings, _monitor(settings) as log_path:
         es = make_client(settings)
-        listener = _AlertListener(settings) if wired else None
-        log = open(f"/tmp/{settings.namespace}.log", "ab")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [PYTHON, "-m", "bytewax.run", "dataflows.monitor"],
-            cwd=ROOT,
-            env=env_of(settings, BPWATCH_KAFKA_TAIL="true"),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        listener = _AlertListener(settings)
         producer = Producer(producer_config(settings, **{"linger.ms": 1}))
-        topic = settings.observations_topic
         try:
-            # warm-up: the monitor is up once a first message has gone all the way through
-            producer.produce(topic, msgs[0].value, msgs[0].key)
-            producer.flush(10)
-            up = wait_until(
-                lambda: (
-                    (
-                        es.indices.refresh(index=settings.anomalies_index) is not None
-                        and es.count(index=settings.anomalies_index)["count"] > 0
-                    )
-                    or any(settings.normal_dir.glob("date=*/part-*.jsonl"))
-                ),
-                timeout=120,
-                every=0.2,
-            )
-            if not up:
-                raise RuntimeError(f"the monitor did not start; see {log.name}")
+            _warm_up(es, settings, producer, msgs[0], log_path)
             poller = _Poller(make_client(settings), settings.anomalies_index)
             poller.start()
-            if listener is not None:
-                listener.start()
-            produced: dict[str, float] = {}
-            start = time.monotonic()
-            for i, m in enumerate(msgs[1:], 1):
-                due = start + (i - 1) / rate
-                delay = due - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                producer.produce(topic, m.value, m.key)
-                if ids[i] is not None:
-                    produced.setdefault(ids[i], time.time())
-                producer.poll(0)
-            producer.flush(30)
-            sent_s = time.monotonic() - start
+            listener.start()
+            produced, sent_s = _produce_steadily(producer, settings, msgs, ids, rate)
             time.sleep(5.0)  # let the tail arrive
-            poller.stop.set()
-            poller.join()
-            if listener is not None:
-                listener.stop.set()
-                listener.join()
+            for watcher in (poller, listener):
+                watcher.stop.set()
+                watcher.join()
+        finally:
+            es.close()
+    actual = (len(msgs) - 1) / sent_s
+    return [
+        *_searchable_rows(poller.seen, produced, f"{actual:,.0f} msgs/s for {sent_s:.0f} s"),
+        *_alert_rows(listener.arrived, produced),
+    ]
+
+
+@contextmanager
+def _monitor(settings: Settings) -> Iterator[str]:
+    """The monitor as in production (tailing Kafka) while the block runs; yields its log path."""
+    path = f"/tmp/{settings.namespace}.log"
+    with open(path, "ab") as log:
+        proc = common.start_monitor(settings, log, tail=True)
+        try:
+            yield path
         finally:
             proc.terminate()
             try:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
-            log.close()
-            es.close()
-    searchable = [poller.seen[i] - t for i, t in produced.items() if i in poller.seen]
-    rows = []
-    actual = (len(msgs) - 1) / sent_s
-    note = f"{len(searchable):,} anomaly docs, {actual:,.0f} msgs/s for {sent_s:.0f} s"
-    if searchable:
-        p50, p99 = percentile(searchable, 50), percentile(searchable, 99)
-        rows += [
-            Row("latency", "produce -> searchable p50", round(p50, 3), "s", "", None, note),
-            Row("latency", "produce -> searchable p99", round(p99, 3), "s", "<= 2 s", p99 <= 2.0,
-                "ES refresh_interval 1 s"),
-        ]  # fmt: skip
-    else:
-        rows.append(Row("latency", "produce -> searchable", "no data", "", "<= 2 s", False, note))
-    if listener is None:
-        rows.append(Row("latency", "produce -> alert p99", "pending", "", "<= 1 s", None,
-                        "the alerts step is not wired into dataflows/monitor.py yet"))  # fmt: skip
-    else:
-        alerts = [t - produced[i] for i, t in listener.arrived if i in produced]
-        if alerts:
-            p50, p99 = percentile(alerts, 50), percentile(alerts, 99)
-            rows += [
-                Row("latency", "produce -> alert p50", round(p50, 3), "s", "", None,
-                    f"{len(alerts):,} alerts"),
-                Row("latency", "produce -> alert p99", round(p99, 3), "s", "<= 1 s", p99 <= 1.0,
-                    ""),
-            ]  # fmt: skip
-        else:
-            rows.append(Row("latency", "produce -> alert", "no alerts", "", "<= 1 s", None, ""))
-    return rows
+
+
+def _warm_up(es: Any, settings: Settings, producer: Any, first: Message, log_path: str) -> None:
+    """Return once a first message has gone all the way through the monitor."""
+    producer.produce(settings.observations_topic, first.value, first.key)
+    producer.flush(10)
+    up = common.wait_until(
+        lambda: (
+            (
+                es.indices.refresh(index=settings.anomalies_index) is not None
+                and es.count(index=settings.anomalies_index)["count"] > 0
+            )
+            or any(settings.normal_dir.glob("date=*/part-*.jsonl"))
+        ),
+        timeout=120,
+        every=0.2,
+    )
+    if not up:
+        raise RuntimeError(f"the monitor did not start; see {log_path}")
+
+
+def _produce_steadily(
+    producer: Any, settings: Settings, msgs: list[Message], ids: list[str | None], rate: float
+) -> tuple[dict[str, float], float]:
+    """Produce ``msgs[1:]`` at ``rate`` per second; when each reading was produced (epoch
+    seconds, by Observation id) and the seconds it took."""
+    topic = settings.observations_topic
+    produced: dict[str, float] = {}
+    start = time.monotonic()
+    for i, m in enumerate(msgs[1:], 1):
+        delay = start + (i - 1) / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        producer.produce(topic, m.value, m.key)
+        if ids[i] is not None:
+            produced.setdefault(ids[i], time.time())
+        producer.poll(0)
+    producer.flush(30)
+    return produced, time.monotonic() - start
+
+
+def _searchable_rows(seen: dict[str, float], produced: dict[str, float], pace: str) -> list[Row]:
+    searchable = [seen[i] - t for i, t in produced.items() if i in seen]
+    note = f"{len(searchable):,} anomaly docs, {pace}"
+    if not searchable:
+        return [Row("latency", "produce -> searchable", "no data", "", "<= 2 s", False, note)]
+    p50, p99 = percentile(searchable, 50), percentile(searchable, 99)
+    return [
+        Row("latency", "produce -> searchable p50", round(p50, 3), "s", "", None, note),
+        Row("latency", "produce -> searchable p99", round(p99, 3), "s", "<= 2 s", p99 <= 2.0,
+            "ES refresh_interval 1 s"),
+    ]  # fmt: skip
+
+
+def _alert_rows(arrived: list[tuple[str, float]], produced: dict[str, float]) -> list[Row]:
+    alerts = [t - produced[i] for i, t in arrived if i in produced]
+    if not alerts:
+        return [Row("latency", "produce -> alert", "no alerts", "", "<= 1 s", None, "")]
+    p50, p99 = percentile(alerts, 50), percentile(alerts, 99)
+    return [
+        Row("latency", "produce -> alert p50", round(p50, 3), "s", "", None,
+            f"{len(alerts):,} alerts"),
+        Row("latency", "produce -> alert p99", round(p99, 3), "s", "<= 1 s", p99 <= 1.0, ""),
+    ]  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> list[Row]:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rate", type=float, default=1000.0)
-    parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--patients", type=int, default=2_000)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: proves it works")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.rate, args.seconds, args.patients = 200.0, 3.0, 100
-    rows = measure(args.rate, args.seconds, args.patients)
-    print_rows(rows)
-    return rows
+    rate, seconds = Option("--rate", 1000.0, 200.0), Option("--seconds", 30.0, 3.0)
+    return common.command(__doc__, measure, argv, rate, seconds, PATIENTS)
 
 
 if __name__ == "__main__":

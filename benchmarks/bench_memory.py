@@ -13,14 +13,13 @@ results themselves are dropped as they go, as in the flow.
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 
-from benchmarks.common import PYTHON, ROOT, Row, print_rows
+from benchmarks.common import PYTHON, ROOT, Option, Row, command
 from lib.monitor.window import GONE
 
 WINDOW = 12
@@ -84,9 +83,14 @@ def fill(patients: int) -> dict[str, float]:
     }
 
 
+def child(patients: int) -> None:
+    """The measuring subprocess: :func:`fill`'s figures as one JSON line on stdout."""
+    sys.stdout.write(json.dumps(fill(patients)) + "\n")
+
+
 def measure(patients: int) -> list[Row]:
     proc = subprocess.run(
-        [PYTHON, "-m", "benchmarks.bench_memory", "--child", "--patients", str(patients)],
+        [PYTHON, "-c", f"from benchmarks.bench_memory import child; child({patients})"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -107,19 +111,7 @@ def measure(patients: int) -> list[Row]:
 
 
 def main(argv: list[str] | None = None) -> list[Row]:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--patients", type=int, default=100_000)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: proves it works")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.patients = 2_000
-    if args.child:
-        sys.stdout.write(json.dumps(fill(args.patients)) + "\n")
-        return []
-    rows = measure(args.patients)
-    print_rows(rows)
-    return rows
+    return command(__doc__, measure, argv, Option("--patients", 100_000, 2_000))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ different patients may interleave differently), and the DLQ messages. Throughput
 
 from __future__ import annotations
 
-import argparse
 import collections
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 import orjson
 
 from benchmarks.bench_e2e import fill, run_monitor
-from benchmarks.common import Row, messages, namespace, print_rows
+from benchmarks.common import MESSAGES, PATIENTS, Row, command, messages, namespace
 from lib.settings import Settings
 
 
@@ -135,16 +134,7 @@ def measure(n_messages: int, patients: int) -> list[Row]:
 
 
 def main(argv: list[str] | None = None) -> list[Row]:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--messages", type=int, default=200_000)
-    parser.add_argument("--patients", type=int, default=2_000)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: proves it works")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.messages, args.patients = 2_000, 100
-    rows = measure(args.messages, args.patients)
-    print_rows(rows)
-    return rows
+    return command(__doc__, measure, argv, MESSAGES, PATIENTS)
 
 
 if __name__ == "__main__":

@@ -17,14 +17,14 @@ Stages: ``parse`` (``shards.parse_messages``: orjson + FHIR + shard grouping), `
 
 from __future__ import annotations
 
-import argparse
 import gc
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from benchmarks.bench_inprocess import BATCH, SETTINGS, _policy, run_plain, source_messages
-from benchmarks.common import Row, load_model, messages, print_rows
+from benchmarks.common import MESSAGES, PATIENTS, REPEATS, Row, command, load_model, messages
 from lib.domain import OUTCOMES, Assessment
 from lib.monitor import documents, shards, state
 from lib.monitor.alerts import EpisodeTracker, ShardAlerts
@@ -51,23 +51,24 @@ def measure(n_messages: int, patients: int, repeats: int) -> list[Row]:
     model = load_model()
     batches = [items[i : i + BATCH] for i in range(0, len(items), BATCH)]
     parsed = [shards.parse_messages(b) for b in batches]
+    ruleset = get_ruleset(SETTINGS.ruleset)
 
     def parse() -> None:
         for b in batches:
             shards.parse_messages(b)
 
     def windows(keep: bool = False) -> list[list[documents.KeyedResults]]:
-        shards: dict[str, state.PatientStates] = {}
+        by_shard: dict[str, state.PatientStates] = {}
         out = []
         for batch in parsed:
             res = []
             for shard, entries in batch:
-                states = shards.get(shard)
+                states = by_shard.get(shard)
                 if states is None:
-                    states = shards[shard] = state.PatientStates(
+                    states = by_shard[shard] = state.PatientStates(
                         SETTINGS.window_size, SETTINGS.idle_expiry_hours
                     )
-                res.append((shard, states.process(entries, get_ruleset(SETTINGS.ruleset), model)))
+                res.append((shard, states.process(entries, ruleset, model)))
             if keep:
                 out.append(res)
         return out
@@ -84,7 +85,7 @@ def measure(n_messages: int, patients: int, repeats: int) -> list[Row]:
                     tracked = shard_alerts[shard] = ShardAlerts(tracker)
                 tracked.process(o for o in res.outcomes if type(o) is Assessment)
 
-    def documents() -> None:
+    def outputs() -> None:
         for batch in results:
             documents.elastic_actions(batch)
             documents.normal_records(batch)
@@ -98,7 +99,7 @@ def measure(n_messages: int, patients: int, repeats: int) -> list[Row]:
         "parse": _cpu(parse, repeats),
         "windows": _cpu(windows, repeats),
         "alerts": _cpu(alerts, repeats),
-        "documents": _cpu(documents, repeats),
+        "documents": _cpu(outputs, repeats),
         "total": _cpu(lambda: run_plain(items, model), repeats),
     }
     notes = {
@@ -116,17 +117,8 @@ def measure(n_messages: int, patients: int, repeats: int) -> list[Row]:
 
 
 def main(argv: list[str] | None = None) -> list[Row]:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--messages", type=int, default=100_000)
-    parser.add_argument("--patients", type=int, default=2_000)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: proves it works")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.messages, args.patients, args.repeats = 3_000, 100, 1
-    rows = measure(args.messages, args.patients, args.repeats)
-    print_rows(rows)
-    return rows
+    messages_ = replace(MESSAGES, default=100_000, quick=3_000)
+    return command(__doc__, measure, argv, messages_, PATIENTS, REPEATS)
 
 
 if __name__ == "__main__":

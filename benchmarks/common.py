@@ -6,6 +6,7 @@ Benchmarks, not tests: nothing here asserts a time. Every measurement returns a 
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import math
 import os
@@ -19,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from lib.settings import Settings
 
@@ -49,6 +50,53 @@ class Row:
         return asdict(self)
 
 
+# -- command line -------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One ``--flag VALUE`` of a benchmark's command: its default and its ``--quick`` value."""
+
+    flag: str
+    default: int | float
+    quick: int | float
+    dest: str = ""  # the keyword of ``measure`` it feeds, if not the flag's name
+
+    @property
+    def name(self) -> str:
+        return self.dest or self.flag.removeprefix("--").replace("-", "_")
+
+
+# The options most benchmarks take (``dataclasses.replace`` for other values).
+MESSAGES = Option("--messages", 200_000, 2_000, dest="n_messages")
+PATIENTS = Option("--patients", 2_000, 100)
+REPEATS = Option("--repeats", 3, 1)
+
+
+def command(
+    doc: str | None,
+    measure: Callable[..., Sequence[Row]],
+    argv: list[str] | None,
+    *options: Option,
+) -> list[Row]:
+    """The command of one benchmark: parse ``options`` (``--quick`` takes their quick values),
+    run ``measure`` with them as keywords, print its rows, return them."""
+    parser = argparse.ArgumentParser(description=doc)
+    for opt in options:
+        parser.add_argument(opt.flag, dest=opt.name, type=type(opt.default), default=opt.default)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: proves it works")
+    args = vars(parser.parse_args(argv))
+    if args.pop("quick"):
+        args.update({opt.name: opt.quick for opt in options})
+    rows = list(measure(**args))
+    print_rows(rows)
+    return rows
+
+
+def print_rows(rows: Sequence[Row]) -> None:
+    """The rows of one benchmark as aligned text (its own command's output)."""
+    for row in rows:
+        print(f"{row.metric:<32} {row.value!s:>10} {row.unit:<12} {row.note}")
+
+
 # -- data ---------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Message:
@@ -57,12 +105,6 @@ class Message:
     key: bytes
     value: bytes
     emitted_ms: int  # event time at which the simulator sends it (ms since the epoch)
-
-
-def print_rows(rows: Sequence[Row]) -> None:
-    """The rows of one benchmark as aligned text (its own command's output)."""
-    for row in rows:
-        print(f"{row.metric:<32} {row.value!s:>10} {row.unit:<12} {row.note}")
 
 
 def sim_settings(patients: int, count: int, fault_rate: float = FAULT_RATE) -> Settings:
@@ -78,7 +120,7 @@ def sim_settings(patients: int, count: int, fault_rate: float = FAULT_RATE) -> S
 def messages(patients: int, count: int, fault_rate: float = FAULT_RATE) -> list[Message]:
     """``count`` simulator messages of ``patients`` patients, cached on disk by parameters.
 
-    The simulator is deterministic for a seed, so the cache only saves time (~70 µs/msg).
+    The simulator is deterministic for a seed, so the cache only saves time.
     """
     from lib.sim import stream
 
@@ -158,6 +200,20 @@ def env_of(settings: Settings, **extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
+
+
+def start_monitor(
+    settings: Settings, out: IO[bytes], *, tail: bool, args: Sequence[str] = ()
+) -> subprocess.Popen[bytes]:
+    """The monitor as production runs it (``python -m bytewax.run dataflows.monitor ARGS``)
+    against ``settings``, tailing Kafka or stopping once caught up; output to ``out``."""
+    return subprocess.Popen(
+        [PYTHON, "-m", "bytewax.run", "dataflows.monitor", *args],
+        cwd=ROOT,
+        env=env_of(settings, BPWATCH_KAFKA_TAIL="true" if tail else "false"),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def count_docs(es: Any, index: str) -> int:

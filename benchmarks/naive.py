@@ -17,7 +17,6 @@ slow; the rate is what is compared). Not used by bpwatch itself.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from collections import deque
@@ -25,7 +24,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import Row, load_model, messages, namespace, print_rows
+from benchmarks.common import (
+    MESSAGES,
+    PATIENTS,
+    Option,
+    Row,
+    command,
+    load_model,
+    messages,
+    namespace,
+)
 from lib.domain import Features, Reading
 from lib.settings import Settings
 
@@ -134,17 +142,8 @@ def measure(n_messages: int, patients: int, limit: int) -> tuple[list[Row], floa
 
 
 def main(argv: list[str] | None = None) -> list[Row]:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--messages", type=int, default=200_000)
-    parser.add_argument("--patients", type=int, default=2_000)
-    parser.add_argument("--limit", type=int, default=5_000)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: proves it works")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.messages, args.patients, args.limit = 2_000, 100, 300
-    rows, _ = measure(args.messages, args.patients, args.limit)
-    print_rows(rows)
-    return rows
+    limit = Option("--limit", 5_000, 300)
+    return command(__doc__, lambda **kw: measure(**kw)[0], argv, MESSAGES, PATIENTS, limit)
 
 
 if __name__ == "__main__":
