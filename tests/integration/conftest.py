@@ -23,23 +23,37 @@ from lib.settings import Settings
 from lib.tools import admin
 
 ROOT = Path(__file__).resolve().parents[2]
+ES_SECURE_CREDENTIALS = ROOT / ".cache" / "run" / "es-secure" / "credentials.env"
+
+
+def _start(what: str, *args: str, timeout: float) -> None:
+    """``infra/local/services.sh start ARGS`` (idempotent); the test fails if it cannot."""
+    cmd = ["bash", str(ROOT / "infra/local/services.sh"), "start", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        pytest.fail(f"{what} did not start:\n{proc.stderr[-3000:]}")
 
 
 @pytest.fixture(scope="session")
 def services() -> Settings:
     """Base settings pointing at running services (started here if needed)."""
     if os.environ.get("BPWATCH_TEST_EXTERNAL") != "1":
-        proc = subprocess.run(
-            ["bash", str(ROOT / "infra/local/services.sh"), "start"],
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        if proc.returncode != 0:
-            pytest.fail(f"local services did not start:\n{proc.stderr[-3000:]}")
+        _start("local services", timeout=900)
     env = {k: v for k, v in os.environ.items() if k.startswith("BPWATCH_")}
     env.pop("BPWATCH_NAMESPACE", None)
     return Settings.from_env(env)
+
+
+@pytest.fixture(scope="session")
+def es_secure_env(services: Settings) -> dict[str, str]:
+    """The ``BPWATCH_ES_*`` variables of the secured Elasticsearch (``services.sh start
+    es-secure``: TLS with a generated CA and a file-realm user), started here if needed."""
+    _start("secured Elasticsearch", "es-secure", timeout=600)
+    env = {}
+    for line in ES_SECURE_CREDENTIALS.read_text().splitlines():
+        name, _, value = line.partition("=")
+        env[name.strip()] = value.strip()
+    return env
 
 
 @pytest.fixture

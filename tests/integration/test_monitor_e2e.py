@@ -11,11 +11,11 @@ import collections
 import logging
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pytest
+from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.testing import TestingSink, run_main
 from confluent_kafka import Consumer
 from sklearn.linear_model import LogisticRegression
@@ -32,17 +32,6 @@ from lib.sim import stream
 
 pytestmark = pytest.mark.integration
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class _Msg:
-    key: bytes
-    value: bytes
-    headers: tuple = ()
-    topic: str | None = None
-    partition: int | None = None
-    offset: int | None = None
-    timestamp: None = None
 
 
 def _model() -> RiskModel:
@@ -91,7 +80,7 @@ def test_simulator_kafka_monitor_elasticsearch_files_reconcile(settings_factory,
     expect_normals: set[str] = set()
     mon = engine.Monitor(model, settings.ruleset)
     for i in range(0, len(msgs), 200):
-        batch = [_Msg(m.key, m.value) for m in msgs[i : i + 200]]
+        batch = [KafkaSourceMessage(m.key, m.value) for m in msgs[i : i + 200]]
         results = mon.process(batch)
         for action, _id, doc in documents.elastic_actions(results):
             if action == "index":

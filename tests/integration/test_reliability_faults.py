@@ -1,4 +1,4 @@
-"""The CI subset of the reliability suite (issue 7): every fault, small, against the REAL services.
+"""The CI subset of the reliability suite: every fault, small, against the REAL services.
 
 Each test runs one scenario of ``tests/reliability/scenarios.py`` at its CI size and requires an
 exact reconciliation: expected anomaly ids = documents in ``bp-anomalies``, expected normal

@@ -8,7 +8,6 @@ variable to fix, at once (no retry storm), without the password.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -26,35 +25,16 @@ from tests.reliability.harness import ROOT, expect, init_recovery, monitor, send
 
 pytestmark = pytest.mark.integration
 
-CREDENTIALS = ROOT / ".cache" / "run" / "es-secure" / "credentials.env"
-
-
-@pytest.fixture(scope="module")
-def secure_env(services: Settings) -> dict[str, str]:
-    proc = subprocess.run(
-        ["bash", str(ROOT / "infra/local/services.sh"), "start", "es-secure"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"secured Elasticsearch did not start:\n{proc.stderr[-3000:]}")
-    env = {}
-    for line in CREDENTIALS.read_text().splitlines():
-        name, _, value = line.partition("=")
-        env[name.strip()] = value.strip()
-    return env
-
 
 @pytest.fixture
-def secure(settings: Settings, secure_env: dict[str, str]) -> Iterator[Settings]:
+def secure(settings: Settings, es_secure_env: dict[str, str]) -> Iterator[Settings]:
     """The test's namespace on the plain broker, with the secured Elasticsearch."""
     s = replace(
         settings,
-        es_url=secure_env["BPWATCH_ES_URL"],
-        es_username=secure_env["BPWATCH_ES_USERNAME"],
-        es_password=secure_env["BPWATCH_ES_PASSWORD"],
-        es_ca_certs=secure_env["BPWATCH_ES_CA_CERTS"],
+        es_url=es_secure_env["BPWATCH_ES_URL"],
+        es_username=es_secure_env["BPWATCH_ES_USERNAME"],
+        es_password=es_secure_env["BPWATCH_ES_PASSWORD"],
+        es_ca_certs=es_secure_env["BPWATCH_ES_CA_CERTS"],
         kafka_tail=False,
         model_path=(ROOT / settings.model_path).resolve(),
     )
@@ -70,13 +50,13 @@ def secure(settings: Settings, secure_env: dict[str, str]) -> Iterator[Settings]
 
 
 def test_settings_from_the_environment_reach_the_secured_cluster(
-    secure_env: dict[str, str],
+    es_secure_env: dict[str, str],
 ) -> None:
-    s = Settings.from_env({**secure_env, "BPWATCH_NAMESPACE": "envcheck"})
-    assert "***" in repr(s) and secure_env["BPWATCH_ES_PASSWORD"] not in repr(s)
+    s = Settings.from_env({**es_secure_env, "BPWATCH_NAMESPACE": "envcheck"})
+    assert "***" in repr(s) and es_secure_env["BPWATCH_ES_PASSWORD"] not in repr(s)
     es = make_client(s)
     try:
-        assert es.security.authenticate()["username"] == secure_env["BPWATCH_ES_USERNAME"]
+        assert es.security.authenticate()["username"] == es_secure_env["BPWATCH_ES_USERNAME"]
     finally:
         es.close()
 
