@@ -5,8 +5,14 @@ per Observation it carries (a Bundle may carry several):
 
     Reading      a scorable blood-pressure reading (status final / amended / corrected)
     Retraction   status entered-in-error: removes an earlier reading
-    Ignored      a valid Observation not scored (preliminary, registered, cancelled, unknown)
-    DeadLetter   anything that cannot be processed (original bytes go to the DLQ unchanged)
+    Ignored      a valid BP Observation not scored: a status such as preliminary, a value
+                 not measured (``dataAbsentReason``), or an average BP (``Average``, counted
+                 as ignored until the home-BP protocol scores it)
+    Skipped      valid FHIR that is not a BP reading (a Patient, a weight Observation, an
+                 OperationOutcome in a searchset, an empty searchset): counted, never a dead
+                 letter
+    DeadLetter   a message that cannot be processed (original bytes go to the DLQ unchanged),
+                 at most one per message
 
 In a patient's window a Reading becomes a Duplicate (already held: not scored again) or an
 Assessment, which is either normal (-> JSON Lines file) or anomalous (-> Elasticsearch
@@ -20,7 +26,7 @@ from datetime import UTC, datetime
 from operator import attrgetter
 
 # Outcome counters: every input message is accounted for by these names.
-OUTCOMES = ("normal", "anomaly", "dead_letter", "ignored", "retracted", "duplicate")
+OUTCOMES = ("normal", "anomaly", "dead_letter", "ignored", "retracted", "duplicate", "skipped")
 
 # Dead-letter reason codes (the DLQ header ``error``), in the order the parser checks them:
 # the first problem found is the one reported. See lib.monitor.fhir for each one's meaning.
@@ -28,9 +34,9 @@ DEAD_LETTER_REASONS = (
     "too_large",
     "invalid_json",
     "not_observation",
+    "wrong_code",
     "missing_id",
     "bad_status",
-    "wrong_code",
     "missing_subject",
     "missing_time",
     "bad_time",
@@ -68,6 +74,12 @@ class Reading:
     status: str = "final"  # final | amended | corrected
     version: str = ""  # meta.versionId, or "" when absent
     source: str = ""  # "topic:partition:offset" of the message it came from
+    precision: str = ""  # "" (a time of day), or "day" | "month" | "year" for a date only
+    # qualifiers as sent, "" when absent (codes and labels only, never names)
+    body_position: str = ""  # observation-bodyPosition extension
+    body_site: str = ""  # bodySite, the cuff location
+    setting: str = ""  # Vitals IG MeasurementSettingExt: home | clinic | hospital | other code
+    device: str = ""  # device display, or its reference
 
     @property
     def ts(self) -> float:
@@ -86,11 +98,48 @@ class Retraction:
 
 @dataclass(frozen=True, slots=True)
 class Ignored:
-    """A valid Observation that is counted but not scored (e.g. status preliminary)."""
+    """A valid BP Observation that is counted but not scored.
+
+    ``reason``: ``status`` (preliminary, registered, cancelled, unknown) or ``data_absent``
+    (``dataAbsentReason`` instead of a value: "not measured" is not an error).
+    """
 
     observation_id: str
     patient_id: str
     status: str
+    source: str = ""
+    reason: str = "status"
+
+
+@dataclass(frozen=True, slots=True)
+class Average:
+    """An average blood pressure (LOINC 96607-7) over a period: accepted, not a reading.
+
+    Counted as ``ignored`` (reason ``average``) until the home-BP protocol scores it.
+    """
+
+    observation_id: str
+    patient_id: str
+    start: datetime
+    end: datetime
+    systolic: float
+    diastolic: float
+    status: str = "final"
+    version: str = ""
+    source: str = ""
+    reason: str = "average"
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """Valid FHIR that is not a blood-pressure reading: counted as ``skipped``, not dead-lettered.
+
+    ``what`` names the resource type, and the Observation code for an Observation
+    (``Patient``, ``Observation 29463-7``): never an id or a value.
+    """
+
+    what: str
+    key: bytes | None = None
     source: str = ""
 
 
@@ -109,7 +158,7 @@ class DeadLetter:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
-Outcome = Reading | Retraction | Ignored | DeadLetter
+Outcome = Reading | Retraction | Ignored | Average | Skipped | DeadLetter
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +223,7 @@ class Assessment:
 
 
 # What the per-patient step makes of an Outcome: each is counted under one of OUTCOMES.
-Processed = Assessment | Retraction | Ignored | DeadLetter | Duplicate
+Processed = Assessment | Retraction | Ignored | Average | Skipped | DeadLetter | Duplicate
 
 
 def utc_iso(dt: datetime) -> str:

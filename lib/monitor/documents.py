@@ -80,7 +80,7 @@ def anomaly_doc(assessment: Assessment, ingested_at: datetime | None) -> dict[st
         "version": r.version,
         "source": r.source,
         "features": assessment.features.as_dict(),
-    }
+    } | _qualifier_fields(r)
 
 
 def normal_record(assessment: Assessment) -> dict[str, Any]:
@@ -99,7 +99,26 @@ def normal_record(assessment: Assessment) -> dict[str, Any]:
         "status": r.status,
         "version": r.version,
         "source": r.source,
+    } | _qualifier_fields(r)
+
+
+def _qualifier_fields(r: Reading) -> dict[str, str]:
+    """The optional fields, present only when the sender gave them: ``effective_precision``
+    (``day`` for a date-only time), ``body_position``, ``body_site``, ``measurement_setting``,
+    ``device`` (codes and labels, never names)."""
+    if not (r.precision or r.body_site or r.device or r.setting or r.body_position):
+        return _NONE
+    fields = {
+        "effective_precision": r.precision,
+        "body_position": r.body_position,
+        "body_site": r.body_site,
+        "measurement_setting": r.setting,
+        "device": r.device,
     }
+    return {k: v for k, v in fields.items() if v}
+
+
+_NONE: dict[str, str] = {}
 
 
 def dlq_message(dead: DeadLetter) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:

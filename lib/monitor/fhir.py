@@ -1,46 +1,63 @@
 """FHIR R4 blood-pressure Observations -> outcomes (the monitor's hot path).
 
 ``parse(value, key, source, headers)`` turns one Kafka message into a list of outcomes
-(:mod:`lib.domain`): ``Reading`` | ``Retraction`` | ``Ignored`` | ``DeadLetter``. It never raises,
-never returns an empty list, and does no I/O, no logging of payloads and no wall-clock work.
+(:mod:`lib.domain`): ``Reading`` | ``Retraction`` | ``Ignored`` | ``Average`` | ``Skipped`` |
+``DeadLetter``. It never raises, never returns an empty list, gives **at most one dead letter
+per message**, and does no I/O, no logging of payloads and no wall-clock work.
 
 What is accepted
 ----------------
-- A lone ``Observation``, or a ``Bundle`` (any ``type``) whose ``entry[i].resource`` are
-  Observations. A Bundle gives **one outcome per entry**, in entry order. A bad entry gives a
-  ``DeadLetter`` that holds the **whole original message** (the DLQ keeps bytes unchanged) and a
-  detail starting ``entry[i]:`` (0-based, as in FHIRPath). A Bundle with no entries gives one
-  ``DeadLetter`` (``not_observation``). An entry without ``resource`` (e.g. a transaction
-  ``DELETE``) is ``not_observation``; retractions must be sent as ``entered-in-error``.
-- ``code``: LOINC ``85354-9`` among any codings (system ``http://loinc.org``, or its OID
-  ``urn:oid:2.16.840.1.113883.6.1``).
-- ``component``: ``8480-6`` systolic and ``8462-4`` diastolic (LOINC), in any order, extra codings
-  and extra components allowed. A component repeated with a *different* value is
-  ``implausible_value`` (ambiguous); repeated with the same value it is accepted.
+- A lone resource, or a ``Bundle`` of any ``type`` (transaction, batch, collection, searchset,
+  document, message). A Bundle gives one outcome per BP reading and per other resource, in
+  entry order. Valid FHIR that is not a BP reading (a Patient, an Encounter, an
+  OperationOutcome, a weight or pulse Observation, an entry without ``resource``, an empty
+  Bundle) is ``Skipped``: counted, never a dead letter.
+- A message with broken BP entries gives **one** ``DeadLetter`` holding the whole original
+  message (the DLQ keeps bytes unchanged), after the good outcomes of the same message: its
+  ``reason`` is the first problem's, its ``detail`` names each bad entry
+  (``entry[3] missing_component: ...; entry[7] bad_unit: ...``, 0-based as in FHIRPath).
+- BP codes (LOINC, system ``http://loinc.org`` or its OID ``urn:oid:2.16.840.1.113883.6.1``,
+  among any codings): the panel ``85354-9`` or the older ``55284-4``, with ``component``
+  ``8480-6`` systolic and ``8462-4`` diastolic in any order (extra codings and components
+  allowed; a component repeated with a *different* value is ``implausible_value``); or a
+  panel without components whose ``hasMember`` names a systolic and a diastolic Observation of
+  the same Bundle; or **separate** systolic (``8480-6``) and diastolic (``8462-4``)
+  Observations of one Bundle, paired by subject and effective time, with the id
+  :func:`pair_id` derived from both. A lone systolic or diastolic is ``missing_component``.
+  The average BP ``96607-7`` (components ``96608-5`` / ``96609-3``, over ``effectivePeriod``)
+  is an ``Average``.
 - Values: ``valueQuantity`` with UCUM code ``mm[Hg]`` (also ``mmHg``/``mm Hg`` as code or as
-  ``unit`` when ``code`` is absent), or ``kPa`` (x 7.50062, rounded to 0.1 mm[Hg], so
-  kPa sent with 2 decimals gives back whole mm[Hg] exactly). No unit at all, another
-  unit, a ``comparator`` (``>300``) or a non-numeric value are dead letters.
+  ``unit`` when ``code`` is absent), or ``kPa`` (x 7.50062, rounded to 0.1 mm[Hg]). A decimal
+  sent as a JSON string (``"132"``, as C-CDA converters do) is read as the number. No unit,
+  another unit, a ``comparator`` (``>300``) or a non-numeric value are dead letters.
+  ``dataAbsentReason`` instead of a value (on a component, or on the Observation) is not an
+  error: ``Ignored`` with reason ``data_absent``.
 - Plausibility (mm[Hg], inclusive): systolic 40..300, diastolic 20..200, systolic > diastolic.
 - ``subject``: ``reference`` ``Patient/x``, an absolute URL ``.../Patient/x`` with or without
   ``/_history/n``, or ``urn:uuid:u`` (patient id = ``u``); when there is no usable reference,
-  ``subject.identifier.value`` (patient id = the value, stripped, at most 128 characters; the
-  ``system`` is not part of the id, so one sender's identifier system must be used consistently).
-  References to anything other than a Patient (Group, Device, contained ``#x``, conditional
-  ``Patient?...``) are ``missing_subject`` unless such an identifier is there.
-- ``id``: the resource ``id`` (FHIR id: 1..64 of ``[A-Za-z0-9.-]``); in a Bundle entry without an
-  ``id``, the id of ``entry.fullUrl`` (``urn:uuid:u`` or ``.../Observation/x``). It becomes the
-  Elasticsearch ``_id``, so it must be stable across redeliveries.
+  ``subject.identifier``: patient key ``system|value`` (so the same MRN of two systems is two
+  patients; the bare value when no system is given). References to anything other than a
+  Patient (Group, Device, contained ``#x``, conditional ``Patient?...``) are
+  ``missing_subject`` unless such an identifier is there.
+- Ids: the resource ``id`` (1..256 of ``[A-Za-z0-9.-_]``: EHRs exceed FHIR's 64); else its
+  ``identifier`` (system + value, hashed to ``idf-<40 hex>``); else the id of the Bundle
+  ``entry.fullUrl`` (``urn:uuid:u`` or ``.../Observation/x``); else ``missing_id``. It becomes
+  the Elasticsearch ``_id``, so it must be stable across redeliveries.
 - Version: ``meta.versionId``, else ``meta.lastUpdated``, else ``""``.
 - Time: ``effectiveDateTime``, ``effectiveInstant``, else ``effectivePeriod.start``, else
   ``.end``; any ISO 8601 precision. With a time of day an offset is **required** (FHIR requires
   it; guessing a zone would shift readings by hours): without one -> ``missing_timezone``.
-  Partial dates (``YYYY``, ``YYYY-MM``, ``YYYY-MM-DD``) mean their first instant, **midnight UTC**.
-  The result is always a timezone-aware UTC datetime.
+  A date only (``YYYY-MM-DD``, ``YYYY-MM``, ``YYYY``; athenahealth sends dates) means its
+  first instant, midnight UTC, and the Reading's ``precision`` says ``day`` / ``month`` /
+  ``year``: such readings stay out of the per-hour slope features.
 - Status: ``final`` / ``amended`` / ``corrected`` -> ``Reading``; ``preliminary`` /
-  ``registered`` / ``cancelled`` / ``unknown`` -> ``Ignored``; ``entered-in-error`` ->
-  ``Retraction``. Ignored and Retraction need only ``id``, ``code`` and ``subject`` (an
-  entered-in-error resource may well have wrong values or time).
+  ``registered`` / ``cancelled`` / ``unknown`` -> ``Ignored`` (reason ``status``);
+  ``entered-in-error`` -> ``Retraction``. Ignored and Retraction need only an id, a BP code and
+  a subject (an entered-in-error resource may well have wrong values or time).
+- Qualifiers kept on the Reading (codes and labels, never names): body position (the
+  ``observation-bodyPosition`` extension), cuff location (``bodySite``), measurement setting
+  (the Vitals IG ``MeasurementSettingExt``: SNOMED 264362003 home, 257585005 clinic,
+  285201006 hospital) and device (display, else reference).
 
 Dead-letter reason codes (stable; they go to the DLQ header ``error``)
 ----------------------------------------------------------------------
@@ -48,15 +65,17 @@ Checked in this order, so the first problem found is the one reported:
 
     too_large          message over MAX_MESSAGE_BYTES, or a Bundle over MAX_BUNDLE_ENTRIES
     invalid_json       not UTF-8 JSON (incl. BOM, NaN, nesting deeper than 1024), or no value
-    not_observation    JSON that is not an Observation / a Bundle entry that is not one
-    missing_id         no valid FHIR id (resource id, or Bundle entry fullUrl)
+    not_observation    JSON that is not a FHIR resource (no or an invalid ``resourceType``),
+                       a Bundle entry that is not an object or holds no object
+    wrong_code         an Observation without a code (FHIR requires one)
+    missing_id         no id, identifier or Bundle entry fullUrl
     bad_status         status absent or not an Observation status
-    wrong_code         code has no LOINC 85354-9 coding
     missing_subject    no usable Patient reference or identifier
     missing_time       no effectiveDateTime / effectiveInstant / effectivePeriod.start|end
     bad_time           effective time is not an ISO 8601 date/dateTime (or out of range)
     missing_timezone   effective time has a time of day but no offset
-    missing_component  no systolic or diastolic component, or one without a numeric value
+    missing_component  no systolic or diastolic (component, partner Observation or hasMember
+                       member), or one without a numeric value
     bad_unit           a value with no unit, or a unit other than mm[Hg] / kPa
     implausible_value  out of bounds, systolic <= diastolic, a comparator, conflicting repeats
     internal_error     a defect in this module (logged with the exception type only)
@@ -70,14 +89,26 @@ them are in :data:`lib.domain.DEAD_LETTER_REASONS`.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from lib.domain import DEAD_LETTER_REASONS, DeadLetter, Ignored, Outcome, Reading, Retraction
+from lib.domain import (
+    DEAD_LETTER_REASONS,
+    Average,
+    DeadLetter,
+    Ignored,
+    Outcome,
+    Reading,
+    Retraction,
+    Skipped,
+)
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +118,14 @@ MAX_BUNDLE_ENTRIES = 1_000
 LOINC_SYSTEM = "http://loinc.org"
 LOINC_OID = "urn:oid:2.16.840.1.113883.6.1"
 BP_PANEL_CODE = "85354-9"
+LEGACY_BP_PANEL_CODE = "55284-4"  # the older vital-signs BP code (Synthea <= 2.4, legacy feeds)
 SYSTOLIC_CODE = "8480-6"
 DIASTOLIC_CODE = "8462-4"
+AVERAGE_BP_CODE = "96607-7"  # average BP over a period (US Core, Vitals IG)
+AVG_SYSTOLIC_CODE = "96608-5"
+AVG_DIASTOLIC_CODE = "96609-3"
+MAX_ID_LENGTH = 256
+MAX_DETAIL_ENTRIES = 20  # entries named in one dead letter's detail
 
 KPA_TO_MMHG = 7.50062
 SYSTOLIC_BOUNDS = (40.0, 300.0)  # mm[Hg], inclusive
@@ -108,7 +145,8 @@ _UNIT_FACTORS: dict[str, float] = {
 }
 # tuples, not sets: ``in`` compares with ==, so unhashable JSON values cannot raise
 _LOINC_SYSTEMS = (LOINC_SYSTEM, LOINC_OID)
-_COMPONENT_CODES = (SYSTOLIC_CODE, DIASTOLIC_CODE)
+_SYSTOLIC_CODES = (SYSTOLIC_CODE,)
+_DIASTOLIC_CODES = (DIASTOLIC_CODE,)
 _SYS_LO, _SYS_HI = SYSTOLIC_BOUNDS
 _DIA_LO, _DIA_HI = DIASTOLIC_BOUNDS
 
@@ -121,13 +159,17 @@ class _Bad(Exception):
         self.detail = detail
 
 
+class _Absent(Exception):
+    """Internal: a value carries ``dataAbsentReason`` instead of a number (not measured)."""
+
+
 def parse(
     value: bytes,
     key: bytes | None = None,
     source: str = "",
     headers: Iterable[tuple[str, bytes]] | None = (),
 ) -> list[Outcome]:
-    """One message -> one outcome per Observation it carries (see the module docstring)."""
+    """One message -> one outcome per BP reading or other resource it carries (module doc)."""
     try:
         return _parse(value, key, source, headers)
     except Exception as exc:  # a defect here must not lose the message: dead-letter it
@@ -151,96 +193,399 @@ def _parse(
     if type(doc) is not dict:
         return [_dead(value, key, source, headers, "not_observation", "JSON is not an object")]
     rtype = doc.get("resourceType")
+    message = _Message(value, key, source, headers)
     if rtype == "Observation":
         reading = _common_reading(doc, source)
         if reading is not None:
             return [reading]
-        try:
-            return [_observation(doc, source, None)]
-        except _Bad as bad:
-            return [_dead(value, key, source, headers, bad.reason, bad.detail)]
-    if rtype == "Bundle":
-        return _bundle(doc, value, key, source, headers)
-    return [_dead(value, key, source, headers, "not_observation", f"resourceType {_name(rtype)}")]
+        message.resource(doc, None, None)
+    elif rtype == "Bundle":
+        entries = doc.get("entry")
+        if entries is None or entries == []:
+            return [Skipped("Bundle (no entries)", key, source)]
+        if type(entries) is not list:
+            return [_dead(value, key, source, headers, "not_observation", "entry is not an array")]
+        if len(entries) > MAX_BUNDLE_ENTRIES:
+            detail = f"Bundle has {len(entries)} entries > {MAX_BUNDLE_ENTRIES}"
+            return [_dead(value, key, source, headers, "too_large", detail)]
+        for i, entry in enumerate(entries):
+            message.entry(i, entry)
+    elif type(rtype) is str and _RESOURCE_TYPE.fullmatch(rtype):
+        return [Skipped(rtype, key, source)]
+    else:
+        detail = f"resourceType {_name(rtype)} is not a FHIR resource type"
+        return [_dead(value, key, source, headers, "not_observation", detail)]
+    return message.outcomes()
 
 
-def _bundle(
-    doc: dict[str, Any],
-    value: bytes,
-    key: bytes | None,
-    source: str,
-    headers: Iterable[tuple[str, bytes]] | None,
-) -> list[Outcome]:
-    entries = doc.get("entry")
-    if type(entries) is not list or not entries:
-        return [_dead(value, key, source, headers, "not_observation", "Bundle has no entries")]
-    if len(entries) > MAX_BUNDLE_ENTRIES:
-        detail = f"Bundle has {len(entries)} entries > {MAX_BUNDLE_ENTRIES}"
-        return [_dead(value, key, source, headers, "too_large", detail)]
-    out: list[Outcome] = []
-    for i, entry in enumerate(entries):
+_RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
+
+
+class _Message:
+    """The outcomes of one message's resources (a lone Observation, or a Bundle's entries).
+
+    Panels and averages become outcomes at once; single systolic / diastolic Observations
+    wait for their partner (:meth:`outcomes` pairs them). Problems are collected: the message
+    gets at most one dead letter, after its good outcomes.
+    """
+
+    __slots__ = ("headers", "key", "out", "panels", "parts", "problems", "raw", "source")
+
+    def __init__(self, raw: bytes, key: bytes | None, source: str, headers: Any) -> None:
+        self.raw, self.key, self.source, self.headers = raw, key, source, headers
+        self.out: list[Outcome] = []
+        self.problems: list[tuple[int | None, str, str]] = []  # (entry, reason, detail)
+        self.parts: list[_Part] = []
+        self.panels: list[tuple[int | None, dict[str, Any], Any]] = []  # hasMember panels
+
+    def entry(self, i: int, entry: Any) -> None:
+        if type(entry) is not dict:
+            self.problems.append((i, "not_observation", "entry is not an object"))
+            return
+        res = entry.get("resource")
+        if res is None:  # e.g. a transaction DELETE: no resource to read
+            self.out.append(Skipped("Bundle entry without resource", self.key, self.source))
+            return
+        if type(res) is not dict:
+            self.problems.append((i, "not_observation", "entry.resource is not an object"))
+            return
+        rtype = res.get("resourceType")
+        if rtype == "Observation":
+            self.resource(res, entry.get("fullUrl"), i)
+        elif type(rtype) is str and _RESOURCE_TYPE.fullmatch(rtype):
+            self.out.append(Skipped(rtype, self.key, self.source))
+        else:
+            self.problems.append((i, "not_observation", f"resourceType {_name(rtype)}"))
+
+    def resource(self, res: dict[str, Any], full_url: Any, i: int | None) -> None:
+        """One Observation: an outcome now, a part to pair, or a problem."""
+        source = self.source
         try:
-            if type(entry) is not dict:
-                raise _Bad("not_observation", "entry is not an object")
-            res = entry.get("resource")
-            if type(res) is not dict:
-                raise _Bad("not_observation", "entry has no resource")
-            rtype = res.get("resourceType")
-            if rtype != "Observation":
-                raise _Bad("not_observation", f"resourceType {_name(rtype)}")
-            reading = _common_reading(res, source)
-            out.append(
-                reading if reading is not None else _observation(res, source, entry.get("fullUrl"))
-            )
+            kind = _kind_of(res.get("code"))
+            if kind is _PANEL:
+                if "component" not in res and type(res.get("hasMember")) is list:
+                    self.panels.append((i, res, full_url))
+                    return
+                reading = _common_reading(res, source)
+                self.out.append(reading or _observation(res, source, full_url))
+            elif kind is _AVERAGE:
+                self.out.append(_average(res, source, full_url))
+            elif kind is None:
+                self.out.append(Skipped(f"Observation {_first_code(res)}", self.key, source))
+            else:
+                self.parts.append(_part(res, source, full_url, kind, i))
         except _Bad as bad:
-            detail = f"entry[{i}] of {len(entries)}: {bad.detail}"
-            out.append(_dead(value, key, source, headers, bad.reason, detail))
-    return out
+            self.problems.append((i, bad.reason, bad.detail))
+
+    def outcomes(self) -> list[Outcome]:
+        if self.panels or self.parts:
+            self._pair()
+        if self.problems:
+            self.out.append(self._dead_letter())
+        return self.out
+
+    def _pair(self) -> None:
+        unused = list(self.parts)
+        for i, panel, full_url in self.panels:
+            try:
+                members = _members(panel, unused)
+                self.out.append(_from_parts(panel, full_url, members, self))
+            except _Bad as bad:
+                self.problems.append((i, bad.reason, bad.detail))
+        for sys_part, dia_part, lone in _pairs_by_time(unused):
+            if lone is not None:
+                partner = "diastolic" if lone.kind == "systolic" else "systolic"
+                detail = f"{lone.kind} Observation without a {partner} partner"
+                self.problems.append((lone.entry, "missing_component", detail))
+                continue
+            try:
+                self.out.append(_pair_outcome(sys_part, dia_part, self.source))
+            except _Bad as bad:
+                self.problems.append((sys_part.entry, bad.reason, bad.detail))
+
+    def _dead_letter(self) -> DeadLetter:
+        _, reason, detail = self.problems[0]
+        if len(self.problems) > 1 or self.problems[0][0] is not None:
+            detail = _summary(self.problems)
+        return _dead(self.raw, self.key, self.source, self.headers, reason, detail)
+
+
+def _summary(problems: list[tuple[int | None, str, str]]) -> str:
+    """``entry[3] missing_component: no diastolic; entry[7] bad_unit: ...`` (bounded)."""
+    shown = [
+        f"entry[{i}] {reason}: {detail}" if i is not None else f"{reason}: {detail}"
+        for i, reason, detail in problems[:MAX_DETAIL_ENTRIES]
+    ]
+    more = len(problems) - len(shown)
+    return "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
+
+
+# -- Observation kinds -------------------------------------------------------------------
+
+_PANEL, _AVERAGE, _SYSTOLIC, _DIASTOLIC = "panel", "average", "systolic", "diastolic"
+_KIND_OF_CODE = {
+    BP_PANEL_CODE: _PANEL,
+    LEGACY_BP_PANEL_CODE: _PANEL,
+    AVERAGE_BP_CODE: _AVERAGE,
+    SYSTOLIC_CODE: _SYSTOLIC,
+    DIASTOLIC_CODE: _DIASTOLIC,
+}
+_KIND_RANK = {_PANEL: 0, _AVERAGE: 1, _SYSTOLIC: 2, _DIASTOLIC: 2}
+
+
+def _kind_of(concept: Any) -> str | None:
+    """What a BP-related LOINC coding makes of an Observation; None when it is not BP.
+
+    A panel code wins over a component code among the codings (Epic lists both).
+    """
+    if type(concept) is not dict:
+        raise _Bad("wrong_code", "Observation has no code")
+    codings = concept.get("coding")
+    if type(codings) is not list:
+        if "text" in concept:
+            return None  # text only: valid FHIR, nothing to recognise as BP
+        raise _Bad("wrong_code", "Observation code has no coding")
+    best: str | None = None
+    for coding in codings:
+        if type(coding) is dict and coding.get("system") in _LOINC_SYSTEMS:
+            code = coding.get("code")
+            kind = _KIND_OF_CODE.get(code) if type(code) is str else None
+            if kind is not None and (best is None or _KIND_RANK[kind] < _KIND_RANK[best]):
+                best = kind
+    return best
+
+
+def _first_code(res: dict[str, Any]) -> str:
+    """The first LOINC code of a non-BP Observation, for counting what was skipped."""
+    concept = res.get("code")
+    codings = concept.get("coding") if type(concept) is dict else None
+    if type(codings) is list:
+        for coding in codings:
+            if type(coding) is dict and type(coding.get("code")) is str:
+                code = coding["code"]  # named only when shaped like a LOINC code
+                return code if _LOINC_SHAPE.fullmatch(code) else "<code>"
+    return "<no coding>"
+
+
+_LOINC_SHAPE = re.compile(r"[0-9]{1,8}-[0-9]")
 
 
 def _observation(res: dict[str, Any], source: str, full_url: Any) -> Outcome:
-    """One Observation resource -> Reading | Retraction | Ignored; raises _Bad otherwise."""
-    obs_id: Any = res.get("id")
-    if not _valid_id(obs_id):
-        obs_id = _id_from_full_url(full_url)
-        if obs_id is None:
-            raise _Bad("missing_id", "no valid Observation id")
+    """A BP panel Observation -> Reading | Retraction | Ignored; raises _Bad otherwise."""
+    obs_id = _resource_id(res, full_url)
+    status, kind = _status(res)
+    patient_id = _patient_id(res.get("subject"))
+    if kind == _RETRACT:
+        return Retraction(obs_id, patient_id, source)
+    if kind == _IGNORE:
+        return Ignored(obs_id, patient_id, status, source)
+    effective_at, precision = _effective(res)
+    try:
+        systolic, diastolic = _values(res.get("component"), _SYSTOLIC_CODES, _DIASTOLIC_CODES)
+    except _Absent:
+        return Ignored(obs_id, patient_id, status, source, "data_absent")
+    except _Bad:
+        if "dataAbsentReason" in res and not _has_any_value(res.get("component")):
+            return Ignored(obs_id, patient_id, status, source, "data_absent")
+        raise
+    _check(systolic, diastolic)
+    return _reading(res, obs_id, patient_id, effective_at, precision, systolic, diastolic,
+                    status, source)  # fmt: skip
 
+
+def _reading(
+    res: dict[str, Any],
+    obs_id: str,
+    patient_id: str,
+    effective_at: datetime,
+    precision: str,
+    systolic: float,
+    diastolic: float,
+    status: str,
+    source: str,
+) -> Reading:
+    position, site, setting, device = _qualifiers(res)
+    # positional: the field order of lib.domain.Reading
+    return Reading(obs_id, patient_id, effective_at, systolic, diastolic, status,
+                   _version(res.get("meta")), source, precision, position, site, setting,
+                   device)  # fmt: skip
+
+
+def _average(res: dict[str, Any], source: str, full_url: Any) -> Outcome:
+    """An average BP Observation (96607-7) over its effective period."""
+    obs_id = _resource_id(res, full_url)
+    status, kind = _status(res)
+    patient_id = _patient_id(res.get("subject"))
+    if kind == _RETRACT:
+        return Retraction(obs_id, patient_id, source)
+    if kind == _IGNORE:
+        return Ignored(obs_id, patient_id, status, source)
+    try:
+        systolic, diastolic = _values(res.get("component"), (AVG_SYSTOLIC_CODE,),
+                                      (AVG_DIASTOLIC_CODE,))  # fmt: skip
+    except _Absent:
+        return Ignored(obs_id, patient_id, status, source, "data_absent")
+    _check(systolic, diastolic)
+    period = res.get("effectivePeriod")
+    if type(period) is dict and period.get("start") is not None:
+        start, _ = _instant(_text(period.get("start")))
+        end = _instant(_text(period["end"]))[0] if period.get("end") is not None else start
+    else:
+        start, _ = _effective(res)
+        end = start
+    return Average(obs_id, patient_id, start, end, systolic, diastolic, status,
+                   _version(res.get("meta")), source)  # fmt: skip
+
+
+def _text(value: Any) -> str:
+    if type(value) is not str:
+        raise _Bad("bad_time", "effective time is not a string")
+    return value
+
+
+_READ, _RETRACT, _IGNORE = 0, 1, 2
+
+
+def _status(res: dict[str, Any]) -> tuple[str, int]:
     status = res.get("status")
     if type(status) is not str:
         raise _Bad("bad_status", "no status")
     if status in READING_STATUSES:
-        kind = 0
-    elif status == RETRACTION_STATUS:
-        kind = 1
-    elif status in IGNORED_STATUSES:
-        kind = 2
-    else:
-        raise _Bad("bad_status", f"status {_name(status)} is not a known Observation status")
+        return status, _READ
+    if status == RETRACTION_STATUS:
+        return status, _RETRACT
+    if status in IGNORED_STATUSES:
+        return status, _IGNORE
+    raise _Bad("bad_status", f"status {_name(status)} is not a known Observation status")
 
-    if not _has_coding(res.get("code"), BP_PANEL_CODE):
-        raise _Bad("wrong_code", f"code has no LOINC {BP_PANEL_CODE} coding")
 
+# -- systolic and diastolic sent as separate Observations ---------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """One single-component Observation (systolic 8480-6 or diastolic 8462-4) to be paired."""
+
+    entry: int | None
+    kind: str  # "systolic" | "diastolic"
+    obs_id: str
+    refs: tuple[str, ...]  # how a panel's hasMember may name it
+    patient_id: str
+    status: str
+    state: int  # _READ | _RETRACT | _IGNORE
+    effective_at: datetime | None
+    precision: str
+    value: float | None  # None: dataAbsentReason
+    version: str
+    res: dict[str, Any]
+
+
+def _part(res: dict[str, Any], source: str, full_url: Any, kind: str, i: int | None) -> _Part:
+    obs_id = _resource_id(res, full_url)
+    status, state = _status(res)
     patient_id = _patient_id(res.get("subject"))
+    effective_at: datetime | None = None
+    precision = ""
+    value: float | None = None
+    if state == _READ:
+        effective_at, precision = _effective(res)
+        q = res.get("valueQuantity")
+        value = None if q is None and "dataAbsentReason" in res else _quantity(q, kind)
+    refs = (f"Observation/{obs_id}", *((full_url,) if type(full_url) is str else ()))
+    return _Part(i, kind, obs_id, refs, patient_id, status, state, effective_at, precision,
+                 value, _version(res.get("meta")), res)  # fmt: skip
 
-    if kind == 1:
+
+def _members(panel: dict[str, Any], unused: list[_Part]) -> tuple[_Part, _Part]:
+    """The systolic and diastolic parts a panel's ``hasMember`` names (removed from unused)."""
+    found: dict[str, _Part] = {}
+    for member in panel.get("hasMember") or ():
+        ref = member.get("reference") if type(member) is dict else None
+        if type(ref) is not str:
+            continue
+        ref = _strip_history(ref)
+        for part in unused:
+            if any(ref == r or ref.endswith("/" + r) for r in part.refs):
+                found.setdefault(part.kind, part)
+    if _SYSTOLIC not in found or _DIASTOLIC not in found:
+        missing = _SYSTOLIC if _SYSTOLIC not in found else _DIASTOLIC
+        raise _Bad("missing_component", f"hasMember names no {missing} Observation in the Bundle")
+    for part in found.values():
+        unused.remove(part)
+    return found[_SYSTOLIC], found[_DIASTOLIC]
+
+
+def _from_parts(
+    panel: dict[str, Any], full_url: Any, members: tuple[_Part, _Part], message: _Message
+) -> Outcome:
+    """A panel with ``hasMember``: the reading is the panel's, the values its members'."""
+    obs_id = _resource_id(panel, full_url)
+    status, state = _status(panel)
+    patient_id = _patient_id(panel.get("subject"))
+    sys_part, dia_part = members
+    source = message.source
+    if state == _RETRACT:
         return Retraction(obs_id, patient_id, source)
-    if kind == 2:
+    if state == _IGNORE:
         return Ignored(obs_id, patient_id, status, source)
+    if sys_part.value is None or dia_part.value is None:
+        return Ignored(obs_id, patient_id, status, source, "data_absent")
+    try:
+        effective_at, precision = _effective(panel)
+    except _Bad:
+        if sys_part.effective_at is None:
+            raise
+        effective_at, precision = sys_part.effective_at, sys_part.precision
+    _check(sys_part.value, dia_part.value)
+    return _reading(panel, obs_id, patient_id, effective_at, precision, sys_part.value,
+                    dia_part.value, status, source)  # fmt: skip
 
-    effective_at = _effective(res)
-    systolic, diastolic = _values(res.get("component"))
-    # positional: the field order of lib.domain.Reading (faster on this hot path)
-    return Reading(
-        obs_id,
-        patient_id,
-        effective_at,
-        systolic,
-        diastolic,
-        status,
-        _version(res.get("meta")),
-        source,
-    )
+
+def _pairs_by_time(parts: list[_Part]) -> list[tuple[_Part, _Part, _Part | None]]:
+    """Pair systolic with diastolic by subject and effective time, in entry order.
+
+    Returns ``(systolic, diastolic, None)`` per pair and ``(x, x, x)`` per part left alone.
+    """
+    out: list[tuple[_Part, _Part, _Part | None]] = []
+    waiting: dict[tuple[str, str, datetime | None], _Part] = {}
+    for part in parts:
+        other = _DIASTOLIC if part.kind == _SYSTOLIC else _SYSTOLIC
+        match = waiting.pop((other, part.patient_id, part.effective_at), None)
+        if match is None:
+            waiting.setdefault((part.kind, part.patient_id, part.effective_at), part)
+            continue
+        sys_part, dia_part = (part, match) if part.kind == _SYSTOLIC else (match, part)
+        out.append((sys_part, dia_part, None))
+    out.extend((p, p, p) for p in waiting.values())
+    return out
+
+
+def _pair_outcome(sys_part: _Part, dia_part: _Part, source: str) -> Outcome:
+    """One reading from a systolic and a diastolic Observation, with an id derived from both."""
+    obs_id = pair_id(sys_part.obs_id, dia_part.obs_id)
+    patient_id = sys_part.patient_id
+    states = (sys_part.state, dia_part.state)
+    if _RETRACT in states:
+        return Retraction(obs_id, patient_id, source)
+    if _IGNORE in states:
+        status = sys_part.status if sys_part.state == _IGNORE else dia_part.status
+        return Ignored(obs_id, patient_id, status, source)
+    if sys_part.value is None or dia_part.value is None:
+        return Ignored(obs_id, patient_id, sys_part.status, source, "data_absent")
+    _check(sys_part.value, dia_part.value)
+    status = sys_part.status if sys_part.status != "final" else dia_part.status
+    assert sys_part.effective_at is not None
+    reading = _reading(sys_part.res, obs_id, patient_id, sys_part.effective_at,
+                       sys_part.precision, sys_part.value, dia_part.value, status,
+                       source)  # fmt: skip
+    versions = (sys_part.version, dia_part.version)
+    return replace(reading, version="+".join(versions) if any(versions) else "")
+
+
+def pair_id(systolic_id: str, diastolic_id: str) -> str:
+    """The stable id of a reading sent as two Observations (the same for every redelivery)."""
+    digest = hashlib.sha256(f"{systolic_id}|{diastolic_id}".encode()).hexdigest()[:40]
+    return f"pair-{digest}"
 
 
 # -- the fast path for the common shape ---------------------------------------------------
@@ -251,62 +596,32 @@ _MMHG = "mm[Hg]"
 def _common_reading(res: dict[str, Any], source: str) -> Reading | None:
     """The Reading of an Observation of the common shape, or None to take the general path.
 
-    The common shape: a valid ``id``; status final / amended / corrected; the panel code as the
-    *first* coding; ``subject.reference`` ``Patient/<id>``; ``effectiveDateTime`` with a time
-    and an offset; exactly two components, systolic then diastolic, each with its LOINC code as
-    the first coding and a plain numeric ``valueQuantity`` whose ``code`` is ``mm[Hg]``;
-    plausible values. For such a resource :func:`_observation` returns the very same Reading
-    (each check below is one of its checks, taken in the order it takes them); anything else,
-    including every problem, returns None and is judged by :func:`_observation`.
+    The common shape: a valid ``id``; status final / amended / corrected; the panel code
+    ``85354-9`` as the *first* coding; ``subject.reference`` ``Patient/<id>``;
+    ``effectiveDateTime`` with a time and an offset; exactly two components, systolic then
+    diastolic, each with its LOINC code as the first coding and a plain numeric
+    ``valueQuantity`` whose ``code`` is ``mm[Hg]``; plausible values; ``meta.versionId`` a
+    string. For such a resource :func:`_observation` returns the very same Reading (each check
+    below is one of its checks); anything else, including every problem, returns None and is
+    judged by :func:`_observation`.
     """
     obs_id = res.get("id")
     status = res.get("status")
     if (
         type(obs_id) is not str
-        or not 0 < len(obs_id) <= 64
+        or not 0 < len(obs_id) <= MAX_ID_LENGTH
         or not _ID_CHARS.issuperset(obs_id)
         or type(status) is not str
         or status not in READING_STATUSES
+        or not _common_code(res.get("code"))
     ):
         return None
-    # code: the panel as the first coding
-    code = res.get("code")
-    if type(code) is not dict:
+    patient_id = _common_patient(res.get("subject"))
+    if patient_id is None:
         return None
-    codings = code.get("coding")
-    if type(codings) is not list or not codings:
+    effective_at = _common_time(res.get("effectiveDateTime"))
+    if effective_at is None:
         return None
-    coding = codings[0]
-    if (
-        type(coding) is not dict
-        or coding.get("code") != BP_PANEL_CODE
-        or coding.get("system") not in _LOINC_SYSTEMS
-    ):
-        return None
-    # subject: Patient/<id>
-    subject = res.get("subject")
-    if type(subject) is not dict:
-        return None
-    ref = subject.get("reference")
-    if type(ref) is not str or not ref.startswith("Patient/"):
-        return None
-    patient_id = ref[8:]
-    if not 0 < len(patient_id) <= 64 or not _ID_CHARS.issuperset(patient_id):
-        return None
-    # time: effectiveDateTime with a time of day and an offset
-    text = res.get("effectiveDateTime")
-    if type(text) is not str or len(text) <= 10:
-        return None
-    try:
-        effective_at = datetime.fromisoformat(text)
-        tz = effective_at.tzinfo
-        if tz is None:
-            return None
-        if tz is not UTC:
-            effective_at = effective_at.astimezone(UTC)
-    except (ValueError, OverflowError):
-        return None
-    # components: [systolic, diastolic]
     components = res.get("component")
     if type(components) is not list or len(components) != 2:
         return None
@@ -321,15 +636,61 @@ def _common_reading(res: dict[str, Any], source: str) -> Reading | None:
         or systolic <= diastolic
     ):
         return None
-    # meta.versionId as a string (else the general path works it out)
     meta = res.get("meta")
-    if type(meta) is not dict:
-        return None
-    version = meta.get("versionId")
+    version = meta.get("versionId") if type(meta) is dict else None
     if type(version) is not str:
         return None
+    position, site, setting, device = _qualifiers(res)
     # positional: the field order of lib.domain.Reading
-    return Reading(obs_id, patient_id, effective_at, systolic, diastolic, status, version, source)
+    return Reading(obs_id, patient_id, effective_at, systolic, diastolic, status, version,
+                   source, "", position, site, setting, device)  # fmt: skip
+
+
+def _common_code(code: Any) -> bool:
+    """Is the first coding LOINC 85354-9?"""
+    if type(code) is not dict:
+        return False
+    codings = code.get("coding")
+    if type(codings) is not list or not codings:
+        return False
+    coding = codings[0]
+    return (
+        type(coding) is dict
+        and coding.get("code") == BP_PANEL_CODE
+        and coding.get("system") in _LOINC_SYSTEMS
+    )
+
+
+def _common_patient(subject: Any) -> str | None:
+    """``Patient/<id>`` -> id, else None."""
+    if type(subject) is not dict:
+        return None
+    ref = subject.get("reference")
+    if type(ref) is not str or not ref.startswith("Patient/"):
+        return None
+    patient_id = ref[8:]
+    if not 0 < len(patient_id) <= MAX_ID_LENGTH or not _ID_CHARS.issuperset(patient_id):
+        return None
+    return patient_id
+
+
+def _common_time(text: Any) -> datetime | None:
+    """An ``effectiveDateTime`` with a time of day and an offset, in UTC; else None."""
+    if type(text) is not str or len(text) <= 10:
+        return None
+    try:
+        effective_at = datetime.fromisoformat(text)
+    except (ValueError, OverflowError):
+        return None
+    tz = effective_at.tzinfo
+    if tz is None:
+        return None
+    if tz is not UTC:
+        try:
+            return effective_at.astimezone(UTC)
+        except OverflowError:
+            return None
+    return effective_at
 
 
 def _common_component(comp: Any, loinc: str) -> float | None:
@@ -362,12 +723,47 @@ def _common_component(comp: Any, loinc: str) -> float | None:
 # -- identity -------------------------------------------------------------------------
 
 
-_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
+_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._")
 
 
 def _valid_id(value: Any) -> bool:
-    """FHIR ``id``: 1..64 characters of ``[A-Za-z0-9.-]``."""
-    return type(value) is str and 0 < len(value) <= 64 and _ID_CHARS.issuperset(value)
+    """An id as EHRs send them: 1..256 characters of ``[A-Za-z0-9.-_]``.
+
+    FHIR's own ``id`` is at most 64 of ``[A-Za-z0-9.-]``; Epic sends 66, others underscores.
+    256 ASCII characters keep the Elasticsearch ``_id`` (at most 512 bytes) within its limit.
+    """
+    return type(value) is str and 0 < len(value) <= MAX_ID_LENGTH and _ID_CHARS.issuperset(value)
+
+
+def _resource_id(res: dict[str, Any], full_url: Any) -> str:
+    """The stable key of an Observation: its ``id``; else its ``identifier`` (system + value,
+    hashed to an id); else the id of its Bundle ``entry.fullUrl``; else ``missing_id``."""
+    obs_id = res.get("id")
+    if _valid_id(obs_id):
+        return obs_id  # type: ignore[no-any-return]
+    key = _identifier_key(res.get("identifier"))
+    if key is not None:
+        return "idf-" + hashlib.sha256(key.encode()).hexdigest()[:40]
+    obs_id = _id_from_full_url(full_url)
+    if obs_id is None:
+        raise _Bad("missing_id", "no valid id, identifier or fullUrl")
+    return obs_id
+
+
+def _identifier_key(identifiers: Any) -> str | None:
+    """``system|value`` of the first Identifier with a value (``|value`` without a system)."""
+    if type(identifiers) is dict:
+        identifiers = [identifiers]
+    if type(identifiers) is not list:
+        return None
+    for ident in identifiers:
+        if type(ident) is not dict:
+            continue
+        value = ident.get("value")
+        if type(value) is str and value.strip():
+            system = ident.get("system")
+            return f"{system if type(system) is str else ''}|{value.strip()}"
+    return None
 
 
 def _id_from_full_url(url: Any) -> str | None:
@@ -389,7 +785,11 @@ def _strip_history(ref: str) -> str:
 
 
 def _patient_id(subject: Any) -> str:
-    """Patient id from ``subject.reference``, falling back to ``subject.identifier.value``."""
+    """Patient key from ``subject.reference``, else from ``subject.identifier``.
+
+    An identifier keeps its ``system``: ``system|value``, so MRN 123 of two systems is two
+    patients (a bare ``value`` only when the sender gives no system).
+    """
     if type(subject) is not dict:
         raise _Bad("missing_subject", "no subject")
     ref = subject.get("reference")
@@ -408,10 +808,11 @@ def _patient_id(subject: Any) -> str:
     ident = subject.get("identifier")
     if type(ident) is dict:
         value = ident.get("value")
-        if type(value) is str:
-            value = value.strip()
-            if 0 < len(value) <= 128:
-                return value
+        system = ident.get("system")
+        if type(value) is str and 0 < len(value.strip()) <= 128:
+            if type(system) is str and 0 < len(system) <= 128:
+                return f"{system}|{value.strip()}"
+            return value.strip()
         problem = "subject.identifier has no usable value"
     raise _Bad("missing_subject", problem)
 
@@ -428,62 +829,63 @@ def _version(meta: Any) -> str:
     return updated if type(updated) is str else ""
 
 
-# -- code and values ------------------------------------------------------------------
+# -- values ---------------------------------------------------------------------------
 
 
-def _has_coding(concept: Any, code: str) -> bool:
-    if type(concept) is not dict:
-        return False
-    codings = concept.get("coding")
-    if type(codings) is not list:
-        return False
-    for coding in codings:
-        if type(coding) is dict and coding.get("code") == code:
-            system = coding.get("system")
-            if system in _LOINC_SYSTEMS:
-                return True
-    return False
+def _values(
+    components: Any, systolic_codes: tuple[str, ...], diastolic_codes: tuple[str, ...]
+) -> tuple[float, float]:
+    """(systolic, diastolic) in mm[Hg] from the components with these LOINC codes.
 
-
-def _values(components: Any) -> tuple[float, float]:
-    """(systolic, diastolic) in mm[Hg], checked for plausibility."""
+    Raises _Absent when either carries ``dataAbsentReason`` instead of a value.
+    """
     if type(components) is not list:
         raise _Bad("missing_component", "no component array")
-    systolic: float | None = None
-    diastolic: float | None = None
+    found: dict[str, float | None] = {}
     for comp in components:
         if type(comp) is not dict:
             continue
-        # _component_code, inlined (hot path)
-        concept = comp.get("code")
-        codings = concept.get("coding") if type(concept) is dict else None
-        if type(codings) is not list:
+        name = _component_name(comp.get("code"), systolic_codes, diastolic_codes)
+        if name is None:
             continue
-        code = None
-        for coding in codings:
-            if (
-                type(coding) is dict
-                and coding.get("system") in _LOINC_SYSTEMS
-                and coding.get("code") in _COMPONENT_CODES
-            ):
-                code = coding["code"]
-                break
-        if code is None:
-            continue
-        if code == SYSTOLIC_CODE:
-            mmhg = _quantity(comp.get("valueQuantity"), "systolic")
-            if systolic is not None and systolic != mmhg:
-                raise _Bad("implausible_value", "systolic component repeated with another value")
-            systolic = mmhg
-        else:
-            mmhg = _quantity(comp.get("valueQuantity"), "diastolic")
-            if diastolic is not None and diastolic != mmhg:
-                raise _Bad("implausible_value", "diastolic component repeated with another value")
-            diastolic = mmhg
-    if systolic is None:
-        raise _Bad("missing_component", f"no systolic ({SYSTOLIC_CODE}) component")
-    if diastolic is None:
-        raise _Bad("missing_component", f"no diastolic ({DIASTOLIC_CODE}) component")
+        q = comp.get("valueQuantity")
+        mmhg = None if q is None and "dataAbsentReason" in comp else _quantity(q, name)
+        if name in found and found[name] != mmhg:
+            raise _Bad("implausible_value", f"{name} component repeated with another value")
+        found[name] = mmhg
+    for name, codes in ((_SYSTOLIC, systolic_codes), (_DIASTOLIC, diastolic_codes)):
+        if name not in found:
+            raise _Bad("missing_component", f"no {name} ({codes[0]}) component")
+    systolic, diastolic = found[_SYSTOLIC], found[_DIASTOLIC]
+    if systolic is None or diastolic is None:
+        raise _Absent
+    return systolic, diastolic
+
+
+def _component_name(
+    concept: Any, systolic_codes: tuple[str, ...], diastolic_codes: tuple[str, ...]
+) -> str | None:
+    codings = concept.get("coding") if type(concept) is dict else None
+    if type(codings) is not list:
+        return None
+    for coding in codings:
+        if type(coding) is dict and coding.get("system") in _LOINC_SYSTEMS:
+            code = coding.get("code")
+            if code in systolic_codes:
+                return _SYSTOLIC
+            if code in diastolic_codes:
+                return _DIASTOLIC
+    return None
+
+
+def _has_any_value(components: Any) -> bool:
+    return type(components) is list and any(
+        type(c) is dict and "valueQuantity" in c for c in components
+    )
+
+
+def _check(systolic: float, diastolic: float) -> None:
+    """Plausibility, mm[Hg], inclusive bounds; systolic above diastolic."""
     if not _SYS_LO <= systolic <= _SYS_HI:
         raise _Bad("implausible_value", f"systolic {systolic:.4g} outside {_SYS_LO:g}..{_SYS_HI:g}")
     if not _DIA_LO <= diastolic <= _DIA_HI:
@@ -495,7 +897,9 @@ def _values(components: Any) -> tuple[float, float]:
             "implausible_value",
             f"systolic {systolic:.4g} not above diastolic {diastolic:.4g}",
         )
-    return systolic, diastolic
+
+
+_DECIMAL = re.compile(r"-?(0|[1-9][0-9]{0,5})(\.[0-9]{1,6})?")
 
 
 def _quantity(q: Any, name: str) -> float:
@@ -503,7 +907,9 @@ def _quantity(q: Any, name: str) -> float:
         raise _Bad("missing_component", f"{name} component has no valueQuantity")
     value: Any = q.get("value")
     vtype = type(value)
-    if vtype is not float and vtype is not int:
+    if vtype is str and _DECIMAL.fullmatch(value):
+        value = float(value)  # a decimal sent as a JSON string (C-CDA converters do)
+    elif vtype is not float and vtype is not int:
         raise _Bad("missing_component", f"{name} value is not a number")
     if "comparator" in q:
         raise _Bad("implausible_value", f"{name} value has a comparator")
@@ -518,10 +924,80 @@ def _quantity(q: Any, name: str) -> float:
     return float(value) if factor == 1.0 else round(value * factor, 1)
 
 
+# -- qualifiers -------------------------------------------------------------------------
+
+BODY_POSITION_URL = "http://hl7.org/fhir/StructureDefinition/observation-bodyPosition"
+MEASUREMENT_SETTING_URL = "http://hl7.org/fhir/us/vitals/StructureDefinition/MeasurementSettingExt"
+# the Vitals IG's MeasSettingVS (SNOMED CT): code -> the setting kept in the documents
+SETTINGS_BY_SNOMED = {"264362003": "home", "257585005": "clinic", "285201006": "hospital"}
+_MAX_LABEL = 64
+
+
+def _qualifiers(res: dict[str, Any]) -> tuple[str, str, str, str]:
+    """(body position, body site, measurement setting, device): codes and labels only."""
+    position = setting = ""
+    extensions = res.get("extension")
+    if type(extensions) is list:
+        for ext in extensions:
+            if type(ext) is not dict:
+                continue
+            url = ext.get("url")
+            if url == BODY_POSITION_URL:
+                position = _label(ext.get("valueCodeableConcept"))
+            elif url == MEASUREMENT_SETTING_URL:
+                concept = ext.get("valueCodeableConcept")
+                setting = SETTINGS_BY_SNOMED.get(_code(concept), "") or _label(concept)
+    site = res.get("bodySite")
+    device = res.get("device")
+    return (
+        position,
+        _label(site) if site is not None else "",
+        setting,
+        _device(device) if device is not None else "",
+    )
+
+
+def _label(concept: Any) -> str:
+    """A CodeableConcept's first coding display, else its code, else its text (bounded)."""
+    if type(concept) is not dict:
+        return ""
+    codings = concept.get("coding")
+    if type(codings) is list:
+        for coding in codings:
+            if type(coding) is dict:
+                for field_name in ("display", "code"):
+                    text = coding.get(field_name)
+                    if type(text) is str and text:
+                        return text[:_MAX_LABEL]
+    text = concept.get("text")
+    return text[:_MAX_LABEL] if type(text) is str else ""
+
+
+def _code(concept: Any) -> str:
+    codings = concept.get("coding") if type(concept) is dict else None
+    if type(codings) is list:
+        for coding in codings:
+            if type(coding) is dict and type(coding.get("code")) is str:
+                return coding["code"]  # type: ignore[no-any-return]
+    return ""
+
+
+def _device(ref: Any) -> str:
+    """The device's display, else its reference (a Device is not a person)."""
+    if type(ref) is not dict:
+        return ""
+    for field_name in ("display", "reference"):
+        text = ref.get(field_name)
+        if type(text) is str and text:
+            return text[:_MAX_LABEL]
+    return ""
+
+
 # -- time -----------------------------------------------------------------------------
 
 
-def _effective(res: dict[str, Any]) -> datetime:
+def _effective(res: dict[str, Any]) -> tuple[datetime, str]:
+    """(UTC instant, precision) of the effective time: precision "" with a time of day."""
     text = res.get("effectiveDateTime")
     if text is None:
         text = res.get("effectiveInstant")
@@ -538,8 +1014,12 @@ def _effective(res: dict[str, Any]) -> datetime:
     return _instant(text)
 
 
-def _instant(text: str) -> datetime:
-    """ISO 8601 date/dateTime -> aware UTC datetime (partial dates: their first instant, UTC)."""
+def _instant(text: str) -> tuple[datetime, str]:
+    """ISO 8601 date/dateTime -> (aware UTC datetime, precision).
+
+    Partial dates mean their first instant, midnight UTC, with precision ``day``, ``month``
+    or ``year``; a time of day needs an offset.
+    """
     n = len(text)
     try:
         if n > 10:
@@ -547,14 +1027,14 @@ def _instant(text: str) -> datetime:
             tz = dt.tzinfo
             if tz is None:
                 raise _Bad("missing_timezone", "effective time has a time of day but no offset")
-            return dt if tz is UTC else dt.astimezone(UTC)
+            return (dt if tz is UTC else dt.astimezone(UTC)), ""
         if n == 10:
-            return datetime.fromisoformat(text).replace(tzinfo=UTC)
+            return datetime.fromisoformat(text).replace(tzinfo=UTC), "day"
         if text.isascii():
             if n == 7 and text[4] == "-" and text[:4].isdigit() and text[5:].isdigit():
-                return datetime(int(text[:4]), int(text[5:]), 1, tzinfo=UTC)
+                return datetime(int(text[:4]), int(text[5:]), 1, tzinfo=UTC), "month"
             if n == 4 and text.isdigit():
-                return datetime(int(text), 1, 1, tzinfo=UTC)
+                return datetime(int(text), 1, 1, tzinfo=UTC), "year"
     except (ValueError, OverflowError):
         pass
     raise _Bad("bad_time", f"effective time ({n} characters) is not an ISO 8601 date/dateTime")

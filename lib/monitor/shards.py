@@ -13,7 +13,7 @@ import zlib
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from lib.domain import DeadLetter, Outcome
+from lib.domain import DeadLetter, Outcome, Skipped
 from lib.monitor import fhir
 
 __all__ = ["SHARDS", "Entry", "SourceMessage", "parse_message", "parse_messages", "shard_of"]
@@ -100,7 +100,7 @@ def parse_messages(messages: Sequence[SourceMessage]) -> list[tuple[str, list[En
         ingested = _ingested_at(msg)
         first = 1
         for outcome in parse_message(msg):
-            if isinstance(outcome, DeadLetter):
+            if type(outcome) is DeadLetter or type(outcome) is Skipped:  # no patient: by key
                 shard = _SHARD_KEYS[zlib.crc32(outcome.key or b"") % SHARDS]
             else:
                 shard = shard_cache.get(outcome.patient_id) or shard_of(outcome.patient_id)

@@ -24,6 +24,7 @@ from lib.domain import (
     FEATURE_NAMES,
     OUTCOMES,
     Assessment,
+    Average,
     DeadLetter,
     Duplicate,
     Features,
@@ -31,6 +32,7 @@ from lib.domain import (
     Processed,
     Reading,
     Retraction,
+    Skipped,
 )
 from lib.monitor import rules
 from lib.monitor.rules import RuleSet
@@ -77,8 +79,10 @@ class Results:
                 c["dead_letter"] += 1
             elif t is Retraction:
                 c["retracted"] += 1
-            elif t is Ignored:
+            elif t is Ignored or t is Average:
                 c["ignored"] += 1
+            elif t is Skipped:
+                c["skipped"] += 1
             else:
                 c["duplicate"] += 1
         return c

@@ -43,6 +43,7 @@ import zlib
 from array import array
 from bisect import bisect_right
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from lib.domain import Features, Reading
@@ -61,7 +62,8 @@ _fsum = math.fsum
 _sqrt = math.sqrt
 
 # size, times, systolic, diastolic (array('d') bytes), ids, versions, retracted ids,
-# departed digests (array('Q') bytes; absent in snapshots of earlier versions)
+# departed digests (array('Q') bytes), ids with a date-only time (the last two absent in
+# snapshots of earlier versions)
 WindowState = tuple[Any, ...]
 
 
@@ -135,7 +137,17 @@ def compute_features(ts: Sequence[float], sys_: Sequence[float], dia: Sequence[f
 class PatientWindow:
     """Bounded rolling window of one patient's recent readings (see the module docstring)."""
 
-    __slots__ = ("_dia", "_gone", "_ids", "_retracted", "_size", "_sys", "_ts", "_versions")
+    __slots__ = (
+        "_coarse",
+        "_dia",
+        "_gone",
+        "_ids",
+        "_retracted",
+        "_size",
+        "_sys",
+        "_ts",
+        "_versions",
+    )
 
     def __init__(self, size: int = 12) -> None:
         if size < 1:
@@ -148,6 +160,7 @@ class PatientWindow:
         self._versions: list[str] = []
         self._retracted: tuple[str, ...] = ()
         self._gone = array("Q")  # digests of readings that left the window, oldest first
+        self._coarse: frozenset[str] = frozenset()  # ids held with a date-only time
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -168,6 +181,36 @@ class PatientWindow:
 
     def add(self, reading: Reading) -> Features | None:
         """Add a reading; its features, or None for a duplicate (see the module docstring)."""
+        features = self._add(reading)
+        if features is not None and (self._coarse or reading.precision):
+            return self._timed_slopes(reading, features)
+        return features
+
+    def _timed_slopes(self, reading: Reading, features: Features) -> Features:
+        """Per-hour slopes over the readings that have a time of day.
+
+        A date-only reading (midnight of its day) would invent a trend of hours: it gets
+        slopes of 0 itself and stays out of the slopes of later readings.
+        """
+        ids = self._ids
+        oid = reading.observation_id
+        held = set(ids)
+        coarse = {i for i in self._coarse if i in held and i != oid}
+        if reading.precision and oid in held:
+            coarse.add(oid)
+        self._coarse = frozenset(coarse)
+        if reading.precision or oid not in held:
+            return replace(features, slope_sys_per_h=0.0, slope_dia_per_h=0.0)
+        timed = [i for i in range(ids.index(oid) + 1) if ids[i] not in coarse]
+        if len(timed) < 2:
+            return replace(features, slope_sys_per_h=0.0, slope_dia_per_h=0.0)
+        ts, sys_, dia = self._ts, self._sys, self._dia
+        sub = compute_features([ts[i] for i in timed], [sys_[i] for i in timed],
+                               [dia[i] for i in timed])  # fmt: skip
+        return replace(features, slope_sys_per_h=sub.slope_sys_per_h,
+                       slope_dia_per_h=sub.slope_dia_per_h)  # fmt: skip
+
+    def _add(self, reading: Reading) -> Features | None:
         oid = reading.observation_id
         ts = reading.effective_at.timestamp()
         ids = self._ids
@@ -251,6 +294,7 @@ class PatientWindow:
             tuple(self._versions),
             self._retracted,
             self._gone.tobytes(),
+            tuple(self._coarse),
         )
 
     @classmethod
@@ -259,6 +303,8 @@ class PatientWindow:
         window = cls(size)
         if len(state) > 7:
             window._gone.frombytes(state[7])
+        if len(state) > 8:
+            window._coarse = frozenset(state[8])
         window._ts.frombytes(ts)
         window._sys.frombytes(sys_)
         window._dia.frombytes(dia)

@@ -39,7 +39,7 @@ from lib.settings import Settings
 from lib.sim import cohort as cohort_mod
 from lib.sim import fhir_writer as fhir_obs
 
-FATES = ("reading", "duplicate", "retracted", "ignored", "dead_letter")
+FATES = ("reading", "duplicate", "retracted", "ignored", "skipped", "dead_letter")
 
 
 class FaultKind(enum.StrEnum):
@@ -60,8 +60,8 @@ class FaultKind(enum.StrEnum):
 # fault kind -> (fate of the faulty Observation, expected DeadLetter.reason)
 EXPECTED: dict[FaultKind, tuple[str, str]] = {
     FaultKind.MALFORMED_JSON: ("dead_letter", "invalid_json"),
-    FaultKind.NOT_OBSERVATION: ("dead_letter", "not_observation"),
-    FaultKind.WRONG_LOINC: ("dead_letter", "wrong_code"),
+    FaultKind.NOT_OBSERVATION: ("skipped", ""),  # valid FHIR, not a BP reading: a Patient
+    FaultKind.WRONG_LOINC: ("skipped", ""),  # a heart-rate Observation
     FaultKind.MISSING_DIASTOLIC: ("dead_letter", "missing_component"),
     FaultKind.KPA_UNITS: ("reading", ""),
     FaultKind.SYS_BELOW_DIA: ("dead_letter", "implausible_value"),
@@ -73,6 +73,10 @@ EXPECTED: dict[FaultKind, tuple[str, str]] = {
     FaultKind.PRELIMINARY: ("ignored", ""),
 }
 _KINDS = tuple(FaultKind)
+# kinds sent as an extra message of their own (a dead letter, or FHIR that is not a BP reading)
+_EXTRA_KINDS = frozenset(
+    k for k, (fate, _) in EXPECTED.items() if fate in ("dead_letter", "skipped")
+)
 _HISTORY = 6  # earlier readings a correction or retraction may refer to
 
 
@@ -136,7 +140,7 @@ class _PatientFaults:
         )
 
     def _extra(self, kind: FaultKind, r: Reading, at: datetime) -> SimMessage:
-        """A corrupted extra message derived from ``r`` (own id): a dead letter."""
+        """An extra message derived from ``r`` (own id): a dead letter, or skipped FHIR."""
         fate, reason = EXPECTED[kind]
         bad = replace(r, observation_id=f"{r.observation_id}-x")
         obs = self._fhir(bad)
@@ -224,7 +228,7 @@ class _PatientFaults:
                 yield replace(late, emitted_at=r.effective_at)
             if kind is None or kind in (FaultKind.KPA_UNITS, FaultKind.OUT_OF_ORDER):
                 continue
-            if EXPECTED[kind][0] == "dead_letter":
+            if kind in _EXTRA_KINDS:
                 yield self._extra(kind, r, r.effective_at)
             elif self.history:
                 yield from self._about_earlier(kind, r, g)

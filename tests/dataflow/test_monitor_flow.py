@@ -135,7 +135,9 @@ def run_flow(items: list, model: RiskModel, settings: Settings | None = None, **
 def reconciles(run: Run, n_messages: int) -> None:
     c = run.counts
     assert c["in"] == n_messages
-    outcomes = sum(c[k] for k in ("normal", "anomaly", "dead_letter", "ignored", "retracted"))
+    outcomes = sum(
+        c[k] for k in ("normal", "anomaly", "dead_letter", "ignored", "retracted", "skipped")
+    )
     assert outcomes + c["duplicate"] >= n_messages  # a Bundle carries several Observations
     assert c["normal"] == len(run.normals)
     assert c["anomaly"] == sum(1 for a, _, _ in run.es if a == "index")
@@ -172,8 +174,8 @@ def test_each_message_kind_reaches_its_output(model):
     run = run_flow(items, model)
     reconciles(run, 6)
     assert run.counts == {
-        "in": 6, "normal": 2, "anomaly": 3, "dead_letter": 2,
-        "ignored": 0, "retracted": 0, "duplicate": 0,
+        "in": 6, "normal": 2, "anomaly": 3, "dead_letter": 1,
+        "ignored": 0, "retracted": 0, "duplicate": 0, "skipped": 1,
     }  # fmt: skip
     assert {r["observation_id"] for _, r in run.normals} == {ok.observation_id, "p3-obs-3"}
     assert all(pid == rec["patient_id"] for pid, rec in run.normals)
@@ -191,9 +193,7 @@ def test_each_message_kind_reaches_its_output(model):
     assert key == b"p9"
     assert headers["error"] == b"invalid_json" and headers["source"] == f"{TOPIC}:0:4".encode()
     assert headers["content-type"] == b"application/fhir+json" and headers["error.detail"]
-    key, headers = by_value[not_obs]
-    assert key is None and headers["error"] == b"not_observation"
-    assert headers["source"] == f"{TOPIC}:0:5".encode()
+    assert not_obs not in by_value  # a Patient is valid FHIR: skipped, never a dead letter
 
 
 @pytest.mark.parametrize("status", ["preliminary", "registered", "cancelled", "unknown"])
@@ -340,7 +340,7 @@ def test_simulated_stream_with_faults_reconciles_exactly(model):
     c = run.counts
     assert c["in"] == len(msgs)
     assert c["normal"] + c["anomaly"] == expected["reading"]
-    for fate in ("dead_letter", "ignored", "retracted", "duplicate"):
+    for fate in ("dead_letter", "ignored", "retracted", "duplicate", "skipped"):
         assert c[fate] == expected[fate], fate
     reconciles(run, len(msgs))
     want_reasons = collections.Counter(

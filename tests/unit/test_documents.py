@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,12 +26,36 @@ def _assessment() -> Assessment:
                       "high", 0.4, "aha2017")  # fmt: skip
 
 
+OPTIONAL = {"effective_precision", "body_position", "body_site", "measurement_setting", "device"}
+
+
 def test_anomaly_document_fields_are_the_template_fields() -> None:
     doc = documents.anomaly_doc(_assessment(), None)
     props = _properties("bp-anomalies")
-    assert set(doc) == set(props)  # the template is strict: a missing field is refused
+    assert set(doc) == set(props) - OPTIONAL  # the template is strict: an unknown field fails
     assert list(doc["features"]) == list(FEATURE_NAMES)
     assert list(props["features"]["properties"]) == list(FEATURE_NAMES)
+
+
+def test_qualifiers_and_date_precision_appear_only_when_sent() -> None:
+    a = _assessment()
+    qualified = replace(
+        a,
+        reading=replace(
+            a.reading,
+            precision="day",
+            body_site="Left arm",
+            setting="home",
+            device="Cuff X",
+            body_position="",
+        ),
+    )
+    doc = documents.anomaly_doc(qualified, None)
+    assert set(doc) == set(_properties("bp-anomalies")) - {"body_position"}
+    assert (doc["effective_precision"], doc["measurement_setting"]) == ("day", "home")
+    record = documents.normal_record(qualified)
+    assert record["body_site"] == "Left arm" and record["device"] == "Cuff X"
+    assert "effective_precision" not in documents.normal_record(a)
 
 
 def test_alert_document_fields_are_the_template_fields() -> None:

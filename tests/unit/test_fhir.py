@@ -9,9 +9,10 @@ from typing import Any
 import orjson
 import pytest
 
-from lib.domain import DeadLetter, Ignored, Reading, Retraction
+from lib.domain import DeadLetter, Ignored, Reading, Retraction, Skipped
 from lib.monitor import fhir
 
+LOINC = "http://loinc.org"
 NAME = "Zelda Quixote-Marchetti"  # a patient name that must never reach a detail
 
 
@@ -221,7 +222,10 @@ def test_kpa_with_two_decimals_round_trips_every_whole_mmhg_value():
             {"reference": "urn:uuid:6f1c2a3e-0b7d-4e0a-9f51-2d1b7e6c8a90"},
             "6f1c2a3e-0b7d-4e0a-9f51-2d1b7e6c8a90",
         ),
-        ({"identifier": {"system": "urn:oid:1.2.3", "value": "MRN-0042"}}, "MRN-0042"),
+        (
+            {"identifier": {"system": "urn:oid:1.2.3", "value": "MRN-0042"}},
+            "urn:oid:1.2.3|MRN-0042",
+        ),
         ({"identifier": {"value": " 0042 "}, "display": NAME}, "0042"),
         ({"reference": "#contained-1", "identifier": {"value": "MRN-1"}}, "MRN-1"),
     ],
@@ -308,7 +312,8 @@ def test_entered_in_error_retracts_even_with_bad_values_and_no_time():
 
 
 def test_retraction_still_needs_the_bp_code_and_a_subject():
-    assert dead(bp(status="entered-in-error", code={"coding": []})).reason == "wrong_code"
+    # without a BP code it is not about a BP reading: skipped, never a retraction
+    assert isinstance(one(enc(bp(status="entered-in-error", code={"coding": []}))), Skipped)
     assert dead(bp(status="entered-in-error", subject={})).reason == "missing_subject"
 
 
@@ -354,7 +359,7 @@ def test_bundle_gives_one_outcome_per_entry_in_order():
     ]
 
 
-def test_bundle_bad_entries_each_give_a_dead_letter_with_the_whole_message():
+def test_bundle_bad_entries_give_one_dead_letter_after_the_good_outcomes():
     entries = [
         {"resource": bp(id="ok1")},
         {"resource": {"resourceType": "Patient", "id": "p-7", "name": [{"text": NAME}]}},
@@ -365,33 +370,40 @@ def test_bundle_bad_entries_each_give_a_dead_letter_with_the_whole_message():
     ]
     value = enc({"resourceType": "Bundle", "type": "transaction", "entry": entries})
     out = fhir.parse(value, key=b"k", source="t:0:5")
-    assert [type(o) for o in out] == [Reading, *[DeadLetter] * 4, Reading]
-    dls = [o for o in out if isinstance(o, DeadLetter)]
-    assert [d.reason for d in dls] == [
-        "not_observation",
-        "missing_component",
-        "not_observation",
-        "not_observation",
+    assert [type(o) for o in out] == [Reading, Skipped, Skipped, Reading, DeadLetter]
+    assert [o.observation_id for o in out if isinstance(o, Reading)] == ["ok1", "ok2"]
+    assert [o.what for o in out if isinstance(o, Skipped)] == [
+        "Patient",
+        "Bundle entry without resource",
     ]
-    assert [d.detail.split(":")[0] for d in dls] == [
-        "entry[1] of 6",
-        "entry[2] of 6",
-        "entry[3] of 6",
-        "entry[4] of 6",
-    ]
-    assert all(d.raw == value and d.key == b"k" and d.source == "t:0:5" for d in dls)
-    assert all(NAME not in d.detail for d in dls)
+    dl = out[-1]
+    assert dl.reason == "missing_component"  # the first problem's reason
+    assert dl.detail.startswith("entry[2] missing_component: ")
+    assert "; entry[4] not_observation: entry is not an object" in dl.detail
+    assert dl.raw == value and dl.key == b"k" and dl.source == "t:0:5"
+    assert NAME not in dl.detail
+
+
+def test_dead_letter_detail_names_a_bounded_number_of_entries():
+    entries = [{"resource": bp(id=f"bad{i}", component=[])} for i in range(30)]
+    (dl,) = fhir.parse(enc({"resourceType": "Bundle", "type": "batch", "entry": entries}))
+    assert dl.detail.count("missing_component") == fhir.MAX_DETAIL_ENTRIES
+    assert dl.detail.endswith(f"and {30 - fhir.MAX_DETAIL_ENTRIES} more")
 
 
 @pytest.mark.parametrize(
     "bundle",
     [
-        {"resourceType": "Bundle", "type": "collection"},
+        {"resourceType": "Bundle", "type": "searchset", "total": 0},
         {"resourceType": "Bundle", "type": "collection", "entry": []},
-        {"resourceType": "Bundle", "type": "collection", "entry": {"resource": {}}},
     ],
 )
-def test_bundle_without_entries_is_one_dead_letter(bundle):
+def test_bundle_without_entries_is_skipped(bundle):
+    assert isinstance(one(enc(bundle)), Skipped)
+
+
+def test_bundle_whose_entry_is_not_an_array_is_one_dead_letter():
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": {"resource": {}}}
     assert dead(bundle).reason == "not_observation"
 
 
@@ -434,23 +446,20 @@ DEAD_LETTER_CASES: list[tuple[str, Any]] = [
     ("not_observation", b"[]"),
     ("not_observation", b"42"),
     ("not_observation", b'"Observation"'),
-    ("not_observation", {"resourceType": "Patient", "id": "p-7", "name": [{"text": NAME}]}),
     ("not_observation", _without("resourceType")),
     ("not_observation", bp(resourceType=["Observation"])),
     ("missing_id", _without("id")),
     ("missing_id", bp(id="")),
     ("missing_id", bp(id="has space")),
-    ("missing_id", bp(id="x" * 65)),
+    ("missing_id", bp(id="x" * 257)),
     ("missing_id", bp(id=17)),
     ("bad_status", _without("status")),
     ("bad_status", bp(status="done")),
     ("bad_status", bp(status=["final"])),
     ("bad_status", bp(status="FINAL")),
     ("wrong_code", _without("code")),
-    ("wrong_code", bp(code={"coding": [{"system": "http://loinc.org", "code": "8867-4"}]})),
-    ("wrong_code", bp(code={"coding": [{"system": "http://snomed.info/sct", "code": "85354-9"}]})),
-    ("wrong_code", bp(code={"text": "Blood pressure"})),
     ("wrong_code", bp(code={"coding": "85354-9"})),
+    ("wrong_code", bp(code="85354-9")),
     ("missing_subject", _without("subject")),
     ("missing_subject", bp(subject={"display": NAME})),
     ("missing_subject", bp(subject={"reference": "Group/g1"})),
@@ -483,7 +492,7 @@ DEAD_LETTER_CASES: list[tuple[str, Any]] = [
     ("missing_component", _without("component")),
     ("missing_component", bp(component={"code": "8480-6"})),
     ("missing_component", bp(valueQuantity={"value": 120, "code": "mm[Hg]"}, component=[])),
-    ("missing_component", set_value(bp(), 0, value="142", code="mm[Hg]")),
+    ("missing_component", set_value(bp(), 0, value="142 mmHg", code="mm[Hg]")),
     ("missing_component", set_value(bp(), 1, value=True, code="mm[Hg]")),
     ("missing_component", set_value(bp(), 1, value=None, code="mm[Hg]")),
     ("bad_unit", set_value(bp(), 0, value=142, code="cm[H2O]")),
@@ -539,11 +548,13 @@ def test_checks_run_in_the_documented_order():
     # several problems at once: the first in REASONS order is reported
     obs = bp(status="done", code={}, subject={})
     del obs["id"]
+    assert dead(obs).reason == "wrong_code"
+    obs["code"] = bp()["code"]
     assert dead(obs).reason == "missing_id"
     obs["id"] = "x1"
     assert dead(obs).reason == "bad_status"
     obs["status"] = "final"
-    assert dead(obs).reason == "wrong_code"
+    assert dead(obs).reason == "missing_subject"
 
 
 @pytest.mark.parametrize(
@@ -564,7 +575,6 @@ def test_details_never_carry_patient_names_ids_or_payload_text():
     cases = [
         bp(subject={"reference": f"Group/{secret}"}),
         bp(status=secret),
-        bp(code={"coding": [{"system": "http://loinc.org", "code": secret}]}),
         bp(effectiveDateTime=secret),
         set_value(bp(), 0, value=120, unit=secret),
         {"resourceType": secret},
@@ -574,6 +584,9 @@ def test_details_never_carry_patient_names_ids_or_payload_text():
         (out,) = fhir.parse(enc(obj))
         assert isinstance(out, DeadLetter)
         assert secret not in out.detail and "Privacy" not in out.detail, out.detail
+    for code in (secret, "Bloggs"):  # a skipped Observation names LOINC-shaped codes only
+        (skipped,) = fhir.parse(enc(bp(code={"coding": [{"system": LOINC, "code": code}]})))
+        assert isinstance(skipped, Skipped) and skipped.what == "Observation <code>"
 
 
 def test_the_hand_written_fixture_is_valid_fhir_r4():
@@ -600,6 +613,9 @@ def test_simulator_fault_stream_parses_to_the_expected_fate_of_every_observation
             seen_faults.add(exp.fault)
             if isinstance(out, DeadLetter):
                 assert (exp.fate, out.reason) == ("dead_letter", exp.reason), out.detail
+                continue
+            if isinstance(out, Skipped):
+                assert exp.fate == "skipped"
                 continue
             assert out.observation_id == exp.observation_id
             expected_fate = "reading" if exp.fate == "duplicate" else exp.fate

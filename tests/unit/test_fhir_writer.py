@@ -90,12 +90,12 @@ def test_encode_is_compact_and_stable() -> None:
 
 
 def test_large_sample_of_simulator_output_is_valid_fhir() -> None:
-    """Every message that is not a deliberate dead letter validates as an R4 Observation."""
+    """Every BP message that is not a deliberate dead letter validates as an R4 Observation."""
     s = Settings(sim_patients=80, sim_count=6000, sim_seed=3, sim_fault_rate=0.2)
     checked = 0
     statuses = set()
     for msg in stream.messages(s):
-        if msg.expected[0].fate == "dead_letter":
+        if msg.expected[0].fate in ("dead_letter", "skipped"):
             continue
         obs = Observation.model_validate_json(msg.value)
         statuses.add(obs.status)

@@ -48,7 +48,7 @@ def test_monitor_logs_hold_no_names_and_no_payloads(
     sent = b"".join(m.value for m in msgs).decode("utf-8", "replace")
     # the input really carries the names (else this test could not fail)
     assert sum(name in sent for name in names) == len(names)
-    assert any(e.reason == "not_observation" for m in msgs for e in m.expected)
+    assert any(e.fate == "skipped" for m in msgs for e in m.expected)  # Patient resources
 
     items = [
         KafkaSourceMessage(m.key, m.value, topic=TOPIC, partition=0, offset=i)

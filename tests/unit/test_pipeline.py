@@ -21,6 +21,7 @@ from lib.domain import (
     Duplicate,
     Reading,
     Retraction,
+    Skipped,
 )
 from lib.monitor import documents, shards
 from lib.monitor.engine import Monitor
@@ -85,14 +86,14 @@ def test_parse_messages_groups_by_shard_in_order_and_flags_first_outcomes():
         assert ids == sorted(ids, key=lambda x: float(x.split("-")[1]))
 
 
-def test_unparseable_or_empty_messages_are_dead_letters():
+def test_unparseable_messages_are_dead_letters_and_empty_bundles_skipped():
     (_, es), *_ = shards.parse_messages([Msg(b"not json", key=None)])
     dead = es[0][0]
     assert isinstance(dead, DeadLetter) and dead.raw == b"not json"
     assert dead.source == "bp.observations:0:0"
     empty = obs.encode({"resourceType": "Bundle", "type": "collection", "entry": []})
     outcome = shards.parse_message(Msg(empty))
-    assert len(outcome) == 1 and isinstance(outcome[0], DeadLetter)
+    assert len(outcome) == 1 and isinstance(outcome[0], Skipped)
 
 
 def test_reasons_made_around_the_parser_are_in_the_one_list(monkeypatch):
@@ -118,7 +119,7 @@ def test_process_scores_in_order_with_duplicates_and_retractions(model):
     assert kinds == ["Assessment", "Duplicate", "Assessment", "Retraction", "Assessment"]
     assert res.counts() == {
         "in": 5, "normal": 1, "anomaly": 2, "dead_letter": 0,
-        "ignored": 0, "retracted": 1, "duplicate": 1,
+        "ignored": 0, "retracted": 1, "duplicate": 1, "skipped": 0,
     }  # fmt: skip
     last = res.outcomes[-1]
     assert isinstance(last, Assessment) and last.features.n == 2  # a was retracted

@@ -81,18 +81,20 @@ def test_count_bound_is_split_over_workers() -> None:
 
 def test_key_is_the_patient_id_of_the_subject(stream: list) -> None:
     for m in stream[:3000]:
-        if m.expected[0].fate == "dead_letter":
+        if m.expected[0].fate in ("dead_letter", "skipped"):
             continue
         assert _json(m)["subject"]["reference"] == f"Patient/{m.key.decode()}"
 
 
-def test_dead_letter_kinds_are_extra_messages_with_expected_reasons(stream: list) -> None:
+def test_faulty_kinds_are_extra_messages_with_expected_fates(stream: list) -> None:
     kinds = _by_kind(stream)
     clean_ids = {e.observation_id for m in stream for e in m.expected if e.truth is not None}
+    for kind in (FaultKind.NOT_OBSERVATION, FaultKind.WRONG_LOINC):  # valid FHIR, not BP
+        for m in kinds[kind]:
+            (e,) = m.expected
+            assert e.fate == "skipped" and e.observation_id not in clean_ids
     for kind in (
         FaultKind.MALFORMED_JSON,
-        FaultKind.NOT_OBSERVATION,
-        FaultKind.WRONG_LOINC,
         FaultKind.MISSING_DIASTOLIC,
         FaultKind.SYS_BELOW_DIA,
         FaultKind.IMPLAUSIBLE_HIGH,
@@ -158,7 +160,7 @@ def test_amended_and_retracted_refer_to_earlier_delivered_readings(stream: list)
     n_amended = n_retracted = 0
     for m in stream:
         e = m.expected[0]
-        if e.fate == "dead_letter":
+        if e.fate in ("dead_letter", "skipped"):
             continue
         obs = _json(m)
         oid, version = obs["id"], int(obs["meta"]["versionId"])
@@ -223,6 +225,8 @@ def _reconcile(stream: list) -> None:
                 fate = "retracted"
             elif kind == "Ignored":
                 fate = "ignored"
+            elif kind == "Skipped":
+                fate = "skipped"
             else:
                 w = windows.setdefault(out.patient_id, window.PatientWindow(12))
                 fate = "reading" if w.add(out) is not None else "duplicate"
