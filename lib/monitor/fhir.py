@@ -487,7 +487,12 @@ def _part(res: dict[str, Any], source: str, full_url: Any, kind: str, i: int | N
     effective_at: datetime | None = None
     precision = ""
     value: float | None = None
-    if state == _READ:
+    if state != _READ:  # a retraction pairs by time when it has one; no values needed
+        try:
+            effective_at, precision = _effective(res)
+        except _Bad:
+            pass
+    else:
         effective_at, precision = _effective(res)
         q = res.get("valueQuantity")
         value = None if q is None and "dataAbsentReason" in res else _quantity(q, kind)
