@@ -11,7 +11,6 @@ athenahealth's date-only times, a create body without ``id``, the average BP, qu
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 import orjson
 import pytest
@@ -19,65 +18,7 @@ import pytest
 from lib.domain import Average, DeadLetter, Ignored, Reading, Retraction, Skipped
 from lib.monitor import fhir
 from lib.monitor.window import PatientWindow
-
-LOINC = "http://loinc.org"
-SNOMED = "http://snomed.info/sct"
-CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
-
-
-def coding(code: str, system: str = LOINC, display: str | None = None) -> dict[str, Any]:
-    c = {"system": system, "code": code}
-    return c | ({"display": display} if display else {})
-
-
-def qty(value: Any, code: str = "mm[Hg]") -> dict[str, Any]:
-    return {"value": value, "unit": "mmHg", "system": "http://unitsofmeasure.org", "code": code}
-
-
-def panel(obs_id: str | None = "bp-1", sys_: Any = 128, dia: Any = 82, **over: Any) -> dict:
-    """A vital-signs BP panel, in the spirit of the HL7 and US Core examples."""
-    obs: dict[str, Any] = {
-        "resourceType": "Observation",
-        "status": "final",
-        "category": [{"coding": [coding("vital-signs", CATEGORY)]}],
-        "code": {"coding": [coding("85354-9")]},
-        "subject": {"reference": "Patient/pt-9"},
-        "effectiveDateTime": "2024-05-06T07:45:00-05:00",
-        "component": [
-            {"code": {"coding": [coding("8480-6")]}, "valueQuantity": qty(sys_)},
-            {"code": {"coding": [coding("8462-4")]}, "valueQuantity": qty(dia)},
-        ],
-    }  # fmt: skip
-    if obs_id is not None:
-        obs["id"] = obs_id
-    obs.update(over)
-    return obs
-
-
-def single(kind: str, obs_id: str, value: Any, when: str = "2011-09-01", **over: Any) -> dict:
-    """One systolic (8480-6) or diastolic (8462-4) Observation with a plain valueQuantity."""
-    code = "8480-6" if kind == "systolic" else "8462-4"
-    obs = {
-        "resourceType": "Observation",
-        "id": obs_id,
-        "status": "final",
-        "code": {"coding": [coding(code)]},
-        "subject": {"reference": "Patient/ccda-1"},
-        "effectiveDateTime": when,
-        "valueQuantity": {"value": value, "unit": "mm[Hg]"},
-    }
-    obs.update(over)
-    return obs
-
-
-def bundle(kind: str, *resources: dict, full_urls: bool = False) -> bytes:
-    entries = []
-    for r in resources:
-        entry: dict[str, Any] = {"resource": r}
-        if full_urls:
-            entry["fullUrl"] = f"urn:uuid:{r.get('id', 'x')}"
-        entries.append(entry)
-    return orjson.dumps({"resourceType": "Bundle", "type": kind, "entry": entries})
+from tests.fixtures.realworld import SNOMED, bundle, coding, panel, qty, single
 
 
 def parse(value: bytes | dict) -> list:
