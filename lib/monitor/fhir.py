@@ -89,6 +89,7 @@ them are in :data:`lib.domain.DEAD_LETTER_REASONS`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import re
@@ -370,15 +371,23 @@ def _first_code(res: dict[str, Any]) -> str:
 _LOINC_SHAPE = re.compile(r"[0-9]{1,8}-[0-9]")
 
 
-def _observation(res: dict[str, Any], source: str, full_url: Any) -> Outcome:
-    """A BP panel Observation -> Reading | Retraction | Ignored; raises _Bad otherwise."""
+def _head(res: dict[str, Any], source: str, full_url: Any) -> tuple[str, str, str, Outcome | None]:
+    """(id, status, patient id, the outcome when the status decides it: Retraction | Ignored)."""
     obs_id = _resource_id(res, full_url)
     status, kind = _status(res)
     patient_id = _patient_id(res.get("subject"))
     if kind == _RETRACT:
-        return Retraction(obs_id, patient_id, source)
+        return obs_id, status, patient_id, Retraction(obs_id, patient_id, source)
     if kind == _IGNORE:
-        return Ignored(obs_id, patient_id, status, source)
+        return obs_id, status, patient_id, Ignored(obs_id, patient_id, status, source)
+    return obs_id, status, patient_id, None
+
+
+def _observation(res: dict[str, Any], source: str, full_url: Any) -> Outcome:
+    """A BP panel Observation -> Reading | Retraction | Ignored; raises _Bad otherwise."""
+    obs_id, status, patient_id, decided = _head(res, source, full_url)
+    if decided is not None:
+        return decided
     effective_at, precision = _effective(res)
     try:
         systolic, diastolic = _values(res.get("component"), _SYSTOLIC_CODES, _DIASTOLIC_CODES)
@@ -413,13 +422,9 @@ def _reading(
 
 def _average(res: dict[str, Any], source: str, full_url: Any) -> Outcome:
     """An average BP Observation (96607-7) over its effective period."""
-    obs_id = _resource_id(res, full_url)
-    status, kind = _status(res)
-    patient_id = _patient_id(res.get("subject"))
-    if kind == _RETRACT:
-        return Retraction(obs_id, patient_id, source)
-    if kind == _IGNORE:
-        return Ignored(obs_id, patient_id, status, source)
+    obs_id, status, patient_id, decided = _head(res, source, full_url)
+    if decided is not None:
+        return decided
     try:
         systolic, diastolic = _values(res.get("component"), (AVG_SYSTOLIC_CODE,),
                                       (AVG_DIASTOLIC_CODE,))  # fmt: skip
@@ -488,10 +493,8 @@ def _part(res: dict[str, Any], source: str, full_url: Any, kind: str, i: int | N
     precision = ""
     value: float | None = None
     if state != _READ:  # a retraction pairs by time when it has one; no values needed
-        try:
+        with contextlib.suppress(_Bad):
             effective_at, precision = _effective(res)
-        except _Bad:
-            pass
     else:
         effective_at, precision = _effective(res)
         q = res.get("valueQuantity")
@@ -524,15 +527,11 @@ def _from_parts(
     panel: dict[str, Any], full_url: Any, members: tuple[_Part, _Part], message: _Message
 ) -> Outcome:
     """A panel with ``hasMember``: the reading is the panel's, the values its members'."""
-    obs_id = _resource_id(panel, full_url)
-    status, state = _status(panel)
-    patient_id = _patient_id(panel.get("subject"))
-    sys_part, dia_part = members
     source = message.source
-    if state == _RETRACT:
-        return Retraction(obs_id, patient_id, source)
-    if state == _IGNORE:
-        return Ignored(obs_id, patient_id, status, source)
+    obs_id, status, patient_id, decided = _head(panel, source, full_url)
+    if decided is not None:
+        return decided
+    sys_part, dia_part = members
     if sys_part.value is None or dia_part.value is None:
         return Ignored(obs_id, patient_id, status, source, "data_absent")
     try:
