@@ -216,6 +216,7 @@ class Assessment:
     severity: str  # low | moderate | high | critical
     risk_score: float  # 0..1
     ruleset: str
+    category_label: str = ""  # the rule set's own name of the band ("severe hypertension")
 
     @property
     def is_anomaly(self) -> bool:

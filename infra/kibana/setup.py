@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.kibana import objects
+from lib.monitor.rules import RULESETS
 
 log = logging.getLogger("bpwatch.kibana")
 
@@ -53,10 +54,30 @@ def load_saved_objects(namespace: str = "") -> list[dict[str, Any]]:
     return objects.saved_objects(namespace)
 
 
+def critical_clauses() -> list[dict[str, Any]]:
+    """One query clause per rule set of the registry: both values at or above its
+    combined-critical thresholds (``RuleSet.critical``, as ``lib.monitor.alerts`` pages)."""
+    return [
+        {"bool": {"filter": [
+            {"term": {"ruleset": rs.name}},
+            {"range": {"systolic": {"gte": rs.critical[0]}}},
+            {"range": {"diastolic": {"gte": rs.critical[1]}}},
+        ]}}
+        for rs in RULESETS.values()
+    ]  # fmt: skip
+
+
 def load_definitions(namespace: str = "") -> dict[str, list[dict[str, Any]]]:
-    """``{"connectors": [...], "rules": [...]}`` from rules.json, rules namespaced."""
+    """``{"connectors": [...], "rules": [...]}`` from rules.json, rules namespaced.
+
+    The combined-critical rule gets its per-rule-set thresholds from the registry
+    (:func:`critical_clauses`), so a new rule set needs no edit here.
+    """
     data = json.loads(RULES_FILE.read_text())
     for rule in data["rules"]:
+        if rule["id"] == "bpwatch-combined-critical":
+            query = rule["params"]["esQuery"]["query"]["bool"]
+            query["should"] = critical_clauses() + query["should"]
         rule["id"] = objects.namespaced_id(rule["id"], namespace)
         rule["name"] = objects.namespaced_title(rule["name"], namespace)
         rule["params"]["index"] = [

@@ -17,6 +17,7 @@ import orjson
 
 from lib.domain import Assessment, DeadLetter, Reading, Retraction, utc_iso
 from lib.monitor.alerts import AlertEvent
+from lib.monitor.rules import band_of
 from lib.monitor.state import Results
 
 __all__ = [
@@ -71,6 +72,7 @@ def anomaly_doc(assessment: Assessment, ingested_at: datetime | None) -> dict[st
         "systolic": r.systolic,
         "diastolic": r.diastolic,
         "category": assessment.category,
+        "category_label": _label(assessment),
         "anomaly_types": list(assessment.anomaly_types),
         "severity": assessment.severity,
         "risk_score": assessment.risk_score,
@@ -93,6 +95,7 @@ def normal_record(assessment: Assessment) -> dict[str, Any]:
         "systolic": r.systolic,
         "diastolic": r.diastolic,
         "category": assessment.category,
+        "category_label": _label(assessment),
         "risk_score": assessment.risk_score,
         "severity": assessment.severity,
         "ruleset": assessment.ruleset,
@@ -100,6 +103,15 @@ def normal_record(assessment: Assessment) -> dict[str, Any]:
         "version": r.version,
         "source": r.source,
     } | _qualifier_fields(r)
+
+
+def _label(a: Assessment) -> str:
+    """The rule set's own name of the reading's band (the monitor sets it on every Assessment;
+    one built without it gets it from the rule set)."""
+    if a.category_label:
+        return a.category_label
+    r = a.reading
+    return band_of(r.systolic, r.diastolic, a.ruleset).label
 
 
 def _qualifier_fields(r: Reading) -> dict[str, str]:

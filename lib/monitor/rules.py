@@ -3,9 +3,14 @@
 Pure functions over frozen rule data; no I/O, no clock. :data:`RULESETS` is the one registry
 of rule sets: the settings validate ``BPWATCH_RULESET`` against it, the monitor resolves it once
 at build time and passes the :class:`RuleSet` down, and the alert thresholds come from it. A new
-rule set is one more ``RuleSet(...)`` in the registry. Two rule sets:
+rule set is one more ``RuleSet(...)`` in the registry. Three rule sets:
 
-``aha2017`` (default): 2017 ACC/AHA guideline, office thresholds, mm[Hg]
+``aha2025`` (default): 2025 AHA/ACC guideline, office thresholds, mm[Hg]; the same cuts as
+aha2017 with the 2025 wording (a reading above 180 and/or 120 is *severe hypertension*: an
+emergency only with acute target-organ damage, which a BP stream cannot see; it keeps the
+contract category ``hypertensive_crisis``)
+
+``aha2017``: 2017 ACC/AHA guideline, office thresholds, mm[Hg]
 
     hypertensive_crisis    systolic > 180 or diastolic > 120
     hypertension_stage_2   systolic >= 140 or diastolic >= 90
@@ -45,6 +50,11 @@ Anomalies. A reading is an anomaly when ``anomaly_types`` is not empty:
                                              readings, and the reading >= 15 above the window
                                              mean (a rise that is real, not two close readings)
                      high_variability        systolic SD >= 15 or ARV >= 14 over >= 5 readings
+
+Each band carries the guideline's own wording (``Band.label``), written to the documents as
+``category_label``. Each rule set also holds its *out-of-office* (home) thresholds,
+``RuleSet.home``: a home-BP protocol mean at or above the systolic *or* the diastolic value is
+home hypertension (lib.monitor.home).
 
 So categories stage 1, stage 2, crisis and hypotension are always anomalies; normal and elevated
 readings are anomalies only when a trend rule fires.
@@ -128,8 +138,9 @@ class Band:
         )
 
 
-# a compiled band: (category, systolic op, systolic threshold, diastolic op, diastolic threshold)
-_Row = tuple[str, Callable[[float, float], bool], float, Callable[[float, float], bool], float]
+# a compiled band: (category, label, systolic op, systolic threshold, diastolic op, diastolic
+# threshold)
+_Row = tuple[str, str, Callable[[float, float], bool], float, Callable[[float, float], bool], float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +167,9 @@ class RuleSet:
     severe_hypotension: Band  # a hypotension reading in this band is critical
     # (systolic, diastolic) at or above which *both* values make an alert "combined critical"
     critical: tuple[float, float]
+    # out-of-office (home) thresholds: a protocol mean >= systolic or >= diastolic is home
+    # hypertension
+    home: tuple[float, float] = (130.0, 80.0)
     trends: TrendRules = TrendRules()
     # compiled forms of the data above, for the per-reading functions (not part of equality)
     _table: tuple[_Row, ...] = field(init=False, repr=False, compare=False)
@@ -191,9 +205,38 @@ def _compile(cut: Cut | None) -> tuple[Callable[[float, float], bool], float]:
 def _row(band: Band) -> _Row:
     sop, sat = _compile(band.systolic)
     dop, dat = _compile(band.diastolic)
-    return band.category, sop, sat, dop, dat
+    return band.category, band.label, sop, sat, dop, dat
 
 
+# Hypertension 2025;82:e212-e316 (DOI 10.1161/HYP.0000000000000249), checked against the
+# guideline's tables as reproduced in its official pocket guide (Guideline Central, 2025):
+# "Categories of BP in Adults" (normal <120 and <80; elevated 120-129 and <80; stage 1 130-139
+# or 80-89; stage 2 >=140 or >=90; "individuals with SBP and DBP in 2 categories should be
+# designated to the higher BP category"); section 6.2 "Hypertensive Emergencies and Severe
+# Hypertension": severe hypertension ">180 and/or >120 mm Hg", an emergency only "with evidence
+# of acute target organ damage"; the table of values for home BP monitoring (HBPM)
+# corresponding to office levels: office 130/80 = HBPM 130/80 (so home: >=130 or >=80).
+# The guideline sets no hypotension cut-off: <90 or <60 as in aha2017.
+AHA2025 = RuleSet(
+    name="aha2025",
+    title="2025 AHA/ACC Guideline for the Prevention, Detection, Evaluation and Management of "
+    "High Blood Pressure in Adults (office)",
+    bands=(
+        Band("hypertensive_crisis", "severe hypertension", Cut(">", 180), Cut(">", 120)),
+        Band("hypertension_stage_2", "stage 2 hypertension", Cut(">=", 140), Cut(">=", 90)),
+        Band("hypertension_stage_1", "stage 1 hypertension", Cut(">=", 130), Cut(">=", 80)),
+        Band("hypotension", "hypotension", Cut("<", 90), Cut("<", 60)),
+        Band("elevated", "elevated", Cut(">=", 120), None),
+    ),
+    default=Band("normal", "normal", None, None),
+    severe_hypotension=Band("hypotension", "severe hypotension", Cut("<", 70), Cut("<", 40)),
+    critical=(180.0, 120.0),
+    home=(130.0, 80.0),
+)
+
+# Hypertension 2018;71:e13-e115: Table 6 "Categories of BP in Adults"; Table 11 "Corresponding
+# Values of SBP/DBP for Clinic, HBPM, Daytime, Nighttime, and 24-Hour ABPM Measurements"
+# (clinic 130/80 = HBPM 130/80); hypertensive crisis >180 and/or >120 (section 11.2).
 AHA2017 = RuleSet(
     name="aha2017",
     title="2017 ACC/AHA Guideline for High Blood Pressure in Adults (office)",
@@ -207,8 +250,12 @@ AHA2017 = RuleSet(
     default=Band("normal", "normal", None, None),
     severe_hypotension=Band("hypotension", "severe hypotension", Cut("<", 70), Cut("<", 40)),
     critical=(180.0, 120.0),
+    home=(130.0, 80.0),
 )
 
+# J Hypertens 2023;41:1874-2071: the table "Classification of office BP and definitions of
+# hypertension grades" (optimal <120 and <80 ... grade 3 >=180 and/or >=110) and the table of
+# hypertension definitions by office, ambulatory and home BP (home BP >=135 and/or >=85).
 ESH2023 = RuleSet(
     name="esh2023",
     title="2023 ESH Guidelines for the management of arterial hypertension (office)",
@@ -223,11 +270,12 @@ ESH2023 = RuleSet(
     default=Band("normal", "optimal", None, None),
     severe_hypotension=Band("hypotension", "severe hypotension", Cut("<", 70), Cut("<", 40)),
     critical=(180.0, 110.0),
+    home=(135.0, 85.0),
 )
 
 # The registry: name -> RuleSet. The first entry's name is the default of BPWATCH_RULESET.
-RULESETS: Mapping[str, RuleSet] = {r.name: r for r in (AHA2017, ESH2023)}
-DEFAULT_RULESET = AHA2017.name
+RULESETS: Mapping[str, RuleSet] = {r.name: r for r in (AHA2025, AHA2017, ESH2023)}
+DEFAULT_RULESET = next(iter(RULESETS))
 
 _SEVERITY_BY_CATEGORY = {
     "normal": "low",
@@ -242,7 +290,7 @@ _TREND_CAP = _LEVEL["high"]
 
 
 def get_ruleset(ruleset: str | RuleSet) -> RuleSet:
-    """A RuleSet by name (``aha2017``, ``esh2023``), or the RuleSet itself."""
+    """A RuleSet by name (a key of :data:`RULESETS`), or the RuleSet itself."""
     if type(ruleset) is RuleSet:
         return ruleset
     try:
@@ -261,15 +309,15 @@ def cuts_at(ruleset: RuleSet, category: str) -> tuple[float, float]:
     raise ValueError(f"rule set {ruleset.name} has no {category} band with both cuts")
 
 
-def classify(systolic: float, diastolic: float, ruleset: str | RuleSet = "aha2017") -> str:
+def classify(systolic: float, diastolic: float, ruleset: str | RuleSet = DEFAULT_RULESET) -> str:
     """The contract category of one reading (values in mm[Hg])."""
-    for category, sop, sat, dop, dat in get_ruleset(ruleset)._table:
+    for category, _, sop, sat, dop, dat in get_ruleset(ruleset)._table:
         if sop(systolic, sat) or dop(diastolic, dat):
             return category
     return "normal"
 
 
-def band_of(systolic: float, diastolic: float, ruleset: str | RuleSet = "aha2017") -> Band:
+def band_of(systolic: float, diastolic: float, ruleset: str | RuleSet = DEFAULT_RULESET) -> Band:
     """The guideline band of one reading (its ``label`` names e.g. the ESH grade)."""
     return get_ruleset(ruleset).band_of(systolic, diastolic)
 
@@ -287,7 +335,7 @@ def reading_anomalies(
     systolic: float, diastolic: float, category: str, rules: RuleSet
 ) -> tuple[str, ...]:
     """Single-reading anomaly types, in ANOMALY_TYPES order."""
-    _, sop, sat, dop, dat = rules._stage_1
+    _, _, sop, sat, dop, dat = rules._stage_1
     return _SINGLE[
         category == "hypertensive_crisis",
         sop(systolic, sat),
@@ -329,11 +377,11 @@ def severity(
     anomaly_types: tuple[str, ...],
     systolic: float,
     diastolic: float,
-    ruleset: str | RuleSet = "aha2017",
+    ruleset: str | RuleSet = DEFAULT_RULESET,
 ) -> str:
     """low | moderate | high | critical (see the module docstring)."""
     if category == "hypotension":
-        _, sop, sat, dop, dat = get_ruleset(ruleset)._severe
+        _, _, sop, sat, dop, dat = get_ruleset(ruleset)._severe
         if sop(systolic, sat) or dop(diastolic, dat):
             return "critical"
     level = _LEVEL[_SEVERITY_BY_CATEGORY[category]]
@@ -346,24 +394,33 @@ def severity(
 
 
 def assess(
-    reading: Reading, features: Features | None, ruleset: str | RuleSet = "aha2017"
+    reading: Reading, features: Features | None, ruleset: str | RuleSet = DEFAULT_RULESET
 ) -> tuple[str, tuple[str, ...], str]:
     """(category, anomaly_types, severity) of one reading in its window.
 
     ``features`` are the window's features including this reading; ``None`` applies only the
-    single-reading rules.
+    single-reading rules. :func:`verdict` also gives the band's label.
+    """
+    category, _, types, sev = verdict(reading, features, ruleset)
+    return category, types, sev
+
+
+def verdict(
+    reading: Reading, features: Features | None, ruleset: str | RuleSet = DEFAULT_RULESET
+) -> tuple[str, str, tuple[str, ...], str]:
+    """(category, category_label, anomaly_types, severity): :func:`assess` with the label.
 
     The monitor's per-reading path: :func:`classify`, :func:`reading_anomalies`,
     :func:`trend_anomalies` and :func:`severity` inlined (same results, fewer calls).
     """
     rules = ruleset if type(ruleset) is RuleSet else get_ruleset(ruleset)
     sys_, dia = reading.systolic, reading.diastolic
-    category = "normal"
-    for cat, sop, sat, dop, dat in rules._table:
+    category, label = "normal", rules.default.label
+    for cat, lab, sop, sat, dop, dat in rules._table:
         if sop(sys_, sat) or dop(dia, dat):
-            category = cat
+            category, label = cat, lab
             break
-    _, sop, sat, dop, dat = rules._stage_1
+    _, _, sop, sat, dop, dat = rules._stage_1
     types = _SINGLE[
         category == "hypertensive_crisis",
         sop(sys_, sat),
@@ -376,16 +433,16 @@ def assess(
             types = types + trend
     # severity(), inlined
     if category == "hypotension":
-        _, sop, sat, dop, dat = rules._severe
+        _, _, sop, sat, dop, dat = rules._severe
         if sop(sys_, sat) or dop(dia, dat):
-            return category, types, "critical"
+            return category, label, types, "critical"
     level = _LEVEL_OF_CATEGORY[category]
     if level < _TREND_CAP and types:
         if "rapid_rise" in types:
             level = min(level + 1, _TREND_CAP)
         if "sustained_hypertension" in types:
             level = max(level, _MODERATE)
-    return category, types, SEVERITIES[level]
+    return category, label, types, SEVERITIES[level]
 
 
 _LEVEL_OF_CATEGORY = {c: _LEVEL[s] for c, s in _SEVERITY_BY_CATEGORY.items()}

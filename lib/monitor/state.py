@@ -139,12 +139,12 @@ class PatientStates:
         res = Results()
         ingested = res.ingested_at
         windows = self.windows
-        assess = rules.assess
+        verdict = rules.verdict
         staged: list[Processed | Reading] = []  # readings are replaced by their Assessment
         pending: list[int] = []  # positions in staged of readings waiting for their risk
         readings: list[Reading] = []
         feats: list[Features] = []
-        verdicts: list[tuple[str, tuple[str, ...], str]] = []
+        verdicts: list[tuple[str, str, tuple[str, ...], str]] = []
         part_clocks = self.part_clocks
         for outcome, ing, first in entries:
             res.messages += first
@@ -169,7 +169,7 @@ class PatientStates:
                 staged.append(r)
                 readings.append(r)
                 feats.append(f)
-                verdicts.append(assess(r, f, ruleset))
+                verdicts.append(verdict(r, f, ruleset))
                 continue
             if type(outcome) is Retraction:
                 window = windows.get(outcome.patient_id)
@@ -180,10 +180,10 @@ class PatientStates:
         if pending:
             risks = _risks(model, feats)
             ruleset_name = ruleset.name
-            for i, r, f, (category, types, severity), risk in zip(
+            for i, r, f, (category, label, types, severity), risk in zip(
                 pending, readings, feats, verdicts, risks, strict=True
             ):
-                staged[i] = Assessment(r, f, category, types, severity, risk, ruleset_name)
+                staged[i] = Assessment(r, f, category, types, severity, risk, ruleset_name, label)
         res.outcomes = cast(list[Processed], staged)
         if part_clocks:
             self.clock = clock = min(part_clocks.values())

@@ -285,9 +285,26 @@ def test_esh_ruleset_is_selectable(model):
     r = reading(0, 135, 85)  # AHA stage 1; ESH high-normal (elevated, no anomaly)
     aha = run_flow(kafka([fhir_msg(r)]), model)
     esh = run_flow(kafka([fhir_msg(r)]), model, Settings(ruleset="esh2023"))
-    assert aha.docs()[0]["ruleset"] == "aha2017"
+    assert aha.docs()[0]["ruleset"] == "aha2025"  # the default
+    assert aha.docs()[0]["category_label"] == "stage 1 hypertension"
     assert esh.normals[0][1]["category"] == "elevated"
+    assert esh.normals[0][1]["category_label"] == "high-normal"
     assert esh.normals[0][1]["ruleset"] == "esh2023"
+
+
+def test_aha2025_names_severe_hypertension_in_its_own_words(model):
+    r = reading(0, 185, 100)
+    run = run_flow(kafka([fhir_msg(r)]), model)
+    (doc,) = run.docs()
+    assert (doc["category"], doc["category_label"]) == (
+        "hypertensive_crisis",
+        "severe hypertension",
+    )
+    old = run_flow(kafka([fhir_msg(r)]), model, Settings(ruleset="aha2017")).docs()[0]
+    assert (old["category"], old["category_label"]) == (
+        "hypertensive_crisis",
+        "hypertensive crisis",
+    )
 
 
 # -- window features through the flow -------------------------------------------------------

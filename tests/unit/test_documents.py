@@ -74,3 +74,18 @@ def test_alert_document_fields_are_the_template_fields() -> None:
     _, _id, doc = documents.elastic_item(event)
     assert _id == event.alert_id
     assert set(doc) <= set(_properties("bp-alerts"))
+
+
+def test_category_label_is_the_rule_sets_own_wording() -> None:
+    a = _assessment()
+    assert documents.anomaly_doc(a, None)["category_label"] == "stage 2 hypertension"
+    crisis = replace(a, reading=replace(a.reading, systolic=190.0), ruleset="aha2025",
+                     category="hypertensive_crisis",
+                     category_label="severe hypertension")  # fmt: skip
+    assert documents.anomaly_doc(crisis, None)["category_label"] == "severe hypertension"
+    # without a label on the Assessment, the rule set's band gives it
+    esh = replace(a, reading=replace(a.reading, systolic=125.0, diastolic=75.0),
+                  ruleset="esh2023", category="normal", anomaly_types=())  # fmt: skip
+    assert documents.normal_record(esh)["category_label"] == "normal"
+    assert documents.normal_record(replace(esh, reading=replace(esh.reading, systolic=115.0))
+                                   )["category_label"] == "optimal"  # fmt: skip

@@ -213,6 +213,22 @@ def test_rules_reference_existing_fields_and_connectors():
     assert len(names) == 4
 
 
+def test_combined_critical_rule_has_the_registrys_thresholds_for_every_rule_set():
+    from lib.monitor.rules import RULESETS
+
+    rule = setup.rule_by_id("bpwatch-combined-critical")
+    clauses = rule["params"]["esQuery"]["query"]["bool"]["should"]
+    by_ruleset = {}
+    for clause in clauses:
+        filters = clause["bool"].get("filter", [])
+        terms = [f["term"]["ruleset"] for f in filters if "ruleset" in f.get("term", {})]
+        if terms:
+            ranges = {k: v["gte"] for f in filters for k, v in f.get("range", {}).items()}
+            by_ruleset[terms[0]] = (ranges["systolic"], ranges["diastolic"])
+    assert by_ruleset == {name: rs.critical for name, rs in RULESETS.items()}
+    assert by_ruleset["aha2025"] == (180.0, 120.0)
+
+
 def test_namespace_changes_ids_names_and_patterns():
     defs = setup.load_definitions("t123")
     assert all(r["params"]["index"] == ["t123-bp-anomalies*"] for r in defs["rules"])

@@ -65,7 +65,7 @@ def test_boundary_cases_cover_every_cut_of_every_band():
         for b in rs.bands
     )
     assert len(list(_boundary_cases())) == 2 * n_cuts
-    assert n_cuts == 9 + 12
+    assert n_cuts == 9 + 9 + 12  # aha2025, aha2017, esh2023
 
 
 def test_neutral_partners_hit_nothing():
@@ -119,10 +119,61 @@ ESH = [
 ]
 
 
+# AHA/ACC 2025 (Hypertension 2025;82:e212-e316), "Categories of BP in Adults" and section 6.2,
+# in the guideline's own words
+AHA2025 = [
+    (119, 79, "normal", "normal"),
+    (120, 79, "elevated", "elevated"),
+    (129, 79, "elevated", "elevated"),
+    (129, 80, "hypertension_stage_1", "stage 1 hypertension"),
+    (130, 70, "hypertension_stage_1", "stage 1 hypertension"),
+    (139, 89, "hypertension_stage_1", "stage 1 hypertension"),
+    (140, 70, "hypertension_stage_2", "stage 2 hypertension"),
+    (120, 90, "hypertension_stage_2", "stage 2 hypertension"),
+    (180, 120, "hypertension_stage_2", "stage 2 hypertension"),  # severe is strictly above
+    (181, 100, "hypertensive_crisis", "severe hypertension"),
+    (150, 121, "hypertensive_crisis", "severe hypertension"),
+    (89, 59, "hypotension", "hypotension"),
+    (90, 60, "normal", "normal"),
+]
+
+
 @pytest.mark.parametrize(("systolic", "diastolic", "category"), AHA)
 def test_aha2017_clinical_examples(systolic, diastolic, category):
     assert rules.classify(systolic, diastolic, "aha2017") == category
+
+
+@pytest.mark.parametrize(("systolic", "diastolic", "category", "label"), AHA2025)
+def test_aha2025_clinical_examples(systolic, diastolic, category, label):
+    assert rules.classify(systolic, diastolic, "aha2025") == category
     assert rules.classify(systolic, diastolic) == category  # the default rule set
+    assert rules.band_of(systolic, diastolic, "aha2025").label == label
+    assert rules.verdict(reading(systolic, diastolic), None)[:2] == (category, label)
+
+
+def test_aha2025_is_the_default_and_first_in_the_registry():
+    assert rules.DEFAULT_RULESET == "aha2025" == next(iter(rules.RULESETS))
+    assert list(rules.RULESETS) == ["aha2025", "aha2017", "esh2023"]
+
+
+def test_aha2025_keeps_the_2017_categories_on_a_fine_grid():
+    # the 2025 guideline kept the 2017 cut-points: only the wording differs (so the risk model's
+    # rules baseline and features are unchanged, see models/README.md)
+    for s10 in range(400, 3001, 5):
+        for d10 in range(200, 2001, 5):
+            s, d = s10 / 10, d10 / 10
+            assert rules.classify(s, d, "aha2025") == rules.classify(s, d, "aha2017"), (s, d)
+    assert rules.band_of(190, 100, "aha2017").label == "hypertensive crisis"
+    assert rules.band_of(190, 100, "aha2025").label == "severe hypertension"
+
+
+# out-of-office (home) thresholds: AHA 2017 Table 11 / AHA 2025 HBPM table (130/80), ESH 2023
+# home BP (135/85)
+HOME = {"aha2025": (130.0, 80.0), "aha2017": (130.0, 80.0), "esh2023": (135.0, 85.0)}
+
+
+def test_home_thresholds_of_every_rule_set():
+    assert {name: rs.home for name, rs in rules.RULESETS.items()} == HOME
 
 
 @pytest.mark.parametrize(("systolic", "diastolic", "category", "label"), ESH)
@@ -146,7 +197,7 @@ def test_every_category_is_reachable_in_both_rule_sets():
 
 
 def test_unknown_rule_set_is_a_clear_error():
-    with pytest.raises(ValueError, match="aha2017, esh2023"):
+    with pytest.raises(ValueError, match="aha2025, aha2017, esh2023"):
         rules.classify(120, 80, "jnc7")
 
 

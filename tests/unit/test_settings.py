@@ -22,7 +22,7 @@ def test_defaults_follow_the_contract():
     assert s.es_url == "http://127.0.0.1:9200"
     assert s.normal_dir == Path("data/normal_cases")
     assert s.model_path == Path("models/bp_risk.joblib")
-    assert s.ruleset == "aha2017"
+    assert s.ruleset == "aha2025"
     assert s.kafka_tail is True
     assert (s.observations_topic, s.dlq_topic, s.alerts_topic) == (
         "bp.observations",
