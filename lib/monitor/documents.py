@@ -17,7 +17,7 @@ import orjson
 
 from lib.domain import Assessment, DeadLetter, Reading, Retraction, utc_iso
 from lib.monitor.alerts import AlertEvent
-from lib.monitor.rules import band_of
+from lib.monitor.rules import band_of, news2_systolic
 from lib.monitor.state import Results
 
 __all__ = [
@@ -65,44 +65,52 @@ def anomaly_doc(assessment: Assessment, ingested_at: datetime | None) -> dict[st
     """
     r = assessment.reading
     effective_at = iso_ms(r.effective_at)
-    return {
-        "observation_id": r.observation_id,
-        "patient_id": r.patient_id,
-        "effective_at": effective_at,
-        "systolic": r.systolic,
-        "diastolic": r.diastolic,
-        "category": assessment.category,
-        "category_label": _label(assessment),
-        "anomaly_types": list(assessment.anomaly_types),
-        "severity": assessment.severity,
-        "risk_score": assessment.risk_score,
-        "ruleset": assessment.ruleset,
-        "ingested_at": effective_at if ingested_at is None else iso_ms(ingested_at),
-        "status": r.status,
-        "version": r.version,
-        "source": r.source,
-        "features": assessment.features.as_dict(),
-    } | _qualifier_fields(r)
+    return _with_qualifiers(
+        {
+            "observation_id": r.observation_id,
+            "patient_id": r.patient_id,
+            "effective_at": effective_at,
+            "systolic": r.systolic,
+            "diastolic": r.diastolic,
+            "category": assessment.category,
+            "category_label": _label(assessment),
+            "news2_systolic": news2_systolic(r.systolic),
+            "anomaly_types": list(assessment.anomaly_types),
+            "severity": assessment.severity,
+            "risk_score": assessment.risk_score,
+            "ruleset": assessment.ruleset,
+            "ingested_at": effective_at if ingested_at is None else iso_ms(ingested_at),
+            "status": r.status,
+            "version": r.version,
+            "source": r.source,
+            "features": assessment.features.as_dict(),
+        },
+        r,
+    )
 
 
 def normal_record(assessment: Assessment) -> dict[str, Any]:
     """One JSON Lines record for a normal reading."""
     r = assessment.reading
-    return {
-        "observation_id": r.observation_id,
-        "patient_id": r.patient_id,
-        "effective_at": iso_ms(r.effective_at),
-        "systolic": r.systolic,
-        "diastolic": r.diastolic,
-        "category": assessment.category,
-        "category_label": _label(assessment),
-        "risk_score": assessment.risk_score,
-        "severity": assessment.severity,
-        "ruleset": assessment.ruleset,
-        "status": r.status,
-        "version": r.version,
-        "source": r.source,
-    } | _qualifier_fields(r)
+    return _with_qualifiers(
+        {
+            "observation_id": r.observation_id,
+            "patient_id": r.patient_id,
+            "effective_at": iso_ms(r.effective_at),
+            "systolic": r.systolic,
+            "diastolic": r.diastolic,
+            "category": assessment.category,
+            "category_label": _label(assessment),
+            "news2_systolic": news2_systolic(r.systolic),
+            "risk_score": assessment.risk_score,
+            "severity": assessment.severity,
+            "ruleset": assessment.ruleset,
+            "status": r.status,
+            "version": r.version,
+            "source": r.source,
+        },
+        r,
+    )
 
 
 def _label(a: Assessment) -> str:
@@ -114,23 +122,21 @@ def _label(a: Assessment) -> str:
     return band_of(r.systolic, r.diastolic, a.ruleset).label
 
 
-def _qualifier_fields(r: Reading) -> dict[str, str]:
-    """The optional fields, present only when the sender gave them: ``effective_precision``
+def _with_qualifiers(doc: dict[str, Any], r: Reading) -> dict[str, Any]:
+    """Add the optional fields, present only when the sender gave them: ``effective_precision``
     (``day`` for a date-only time), ``body_position``, ``body_site``, ``measurement_setting``,
-    ``device`` (codes and labels, never names)."""
-    if not (r.precision or r.body_site or r.device or r.setting or r.body_position):
-        return _NONE
-    fields = {
-        "effective_precision": r.precision,
-        "body_position": r.body_position,
-        "body_site": r.body_site,
-        "measurement_setting": r.setting,
-        "device": r.device,
-    }
-    return {k: v for k, v in fields.items() if v}
-
-
-_NONE: dict[str, str] = {}
+    ``device`` (codes and labels, never names). In place: no copy of the document."""
+    if r.precision:
+        doc["effective_precision"] = r.precision
+    if r.body_position:
+        doc["body_position"] = r.body_position
+    if r.body_site:
+        doc["body_site"] = r.body_site
+    if r.setting:
+        doc["measurement_setting"] = r.setting
+    if r.device:
+        doc["device"] = r.device
+    return doc
 
 
 def dlq_message(dead: DeadLetter) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:

@@ -331,6 +331,21 @@ def is_abnormal(systolic: float, diastolic: float, ruleset: str | RuleSet = "aha
     return classify(systolic, diastolic, ruleset) in ABNORMAL_CATEGORIES
 
 
+def news2_systolic(systolic: float) -> int:
+    """The NEWS2 sub-score of systolic blood pressure (Royal College of Physicians, National
+    Early Warning Score 2, 2017, chart 1): <=90 -> 3, 91-100 -> 2, 101-110 -> 1,
+    111-219 -> 0, >=220 -> 3. The chart's integer bands are read as cuts at 90, 100, 110 and
+    220 (so 90.5 scores 2, 219.5 scores 0): one comparison chain.
+    """
+    if systolic <= 90.0:
+        return 3
+    if systolic <= 100.0:
+        return 2
+    if systolic <= 110.0:
+        return 1
+    return 0 if systolic < 220.0 else 3
+
+
 def reading_anomalies(
     systolic: float, diastolic: float, category: str, rules: RuleSet
 ) -> tuple[str, ...]:

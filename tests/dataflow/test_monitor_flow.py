@@ -281,6 +281,17 @@ def test_rule_boundaries_through_the_flow(model, sys_, dia, category, is_anomaly
         assert run.es == []
 
 
+@pytest.mark.parametrize(
+    ("sys_", "dia", "score", "sink"),
+    [(89, 58, 3, "es"), (95, 65, 2, "normal"), (105, 70, 1, "normal"), (112, 72, 0, "normal"),
+     (221, 100, 3, "es")],
+)  # fmt: skip
+def test_news2_systolic_on_every_output(model, sys_, dia, score, sink):
+    run = run_flow(kafka([fhir_msg(reading(0, sys_, dia))]), model)
+    out = run.docs()[0] if sink == "es" else run.normals[0][1]
+    assert out["news2_systolic"] == score
+
+
 def test_esh_ruleset_is_selectable(model):
     r = reading(0, 135, 85)  # AHA stage 1; ESH high-normal (elevated, no anomaly)
     aha = run_flow(kafka([fhir_msg(r)]), model)

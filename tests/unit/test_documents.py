@@ -89,3 +89,12 @@ def test_category_label_is_the_rule_sets_own_wording() -> None:
     assert documents.normal_record(esh)["category_label"] == "normal"
     assert documents.normal_record(replace(esh, reading=replace(esh.reading, systolic=115.0))
                                    )["category_label"] == "optimal"  # fmt: skip
+
+
+def test_news2_systolic_is_on_every_document_and_line() -> None:
+    a = _assessment()  # 150/95: NEWS2 systolic 0
+    assert documents.anomaly_doc(a, None)["news2_systolic"] == 0
+    low = replace(a, reading=replace(a.reading, systolic=88.0, diastolic=55.0))
+    assert documents.anomaly_doc(low, None)["news2_systolic"] == 3
+    calm = replace(a, reading=replace(a.reading, systolic=105.0, diastolic=70.0))
+    assert documents.normal_record(calm)["news2_systolic"] == 1

@@ -476,3 +476,22 @@ def test_is_abnormal_matches_the_categories():
     assert rules.is_abnormal(130, 70) and rules.is_abnormal(85, 55)
     assert not rules.is_abnormal(129, 79)
     assert not rules.is_abnormal(135, 85, "esh2023")
+
+
+# -- NEWS2 systolic sub-score: both sides of every band edge (RCP NEWS2 chart 1) -----------
+@pytest.mark.parametrize(
+    ("systolic", "score"),
+    [
+        (60, 3), (90, 3), (90.01, 2), (91, 2), (100, 2), (100.01, 1), (101, 1), (110, 1),
+        (110.01, 0), (111, 0), (150, 0), (219, 0), (219.99, 0), (220, 3), (260, 3),
+    ],
+)  # fmt: skip
+def test_news2_systolic_sub_score(systolic, score):
+    assert rules.news2_systolic(systolic) == score
+
+
+@given(st.floats(min_value=40, max_value=300))
+def test_news2_systolic_is_one_of_the_chart_scores(systolic):
+    score = rules.news2_systolic(systolic)
+    assert score in (0, 1, 2, 3)
+    assert (score == 3) == (systolic <= 90 or systolic >= 220)
