@@ -1,6 +1,7 @@
 """End-to-end throughput: a pre-filled topic -> the monitor -> real Elasticsearch and files.
 
     .venv/bin/python -m benchmarks.bench_e2e [--messages 200000] [--patients 2000] [--quick]
+                                             [--ceiling 1]
 
 A fresh ``bench-e2e-...`` namespace (6 partitions) is filled with simulator messages
 (:func:`lib.connectors.kafka.produce_all`, confirmed by the broker), then the monitor runs as
@@ -9,7 +10,9 @@ it does in production (``python -m bytewax.run dataflows.monitor``, one process)
 The time is the monitor process's wall time, start-up included (it is also given apart).
 Afterwards the outputs are checked against the same messages run through
 :class:`lib.monitor.engine.Monitor` in this process: documents in ``bp-anomalies``, lines in the
-normal files, messages on the DLQ. The namespace is torn down at the end.
+normal files, messages on the DLQ. The namespace is torn down at the end. With ``--ceiling 1``
+(as ``make bench`` runs it) the I/O ceiling of ``benchmarks.bench_ceiling`` then reads the same
+topic, and the monitor's ratio to it is reported.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ def expected_outputs(msgs: Sequence[Message], topic: str = "") -> dict[str, int]
             observations += sum(v for k, v in counts.items() if k != "in")
             anomalies += counts["anomaly"]
     return {
+        "messages": len(msgs),
         "docs": len(docs),
         "normal_lines": normal,
         "dead_letters": dead,
@@ -119,17 +123,24 @@ def check_outputs(settings: Settings, es: Any, expected: dict[str, int]) -> list
     return problems
 
 
-def measure(n_messages: int, patients: int) -> tuple[list[Row], dict[str, Any]]:
+def measure(
+    n_messages: int, patients: int, *, ceiling: bool = False
+) -> tuple[list[Row], dict[str, Any]]:
+    """The monitor end to end; with ``ceiling``, the I/O ceiling (``bench_ceiling``) on the
+    same filled topic right after it, and the monitor's ratio to it."""
+    from benchmarks import bench_ceiling
     from lib.connectors.elastic import make_client
 
     msgs = messages(patients, n_messages)
     expected = expected_outputs(msgs)
+    shapes = bench_ceiling.templates(msgs) if ceiling else {}
     with common.namespace("e2e") as settings:
         es = make_client(settings)
         fill_s = fill(settings, msgs)
         took = run_monitor(settings)
         problems = check_outputs(settings, es, expected)
         es.close()
+        top = bench_ceiling.measure_on(settings, shapes, expected) if ceiling else None
     with common.namespace("e2e0") as empty:
         startup = startup_seconds(empty)
     rate = expected["observations"] / took
@@ -150,11 +161,23 @@ def measure(n_messages: int, patients: int) -> tuple[list[Row], dict[str, Any]]:
     ]  # fmt: skip
     if problems:
         raise RuntimeError(note)
-    return rows, {"rate": rate, "observations": expected["observations"], "seconds": took}
+    info = {"rate": rate, "steady": steady, "observations": expected["observations"],
+            "seconds": took}  # fmt: skip
+    if top is not None:
+        rows += bench_ceiling.rows(top, info)
+    return rows, info
 
 
 def main(argv: list[str] | None = None) -> list[Row]:
-    return common.command(__doc__, lambda **kw: measure(**kw)[0], argv, MESSAGES, PATIENTS)
+    ceiling = common.Option("--ceiling", 0, 1)
+    return common.command(
+        __doc__,
+        lambda ceiling, **kw: measure(**kw, ceiling=bool(ceiling))[0],
+        argv,
+        MESSAGES,
+        PATIENTS,
+        ceiling,
+    )
 
 
 if __name__ == "__main__":

@@ -160,7 +160,7 @@ def production_io(settings: Settings, stats_sink: Sink | None = None) -> Monitor
     from confluent_kafka import OFFSET_BEGINNING
 
     from lib.connectors.elastic import ElasticSink
-    from lib.connectors.kafka import preflight
+    from lib.connectors.kafka import SOURCE_BATCH_SIZE, SOURCE_FETCH_CONFIG, preflight
     from lib.connectors.normal_files import NormalFileSink
 
     # Wrong credentials: one clear error now, not KafkaSource's endless retries.
@@ -173,7 +173,8 @@ def production_io(settings: Settings, stats_sink: Sink | None = None) -> Monitor
             [settings.observations_topic],
             tail=settings.kafka_tail,
             starting_offset=OFFSET_BEGINNING,  # only without a recovery snapshot
-            add_config=client_config,
+            add_config={**SOURCE_FETCH_CONFIG, **client_config},
+            batch_size=SOURCE_BATCH_SIZE,
         ),
         anomaly_sink=ElasticSink(settings, settings.anomalies_index),
         normal_sink=NormalFileSink(settings.normal_dir),

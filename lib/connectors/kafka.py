@@ -47,6 +47,12 @@ _quiet_librdkafka = logging.getLogger("bpwatch.kafka.preflight.librdkafka")
 _quiet_librdkafka.setLevel(logging.CRITICAL)  # the preflight reports the one error itself
 _quiet_librdkafka.propagate = False
 
+# What the monitor's KafkaSource reads at once: messages per batch, and the librdkafka fetch
+# settings of its consumers (added to the client configuration; see production_io in
+# dataflows/monitor.py). The I/O ceiling benchmark reads with the very same values.
+SOURCE_BATCH_SIZE = 1000
+SOURCE_FETCH_CONFIG: dict[str, str] = {}
+
 
 def preflight(settings: Settings, timeout: float = 5.0) -> int | None:
     """Check that the brokers accept the credentials: the number of topics seen, or None.
