@@ -48,7 +48,8 @@ from bytewax.outputs import Sink
 from lib.connectors.kafka_once import ExactlyOnceKafkaSink, dead_letter_item
 from lib.domain import Assessment
 from lib.monitor import documents, shards
-from lib.monitor.alerts import AlertEvent, AlertPolicy, EpisodeTracker, ShardAlerts
+from lib.monitor.alerts import AlertEvent, AlertPolicy, EpisodeTracker, HomeAlerts, ShardAlerts
+from lib.monitor.home import HomeAverage, ShardHome
 from lib.monitor.rules import RuleSet, get_ruleset
 from lib.monitor.shards import Entry
 from lib.monitor.state import COUNTER_NAMES, PatientStates, Results, RiskScorer
@@ -94,6 +95,27 @@ class _ShardAlertsLogic(StatefulBatchLogic[Results, list[AlertEvent], dict]):
 
     def snapshot(self) -> dict:
         return dict(self.alerts.states)
+
+
+HomeOut = tuple[list[HomeAverage], list[AlertEvent]]
+
+
+class _ShardHomeLogic(StatefulBatchLogic[Results, HomeOut, tuple]):
+    """Home-BP series of one shard's patients and their home-hypertension episodes."""
+
+    def __init__(self, home: ShardHome, alerts: HomeAlerts) -> None:
+        self.home = home
+        self.alerts = alerts
+
+    def on_batch(self, values: list[Results]) -> tuple[list[HomeOut], bool]:
+        averages = self.home.process(o for res in values for o in res.outcomes)
+        if not averages:
+            return [], (self.RETAIN if self.home.series else self.DISCARD)
+        events = self.alerts.process(averages)
+        return [(averages, events)], self.RETAIN
+
+    def snapshot(self) -> tuple:
+        return self.home.snapshot(), dict(self.alerts.states)
 
 
 class _CountersLogic(StatefulBatchLogic[dict[str, int], dict[str, int], dict[str, int]]):
@@ -144,6 +166,7 @@ class MonitorIO:
         the second ``("index", alert_id, doc)`` items.
     :arg stats_sink: receives the running outcome counters (dicts) at each log line and at
         the end of a bounded run (tests reconcile with it).
+    :arg home_sink: ``("index", _id, doc)`` items for ``bp-home-averages``; None drops them.
     """
 
     source: Source
@@ -152,6 +175,7 @@ class MonitorIO:
     dlq_sink: Sink
     alert_sinks: tuple[Sink, Sink]
     stats_sink: Sink | None = None
+    home_sink: Sink | None = None
 
 
 def production_io(settings: Settings, stats_sink: Sink | None = None) -> MonitorIO:
@@ -184,6 +208,7 @@ def production_io(settings: Settings, stats_sink: Sink | None = None) -> Monitor
             ElasticSink(settings, settings.alerts_index),
         ),
         stats_sink=stats_sink,
+        home_sink=ElasticSink(settings, settings.home_averages_index),
     )
 
 
@@ -198,6 +223,7 @@ def build(
     model: RiskScorer | None = None,
     stats_sink: Sink | None = None,
     alert_policy: AlertPolicy | None = None,
+    home_sink: Sink | None = None,
 ) -> Dataflow:
     """The monitor dataflow. I/O left as None is the production I/O from ``settings``
     (the I/O arguments are those of :class:`MonitorIO`).
@@ -220,8 +246,9 @@ def build(
         normal_sink = normal_sink or prod.normal_sink
         dlq_sink = dlq_sink or prod.dlq_sink
         alert_sinks = alert_sinks or prod.alert_sinks
+        home_sink = home_sink or prod.home_sink
     assert source and anomaly_sink and normal_sink and dlq_sink and alert_sinks
-    io = MonitorIO(source, anomaly_sink, normal_sink, dlq_sink, alert_sinks, stats_sink)
+    io = MonitorIO(source, anomaly_sink, normal_sink, dlq_sink, alert_sinks, stats_sink, home_sink)
     ruleset = get_ruleset(settings.ruleset)  # resolved once, passed down
     if alert_policy is None:
         threshold = getattr(model, "threshold", None)
@@ -236,13 +263,20 @@ def build(
         states = PatientStates.restore(resume) if resume else PatientStates(size, expiry)
         return _PatientShardLogic(states, ruleset, model)
 
-    return monitor_flow(io, shard_logic, EpisodeTracker(alert_policy))
+    every_home = settings.reading_setting == "home"
+
+    def home_logic(resume: tuple | None) -> _ShardHomeLogic:
+        home, alerts = resume if resume else (None, None)
+        return _ShardHomeLogic(ShardHome(ruleset, every_home, home), HomeAlerts(alerts))
+
+    return monitor_flow(io, shard_logic, EpisodeTracker(alert_policy), home_logic)
 
 
 def monitor_flow(
     io: MonitorIO,
     shard_logic: Callable[[tuple | None], _PatientShardLogic],
     tracker: EpisodeTracker,
+    home_logic: Callable[[tuple | None], _ShardHomeLogic],
 ) -> Dataflow:
     """The chain of steps, from the observations topic to every output."""
     flow = Dataflow("bpwatch_monitor")
@@ -260,7 +294,17 @@ def monitor_flow(
         "alert_episodes", results, lambda resume: _ShardAlertsLogic(ShardAlerts(tracker, resume))
     )
     # (shard, [AlertEvent]): one event per episode opening / escalation / resolution
-    events = op.flat_map("alert_events", op.key_rm("unshard_alerts", alerts), lambda evs: evs)
+    reading_events = op.flat_map("alert_events", op.key_rm("unshard_alerts", alerts), _items)
+
+    home = op.key_rm("unshard_home", op.stateful_batch("home_protocol", results, home_logic))
+    # (averages, events): home-BP series averaged and judged when they changed (home readings
+    # and average BP Observations only), with their home_hypertension episode events
+    if io.home_sink is not None:
+        averages = op.flat_map("home_averages", home, lambda out: out[0])
+        home_docs = op.map("home_docs", averages, documents.home_item)
+        op.output("write_home_averages", home_docs, io.home_sink)
+    home_events = op.flat_map("home_alert_events", home, lambda out: out[1])
+    events = op.merge("all_alert_events", reading_events, home_events)
     kafka_alerts, elastic_alerts = io.alert_sinks
     op.output("publish_alerts", op.map("alert_messages", events, documents.once_item), kafka_alerts)
     op.output("index_alerts", op.map("alert_docs", events, documents.elastic_item), elastic_alerts)
@@ -286,6 +330,10 @@ def monitor_flow(
     if io.stats_sink is not None:
         op.output("write_stats", op.key_rm("stats", totals), io.stats_sink)
     return flow
+
+
+def _items(items: list[AlertEvent]) -> list[AlertEvent]:
+    return items
 
 
 def __getattr__(name: str) -> Dataflow:

@@ -116,6 +116,7 @@ class Settings:
     idle_expiry_hours: float = 72.0
     es_batch_size: int = 500
     alert_min_severity: str = "high"  # an alert episode opens at this severity or above
+    reading_setting: str = "as_sent"  # "home": every reading is a home measurement
     sim_patients: int = 200
     sim_rate: float = 0.0
     sim_count: int = 10_000
@@ -153,6 +154,10 @@ class Settings:
     @property
     def alerts_index(self) -> str:
         return self.index("bp-alerts")
+
+    @property
+    def home_averages_index(self) -> str:
+        return self.index("bp-home-averages")
 
     # -- client configs -----------------------------------------------------------------
     def kafka_client_config(self, **extra: Any) -> dict[str, Any]:
@@ -227,6 +232,7 @@ class Settings:
             alert_min_severity=_choice(
                 env, "BPWATCH_ALERT_MIN_SEVERITY", "high", ("low", "moderate", "high", "critical")
             ),
+            reading_setting=_choice(env, "BPWATCH_READING_SETTING", "as_sent", ("as_sent", "home")),
             sim_patients=_int(env, "BPWATCH_SIM_PATIENTS", 200, minimum=1),
             sim_rate=_float(env, "BPWATCH_SIM_RATE", 0.0),
             sim_count=_int(env, "BPWATCH_SIM_COUNT", 10_000),

@@ -15,6 +15,9 @@ Conditions (detected on every :class:`lib.domain.Assessment`)
 ``hypotension``             category or anomaly type ``hypotension``
 ``high_risk``               ``risk_score >= risk_threshold``
 
+Beside the per-reading conditions, :class:`HomeAlerts` keeps ``home_hypertension`` episodes
+(family ``home``) from the home-BP protocol's averages (``lib.monitor.home``).
+
 Episodes
 --------
 Conditions are grouped in three *episode families*; a patient has at most one open
@@ -61,6 +64,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from lib.domain import SEVERITIES, Assessment, utc_iso
+from lib.monitor.home import HomeAverage
 from lib.monitor.rules import get_ruleset
 
 CONDITIONS = (
@@ -367,6 +371,68 @@ class EpisodeTracker:
             ruleset=assessment.ruleset,
             conditions=conditions,
         )
+
+
+HOME_FAMILY = "home"
+HOME_CONDITION = "home_hypertension"
+
+
+@dataclass(frozen=True, slots=True)
+class _HomeEpisode:
+    key: str  # doc id of the home average that opened it (patient | series start)
+    opened_at: datetime
+
+
+class HomeAlerts:
+    """``home_hypertension`` episodes of one shard's patients, from home averages.
+
+    Opened by the first home average (``lib.monitor.home.HomeAverage``) with
+    ``home_hypertension``; resolved by an average of a *later* series (another ``doc_id``)
+    below the threshold (a series whose average drops below the threshold as it grows does not
+    resolve its own episode: home averages of one series are not independent). Severity
+    ``moderate`` (home hypertension is the out-of-office counterpart of stage 1); the event
+    carries the means as ``systolic`` / ``diastolic``, ``risk_score`` 0 (no model involved) and
+    the Average Observation's id, if any, in ``observation_ids``. Ids are deterministic:
+    ``sha256(patient | home | opening average's doc id | event)``.
+    """
+
+    __slots__ = ("states",)
+
+    def __init__(self, states: dict[str, _HomeEpisode] | None = None) -> None:
+        self.states: dict[str, _HomeEpisode] = states if states is not None else {}
+
+    def process(self, averages: Iterable[HomeAverage]) -> list[AlertEvent]:
+        events: list[AlertEvent] = []
+        for avg in averages:
+            pid = avg.patient_id
+            episode = self.states.get(pid)
+            if episode is None and avg.home_hypertension:
+                episode = self.states[pid] = _HomeEpisode(avg.doc_id, avg.series_start)
+                events.append(_home_event(episode, avg, "opened"))
+            elif episode is not None and not avg.home_hypertension and avg.doc_id != episode.key:
+                del self.states[pid]
+                events.append(_home_event(episode, avg, "resolved"))
+        return events
+
+
+def _home_event(episode: _HomeEpisode, avg: HomeAverage, event: str) -> AlertEvent:
+    patient = avg.patient_id
+    return AlertEvent(
+        alert_id=_digest(patient, HOME_FAMILY, episode.key, event),
+        episode_id=_digest(patient, HOME_FAMILY, episode.key),
+        patient_id=patient,
+        condition=HOME_CONDITION,
+        event=event,
+        severity="moderate",
+        opened_at=episode.opened_at,
+        event_at=avg.series_end,
+        observation_ids=(avg.observation_id,) if avg.observation_id else (),
+        systolic=avg.mean_systolic,
+        diastolic=avg.mean_diastolic,
+        risk_score=0.0,
+        ruleset=avg.ruleset,
+        conditions=(HOME_CONDITION,) if event != "resolved" else (),
+    )
 
 
 class ShardAlerts:

@@ -1,11 +1,11 @@
 """What each sink receives: the one home of output shaping (docs/contract.md).
 
 Documents: :func:`anomaly_doc` (``bp-anomalies``), :func:`normal_record` (JSON Lines),
-:func:`dlq_message` (``bp.observations.dlq``). Batch extractors, used as ``flat_map_batch``
-steps over ``(shard, Results)`` items: :func:`elastic_actions`, :func:`normal_records`,
-:func:`dlq_messages`, :func:`outcome_counts`. Alert items: :func:`alert_message`
-(``bp.alerts``) and :func:`alert_doc` (``bp-alerts``). Adding a sink means adding its
-document and extractor here.
+:func:`dlq_message` (``bp.observations.dlq``), :func:`home_item` (``bp-home-averages``).
+Batch extractors, used as ``flat_map_batch`` steps over ``(shard, Results)`` items:
+:func:`elastic_actions`, :func:`normal_records`, :func:`dlq_messages`, :func:`outcome_counts`.
+Alert items: :func:`alert_message` (``bp.alerts``) and :func:`alert_doc` (``bp-alerts``).
+Adding a sink means adding its document and extractor here.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import orjson
 
 from lib.domain import Assessment, DeadLetter, Reading, Retraction, utc_iso
 from lib.monitor.alerts import AlertEvent
+from lib.monitor.home import HomeAverage
 from lib.monitor.rules import band_of, news2_systolic
 from lib.monitor.state import Results
 
@@ -26,6 +27,7 @@ __all__ = [
     "dlq_messages",
     "elastic_actions",
     "elastic_item",
+    "home_item",
     "iso_ms",
     "kafka_item",
     "normal_record",
@@ -222,6 +224,12 @@ def kafka_item(event: AlertEvent) -> tuple[bytes, bytes, list[tuple[str, bytes]]
 def elastic_item(event: AlertEvent) -> tuple[str, str, dict[str, Any]]:
     """``("index", _id, doc)`` for ``lib.connectors.elastic.ElasticSink`` (bp-alerts)."""
     return ("index", event.alert_id, event.to_doc())
+
+
+def home_item(average: HomeAverage) -> tuple[str, str, dict[str, Any]]:
+    """``("index", _id, doc)`` for ``bp-home-averages``: ``_id`` = patient | series start, so a
+    growing series rewrites its one document and a replay changes nothing."""
+    return ("index", average.doc_id, average.to_doc())
 
 
 def once_item(event: AlertEvent) -> tuple[str, tuple[str, bytes, bytes, list[tuple[str, bytes]]]]:

@@ -25,6 +25,9 @@ BP_PANEL = ("85354-9", "Blood pressure panel with all children optional")
 SYSTOLIC = ("8480-6", "Systolic blood pressure")
 DIASTOLIC = ("8462-4", "Diastolic blood pressure")
 KPA_PER_MMHG = 0.133322  # 1 mm[Hg] = 0.133322 kPa
+# the Vitals IG's measurement-setting extension and its SNOMED CT codes
+MEASUREMENT_SETTING_URL = "http://hl7.org/fhir/us/vitals/StructureDefinition/MeasurementSettingExt"
+_SETTINGS = {"home": ("264362003", "Home"), "clinic": ("257585005", "Clinic")}
 _ARM_SITES = {
     "left": ("368208006", "Left upper arm structure"),
     "right": ("368209003", "Right upper arm structure"),
@@ -71,8 +74,11 @@ def to_fhir(
     status: str | None = None,
     unit: str = "mm[Hg]",
     issued: datetime | None = None,
+    setting: str | None = None,
 ) -> dict[str, Any]:
     """A FHIR R4 Observation conforming to the vital-signs blood-pressure profile.
+
+    ``setting`` (``home``, ``clinic``) adds the Vitals IG ``MeasurementSettingExt``.
 
     ``status`` overrides ``reading.status`` (e.g. ``entered-in-error``); ``unit`` ``"kPa"``
     expresses both components in kilopascal (valid UCUM; consumers convert it).
@@ -102,6 +108,13 @@ def to_fhir(
         "effectiveDateTime": effective,
         "issued": effective if issued is None else fhir_datetime(issued, utc_offset_min),
     }
+    if setting is not None:
+        obs["extension"] = [
+            {
+                "url": MEASUREMENT_SETTING_URL,
+                "valueCodeableConcept": {"coding": [_coding(SNOMED, _SETTINGS[setting])]},
+            }
+        ]
     if arm is not None:
         obs["bodySite"] = {"coding": [_coding(SNOMED, _ARM_SITES[arm])]}
     if device is not None:

@@ -116,3 +116,12 @@ def test_entry_point_stops_with_one_line_naming_the_fix():
     lines = [line for line in proc.stderr.strip().splitlines() if line]
     assert len(lines) == 1, proc.stderr
     assert "BPWATCH_RULESET" in lines[0] and "aha2017" in lines[0]
+
+
+def test_reading_setting_and_home_index():
+    assert Settings.from_env({}).reading_setting == "as_sent"
+    assert Settings.from_env({"BPWATCH_READING_SETTING": "home"}).reading_setting == "home"
+    with pytest.raises(ConfigError, match="BPWATCH_READING_SETTING"):
+        Settings.from_env({"BPWATCH_READING_SETTING": "clinic"})
+    s = Settings.from_env({"BPWATCH_NAMESPACE": "ward7"})
+    assert s.home_averages_index == "ward7-bp-home-averages"

@@ -1,0 +1,112 @@
+"""lib.monitor.home (the home-BP protocol) and lib.monitor.alerts.HomeAlerts, without Bytewax."""
+
+from __future__ import annotations
+
+import pickle
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from lib.domain import FEATURE_NAMES, Assessment, Features, Reading, Retraction
+from lib.monitor import home
+from lib.monitor.alerts import HomeAlerts
+from lib.monitor.rules import RULESETS
+
+AHA = RULESETS["aha2025"]
+ESH = RULESETS["esh2023"]
+T0 = datetime(2026, 3, 2, 7, 0, tzinfo=UTC)
+FEATURES = Features(*range(len(FEATURE_NAMES)))
+
+
+def assessed(i: int, at: datetime, sys_: float, dia: float, setting: str = "home") -> Assessment:
+    r = Reading(f"o{i}", "p1", at, sys_, dia, setting=setting)
+    return Assessment(r, FEATURES, "normal", (), "low", 0.1, "aha2025")
+
+
+def twice_daily(days: range, sys_: float, dia: float, per_session: int = 2) -> list[Assessment]:
+    out = []
+    for day in days:
+        for half in (0, 12):
+            for k in range(per_session):
+                at = T0 + timedelta(days=day - 1, hours=half, minutes=2 * k)
+                out.append(assessed(len(out), at, sys_, dia))
+    return out
+
+
+def test_days_and_sessions_count_from_the_series_start():
+    s = home.HomeSeries(T0.timestamp())
+    assert s.day_of(T0.timestamp()) == 0
+    # day 1 runs from 6 h before the first reading to 18 h after it
+    assert s.day_of((T0 + timedelta(hours=17, minutes=59)).timestamp()) == 0
+    assert s.day_of((T0 + timedelta(hours=18)).timestamp()) == 1
+    assert s.day_of((T0 - timedelta(hours=6, seconds=1)).timestamp()) == -1
+    assert s.day_of((T0 + timedelta(days=6, hours=17)).timestamp()) == 6
+    assert s.day_of((T0 + timedelta(days=6, hours=18)).timestamp()) == home.SERIES_DAYS
+    assert not s.add("late", (T0 - timedelta(hours=7)).timestamp(), 120, 80)
+    assert not s.add("after", (T0 + timedelta(days=7)).timestamp(), 120, 80)
+
+
+def test_mean_of_session_means_rounded_then_judged():
+    shard = home.ShardHome(AHA)
+    # day 2 morning holds a third reading of 150: its session mean is 136.6, the others 129.9
+    items = twice_daily(range(1, 5), 129.9, 79.0)
+    odd = assessed(99, T0 + timedelta(days=1, minutes=5), 150.0, 79.0)
+    last = shard.process([*items, odd])[-1]
+    assert last.readings_used == 13 and last.days_used == 3
+    # the mean of the 6 session means (131.0), not of the 13 readings (131.4)
+    assert last.mean_systolic == round((5 * 129.9 + (2 * 129.9 + 150) / 3) / 6, 1) == 131.0
+    assert last.home_hypertension is True
+    calm = home.ShardHome(AHA).process(items)[-1]
+    assert calm.mean_systolic == 129.9 and calm.home_hypertension is False  # 129.9 < 130
+    assert home.judge(130.0, 79.0, AHA) and not home.judge(134.9, 84.9, ESH)
+
+
+def test_only_home_readings_unless_every_reading_counts():
+    clinic = [assessed(i, a.reading.effective_at, 140, 90, "clinic")
+              for i, a in enumerate(twice_daily(range(1, 5), 0, 0))]  # fmt: skip
+    assert home.ShardHome(AHA).process(clinic) == []
+    assert home.ShardHome(AHA, every_reading=True).process(clinic)[-1].mean_systolic == 140.0
+
+
+def test_state_survives_a_snapshot():
+    items = twice_daily(range(1, 5), 128, 78)
+    shard = home.ShardHome(AHA)
+    shard.process(items[:10])
+    restored = home.ShardHome(AHA, state=pickle.loads(pickle.dumps(shard.snapshot())))
+    assert restored.process(items[10:]) == home.ShardHome(AHA).process(items)[-len(items[10:]) :]
+
+
+def test_retraction_and_amendment():
+    items = twice_daily(range(1, 5), 120, 70)
+    shard = home.ShardHome(AHA)
+    assert len(shard.process(items)) == 1
+    amended = assessed(len(items) - 1, items[-1].reading.effective_at, 150, 90)
+    (avg,) = shard.process([amended])  # same id: replaces, still 12 readings
+    assert avg.readings_used == 12 and avg.mean_systolic == pytest.approx(round(
+        (5 * 120 + 135) / 6, 1))  # fmt: skip
+    gone = items[-1].reading.observation_id
+    assert shard.process([Retraction(gone, "p1")]) == []  # 11 readings: no average
+
+
+def test_old_series_expire_on_event_time():
+    shard = home.ShardHome(AHA)
+    shard.process(twice_daily(range(1, 3), 120, 70))
+    other = Reading("x", "p2", T0 + timedelta(days=20), 120, 70, setting="home")
+    shard.process([Assessment(other, FEATURES, "normal", (), "low", 0.1, "aha2025")])
+    assert set(shard.series) == {"p2"}
+
+
+def test_home_alerts_open_once_and_resolve_on_a_later_series():
+    def avg(start_day: int, sys_: float) -> home.HomeAverage:
+        start = T0 + timedelta(days=start_day)
+        return home.HomeAverage("p1", start, start + timedelta(days=6), 24, 6, sys_, 78.0,
+                                home.judge(sys_, 78.0, AHA), 130.0, 80.0, "aha2025")  # fmt: skip
+
+    alerts = HomeAlerts()
+    (opened,) = alerts.process([avg(0, 138.0), avg(0, 139.0)])
+    assert (opened.condition, opened.event) == ("home_hypertension", "opened")
+    assert alerts.process([avg(0, 125.0)]) == []  # the same series dropping: not resolved
+    (resolved,) = alerts.process([avg(14, 125.0)])
+    assert resolved.event == "resolved" and resolved.episode_id == opened.episode_id
+    again = HomeAlerts().process([avg(0, 138.0), avg(14, 125.0)])
+    assert [e.alert_id for e in again] == [opened.alert_id, resolved.alert_id]  # replay: same ids
