@@ -194,11 +194,11 @@ def _parse(
     if type(doc) is not dict:
         return [_dead(value, key, source, headers, "not_observation", "JSON is not an object")]
     rtype = doc.get("resourceType")
-    message = _Message(value, key, source, headers)
     if rtype == "Observation":
         reading = _common_reading(doc, source)
         if reading is not None:
             return [reading]
+        message = _Message(value, key, source, headers)
         message.resource(doc, None, None)
     elif rtype == "Bundle":
         entries = doc.get("entry")
@@ -209,6 +209,7 @@ def _parse(
         if len(entries) > MAX_BUNDLE_ENTRIES:
             detail = f"Bundle has {len(entries)} entries > {MAX_BUNDLE_ENTRIES}"
             return [_dead(value, key, source, headers, "too_large", detail)]
+        message = _Message(value, key, source, headers)
         for i, entry in enumerate(entries):
             message.entry(i, entry)
     elif type(rtype) is str and _RESOURCE_TYPE.fullmatch(rtype):
@@ -607,7 +608,7 @@ def _common_reading(res: dict[str, Any], source: str) -> Reading | None:
     ``valueQuantity`` whose ``code`` is ``mm[Hg]``; plausible values; ``meta.versionId`` a
     string. For such a resource :func:`_observation` returns the very same Reading (each check
     below is one of its checks); anything else, including every problem, returns None and is
-    judged by :func:`_observation`.
+    judged by :func:`_observation`. Checks inline: this runs once per reading.
     """
     obs_id = res.get("id")
     status = res.get("status")
@@ -620,11 +621,24 @@ def _common_reading(res: dict[str, Any], source: str) -> Reading | None:
         or not _common_code(res.get("code"))
     ):
         return None
-    patient_id = _common_patient(res.get("subject"))
-    if patient_id is None:
+    subject = res.get("subject")
+    ref = subject.get("reference") if type(subject) is dict else None
+    if type(ref) is not str or not ref.startswith("Patient/"):
         return None
-    effective_at = _common_time(res.get("effectiveDateTime"))
-    if effective_at is None:
+    patient_id = ref[8:]
+    if not 0 < len(patient_id) <= MAX_ID_LENGTH or not _ID_CHARS.issuperset(patient_id):
+        return None
+    text = res.get("effectiveDateTime")
+    if type(text) is not str or len(text) <= 10:
+        return None
+    try:
+        effective_at = datetime.fromisoformat(text)
+        tz = effective_at.tzinfo
+        if tz is None:
+            return None
+        if tz is not UTC:
+            effective_at = effective_at.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
     components = res.get("component")
     if type(components) is not list or len(components) != 2:
@@ -663,38 +677,6 @@ def _common_code(code: Any) -> bool:
         and coding.get("code") == BP_PANEL_CODE
         and coding.get("system") in _LOINC_SYSTEMS
     )
-
-
-def _common_patient(subject: Any) -> str | None:
-    """``Patient/<id>`` -> id, else None."""
-    if type(subject) is not dict:
-        return None
-    ref = subject.get("reference")
-    if type(ref) is not str or not ref.startswith("Patient/"):
-        return None
-    patient_id = ref[8:]
-    if not 0 < len(patient_id) <= MAX_ID_LENGTH or not _ID_CHARS.issuperset(patient_id):
-        return None
-    return patient_id
-
-
-def _common_time(text: Any) -> datetime | None:
-    """An ``effectiveDateTime`` with a time of day and an offset, in UTC; else None."""
-    if type(text) is not str or len(text) <= 10:
-        return None
-    try:
-        effective_at = datetime.fromisoformat(text)
-    except (ValueError, OverflowError):
-        return None
-    tz = effective_at.tzinfo
-    if tz is None:
-        return None
-    if tz is not UTC:
-        try:
-            return effective_at.astimezone(UTC)
-        except OverflowError:
-            return None
-    return effective_at
 
 
 def _common_component(comp: Any, loinc: str) -> float | None:
@@ -939,8 +921,12 @@ _MAX_LABEL = 64
 
 def _qualifiers(res: dict[str, Any]) -> tuple[str, str, str, str]:
     """(body position, body site, measurement setting, device): codes and labels only."""
-    position = setting = ""
     extensions = res.get("extension")
+    site = res.get("bodySite")
+    device = res.get("device")
+    if extensions is None and site is None and device is None:
+        return _NO_QUALIFIERS
+    position = setting = ""
     if type(extensions) is list:
         for ext in extensions:
             if type(ext) is not dict:
@@ -951,14 +937,15 @@ def _qualifiers(res: dict[str, Any]) -> tuple[str, str, str, str]:
             elif url == MEASUREMENT_SETTING_URL:
                 concept = ext.get("valueCodeableConcept")
                 setting = SETTINGS_BY_SNOMED.get(_code(concept), "") or _label(concept)
-    site = res.get("bodySite")
-    device = res.get("device")
     return (
         position,
-        _label(site) if site is not None else "",
+        "" if site is None else _label(site),
         setting,
-        _device(device) if device is not None else "",
+        "" if device is None else _device(device),
     )
+
+
+_NO_QUALIFIERS = ("", "", "", "")
 
 
 def _label(concept: Any) -> str:
@@ -969,10 +956,9 @@ def _label(concept: Any) -> str:
     if type(codings) is list:
         for coding in codings:
             if type(coding) is dict:
-                for field_name in ("display", "code"):
-                    text = coding.get(field_name)
-                    if type(text) is str and text:
-                        return text[:_MAX_LABEL]
+                text = coding.get("display") or coding.get("code")
+                if type(text) is str and text:
+                    return text if len(text) <= _MAX_LABEL else text[:_MAX_LABEL]
     text = concept.get("text")
     return text[:_MAX_LABEL] if type(text) is str else ""
 
@@ -990,10 +976,9 @@ def _device(ref: Any) -> str:
     """The device's display, else its reference (a Device is not a person)."""
     if type(ref) is not dict:
         return ""
-    for field_name in ("display", "reference"):
-        text = ref.get(field_name)
-        if type(text) is str and text:
-            return text[:_MAX_LABEL]
+    text = ref.get("display") or ref.get("reference")
+    if type(text) is str and text:
+        return text if len(text) <= _MAX_LABEL else text[:_MAX_LABEL]
     return ""
 
 
