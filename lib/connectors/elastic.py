@@ -42,19 +42,24 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from lib.errors import IndexingError, ServiceError
 from lib.settings import Settings
 
 __all__ = [
+    "MAX_BULK_BYTES",
     "TOOL_RETRIES",
     "Action",
     "BulkStats",
     "ElasticSink",
+    "Encoded",
     "RetryPolicy",
     "bulk_write",
+    "chunks",
     "dedupe_actions",
+    "encode_actions",
     "make_client",
 ]
 
@@ -64,6 +69,10 @@ Action = tuple[str, str, Mapping[str, Any] | None]
 
 _OPS = ("index", "delete")
 TOOL_RETRIES = 3  # client-side retries of the command-line tools (elasticsearch-py's default)
+# Largest bulk request body sent by ElasticSink, well below Elasticsearch's
+# http.max_content_length (100 MB): a batch of large documents is split by bytes as well as
+# by settings.es_batch_size actions.
+MAX_BULK_BYTES = 10 * 1024 * 1024
 _CREDENTIALS_HINT = (
     "set BPWATCH_ES_API_KEY, or BPWATCH_ES_USERNAME and BPWATCH_ES_PASSWORD, to credentials "
     "allowed to write this index"
@@ -151,14 +160,59 @@ def _credentials_error(index: str, status: int) -> ServiceError:
     )
 
 
-def _operations(index: str, actions: Sequence[Action]) -> list[Mapping[str, Any]]:
-    body: list[Mapping[str, Any]] = []
-    for op, _id, doc in actions:
-        body.append({op: {"_index": index, "_id": _id}})
+# One action as the bytes of its NDJSON lines, kept beside the action so that a retry resends
+# exactly the failed ones without encoding them again.
+Encoded = tuple[Action, bytes]
+
+# What a bulk response is cut down to (Elasticsearch's ``filter_path``): the per-item status
+# and error, the only fields read here; the rest (ids, versions, shards) is never built.
+_RESPONSE_FIELDS = "errors,items.*.status,items.*.error"
+_NEWLINE = orjson.OPT_APPEND_NEWLINE
+
+
+def encode_actions(index: str, actions: Iterable[Action]) -> list[Encoded]:
+    """Each action with its NDJSON lines (the action line, then the document for ``index``),
+    encoded with orjson exactly as the client's serializer would; an unserialisable document
+    raises :class:`IndexingError`."""
+    heads = {op: orjson.dumps({op: {"_index": index}})[:-2] + b',"_id":' for op in _OPS}
+    dumps = orjson.dumps
+    default = _json_default()
+    out: list[Encoded] = []
+    for action in actions:
+        op, _id, doc = action
+        line = heads[op] + dumps(_id) + b"}}\n"
         if op == "index":
-            assert doc is not None
-            body.append(doc)
-    return body
+            try:
+                line += dumps(doc, default=default, option=_NEWLINE)
+            except orjson.JSONEncodeError as exc:
+                raise IndexingError(
+                    f"index={index}: a document cannot be serialised to JSON ({type(exc).__name__})"
+                ) from None
+        out.append((action, line))
+    return out
+
+
+def _json_default() -> Callable[[Any], Any]:
+    """The client's fallback for types orjson does not know (numpy scalars, Decimal...)."""
+    from elasticsearch.serializer import JsonSerializer
+
+    return JsonSerializer().default
+
+
+def chunks(encoded: Sequence[Encoded], max_count: int, max_bytes: int) -> Iterator[list[Encoded]]:
+    """Consecutive runs of at most ``max_count`` actions and ``max_bytes`` bytes (an action
+    larger than ``max_bytes`` goes alone)."""
+    chunk: list[Encoded] = []
+    size = 0
+    for item in encoded:
+        n = len(item[1])
+        if chunk and (len(chunk) >= max_count or size + n > max_bytes):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(item)
+        size += n
+    if chunk:
+        yield chunk
 
 
 def bulk_write(
@@ -173,9 +227,12 @@ def bulk_write(
 
     Returns once every action is acknowledged; raises :class:`IndexingError` or
     :class:`ServiceError` otherwise (see the module docstring). Logs one line. Callers split
-    large inputs into batches (:class:`ElasticSink` uses ``settings.es_batch_size``).
+    large inputs into batches (:class:`ElasticSink` uses ``settings.es_batch_size`` and
+    :data:`MAX_BULK_BYTES`).
     """
-    stats = _write(client, index, actions, retry or RetryPolicy(), sleep)
+    pending, superseded = dedupe_actions(actions)
+    stats = _write(client, index, encode_actions(index, pending), retry or RetryPolicy(), sleep)
+    stats.superseded = superseded
     _log_stats(index, stats)
     return stats
 
@@ -183,13 +240,12 @@ def bulk_write(
 def _write(
     client: Any,
     index: str,
-    actions: Iterable[Action],
+    pending: list[Encoded],
     policy: RetryPolicy,
     sleep: Callable[[float], None],
 ) -> BulkStats:
-    """:func:`bulk_write` without its log line: request, then retry the failed actions."""
-    pending, superseded = dedupe_actions(actions)
-    stats = BulkStats(docs=len(pending), superseded=superseded)
+    """One bulk request of deduplicated, encoded actions, then retries of the failed ones."""
+    stats = BulkStats(docs=len(pending))
     if not pending:
         return stats
     delays = policy.delays()
@@ -205,27 +261,24 @@ def _write(
 
 
 def _send(
-    client: Any, index: str, actions: Sequence[Action], stats: BulkStats
-) -> tuple[list[Action], str]:
+    client: Any, index: str, actions: list[Encoded], stats: BulkStats
+) -> tuple[list[Encoded], str]:
     """One bulk request: the actions to retry and why; raises on a permanent failure."""
-    from elastic_transport import SerializationError, TlsError, TransportError
+    from elastic_transport import TlsError, TransportError
     from elasticsearch import ApiError
 
+    body = b"".join([line for _, line in actions])
     try:
-        response = client.bulk(operations=_operations(index, actions))
-    except SerializationError as exc:
-        raise IndexingError(
-            f"index={index}: a document cannot be serialised to JSON ({type(exc).__name__})"
-        ) from None
+        response = client.bulk(operations=body, filter_path=_RESPONSE_FIELDS)
     except ApiError as exc:
-        return list(actions), _transient_refusal(index, exc)
+        return actions, _transient_refusal(index, exc)
     except TlsError:
         raise ServiceError(
             f"index={index}: TLS handshake with Elasticsearch failed: check BPWATCH_ES_URL "
             "and set BPWATCH_ES_CA_CERTS to the CA that signed the server certificate"
         ) from None
     except TransportError as exc:  # connection refused/reset, timeout
-        return list(actions), type(exc).__name__
+        return actions, type(exc).__name__
     return _item_failures(index, actions, response, stats)
 
 
@@ -298,8 +351,8 @@ def _error_of(body: Any) -> Any:
 
 
 def _item_failures(
-    index: str, sent: Sequence[Action], response: Any, stats: BulkStats
-) -> tuple[list[Action], str]:
+    index: str, sent: Sequence[Encoded], response: Any, stats: BulkStats
+) -> tuple[list[Encoded], str]:
     """Count acknowledged items; return the transiently failed ones; raise on permanent ones."""
     body = response.body if hasattr(response, "body") else response
     items = body.get("items", [])
@@ -307,9 +360,10 @@ def _item_failures(
         raise IndexingError(
             f"index={index}: bulk response has {len(items)} items for {len(sent)} actions"
         )
-    failed: list[Action] = []
+    failed: list[Encoded] = []
     problem = ""
-    for action, item in zip(sent, items, strict=True):
+    for encoded, item in zip(sent, items, strict=True):
+        action = encoded[0]
         op = action[0]
         result = item.get(op) or next(iter(item.values()))
         status = int(result.get("status", 500))
@@ -323,7 +377,7 @@ def _item_failures(
         elif status in (401, 403):
             raise _credentials_error(index, status)
         elif _is_transient(status):
-            failed.append(action)
+            failed.append(encoded)
             problem = f"item_{status}"
         else:
             raise IndexingError(
@@ -396,8 +450,8 @@ class _ElasticPartition(StatelessSinkPartition[Action]):
         # Dedupe across the whole batch first, so that chunks never split an id's history.
         actions, superseded = dedupe_actions(items)
         stats = BulkStats(superseded=superseded)
-        for start in range(0, len(actions), self._batch_size):
-            chunk = actions[start : start + self._batch_size]
+        encoded = encode_actions(self._index, actions)
+        for chunk in chunks(encoded, self._batch_size, MAX_BULK_BYTES):
             stats.add(_write(self._client, self._index, chunk, self._retry, time.sleep))
         _log_stats(self._index, stats)
 
@@ -409,7 +463,8 @@ class ElasticSink(DynamicSink[Action]):
     """Bulk-write actions to one Elasticsearch index (or write alias).
 
     One partition per worker, each with its own client created in ``build()`` from
-    ``settings.es_client_kwargs()``; requests of at most ``settings.es_batch_size`` actions.
+    ``settings.es_client_kwargs()``; requests of at most ``settings.es_batch_size`` actions and
+    :data:`MAX_BULK_BYTES` bytes, their bodies encoded once by :func:`encode_actions`.
     At-least-once; idempotent by ``_id``; blocks (backpressure) while Elasticsearch is
     unreachable unless ``retry.budget_s`` is set. See the module docstring.
     """

@@ -78,6 +78,26 @@ def day_of(effective_at: datetime | str) -> str:
     return value.astimezone(UTC).date().isoformat()
 
 
+_folders: dict[str, str] = {}  # "YYYY-MM-DD" of a UTC "...Z" time -> its folder name
+_FOLDERS_MAX = 4096  # days; cleared when full (the result never depends on it)
+
+
+def _folder_of(effective_at: datetime | str) -> str:
+    """``date=<UTC day>`` of a reading: :func:`day_of`, without parsing a time already in UTC
+    (``YYYY-MM-DDTHH:MM:SS...Z``, what the monitor writes) once its day has been seen."""
+    if type(effective_at) is str and effective_at[-1:] == "Z" and effective_at[10:11] == "T":
+        folder = _folders.get(effective_at[:10])
+        if folder is not None:
+            return folder
+        day = day_of(effective_at)
+        if day == effective_at[:10]:
+            if len(_folders) >= _FOLDERS_MAX:
+                _folders.clear()
+            _folders[day] = _DAY_PREFIX + day
+        return _DAY_PREFIX + day
+    return _DAY_PREFIX + day_of(effective_at)
+
+
 def _unwritable(path: Path, exc: OSError) -> SinkError:
     reason = exc.strerror or type(exc).__name__
     return SinkError(
@@ -194,9 +214,13 @@ class _ShardPartition(StatefulSinkPartition[Mapping[str, Any], ShardState]):
 
     def write_batch(self, values: list[Mapping[str, Any]]) -> None:
         by_day: dict[str, list[bytes]] = {}
+        dumps = orjson.dumps
         for doc in values:
-            day = _DAY_PREFIX + day_of(doc["effective_at"])
-            by_day.setdefault(day, []).append(orjson.dumps(doc, option=_OPTS))
+            day = _folder_of(doc["effective_at"])
+            lines = by_day.get(day)
+            if lines is None:
+                lines = by_day[day] = []
+            lines.append(dumps(doc, option=_OPTS))
         for day, lines in by_day.items():
             data = b"".join(lines)
             path = self._root / day / self._file

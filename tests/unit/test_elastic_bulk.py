@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import orjson
 import pytest
 from elastic_transport import (
     ApiResponseMeta,
@@ -53,12 +54,14 @@ class ScriptedClient:
         self.replies = list(replies)
         self.calls: list[list[dict]] = []
 
-    def bulk(self, *, operations: list[dict]) -> dict:
-        self.calls.append(operations)
+    def bulk(self, *, operations: bytes, filter_path: str = "") -> dict:
+        # the sink sends the NDJSON body the client would have encoded from these lines
+        lines = [orjson.loads(line) for line in operations.splitlines()]
+        self.calls.append(lines)
         reply = self.replies.pop(0) if self.replies else all_ok
         if isinstance(reply, Exception):
             raise reply
-        return reply(operations)
+        return reply(lines)
 
     def close(self) -> None:
         pass
@@ -246,3 +249,42 @@ def test_sink_logs_one_line_per_batch_however_many_requests(caplog):
     assert len(lines) == 1
     assert lines[0].startswith(f"docs=7 index={INDEX} took=")
     assert "retries=0 indexed=6 deleted=1 not_found=0 superseded=1" in lines[0]
+
+
+def test_encoded_body_is_what_the_client_would_have_sent():
+    from datetime import UTC, datetime
+
+    import numpy as np
+
+    from lib.connectors.elastic import encode_actions, orjson_serializers
+
+    actions = [
+        ("index", 'obs-"1"', {"sys": np.float64(150.5), "at": datetime(2026, 1, 2, tzinfo=UTC)}),
+        ("delete", "obs-2", None),
+        ("index", "obs-é", {"nested": {"a": [1, 2.5, None]}, "name": "ünï", "nan": float("nan")}),
+    ]
+    lines: list[dict] = []
+    for op, _id, doc in actions:  # the operations the client used to encode itself
+        lines.append({op: {"_index": INDEX, "_id": _id}})
+        if doc is not None:
+            lines.append(doc)
+    client_body = orjson_serializers()["application/x-ndjson"].dumps(lines)
+    assert b"".join(line for _, line in encode_actions(INDEX, actions)) == client_body
+
+
+def test_unserialisable_document_is_a_permanent_error_naming_the_index():
+    with pytest.raises(IndexingError, match=f"index={INDEX}: a document cannot be serialised"):
+        bulk_write(ScriptedClient(), INDEX, [("index", "x", {"v": object()})])
+
+
+def test_sink_splits_requests_by_bytes_as_well_as_count(monkeypatch):
+    from lib.connectors import elastic
+
+    client = ScriptedClient()
+    part = ElasticSink(Settings(es_batch_size=100), INDEX, client_factory=lambda _s: client).build(
+        "es_out", 0, 1
+    )
+    one = len(elastic.encode_actions(INDEX, docs(1))[0][1])
+    monkeypatch.setattr(elastic, "MAX_BULK_BYTES", 3 * one + 1)
+    part.write_batch(docs(7))
+    assert [len(action_lines(c)) for c in client.calls] == [3, 3, 1]

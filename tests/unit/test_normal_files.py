@@ -235,3 +235,13 @@ def test_one_key_value_log_line_per_batch_and_none_for_an_empty_one(tmp_path, ca
     part.close()
     lines = [r.getMessage() for r in caplog.records]
     assert lines == ["normal_sink_batch part=part-1 lines=4 files=2"]
+
+
+def test_folder_of_a_utc_time_is_its_day_as_day_of_says():
+    from lib.connectors.normal_files import _folder_of
+
+    for text in ("2026-11-28T23:59:59.999Z", "2026-11-28T00:00:00Z", "2026-11-28T10:00:00.000Z"):
+        assert _folder_of(text) == "date=" + day_of(text) == "date=2026-11-28"
+    assert _folder_of("2026-11-28T23:30:00-02:00") == "date=2026-11-29"  # parsed, not cut
+    with pytest.raises(ValueError):
+        _folder_of("2026-13-45T00:00:00Z")
