@@ -45,10 +45,17 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
-from lib.connectors.kafka_once import ExactlyOnceKafkaSink, dead_letter_item
+from lib.connectors.kafka_once import ExactlyOnceKafkaSink
 from lib.domain import Assessment
 from lib.monitor import documents, shards
-from lib.monitor.alerts import AlertEvent, AlertPolicy, EpisodeTracker, HomeAlerts, ShardAlerts
+from lib.monitor.alerts import (
+    AlertEvent,
+    AlertPolicy,
+    EpisodeTracker,
+    HomeAlerts,
+    NoDataTracker,
+    ShardAlerts,
+)
 from lib.monitor.home import HomeAverage, ShardHome
 from lib.monitor.rules import RuleSet, get_ruleset
 from lib.monitor.shards import Entry
@@ -95,6 +102,43 @@ class _ShardAlertsLogic(StatefulBatchLogic[Results, list[AlertEvent], dict]):
 
     def snapshot(self) -> dict:
         return dict(self.alerts.states)
+
+
+NO_DATA_CHECK_EVERY = timedelta(minutes=1)
+
+
+class _NoDataLogic(StatefulBatchLogic[Results, list[AlertEvent], dict]):
+    """``no_data`` episodes of one shard's patients: silence is measured on the wall clock,
+    checked every NO_DATA_CHECK_EVERY and at the end of a bounded run (the ids do not depend
+    on when: see :class:`lib.monitor.alerts.NoDataTracker`)."""
+
+    def __init__(self, tracker: NoDataTracker) -> None:
+        self.tracker = tracker
+        self._next_check = datetime.now(UTC)
+
+    def on_batch(self, values: list[Results]) -> tuple[list[list[AlertEvent]], bool]:
+        events = self.tracker.observe(
+            o for res in values for o in res.outcomes if type(o) is Assessment
+        )
+        return ([events] if events else []), self.RETAIN
+
+    def _check(self) -> tuple[list[list[AlertEvent]], bool]:
+        events = self.tracker.check(datetime.now(UTC).timestamp())
+        keep = self.RETAIN if self.tracker.patients else self.DISCARD
+        return ([events] if events else []), keep
+
+    def on_notify(self) -> tuple[list[list[AlertEvent]], bool]:
+        self._next_check = datetime.now(UTC) + NO_DATA_CHECK_EVERY
+        return self._check()
+
+    def on_eof(self) -> tuple[list[list[AlertEvent]], bool]:
+        return self._check()
+
+    def notify_at(self) -> datetime:
+        return self._next_check
+
+    def snapshot(self) -> dict:
+        return dict(self.tracker.patients)
 
 
 HomeOut = tuple[list[HomeAverage], list[AlertEvent]]
@@ -269,7 +313,12 @@ def build(
         home, alerts = resume if resume else (None, None)
         return _ShardHomeLogic(ShardHome(ruleset, every_home, home), HomeAlerts(alerts))
 
-    return monitor_flow(io, shard_logic, EpisodeTracker(alert_policy), home_logic)
+    hours, lookback = settings.no_data_hours, settings.no_data_lookback_days
+
+    def no_data_logic(resume: dict | None) -> _NoDataLogic:
+        return _NoDataLogic(NoDataTracker(hours, lookback, patients=resume))
+
+    return monitor_flow(io, shard_logic, EpisodeTracker(alert_policy), home_logic, no_data_logic)
 
 
 def monitor_flow(
@@ -277,6 +326,7 @@ def monitor_flow(
     shard_logic: Callable[[tuple | None], _PatientShardLogic],
     tracker: EpisodeTracker,
     home_logic: Callable[[tuple | None], _ShardHomeLogic],
+    no_data_logic: Callable[[dict | None], _NoDataLogic],
 ) -> Dataflow:
     """The chain of steps, from the observations topic to every output."""
     flow = Dataflow("bpwatch_monitor")
@@ -304,7 +354,10 @@ def monitor_flow(
         home_docs = op.map("home_docs", averages, documents.home_item)
         op.output("write_home_averages", home_docs, io.home_sink)
     home_events = op.flat_map("home_alert_events", home, lambda out: out[1])
-    events = op.merge("all_alert_events", reading_events, home_events)
+    silent = op.stateful_batch("no_data", results, no_data_logic)
+    # (shard, [AlertEvent]): no_data episodes, opened on wall-clock silence, resolved by a reading
+    no_data_events = op.flat_map("no_data_events", op.key_rm("unshard_no_data", silent), _items)
+    events = op.merge("all_alert_events", reading_events, home_events, no_data_events)
     kafka_alerts, elastic_alerts = io.alert_sinks
     op.output("publish_alerts", op.map("alert_messages", events, documents.once_item), kafka_alerts)
     op.output("index_alerts", op.map("alert_docs", events, documents.elastic_item), elastic_alerts)
@@ -320,7 +373,7 @@ def monitor_flow(
     dead = op.flat_map_batch("dead_letters", results, documents.dlq_messages)
     # (original key, original value, headers + error / error.detail / source)
     if isinstance(io.dlq_sink, ExactlyOnceKafkaSink):
-        dead = op.map("dead_letter_ids", dead, dead_letter_item)
+        dead = op.map("dead_letter_ids", dead, documents.dead_letter_item)
         # (original key as routing key, (source#digest, key, value, headers))
     op.output("write_dead_letters", dead, io.dlq_sink)
 

@@ -25,7 +25,6 @@ the produce-and-confirm path of :mod:`lib.connectors.kafka_produce`); a failed d
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 import zlib
@@ -172,23 +171,3 @@ class ExactlyOnceKafkaSink(FixedPartitionedSink[OnceRecord, int]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _OncePartition:
         return _OncePartition(self._settings, self._topic, int(for_part), resume_state)
-
-
-def dead_letter_item(
-    record: tuple[bytes | None, bytes, list[tuple[str, bytes]]],
-) -> tuple[str, OnceRecord]:
-    """A DLQ ``(key, value, headers)`` record as an ``ExactlyOnceKafkaSink`` item.
-
-    Its id is the message's ``source`` (topic:partition:offset) plus a digest of the reason
-    detail, which names the Bundle entry: unique per dead-lettered Observation, and the same
-    when a recovery replay dead-letters it again. Routed by the original key.
-    """
-    key, value, headers = record
-    h = dict(headers)
-    digest = hashlib.sha256(h.get("error.detail", b"") + b"\0" + h.get("error", b""))
-    source = h.get("source", b"").decode("utf-8", "replace")
-    if not source:  # no broker coordinates (not from Kafka): fall back to the content
-        digest.update(value)
-    rec_id = f"{source}#{digest.hexdigest()[:16]}"
-    routing = key.decode("utf-8", "replace") if key is not None else ""
-    return routing, (rec_id, key, value, headers)

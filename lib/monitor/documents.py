@@ -10,6 +10,7 @@ Adding a sink means adding its document and extractor here.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -236,3 +237,25 @@ def once_item(event: AlertEvent) -> tuple[str, tuple[str, bytes, bytes, list[tup
     """``(routing key, (id, key, value, headers))`` for ``ExactlyOnceKafkaSink`` (bp.alerts)."""
     key, value, headers = kafka_item(event)
     return (event.patient_id, (event.alert_id, key, value, headers))
+
+
+# -- dead letters: bp.observations.dlq through the exactly-once Kafka sink ----------------
+def dead_letter_item(
+    record: tuple[bytes | None, bytes, list[tuple[str, bytes]]],
+) -> tuple[str, tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]]:
+    """A DLQ ``(key, value, headers)`` record as an ``ExactlyOnceKafkaSink`` item
+    ``(routing key, (id, key, value, headers))``.
+
+    Its id is the message's ``source`` (topic:partition:offset) plus a digest of the reason and
+    its detail: unique per dead-lettered message (one at most per message), and the same when
+    a recovery replay dead-letters it again. Routed by the original key.
+    """
+    key, value, headers = record
+    h = dict(headers)
+    digest = hashlib.sha256(h.get("error.detail", b"") + b"\0" + h.get("error", b""))
+    source = h.get("source", b"").decode("utf-8", "replace")
+    if not source:  # no broker coordinates (not from Kafka): fall back to the content
+        digest.update(value)
+    rec_id = f"{source}#{digest.hexdigest()[:16]}"
+    routing = key.decode("utf-8", "replace") if key is not None else ""
+    return routing, (rec_id, key, value, headers)
