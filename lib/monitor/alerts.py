@@ -16,7 +16,8 @@ Conditions (detected on every :class:`lib.domain.Assessment`)
 ``high_risk``               ``risk_score >= risk_threshold``
 
 Beside the per-reading conditions, :class:`HomeAlerts` keeps ``home_hypertension`` episodes
-(family ``home``) from the home-BP protocol's averages (``lib.monitor.home``).
+(family ``home``) from the home-BP protocol's averages (``lib.monitor.home``), and
+:class:`NoDataTracker` ``no_data`` episodes (family ``no_data``) of patients who fell silent.
 
 Episodes
 --------
@@ -60,7 +61,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from lib.domain import SEVERITIES, Assessment, utc_iso
@@ -433,6 +434,115 @@ def _home_event(episode: _HomeEpisode, avg: HomeAverage, event: str) -> AlertEve
         ruleset=avg.ruleset,
         conditions=(HOME_CONDITION,) if event != "resolved" else (),
     )
+
+
+NO_DATA_FAMILY = "no_data"
+NO_DATA_CONDITION = "no_data"
+_HOUR = 3600.0
+
+
+@dataclass(slots=True)
+class _LastSeen:
+    ts: float  # event time of the patient's latest reading (POSIX s)
+    observation_id: str
+    readings: int  # readings seen, counted up to NoDataTracker.min_readings
+    open_key: str = ""  # the observation id an open no_data episode started after
+
+
+class NoDataTracker:
+    """``no_data`` episodes of one shard's patients: a patient who has sent at least
+    ``min_readings`` readings and then none for ``silence_hours`` of *wall-clock* time.
+
+    :meth:`observe` records readings (event time); :meth:`check` is given the wall clock
+    ``now`` and opens one episode per silent patient; the next reading resolves it. Only
+    patients whose latest reading lies within ``lookback_days`` of ``now`` are tracked (a
+    replay of old data does not flood). Deterministic given ``now``: the episode and its ids
+    derive from the last reading before the silence, ``sha256(patient | no_data | last
+    observation id | event)``, and ``event_at`` is that reading's time + ``silence_hours``
+    (opened) or the new reading's time (resolved), so a replay or a resumed run that opens
+    or resolves the same episode emits the same ids. The state survives recovery (picklable).
+    """
+
+    __slots__ = ("lookback_s", "min_readings", "patients", "silence_s")
+
+    def __init__(
+        self,
+        silence_hours: float = 48.0,
+        lookback_days: float = 7.0,
+        min_readings: int = 3,
+        patients: dict[str, _LastSeen] | None = None,
+    ) -> None:
+        self.silence_s = silence_hours * _HOUR
+        self.lookback_s = lookback_days * 24 * _HOUR
+        self.min_readings = min_readings
+        self.patients: dict[str, _LastSeen] = patients if patients is not None else {}
+
+    def observe(self, assessments: Iterable[Assessment]) -> list[AlertEvent]:
+        """Record readings; a ``resolved`` event for a patient whose episode was open."""
+        events: list[AlertEvent] = []
+        patients, cap = self.patients, self.min_readings
+        for a in assessments:
+            r = a.reading
+            seen = patients.get(r.patient_id)
+            ts = r.effective_at.timestamp()
+            if seen is None:
+                patients[r.patient_id] = _LastSeen(ts, r.observation_id, 1)
+                continue
+            if seen.open_key:
+                events.append(self._event(r.patient_id, seen, "resolved", a))
+                seen.open_key = ""
+            if ts >= seen.ts:
+                seen.ts, seen.observation_id = ts, r.observation_id
+            if seen.readings < cap:
+                seen.readings += 1
+        return events
+
+    def check(self, now: float) -> list[AlertEvent]:
+        """Open an episode for each silent patient; forget those beyond the lookback."""
+        events: list[AlertEvent] = []
+        gone = []
+        for pid, seen in self.patients.items():
+            if seen.ts < now - self.lookback_s:
+                if not seen.open_key:
+                    gone.append(pid)
+            elif (
+                not seen.open_key
+                and seen.readings >= self.min_readings
+                and now - seen.ts >= self.silence_s
+            ):
+                seen.open_key = seen.observation_id
+                events.append(self._event(pid, seen, "opened", None))
+        for pid in gone:
+            del self.patients[pid]
+        return events
+
+    def _event(
+        self, patient: str, seen: _LastSeen, event: str, assessment: Assessment | None
+    ) -> AlertEvent:
+        key = seen.open_key
+        opened_at = datetime.fromtimestamp(seen.ts + self.silence_s, UTC)
+        if assessment is None:
+            event_at, ids, values, ruleset = opened_at, (key,), (0.0, 0.0), ""
+        else:
+            r = assessment.reading
+            event_at, ids, ruleset = r.effective_at, (r.observation_id,), assessment.ruleset
+            values = (r.systolic, r.diastolic)
+        return AlertEvent(
+            alert_id=_digest(patient, NO_DATA_FAMILY, key, event),
+            episode_id=_digest(patient, NO_DATA_FAMILY, key),
+            patient_id=patient,
+            condition=NO_DATA_CONDITION,
+            event=event,
+            severity="moderate",
+            opened_at=opened_at,
+            event_at=event_at,
+            observation_ids=ids,
+            systolic=values[0],
+            diastolic=values[1],
+            risk_score=0.0,
+            ruleset=ruleset,
+            conditions=(NO_DATA_CONDITION,) if event == "opened" else (),
+        )
 
 
 class ShardAlerts:

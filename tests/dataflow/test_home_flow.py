@@ -217,3 +217,35 @@ def test_retracted_home_reading_leaves_the_series(model):
     assert last["readings_used"] == 12
     assert last["mean_systolic"] == round((6 * 120 + 140) / 7, 1)
     reconciles(run, len(readings) + 2)  # type: ignore[arg-type]
+
+
+# -- no_data episodes: silence on the wall clock ---------------------------------------------
+def _readings_until(patient: str, last: datetime, n: int = 6) -> list[Reading]:
+    return [
+        Reading(f"{patient}-nd{k}", patient, last - timedelta(hours=8 * (n - 1 - k)), 118.0, 76.0)
+        for k in range(n)
+    ]
+
+
+def test_silent_patient_gets_exactly_one_no_data_episode(model):
+    now = datetime.now(UTC).replace(microsecond=0)
+    silent = _readings_until("quiet", now - timedelta(days=3))
+    steady = _readings_until("steady", now - timedelta(hours=2))
+    replayed = _readings_until("replayed", now - timedelta(days=30))  # old data: not tracked
+    items = msgs(sorted(silent + steady + replayed, key=lambda r: r.effective_at), setting=None)
+    runs = [HomeRun(items, model) for _ in range(2)]
+    for run in runs:
+        no_data = [d for _, _, d in run.alerts_es if d["condition"] == "no_data"]
+        assert [(d["patient_id"], d["event"]) for d in no_data] == [("quiet", "opened")]
+        assert no_data[0]["observation_ids"] == ["quiet-nd5"]
+    # a replay (another run, another wall-clock time) gives the same alert id
+    assert {i for _, i, d in runs[0].alerts_es if d["condition"] == "no_data"} == {
+        i for _, i, d in runs[1].alerts_es if d["condition"] == "no_data"
+    }
+    # a reading after the silence: whether the check ran before it arrived or not, no episode
+    # is left open at the end
+    back = Reading("quiet-back", "quiet", now - timedelta(minutes=5), 120.0, 78.0)
+    ordered = sorted([*silent, *steady, back], key=lambda r: r.effective_at)
+    run = HomeRun(msgs(ordered, setting=None), model)
+    events = [d["event"] for _, _, d in run.alerts_es if d["condition"] == "no_data"]
+    assert events.count("opened") == events.count("resolved") <= 1

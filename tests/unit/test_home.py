@@ -110,3 +110,52 @@ def test_home_alerts_open_once_and_resolve_on_a_later_series():
     assert resolved.event == "resolved" and resolved.episode_id == opened.episode_id
     again = HomeAlerts().process([avg(0, 138.0), avg(14, 125.0)])
     assert [e.alert_id for e in again] == [opened.alert_id, resolved.alert_id]  # replay: same ids
+
+
+# -- no_data episodes (lib.monitor.alerts.NoDataTracker) -----------------------------------
+def _every_6h(patient: str, last: datetime, n: int = 4) -> list[Assessment]:
+    out = []
+    for k in range(n):
+        at = last - timedelta(hours=6 * (n - 1 - k))
+        r = Reading(f"{patient}-{k}", patient, at, 120.0, 75.0)
+        out.append(Assessment(r, FEATURES, "normal", (), "low", 0.1, "aha2025"))
+    return out
+
+
+def test_no_data_opens_once_after_the_silence_and_resolves_on_a_reading():
+    from lib.monitor.alerts import NoDataTracker
+
+    now = datetime(2026, 6, 10, 12, tzinfo=UTC)
+    silent = _every_6h("silent", now - timedelta(days=3))
+    steady = _every_6h("steady", now - timedelta(hours=1))
+    few = _every_6h("few", now - timedelta(days=3), n=2)  # not yet "regular"
+    old = _every_6h("old", now - timedelta(days=8))  # beyond the 7-day lookback
+    tracker = NoDataTracker(48, 7)
+    assert tracker.observe([*silent, *steady, *few, *old]) == []
+    (opened,) = tracker.check(now.timestamp())
+    assert (opened.patient_id, opened.condition, opened.event) == ("silent", "no_data", "opened")
+    assert opened.opened_at == silent[-1].reading.effective_at + timedelta(hours=48)
+    assert opened.observation_ids == ("silent-3",)
+    assert tracker.check(now.timestamp() + 3600) == []  # one opening, however often checked
+    assert "old" not in tracker.patients
+    # 47 h of silence is not enough; 48 h is
+    edge = NoDataTracker(48, 7)
+    edge.observe(_every_6h("edge", now - timedelta(hours=47, minutes=59)))
+    assert edge.check(now.timestamp()) == []
+    assert len(edge.check(now.timestamp() + 60)) == 1
+    # the state survives a snapshot; a later check or a replay gives the same ids
+    restored = NoDataTracker(48, 7, patients=pickle.loads(pickle.dumps(dict(tracker.patients))))
+    back = _every_6h("silent", now, n=1)
+    back = [Assessment(replace_reading(back[0].reading, "silent-back"), FEATURES, "normal", (),
+                       "low", 0.1, "aha2025")]  # fmt: skip
+    (resolved,) = restored.observe(back)
+    assert resolved.event == "resolved" and resolved.episode_id == opened.episode_id
+    replay = NoDataTracker(48, 7)
+    replay.observe(silent)
+    assert [e.alert_id for e in replay.check(now.timestamp() + 86_400)] == [opened.alert_id]
+
+
+def replace_reading(r: Reading, oid: str) -> Reading:
+    from dataclasses import replace
+
+    return replace(r, observation_id=oid)
