@@ -373,9 +373,11 @@ def monitor_flow(
     dead = op.flat_map_batch("dead_letters", results, documents.dlq_messages)
     # (original key, original value, headers + error / error.detail / source)
     if isinstance(io.dlq_sink, ExactlyOnceKafkaSink):
-        dead = op.map("dead_letter_ids", dead, documents.dead_letter_item)
+        with_ids = op.map("dead_letter_ids", dead, documents.dead_letter_item)
         # (original key as routing key, (source#digest, key, value, headers))
-    op.output("write_dead_letters", dead, io.dlq_sink)
+        op.output("write_dead_letters", with_ids, io.dlq_sink)
+    else:
+        op.output("write_dead_letters", dead, io.dlq_sink)
 
     counts = op.flat_map_batch("count_outcomes", results, documents.outcome_counts)
     totals = op.stateful_batch("counters", counts, _CountersLogic)

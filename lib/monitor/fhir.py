@@ -725,8 +725,8 @@ def _resource_id(res: dict[str, Any], full_url: Any) -> str:
     """The stable key of an Observation: its ``id``; else its ``identifier`` (system + value,
     hashed to an id); else the id of its Bundle ``entry.fullUrl``; else ``missing_id``."""
     obs_id = res.get("id")
-    if _valid_id(obs_id):
-        return obs_id  # type: ignore[no-any-return]
+    if type(obs_id) is str and _valid_id(obs_id):
+        return obs_id
     key = _identifier_key(res.get("identifier"))
     if key is not None:
         return "idf-" + hashlib.sha256(key.encode()).hexdigest()[:40]

@@ -100,7 +100,7 @@ def parse_messages(messages: Sequence[SourceMessage]) -> list[tuple[str, list[En
         ingested = _ingested_at(msg)
         first = 1
         for outcome in parse_message(msg):
-            if type(outcome) is DeadLetter or type(outcome) is Skipped:  # no patient: by key
+            if isinstance(outcome, DeadLetter | Skipped):  # no patient: by the message key
                 shard = _SHARD_KEYS[zlib.crc32(outcome.key or b"") % SHARDS]
             else:
                 shard = shard_cache.get(outcome.patient_id) or shard_of(outcome.patient_id)
