@@ -41,6 +41,8 @@ class SourceMessage(Protocol):
 Entry = tuple[Outcome, float | None, int]
 
 
+_NO_PATIENT = (DeadLetter, Skipped)  # a tuple: isinstance with a union builds it per call
+
 _shard_cache: dict[str, str] = {}
 _SHARD_CACHE_MAX = 1 << 17  # patients; cleared when full (the result never depends on it)
 
@@ -78,10 +80,13 @@ def parse_message(msg: SourceMessage) -> list[Outcome]:
     headers = getattr(msg, "headers", None) or ()
     if type(headers) is not list and type(headers) is not tuple:
         headers = tuple(headers)  # read more than once (one dead letter per bad Bundle entry)
-    if not isinstance(value, bytes | bytearray):
-        return [DeadLetter(b"", key, "no_value", "message without a value", source, tuple(headers))]
+    if type(value) is not bytes:
+        if not isinstance(value, bytearray):
+            detail = "message without a value"
+            return [DeadLetter(b"", key, "no_value", detail, source, tuple(headers))]
+        value = bytes(value)
     try:
-        outcomes = fhir.parse(value if type(value) is bytes else bytes(value), key, source, headers)
+        outcomes = fhir.parse(value, key, source, headers)
     except Exception as exc:  # the parser promises not to raise; if it does, dead-letter it
         # type only: an exception's text may quote the payload (PHI)
         logger.error("parser_error error=%s source=%s", type(exc).__name__, source)
@@ -100,7 +105,7 @@ def parse_messages(messages: Sequence[SourceMessage]) -> list[tuple[str, list[En
         ingested = _ingested_at(msg)
         first = 1
         for outcome in parse_message(msg):
-            if isinstance(outcome, DeadLetter | Skipped):  # no patient: by the message key
+            if isinstance(outcome, _NO_PATIENT):  # no patient: by the message key
                 shard = _SHARD_KEYS[zlib.crc32(outcome.key or b"") % SHARDS]
             else:
                 shard = shard_cache.get(outcome.patient_id) or shard_of(outcome.patient_id)
