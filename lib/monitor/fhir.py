@@ -722,11 +722,14 @@ def _valid_id(value: Any) -> bool:
 
 
 def _resource_id(res: dict[str, Any], full_url: Any) -> str:
-    """The stable key of an Observation: its ``id``; else its ``identifier`` (system + value,
-    hashed to an id); else the id of its Bundle ``entry.fullUrl``; else ``missing_id``."""
+    """The stable key of an Observation: its ``id``; without one, its ``identifier`` (system +
+    value, hashed to an id), else the id of its Bundle ``entry.fullUrl``; else ``missing_id``.
+    An ``id`` that is there but not valid is ``missing_id`` too (never silently replaced)."""
     obs_id = res.get("id")
     if type(obs_id) is str and _valid_id(obs_id):
         return obs_id
+    if obs_id is not None:
+        raise _Bad("missing_id", "id is not 1..256 characters of [A-Za-z0-9.-_]")
     key = _identifier_key(res.get("identifier"))
     if key is not None:
         return "idf-" + hashlib.sha256(key.encode()).hexdigest()[:40]

@@ -1,7 +1,8 @@
 """Bad input at scale: mutated and random messages whose fate is known *by construction*.
 
 :func:`bad_messages` derives each message from a valid simulator Observation (or from nothing)
-with one mutation that makes it unprocessable whatever the parser's details: truncation,
+with one mutation that makes it unprocessable whatever the parser's details (valid FHIR that
+is not a reading is skipped, so no mutation makes one): truncation,
 invalid UTF-8, a required field of the wrong type, implausible or unrepresentable numbers,
 nesting deeper than any JSON parser here accepts, enormous ids, Bundles with bad entries or too
 many entries, random bytes and random JSON. So the number of dead letters the monitor must
@@ -23,16 +24,16 @@ Record = tuple[bytes | None, bytes, list[tuple[str, bytes]]]
 
 _BAD_UTF8 = (b"\xff", b"\xc3\x28", b"\xed\xa0\x80", b"\xf8\x88\x80\x80\x80", b"\x80", b"\xe2\x82")
 _WRONG_TYPES: dict[str, tuple[Any, ...]] = {
-    "resourceType": (7, None, ["Observation"], "Patient", "observation"),
-    "id": (12, None, {}, "", "has spaces", "x" * 65, ["a"]),
+    "resourceType": (7, None, ["Observation"], "observation", "Observation?"),
+    "id": (12, {}, "", "has spaces", "x" * 257, ["a"]),
     "status": (1, None, "finalized", ["final"], {"v": "final"}),
-    "code": ("85354-9", [], None, {"coding": "85354-9"}, {"coding": [{"code": 85354}]}),
+    "code": ("85354-9", [], None, {"coding": "85354-9"}, {"coding": {"code": "85354-9"}}),
     "subject": (5, None, [], {"reference": 5}, {"display": "only a name"}),
     "effectiveDateTime": (1_700_000_000, "yesterday", "2024-13-45", None, "2024-02-30T10:00Z"),
     "component": ({}, "x", [], None, [{"code": "8480-6"}]),
 }
 _BAD_VALUES = (
-    "120",
+    "120 mmHg",
     None,
     [120],
     {"v": 1},
@@ -105,12 +106,12 @@ def _mutate(kind: str, raw: bytes, rng: random.Random) -> tuple[bytes, int]:
             e["status"] = rng.choice((None, 3, "nope"))
             entries.append({"resource": e})
         bundle = {"resourceType": "Bundle", "type": "collection", "entry": entries}
-        return orjson.dumps(bundle), n
+        return orjson.dumps(bundle), 1  # one dead letter per message, whatever its entries
     elif kind == "bundle_too_many":
         bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{}] * 1_001}
         return orjson.dumps(bundle), 1
-    elif kind == "bundle_empty":
-        return orjson.dumps({"resourceType": "Bundle", "type": "batch", "entry": []}), 1
+    elif kind == "bundle_empty":  # entry is not an array (an empty one is a valid searchset)
+        return orjson.dumps({"resourceType": "Bundle", "type": "batch", "entry": {}}), 1
     else:
         raise ValueError(kind)
     return orjson.dumps(obs), 1
@@ -128,7 +129,8 @@ def _random_json(rng: random.Random, depth: int = 0) -> Any:
         return [_random_json(rng, depth + 1) for _ in range(rng.randrange(0, 5))]
     obj = {f"k{rng.randrange(99)}": _random_json(rng, depth + 1) for _ in range(rng.randrange(5))}
     if choice == 5:
-        obj["resourceType"] = rng.choice(("Patient", "Device", "Encounter", 5))
+        # never a valid resource type: valid FHIR that is not a reading is skipped, not dead
+        obj["resourceType"] = rng.choice(("patient", "", "Dev ice", 5))
     return obj
 
 
