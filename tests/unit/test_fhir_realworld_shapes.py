@@ -54,6 +54,12 @@ def test_without_id_the_identifier_is_the_stable_key():
     assert parse(other)[0].observation_id != a.observation_id  # the system is part of it
 
 
+def test_an_invalid_id_is_not_replaced_by_the_identifier():
+    body = panel("has spaces", identifier=[{"system": "urn:x", "value": "VS-1"}])
+    (d,) = parse(body)
+    assert isinstance(d, DeadLetter) and d.reason == "missing_id"
+
+
 def test_a_create_body_with_neither_id_nor_identifier_is_missing_id():
     (d,) = parse(panel(None))
     assert isinstance(d, DeadLetter) and d.reason == "missing_id"
