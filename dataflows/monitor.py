@@ -334,7 +334,8 @@ def monitor_flow(
     # KafkaSourceMessage: key = patient id, value = FHIR Observation or Bundle (JSON)
 
     sharded = op.flat_map_batch("parse_fhir", messages, shards.parse_messages)
-    # (shard, [(Reading | Retraction | Ignored | DeadLetter, ingested_at, first), ...])
+    # (shard, [(Reading | Retraction | Ignored | Average | Skipped | DeadLetter,
+    #           ingested_at, first), ...]): at most one DeadLetter per message
 
     results = op.stateful_batch("patient_windows", sharded, shard_logic)
     # (shard, Results): window features -> rules -> risk, in input order; retractions
@@ -381,7 +382,7 @@ def monitor_flow(
 
     counts = op.flat_map_batch("count_outcomes", results, documents.outcome_counts)
     totals = op.stateful_batch("counters", counts, _CountersLogic)
-    # ("all", {in, normal, anomaly, dead_letter, ignored, retracted, duplicate})
+    # ("all", {in, normal, anomaly, dead_letter, ignored, retracted, duplicate, skipped})
     if io.stats_sink is not None:
         op.output("write_stats", op.key_rm("stats", totals), io.stats_sink)
     return flow
