@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from operator import attrgetter
+from typing import Any
 
 # Outcome counters: every input message is accounted for by these names.
 OUTCOMES = ("normal", "anomaly", "dead_letter", "ignored", "retracted", "duplicate", "skipped")
@@ -242,4 +243,4 @@ class GroundTruth:
     event_within_horizon: bool  # an acute event starts within the horizon after this reading
     in_event: bool  # the patient is inside an acute event at this reading
     event_kind: str = ""  # "crisis" | "hypotension" | ""
-    extra: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # numbers; home cohort: also text

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,22 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     return value
 
 
+def _datetime(env: Mapping[str, str], name: str) -> datetime | None:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    try:
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        value = None
+    if value is None or value.tzinfo is None:
+        raise ConfigError(
+            f"{name}={raw!r} is not an ISO 8601 time with a UTC offset: "
+            f"set e.g. {name}=2025-03-03T00:00:00Z"
+        )
+    return value.astimezone(UTC)
+
+
 def _kafka_config(env: Mapping[str, str]) -> dict[str, Any]:
     name = "BPWATCH_KAFKA_CONFIG"
     raw = env.get(name, "").strip()
@@ -127,6 +144,8 @@ class Settings:
     sim_output: str = "kafka"  # kafka | a file path for JSON Lines
     sim_truth: Path | None = None  # ground truth + expected fates (JSON Lines), when set
     sim_bundle: int = 1  # Observations per message (>1: FHIR Bundles)
+    sim_home_share: float = 0.0  # share of the patients in the home-monitoring cohort
+    sim_start: datetime | None = None  # simulated time 0 (None: lib.sim.cohort.DEFAULT_START)
 
     # -- names (namespaced) -------------------------------------------------------------
     def topic(self, base: str) -> str:
@@ -245,6 +264,8 @@ class Settings:
             sim_output=env.get("BPWATCH_SIM_OUTPUT", "kafka").strip() or "kafka",
             sim_truth=Path(env["BPWATCH_SIM_TRUTH"]) if env.get("BPWATCH_SIM_TRUTH") else None,
             sim_bundle=_int(env, "BPWATCH_SIM_BUNDLE", 1, minimum=1),
+            sim_home_share=_float(env, "BPWATCH_SIM_HOME_SHARE", 0.0, lo=0.0, hi=1.0),
+            sim_start=_datetime(env, "BPWATCH_SIM_START"),
         )
 
 

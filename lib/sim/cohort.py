@@ -29,11 +29,12 @@ import heapq
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import numpy as np
 
-from lib.domain import GroundTruth, Reading
+from lib.domain import GroundTruth, Reading, utc_iso
 
 DEFAULT_START = datetime(2025, 3, 3, tzinfo=UTC)
 
@@ -144,16 +145,21 @@ def normalize_mix(mix: Mapping[str, float] | None) -> dict[str, float]:
     return {name: float(mix.get(name, 0.0)) / total for name in PROFILES}
 
 
+def _exact_counts(shares: Mapping[str, float], n: int) -> dict[str, int]:
+    """``n`` split by ``shares`` (summing to 1) with the largest-remainder method."""
+    raw = {name: share * n for name, share in shares.items()}
+    counts = {name: math.floor(v) for name, v in raw.items()}
+    rest = n - sum(counts.values())
+    for name in sorted(raw, key=lambda k: (counts[k] - raw[k], k))[:rest]:
+        counts[name] += 1
+    return counts
+
+
 def assign_profiles(
     n_patients: int, seed: int, mix: Mapping[str, float] | None = None
 ) -> list[str]:
     """Profiles of patients ``0..n-1``: exact shares (largest remainder), shuffled by seed."""
-    shares = normalize_mix(mix)
-    raw = {name: share * n_patients for name, share in shares.items()}
-    counts = {name: math.floor(v) for name, v in raw.items()}
-    rest = n_patients - sum(counts.values())
-    for name in sorted(raw, key=lambda k: (counts[k] - raw[k], k))[:rest]:
-        counts[name] += 1
+    counts = _exact_counts(normalize_mix(mix), n_patients)
     profiles = [name for name in PROFILES for _ in range(counts[name])]
     order = np.random.default_rng([seed, 0x9F]).permutation(n_patients)
     return [profiles[i] for i in order]
@@ -433,3 +439,148 @@ def generate(
         patient_readings(p, seed, hours=hours, horizon_hours=horizon_hours, start=start)
         for p in chosen
     )
+
+
+# ----------------------------------------------------------------------------- home cohort
+# A share of the patients measures at home instead of sending a routine clinical stream: a
+# 7-day home-BP week ending the day before the simulated time 0 (``start``), two sessions a
+# day (morning and evening, local time) of two readings each, marked as home measurements.
+# White-coat patients also have an office visit the day before that week, with high readings
+# marked as clinic measurements. Some patients stop sending after day 2 or day 4.
+HOME_MIX: dict[str, float] = {"home_normal": 0.4, "home_hypertension": 0.35, "white_coat": 0.25}
+HOME_SILENT_SHARE = 0.2  # of the home cohort: stops sending
+HOME_DAYS = 7
+HOME_SESSIONS_H = (7.0, 20.0)  # local hour of the morning and evening sessions
+HOME_PER_SESSION = 2
+OFFICE_READINGS = 3
+_STOP_AFTER = (4, 2)  # days sent by silent patients, alternately (day 4: an average; 2: none)
+# home baselines (mm[Hg]): far enough from the AHA 130/80 and ESH 135/85 home thresholds
+# that a week's average lands on the designed side under either rule set
+_HOME_BASE = {
+    "normal": ((106.0, 118.0), (63.0, 72.0)),
+    "hypertension": ((142.0, 152.0), (89.0, 96.0)),
+    "office": ((146.0, 160.0), (90.0, 98.0)),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class HomePlan:
+    """What a home-cohort patient sends: ``kind`` (a key of :data:`HOME_MIX`) and the number
+    of days with readings (:data:`HOME_DAYS`, or fewer for a patient who stops sending)."""
+
+    kind: str
+    days: int = HOME_DAYS
+
+    @property
+    def silent(self) -> bool:
+        return self.days < HOME_DAYS
+
+    @property
+    def home_hypertension(self) -> bool | None:
+        """The designed protocol verdict; None when too few days give no average."""
+        if self.days < 4:  # day 1 is discarded: at least 3 more days hold the 12 readings
+            return None
+        return self.kind == "home_hypertension"
+
+
+def home_plans(n_patients: int, seed: int, share: float) -> dict[int, HomePlan]:
+    """The home cohort of a run: patient index -> plan (``round(share * n)`` patients)."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"home share must be between 0 and 1, not {share}")
+    k = round(share * n_patients)
+    if k == 0:
+        return {}
+    rng = np.random.default_rng([seed, 0x40E])
+    chosen = sorted(int(i) for i in rng.permutation(n_patients)[:k])
+    kinds = [name for name, c in _exact_counts(HOME_MIX, k).items() for _ in range(c)]
+    kinds = [kinds[i] for i in rng.permutation(k)]
+    silent = sorted(int(i) for i in rng.permutation(k)[: round(HOME_SILENT_SHARE * k)])
+    days = {pos: _STOP_AFTER[j % len(_STOP_AFTER)] for j, pos in enumerate(silent)}
+    return {index: HomePlan(kinds[pos], days.get(pos, HOME_DAYS))
+            for pos, index in enumerate(chosen)}  # fmt: skip
+
+
+def home_week_start(patient: Patient, start: datetime) -> datetime:
+    """Local midnight (as UTC) of day 1 of the home week: 7 days before ``start``'s local day."""
+    local = start.astimezone(timezone(timedelta(minutes=patient.utc_offset_min)))
+    midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    return (midnight - timedelta(days=HOME_DAYS)).astimezone(UTC)
+
+
+def _home_reading(
+    patient: Patient, seq: str, at: datetime, systolic: float, diastolic: float, setting: str
+) -> Reading:
+    at = at.replace(microsecond=(at.microsecond // 1000) * 1000)
+    return Reading(
+        observation_id=f"bp-{patient.patient_id.removeprefix('pat-')}-{seq}",
+        patient_id=patient.patient_id,
+        effective_at=at,
+        systolic=float(round(systolic)),
+        diastolic=float(round(diastolic)),
+        status="final",
+        version="1",
+        setting=setting,
+    )
+
+
+def _home_schedule(patient: Patient, plan: HomePlan, d: _Draws, start: datetime) -> list[Reading]:
+    """The readings of a home-cohort patient in time order (office visit first)."""
+    week0 = home_week_start(patient, start)
+    out: list[Reading] = []
+    if plan.kind == "white_coat":
+        (lo_s, hi_s), (lo_d, hi_d) = _HOME_BASE["office"]
+        office_sys, office_dia = d.uniform(lo_s, hi_s), d.uniform(lo_d, hi_d)
+        visit = week0 - timedelta(days=1) + timedelta(hours=10, minutes=d.uniform(0.0, 90.0))
+        for i in range(OFFICE_READINGS):
+            sys_v = office_sys - 2.0 * i + 4.0 * d.normal()
+            dia_v = office_dia - 1.0 * i + 3.0 * d.normal()
+            at = visit + timedelta(minutes=3 * i)
+            out.append(_home_reading(patient, f"o{i:04d}", at, sys_v, dia_v, "clinic"))
+    level = "hypertension" if plan.kind == "home_hypertension" else "normal"
+    (lo_s, hi_s), (lo_d, hi_d) = _HOME_BASE[level]
+    base_sys, base_dia = d.uniform(lo_s, hi_s), d.uniform(lo_d, hi_d)
+    for day in range(plan.days):
+        first_day = 5.0 if day == 0 else 0.0  # the first day reads higher (discarded)
+        for session, hour in enumerate(HOME_SESSIONS_H):
+            morning = 2.0 if session == 0 else 0.0
+            begin = week0 + timedelta(days=day, hours=hour, minutes=d.uniform(-20.0, 40.0))
+            for i in range(HOME_PER_SESSION):
+                sys_v = base_sys + first_day + morning - 1.5 * i + 5.0 * d.normal()
+                dia_v = base_dia + 0.6 * first_day + 0.5 * morning - i + 3.5 * d.normal()
+                at = begin + timedelta(minutes=2 * i, seconds=d.uniform(0.0, 30.0))
+                seq = f"h{len(out):04d}"
+                out.append(_home_reading(patient, seq, at, sys_v, dia_v, "home"))
+    return out
+
+
+def home_readings(
+    patient: Patient, plan: HomePlan, seed: int, *, start: datetime = DEFAULT_START
+) -> Iterator[tuple[Reading, GroundTruth]]:
+    """A home-cohort patient's readings with ground truth, in time order.
+
+    The truth of every reading says what the home-BP protocol should make of the patient's
+    week: ``home_series_start`` (the first home reading), ``home_hypertension`` (None when
+    too few days are sent for an average), ``home_readings`` (the home readings planned) and
+    ``silent`` (the patient stops sending after the last of them).
+    """
+    if start.tzinfo is None:
+        raise ValueError("start must be timezone-aware")
+    d = _Draws(np.random.default_rng([seed, patient.index, 0x40]))
+    readings = _home_schedule(patient, plan, d, start.astimezone(UTC))
+    home = [r for r in readings if r.setting == "home"]
+    extra: dict[str, Any] = {
+        "home_series_start": utc_iso(home[0].effective_at),
+        "home_hypertension": plan.home_hypertension,
+        "home_readings": len(home),
+        "silent": plan.silent,
+    }
+    for r in readings:
+        truth = GroundTruth(
+            observation_id=r.observation_id,
+            patient_id=patient.patient_id,
+            profile=plan.kind,
+            event_within_horizon=False,
+            in_event=False,
+            extra={"setting": r.setting, **extra},
+        )
+        yield r, truth

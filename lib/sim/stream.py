@@ -19,6 +19,14 @@ the ground truth of every clean reading stays valid.
 
 Faults are drawn per patient from ``(seed, patient index)``, so the stream of a patient is the
 same whichever worker produces it. ``messages()`` merges patients in event-time order.
+
+``settings.sim_home_share`` puts that share of the patients in the *home cohort*
+(:func:`lib.sim.cohort.home_plans`): instead of the clinical stream they send a home-BP week
+before the simulated time 0 (morning and evening sessions marked with the Vitals IG
+``MeasurementSettingExt``, SNOMED 264362003 Home), white-coat patients also an office visit
+(marked clinic), and some stop sending. They get no injected faults; their ground truth says
+which home average and which silence the monitor must find. With a share of 0 the stream is
+the clinical one, byte for byte. ``settings.sim_start`` moves the simulated time 0.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ import heapq
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -124,6 +132,7 @@ class _PatientFaults:
 
     def _fhir(self, reading: Reading, **kw: Any) -> dict[str, Any]:
         p = self.p
+        kw.setdefault("setting", reading.setting or None)
         return fhir_obs.to_fhir(
             reading, p.name, utc_offset_min=p.utc_offset_min, device=p.device, arm=p.arm, **kw
         )
@@ -292,10 +301,24 @@ def patient_messages(
     horizon_hours: float = 6.0,
     bundle_size: int = 1,
     bundle_type: str = "collection",
+    start: datetime = cohort_mod.DEFAULT_START,
+    home: cohort_mod.HomePlan | None = None,
 ) -> Iterator[SimMessage]:
-    """One patient's messages in emission order (``bundle_size`` > 1: Bundles of up to that)."""
-    readings = cohort_mod.patient_readings(patient, seed, hours=hours, horizon_hours=horizon_hours)
-    msgs = _PatientFaults(patient, seed, fault_rate).run(readings)
+    """One patient's messages in emission order (``bundle_size`` > 1: Bundles of up to that).
+
+    ``home``: the patient is in the home cohort and sends that plan's readings, without
+    injected faults (so the expected home averages and silences hold exactly).
+    """
+    if home is None:
+        readings = cohort_mod.patient_readings(
+            patient, seed, hours=hours, horizon_hours=horizon_hours, start=start
+        )
+        msgs = _PatientFaults(patient, seed, fault_rate).run(readings)
+    else:
+        until = None if hours is None else start + timedelta(hours=hours)
+        planned = cohort_mod.home_readings(patient, home, seed, start=start)
+        readings = (x for x in planned if until is None or x[0].effective_at < until)
+        msgs = _PatientFaults(patient, seed, 0.0).run(readings)
     return bundled(msgs, bundle_size, bundle_type) if bundle_size > 1 else msgs
 
 
@@ -324,6 +347,7 @@ def messages(
         raise ValueError(f"worker_index {worker_index} not in 0..{worker_count - 1}")
     seed = settings.sim_seed
     patients = cohort_mod.cohort(settings.sim_patients, seed)[worker_index::worker_count]
+    plans = cohort_mod.home_plans(settings.sim_patients, seed, settings.sim_home_share)
     streams = [
         patient_messages(
             p,
@@ -333,6 +357,8 @@ def messages(
             horizon_hours=horizon_hours,
             bundle_size=bundle_size,
             bundle_type=bundle_type,
+            start=settings.sim_start or cohort_mod.DEFAULT_START,
+            home=plans.get(p.index),
         )
         for p in patients
     ]

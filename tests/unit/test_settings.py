@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,10 @@ def test_namespace_prefixes_every_topic_and_index():
         ({"BPWATCH_SIM_PATIENTS": "many"}, "BPWATCH_SIM_PATIENTS"),
         ({"BPWATCH_SIM_PATIENTS": "0"}, "BPWATCH_SIM_PATIENTS"),
         ({"BPWATCH_SIM_FAULT_RATE": "1.5"}, "BPWATCH_SIM_FAULT_RATE"),
+        ({"BPWATCH_SIM_HOME_SHARE": "-0.1"}, "BPWATCH_SIM_HOME_SHARE"),
+        ({"BPWATCH_SIM_HOME_SHARE": "half"}, "BPWATCH_SIM_HOME_SHARE"),
+        ({"BPWATCH_SIM_START": "2025-03-03T00:00:00"}, "BPWATCH_SIM_START"),
+        ({"BPWATCH_SIM_START": "yesterday"}, "BPWATCH_SIM_START"),
         ({"BPWATCH_KAFKA_BROKERS": "localhost"}, "BPWATCH_KAFKA_BROKERS"),
         ({"BPWATCH_ES_URL": "127.0.0.1:9200"}, "BPWATCH_ES_URL"),
         ({"BPWATCH_NAMESPACE": "a b"}, "BPWATCH_NAMESPACE"),
@@ -62,6 +67,17 @@ def test_invalid_values_name_the_variable(env, must_name):
     with pytest.raises(ConfigError) as exc:
         Settings.from_env(env)
     assert must_name in str(exc.value)
+
+
+def test_simulator_home_share_and_start():
+    default = Settings.from_env({})
+    assert default.sim_home_share == 0.0 and default.sim_start is None
+    s = Settings.from_env(
+        {"BPWATCH_SIM_HOME_SHARE": "0.1", "BPWATCH_SIM_START": "2026-11-30T14:00:00+01:00"}
+    )
+    assert s.sim_home_share == 0.1
+    assert s.sim_start == datetime(2026, 11, 30, 13, 0, tzinfo=UTC)
+    assert Settings.from_env({"BPWATCH_SIM_START": "2026-11-30T13:00Z"}).sim_start == s.sim_start
 
 
 def test_kafka_config_passthrough_inline_and_from_file(tmp_path):
