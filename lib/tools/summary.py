@@ -6,7 +6,20 @@ simulator's ground truth is given, checks them against the expected fate of ever
 
 * dead letters on the DLQ = Observations the simulator made faulty on purpose;
 * every reading that should be live (not retracted) is in ``bp-anomalies`` or a normal file;
-* no retracted reading is left in ``bp-anomalies``; no normal line is written twice.
+* no retracted reading is left in ``bp-anomalies``; no normal line is written twice;
+* home averages (the simulator's home cohort): one ``bp-home-averages`` document per patient
+  whose week gives an average, with the series start and the home-hypertension verdict the
+  truth names, and no other protocol document;
+* no-data episodes: silence is measured on the wall clock, and the simulator's readings have
+  fixed dates, so the summary derives the expected set from the truth *at the time it runs*:
+  every patient with at least 3 readings whose last reading lies between
+  ``BPWATCH_NO_DATA_LOOKBACK_DAYS`` and ``BPWATCH_NO_DATA_HOURS`` before now must have a
+  ``no_data`` episode open at the end (opened, not resolved), and nobody else. Patients within
+  an hour of either edge are left out of the comparison (the monitor checked a little
+  earlier) and counted. ``make demo`` sets ``BPWATCH_SIM_START`` to a day ago, so the
+  simulator's silent patients fall inside the window and everyone else is recent. Episodes
+  opened and resolved during the catch-up (a check ran before a patient's later readings
+  were read) are counted, not failures.
 
 Exit code 0 when everything reconciles, 1 otherwise.
 """
@@ -18,6 +31,7 @@ import logging
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +40,41 @@ import orjson
 from lib.settings import Settings, load_or_exit
 
 log = logging.getLogger(__name__)
+
+
+NO_DATA_EDGE_S = 3600.0  # patients this close to an edge of the no-data window are not compared
+NO_DATA_MIN_READINGS = 3  # as lib.monitor.alerts.NoDataTracker
+
+
+@dataclass
+class Truth:
+    """What the simulator's ground truth says a run must produce."""
+
+    fates: Counter[str] = field(default_factory=Counter)
+    live: set[str] = field(default_factory=set)
+    retracted: set[str] = field(default_factory=set)
+    last_reading: dict[str, tuple[float, int]] = field(default_factory=dict)  # (ts, readings)
+    home: dict[str, bool] = field(default_factory=dict)  # average _id -> home hypertension
+    home_no_average: set[str] = field(default_factory=set)  # patients too short for one
+    home_cut: set[str] = field(default_factory=set)  # weeks cut short by BPWATCH_SIM_COUNT
+    silent: set[str] = field(default_factory=set)  # patients the simulator made stop
+
+
+@dataclass
+class Figures:
+    """Expected and found home averages and no-data episodes."""
+
+    home_expected: int = 0
+    home_expected_hypertension: int = 0
+    home_found: int = 0
+    home_found_hypertension: int = 0
+    home_cut: int = 0
+    no_data_expected: int = 0
+    no_data_open: int = 0
+    no_data_transient: int = 0
+    no_data_edge: int = 0
+    silent_designed: int = 0
+    silent_in_window: int = 0
 
 
 @dataclass
@@ -39,6 +88,8 @@ class RunOutputs:
     normal_ids: set[str] = field(default_factory=set)
     normal_duplicate_lines: int = 0
     normal_files: int = 0
+    home_docs: dict[str, bool] = field(default_factory=dict)  # protocol averages: _id -> verdict
+    no_data_events: list[tuple[str, str, str]] = field(default_factory=list)  # patient, ep, event
 
 
 def topic_size(settings: Settings, topic: str) -> int:
@@ -59,15 +110,17 @@ def topic_size(settings: Settings, topic: str) -> int:
         consumer.close()
 
 
-def es_ids(es: Any, index: str) -> set[str]:
-    """All document ids of an index (scroll-free: search_after on _id is not allowed, so PIT)."""
+def es_hits(
+    es: Any, index: str, source: list[str] | bool = False, query: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """All hits of an index (scroll-free: search_after on _id is not allowed, so PIT)."""
     from elasticsearch import NotFoundError
 
     try:
         es.indices.refresh(index=index)
     except NotFoundError:
-        return set()
-    ids: set[str] = set()
+        return []
+    out: list[dict[str, Any]] = []
     pit = es.open_point_in_time(index=index, keep_alive="1m")["id"]
     try:
         after = None
@@ -76,17 +129,24 @@ def es_ids(es: Any, index: str) -> set[str]:
                 "size": 5000,
                 "pit": {"id": pit, "keep_alive": "1m"},
                 "sort": [{"_shard_doc": "asc"}],
-                "_source": False,
+                "_source": source,
             }
+            if query is not None:
+                kwargs["query"] = query
             if after is not None:
                 kwargs["search_after"] = after
             hits = es.search(**kwargs)["hits"]["hits"]
             if not hits:
-                return ids
-            ids.update(h["_id"] for h in hits)
+                return out
+            out += hits
             after = hits[-1]["sort"]
     finally:
         es.close_point_in_time(id=pit)
+
+
+def es_ids(es: Any, index: str) -> set[str]:
+    """All document ids of an index."""
+    return {h["_id"] for h in es_hits(es, index)}
 
 
 def read_normals(directory: Path, out: RunOutputs) -> None:
@@ -104,13 +164,22 @@ def read_normals(directory: Path, out: RunOutputs) -> None:
     out.normal_duplicate_lines = sum(c - 1 for c in seen.values() if c > 1)
 
 
-def elastic_outputs(settings: Settings) -> tuple[set[str], int]:
-    """The ids of the anomaly documents and the number of alert documents."""
+def elastic_outputs(settings: Settings, out: RunOutputs) -> None:
+    """Anomaly ids, the number of alert documents, home averages and no-data events."""
     from lib.connectors.elastic import TOOL_RETRIES, make_client
 
     es = make_client(settings, max_retries=TOOL_RETRIES)
     try:
-        return es_ids(es, settings.anomalies_index), len(es_ids(es, settings.alerts_index))
+        out.anomaly_ids = es_ids(es, settings.anomalies_index)
+        out.alerts_es = len(es_ids(es, settings.alerts_index))
+        protocol = {"term": {"origin": "protocol"}}
+        for h in es_hits(es, settings.home_averages_index, ["home_hypertension"], protocol):
+            out.home_docs[h["_id"]] = bool(h["_source"]["home_hypertension"])
+        no_data = {"term": {"condition": "no_data"}}
+        fields = ["patient_id", "episode_id", "event"]
+        for h in es_hits(es, settings.alerts_index, fields, no_data):
+            src = h["_source"]
+            out.no_data_events.append((src["patient_id"], src["episode_id"], src["event"]))
     finally:
         es.close()
 
@@ -120,26 +189,54 @@ def collect(settings: Settings) -> RunOutputs:
     out.messages_in = topic_size(settings, settings.observations_topic)
     out.dead_letters = topic_size(settings, settings.dlq_topic)
     out.alerts_kafka = topic_size(settings, settings.alerts_topic)
-    out.anomaly_ids, out.alerts_es = elastic_outputs(settings)
+    elastic_outputs(settings, out)
     if settings.normal_dir.exists():
         read_normals(settings.normal_dir, out)
     return out
 
 
-def reconcile(out: RunOutputs, truth_path: Path) -> tuple[list[str], dict[str, int]]:
-    """Problems found (empty = reconciled) and the expected counts by fate."""
-    fates: Counter[str] = Counter()
-    live: set[str] = set()
-    retracted: set[str] = set()
+def read_truth(truth_path: Path) -> Truth:
+    """The simulator's ground truth (JSON Lines, one line per Observation) in one pass."""
+    t = Truth()
+    home_seen: Counter[str] = Counter()
+    planned: dict[str, int] = {}
     with truth_path.open("rb") as fh:
         for line in fh:
             rec = orjson.loads(line)
-            fates[rec["fate"]] += 1
-            if rec["fate"] == "reading":
-                live.add(rec["observation_id"])
-            elif rec["fate"] == "retracted":
-                retracted.add(rec["observation_id"])
-    live -= retracted
+            t.fates[rec["fate"]] += 1
+            if rec["fate"] == "retracted":
+                t.retracted.add(rec["observation_id"])
+            if rec["fate"] != "reading":
+                continue
+            t.live.add(rec["observation_id"])
+            pid = rec["patient_id"]
+            ts = _epoch(rec["effective_at"])
+            last, n = t.last_reading.get(pid, (ts, 0))
+            t.last_reading[pid] = (max(last, ts), n + 1)
+            if "home_series_start" not in rec:
+                continue
+            if rec.get("silent"):
+                t.silent.add(pid)
+            planned[pid] = rec["home_readings"]
+            home_seen[pid] += rec["setting"] == "home"
+            if rec["home_hypertension"] is None:
+                t.home_no_average.add(pid)
+            else:
+                t.home[f"{pid}|{rec['home_series_start']}"] = rec["home_hypertension"]
+    t.live -= t.retracted
+    t.home_cut = {pid for pid, n in planned.items() if home_seen[pid] < n}
+    t.home = {k: v for k, v in t.home.items() if k.split("|", 1)[0] not in t.home_cut}
+    return t
+
+
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def reconcile(out: RunOutputs, truth_path: Path | Truth) -> tuple[list[str], dict[str, int]]:
+    """Problems found (empty = reconciled) and the expected counts by fate."""
+    t = truth_path if isinstance(truth_path, Truth) else read_truth(truth_path)
+    fates, live, retracted = t.fates, t.live, t.retracted
     problems: list[str] = []
     if out.dead_letters != fates["dead_letter"]:
         problems.append(f"dead letters: expected {fates['dead_letter']}, found {out.dead_letters}")
@@ -160,8 +257,86 @@ def reconcile(out: RunOutputs, truth_path: Path) -> tuple[list[str], dict[str, i
     return problems, dict(fates)
 
 
+def reconcile_home(out: RunOutputs, t: Truth, fig: Figures) -> list[str]:
+    """The protocol home averages against the truth's (patient | series start -> verdict)."""
+    fig.home_expected = len(t.home)
+    fig.home_expected_hypertension = sum(t.home.values())
+    fig.home_cut = len(t.home_cut)
+    docs = {k: v for k, v in out.home_docs.items() if k.split("|", 1)[0] not in t.home_cut}
+    fig.home_found = len(docs)
+    fig.home_found_hypertension = sum(docs.values())
+    problems = []
+    missing = t.home.keys() - docs.keys()
+    if missing:
+        problems.append(f"home averages: {len(missing)} expected series have no document")
+    extra = docs.keys() - t.home.keys()
+    if extra:
+        problems.append(f"home averages: {len(extra)} documents the truth does not expect")
+    wrong = [k for k in t.home.keys() & docs.keys() if t.home[k] != docs[k]]
+    if wrong:
+        problems.append(f"home averages: {len(wrong)} with the wrong home-hypertension verdict")
+    return problems
+
+
+def reconcile_no_data(
+    out: RunOutputs, t: Truth, fig: Figures, *, hours: float, lookback_days: float, now: float
+) -> list[str]:
+    """Open no-data episodes against the patients the truth says are silent at ``now``."""
+    oldest, newest = now - lookback_days * 86_400.0, now - hours * 3600.0
+    expected, edge = set(), set()
+    for pid, (last, n) in t.last_reading.items():
+        if n < NO_DATA_MIN_READINGS:
+            continue
+        if min(abs(last - oldest), abs(last - newest)) < NO_DATA_EDGE_S:
+            edge.add(pid)
+        elif oldest <= last <= newest:
+            expected.add(pid)
+    events: dict[str, set[str]] = {}
+    patient_of: dict[str, str] = {}
+    for pid, episode, event in out.no_data_events:
+        events.setdefault(episode, set()).add(event)
+        patient_of[episode] = pid
+    open_now = {patient_of[e] for e, ev in events.items() if "resolved" not in ev}
+    fig.no_data_expected = len(expected)
+    fig.no_data_open = len(open_now - edge)
+    fig.no_data_transient = sum(1 for ev in events.values() if {"opened", "resolved"} <= ev)
+    fig.no_data_edge = len(edge)
+    fig.silent_designed = len(t.silent)
+    fig.silent_in_window = len(t.silent & expected)
+    problems = []
+    if expected - open_now:
+        problems.append(f"no-data: {len(expected - open_now)} silent patients have no open episode")
+    if (open_now - edge) - expected:
+        problems.append(f"no-data: {len((open_now - edge) - expected)} open episodes not expected")
+    return problems
+
+
+def _figure_rows(settings: Settings, fig: Figures) -> list[tuple[str, str, str]]:
+    home = (
+        f"expected {fig.home_expected:,} ({fig.home_expected_hypertension:,} home hypertension),"
+        f" found {fig.home_found:,} ({fig.home_found_hypertension:,})"
+    )
+    if fig.home_cut:
+        home += f"; {fig.home_cut} weeks cut by BPWATCH_SIM_COUNT not checked"
+    no_data = f"expected open {fig.no_data_expected:,}, open {fig.no_data_open:,}"
+    window = f"{settings.no_data_hours:g} h..{settings.no_data_lookback_days:g} d"
+    notes = [f"{fig.silent_in_window} of {fig.silent_designed} simulated silent in the {window}"]
+    if fig.no_data_transient:
+        notes.append(f"{fig.no_data_transient} opened and resolved during the catch-up")
+    if fig.no_data_edge:
+        notes.append(f"{fig.no_data_edge} at an edge of the window, not compared")
+    return [
+        ("home averages", home, f"Elasticsearch {settings.home_averages_index}"),
+        ("no-data episodes", f"{no_data} ({'; '.join(notes)})", settings.alerts_index),
+    ]
+
+
 def render(
-    settings: Settings, out: RunOutputs, fates: dict[str, int] | None, problems: list[str] | None
+    settings: Settings,
+    out: RunOutputs,
+    fates: dict[str, int] | None,
+    problems: list[str] | None,
+    figures: Figures | None = None,
 ) -> str:
     rows = [
         ("messages in", f"{out.messages_in:,}", settings.observations_topic),
@@ -182,6 +357,8 @@ def render(
             f"{settings.alerts_topic} / {settings.alerts_index}",
         ),
     ]
+    if figures is not None:
+        rows += _figure_rows(settings, figures)
     width = max(len(r[0]) for r in rows)
     lines = ["bpwatch run summary", "-" * 19]
     lines += [f"{name:<{width}}  {value:<40} {where}" for name, value, where in rows]
@@ -213,10 +390,21 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     settings = load_or_exit()
     out = collect(settings)
-    fates = problems = None
+    fates = problems = figures = None
     if args.truth and args.truth.exists():
-        problems, fates = reconcile(out, args.truth)
-    sys.stdout.write(render(settings, out, fates, problems) + "\n")
+        truth = read_truth(args.truth)
+        problems, fates = reconcile(out, truth)
+        figures = Figures()
+        problems += reconcile_home(out, truth, figures)
+        problems += reconcile_no_data(
+            out,
+            truth,
+            figures,
+            hours=settings.no_data_hours,
+            lookback_days=settings.no_data_lookback_days,
+            now=datetime.now(UTC).timestamp(),
+        )
+    sys.stdout.write(render(settings, out, fates, problems, figures) + "\n")
     return 1 if problems else 0
 
 

@@ -4,6 +4,7 @@ when something is missing (the check `make demo` prints must be able to fail).""
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 from bytewax.testing import run_main
 
@@ -38,3 +39,44 @@ def test_summary_reconciles_a_real_run_and_detects_a_lost_document(settings_fact
     es.close()
     problems, _ = summary.reconcile(summary.collect(s), truth)
     assert any("lost readings: 1 " in p for p in problems), problems
+
+
+def test_summary_reconciles_home_averages_and_no_data_of_a_real_run(settings_factory, tmp_path):
+    """The home cohort through real Kafka -> monitor -> Elasticsearch, time 0 a day ago: the
+    truth's home averages are indexed and exactly its silent patients have an open no-data
+    episode at the end (the monitor's last check runs at end of input)."""
+    truth = tmp_path / "truth.jsonl"
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=1)
+    s = settings_factory(
+        kafka_tail=False, sim_patients=40, sim_count=1500, sim_fault_rate=0.05, sim_seed=8
+    )
+    s = replace(s, sim_truth=truth, sim_home_share=0.25, sim_start=start)
+    run_main(simulate.build(s))
+    run_main(monitor.build(s))
+
+    out = summary.collect(s)
+    t = summary.read_truth(truth)
+    problems, _ = summary.reconcile(out, t)
+    fig = summary.Figures()
+    problems += summary.reconcile_home(out, t, fig)
+    now = datetime.now(UTC).timestamp()
+    problems += summary.reconcile_no_data(out, t, fig, hours=48, lookback_days=7, now=now)
+    assert problems == []
+    assert fig.home_expected == fig.home_found == 9 and not fig.home_cut
+    assert 0 < fig.home_found_hypertension < 9
+    assert fig.silent_designed == fig.silent_in_window == fig.no_data_expected == 2
+    assert fig.no_data_open == 2 and fig.no_data_edge == 0
+
+    # a home average that goes missing, and a silent patient who sends again, are reported
+    es = make_client(s)
+    victim = sorted(out.home_docs)[0]
+    es.delete(index=s.home_averages_index, id=victim, refresh=True)
+    es.close()
+    out = summary.collect(s)
+    out.no_data_events = [e for e in out.no_data_events if e[0] != sorted(t.silent)[0]]
+    problems = summary.reconcile_home(out, t, fig)
+    problems += summary.reconcile_no_data(out, t, fig, hours=48, lookback_days=7, now=now)
+    assert problems == [
+        "home averages: 1 expected series have no document",
+        "no-data: 1 silent patients have no open episode",
+    ]
