@@ -6,15 +6,17 @@ Regenerate after a change (a unit test fails while the committed file is stale):
 
 Objects (Kibana 8.x format: ``coreMigrationVersion`` 8.8.0, Lens ``formBased`` datasource):
 
-* data views ``bpwatch-anomalies`` (``bp-anomalies*``, time ``effective_at``) and
-  ``bpwatch-alerts`` (``bp-alerts*``, time ``event_at``);
+* data views ``bpwatch-anomalies`` (``bp-anomalies*``, time ``effective_at``),
+  ``bpwatch-alerts`` (``bp-alerts*``, time ``event_at``) and ``bpwatch-home-averages``
+  (``bp-home-averages*``, time ``series_end``);
 * Lens panels: anomaly-type distribution, anomalies over time (by severity), recent critical
   cases (table), risk-score distribution, risk over time (average and maximum), alert events
-  over time (by condition);
-* dashboard ``bpwatch-overview`` holding the six panels.
+  over time (by condition), home BP averages (table, latest series per patient), no-data
+  episodes (table, last ``no_data`` event per patient: ``opened`` = still silent);
+* dashboard ``bpwatch-overview`` holding the eight panels.
 
 With a namespace ``NS`` (``saved_objects("NS")``) every id becomes ``NS-<id>``, every title
-and name ends in `` [NS]`` and the data views cover ``NS-bp-anomalies*`` / ``NS-bp-alerts*``,
+and name ends in `` [NS]`` and the data views cover ``NS-bp-anomalies*`` (and the others),
 so two namespaces live side by side in one Kibana space. The committed NDJSON is the
 namespace-less set.
 """
@@ -27,8 +29,13 @@ from typing import Any
 
 ANOMALIES_VIEW = "bpwatch-anomalies"
 ALERTS_VIEW = "bpwatch-alerts"
+HOME_VIEW = "bpwatch-home-averages"
 DASHBOARD_ID = "bpwatch-overview"
-BASE_PATTERNS = {ANOMALIES_VIEW: "bp-anomalies*", ALERTS_VIEW: "bp-alerts*"}
+BASE_PATTERNS = {
+    ANOMALIES_VIEW: "bp-anomalies*",
+    ALERTS_VIEW: "bp-alerts*",
+    HOME_VIEW: "bp-home-averages*",
+}
 LAYER = "layer1"
 
 COUNT = {
@@ -101,7 +108,9 @@ def _metric(op: str, field: str, label: str, data_type: str = "number") -> dict[
     }
 
 
-def _last_value(field: str, label: str, data_type: str) -> dict[str, Any]:
+def _last_value(
+    field: str, label: str, data_type: str, sort_field: str = "effective_at"
+) -> dict[str, Any]:
     return {
         "label": label,
         "dataType": data_type,
@@ -109,7 +118,7 @@ def _last_value(field: str, label: str, data_type: str) -> dict[str, Any]:
         "sourceField": field,
         "isBucketed": False,
         "scale": "ratio" if data_type == "number" else "ordinal",
-        "params": {"sortField": "effective_at", "showArrayValues": True},
+        "params": {"sortField": sort_field, "showArrayValues": True},
     }
 
 
@@ -195,6 +204,56 @@ class _Lens:
         visualization = _xy("bar_stacked", "time", ["count"], split=split)
         return self.panel(obj_id, title, view, "lnsXY", columns, visualization, query)
 
+    def table(
+        self,
+        obj_id: str,
+        title: str,
+        view: str,
+        columns: dict[str, dict[str, Any]],
+        sort_by: str,
+        query: str = "",
+    ) -> dict[str, Any]:
+        """A data table, rows sorted by ``sort_by`` descending."""
+        table = {
+            "layerId": LAYER,
+            "layerType": "data",
+            "columns": [{"columnId": c} for c in columns],
+            "sorting": {"columnId": sort_by, "direction": "desc"},
+        }
+        return self.panel(obj_id, title, view, "lnsDatatable", columns, table, query)
+
+    def home_averages(self) -> dict[str, Any]:
+        """The latest home-BP series of each patient: means, readings and thresholds."""
+        last = "series_end"
+        columns = {
+            "patient": _terms("patient_id", "end", size=50, label="Patient"),
+            "end": _metric("max", last, "Series end", data_type="date"),
+            "systolic": _last_value("mean_systolic", "Mean systolic", "number", last),
+            "diastolic": _last_value("mean_diastolic", "Mean diastolic", "number", last),
+            "readings": _last_value("readings_used", "Readings", "number", last),
+            "days": _last_value("days_used", "Days", "number", last),
+            "limit_sys": _last_value("threshold_systolic", "Threshold sys", "number", last),
+            "limit_dia": _last_value("threshold_diastolic", "Threshold dia", "number", last),
+        }
+        return self.table(
+            "bpwatch-home-latest", "Home BP averages (latest series per patient)",
+            HOME_VIEW, columns, "end",
+        )  # fmt: skip
+
+    def no_data(self) -> dict[str, Any]:
+        """The last ``no_data`` event of each patient: ``opened`` means still silent."""
+        at = "event_at"
+        columns = {
+            "patient": _terms("patient_id", "latest", size=50, label="Patient"),
+            "latest": _metric("max", at, "Last event", data_type="date"),
+            "event": _last_value("event", "Event", "string", at),
+            "since": _last_value("opened_at", "Silent since", "date", at),
+        }
+        return self.table(
+            "bpwatch-no-data", "No-data episodes (last event per patient)",
+            ALERTS_VIEW, columns, "latest", query='condition : "no_data"',
+        )  # fmt: skip
+
     def critical_cases(self) -> dict[str, Any]:
         columns = {
             "observation": _terms("observation_id", "latest", size=50, label="Observation"),
@@ -205,19 +264,12 @@ class _Lens:
             "diastolic": _last_value("diastolic", "Diastolic", "number"),
             "risk": _last_value("risk_score", "Risk", "number"),
         }
-        table = {
-            "layerId": LAYER,
-            "layerType": "data",
-            "columns": [{"columnId": c} for c in columns],
-            "sorting": {"columnId": "latest", "direction": "desc"},
-        }
-        return self.panel(
+        return self.table(
             "bpwatch-recent-critical",
             "Recent critical cases",
             ANOMALIES_VIEW,
-            "lnsDatatable",
             columns,
-            table,
+            "latest",
             query='severity : "critical"',
         )
 
@@ -247,7 +299,7 @@ class _Lens:
 
 
 def lens_objects(namespace: str = "") -> list[dict[str, Any]]:
-    """The six dashboard panels, in dashboard order."""
+    """The eight dashboard panels, in dashboard order."""
     lens = _Lens(namespace)
     anomaly_types = lens.panel(
         "bpwatch-anomaly-types",
@@ -293,6 +345,8 @@ def lens_objects(namespace: str = "") -> list[dict[str, Any]]:
         lens.risk_distribution(),
         risk_time,
         alerts_time,
+        lens.home_averages(),
+        lens.no_data(),
     ]
 
 
@@ -312,6 +366,7 @@ def data_views(namespace: str = "") -> list[dict[str, Any]]:
     for view, time_field, name in (
         (ANOMALIES_VIEW, "effective_at", "bpwatch anomalies"),
         (ALERTS_VIEW, "event_at", "bpwatch alerts"),
+        (HOME_VIEW, "series_end", "bpwatch home averages"),
     ):
         pattern = namespaced_pattern(BASE_PATTERNS[view], namespace)
         obj_id, label = namespaced_id(view, namespace), namespaced_title(name, namespace)
@@ -321,7 +376,7 @@ def data_views(namespace: str = "") -> list[dict[str, Any]]:
 
 def dashboard(panels: list[dict[str, Any]], namespace: str = "") -> dict[str, Any]:
     layout = [(0, 0, 24, 15), (24, 0, 24, 15), (0, 15, 48, 16), (0, 31, 24, 15)]
-    layout += [(24, 31, 24, 15), (0, 46, 48, 14)]
+    layout += [(24, 31, 24, 15), (0, 46, 48, 14), (0, 60, 24, 16), (24, 60, 24, 16)]
     entries = []
     references = []
     for i, (panel, (x, y, w, h)) in enumerate(zip(panels, layout, strict=True), start=1):
@@ -337,7 +392,7 @@ def dashboard(panels: list[dict[str, Any]], namespace: str = "") -> dict[str, An
         )
         references.append({"name": f"panel_{i}", "type": "lens", "id": panel["id"]})
     search_source = {"query": {"query": "", "language": "kuery"}, "filter": []}
-    anomalies, alerts = (namespaced_pattern(p, namespace) for p in BASE_PATTERNS.values())
+    anomalies, alerts, home = (namespaced_pattern(p, namespace) for p in BASE_PATTERNS.values())
     return {
         "id": namespaced_id(DASHBOARD_ID, namespace),
         "type": "dashboard",
@@ -345,7 +400,10 @@ def dashboard(panels: list[dict[str, Any]], namespace: str = "") -> dict[str, An
         "typeMigrationVersion": "8.9.0",
         "attributes": {
             "title": namespaced_title("bpwatch: blood-pressure anomalies", namespace),
-            "description": f"bpwatch monitor: anomalies ({anomalies}) and alerts ({alerts})",
+            "description": (
+                f"bpwatch monitor: anomalies ({anomalies}), alerts ({alerts}) "
+                f"and home BP averages ({home})"
+            ),
             "panelsJSON": json.dumps(entries, separators=(",", ":")),
             "optionsJSON": json.dumps({"useMargins": True, "hidePanelTitles": False}),
             "timeRestore": True,

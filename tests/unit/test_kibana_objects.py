@@ -104,6 +104,7 @@ def test_objects_parse_and_references_resolve(saved):
     assert {o["attributes"]["title"] for o in saved if o["type"] == "index-pattern"} == {
         "bp-anomalies*",
         "bp-alerts*",
+        "bp-home-averages*",
     }
     (dash,) = [o for o in saved if o["type"] == "dashboard"]
     panels = json.loads(dash["attributes"]["panelsJSON"])
@@ -111,10 +112,11 @@ def test_objects_parse_and_references_resolve(saved):
     assert {p["panelRefName"] for p in panels} == set(refs)
     assert set(refs.values()) == by_type["lens"]
     json.loads(dash["attributes"]["kibanaSavedObjectMeta"]["searchSourceJSON"])
-    # the five views users expect are on the dashboard
+    # the views users expect are on the dashboard
     titles = {o["attributes"]["title"] for o in saved if o["type"] == "lens"}
     for expected in ("Anomaly types", "Anomalies over time", "Recent critical cases",
-                     "Risk score distribution", "Risk over time"):  # fmt: skip
+                     "Risk score distribution", "Risk over time", "Home BP averages",
+                     "No-data episodes"):  # fmt: skip
         assert any(t.startswith(expected) for t in titles), expected
     # panels do not overlap on the 48-column grid
     cells = set()
@@ -180,6 +182,30 @@ def test_every_lens_field_exists_with_a_fitting_type(saved):
     assert checked >= 15
 
 
+def test_home_and_no_data_panels_read_their_own_data():
+    """The home panel reads bp-home-averages (time series_end); the no-data panel reads only
+    no_data alert events, with the last event of each patient (opened = still silent)."""
+    saved = objects.saved_objects()
+    by_id = {o["id"]: o for o in saved}
+    views = {o["id"]: o["attributes"] for o in saved if o["type"] == "index-pattern"}
+    home, silent = by_id["bpwatch-home-latest"], by_id["bpwatch-no-data"]
+    assert home["type"] == silent["type"] == "lens"
+    home_view = views[home["references"][0]["id"]]
+    assert (home_view["title"], home_view["timeFieldName"]) == ("bp-home-averages*", "series_end")
+    cols = home["attributes"]["state"]["datasourceStates"]["formBased"]["layers"]["layer1"]
+    fields = {c["sourceField"] for c in cols["columns"].values()}
+    assert {"patient_id", "series_end", "mean_systolic", "mean_diastolic"} <= fields
+    assert views[silent["references"][0]["id"]]["title"] == "bp-alerts*"
+    assert silent["attributes"]["state"]["query"]["query"] == 'condition : "no_data"'
+    layer = silent["attributes"]["state"]["datasourceStates"]["formBased"]["layers"]["layer1"]
+    event = layer["columns"]["event"]
+    assert (event["operationType"], event["sourceField"]) == ("last_value", "event")
+    assert event["params"]["sortField"] == "event_at"
+    ns = {o["id"] for o in objects.saved_objects("w7")}
+    assert {"w7-bpwatch-home-latest", "w7-bpwatch-home-averages", "w7-bpwatch-no-data"} <= ns
+    assert len(by_id) == len(saved)  # ids are unique across types too
+
+
 def test_rules_reference_existing_fields_and_connectors():
     defs = setup.load_definitions()
     connectors = {c["id"]: c for c in defs["connectors"]}
@@ -236,7 +262,7 @@ def test_namespace_changes_ids_names_and_patterns():
     assert all(r["name"].endswith(" [t123]") for r in defs["rules"])
     saved = setup.load_saved_objects("t123")
     titles = {o["attributes"]["title"] for o in saved if o["type"] == "index-pattern"}
-    assert titles == {"t123-bp-anomalies*", "t123-bp-alerts*"}
+    assert titles == {"t123-bp-anomalies*", "t123-bp-alerts*", "t123-bp-home-averages*"}
     assert all(o["id"].startswith("t123-bpwatch-") for o in saved)
     assert all(r["id"].startswith("t123-") for o in saved for r in o["references"])
     assert all(o["attributes"].get("title", "").endswith("[t123]") for o in saved
@@ -258,7 +284,7 @@ def stub() -> Iterator[KibanaStub]:
 def test_setup_creates_then_updates_by_fixed_id(stub):
     kibana = setup.Kibana(stub.url, username="elastic", password="pw")
     first = setup.apply(kibana)
-    assert first["saved_objects"] == 9 == len(stub.saved_objects)
+    assert first["saved_objects"] == 12 == len(stub.saved_objects)
     assert {v for k, v in first.items() if k != "saved_objects"} == {"created"}
     calls = [(r.method, r.path) for r in stub.requests]
     assert calls[0] == ("POST", "/api/saved_objects/_import?overwrite=true")
@@ -280,7 +306,7 @@ def test_setup_creates_then_updates_by_fixed_id(stub):
     puts = [r for r in stub.requests if r.method == "PUT"]
     assert len(puts) == 5  # 1 connector + 4 rules, no POST create the second time
     assert not [r for r in stub.requests if r.method == "POST" and "/_import" not in r.path]
-    assert len(stub.rules) == 4 and len(stub.saved_objects) == 9
+    assert len(stub.rules) == 4 and len(stub.saved_objects) == 12
 
 
 def test_connector_ids_are_ids_kibana_8_accepts():
@@ -296,7 +322,7 @@ def test_two_namespaces_share_one_space_without_overwriting(stub):
     before = {key: json.dumps(o, sort_keys=True) for key, o in stub.saved_objects.items()}
     rules_before = {k: json.dumps(v, sort_keys=True) for k, v in stub.rules.items()}
     setup.apply(kibana, "beta")
-    assert len(stub.saved_objects) == 18 and len(stub.rules) == 8 and len(stub.connectors) == 1
+    assert len(stub.saved_objects) == 24 and len(stub.rules) == 8 and len(stub.connectors) == 1
     for key, text in before.items():  # alpha's objects and rules are untouched
         assert json.dumps(stub.saved_objects[key], sort_keys=True) == text
     for key, text in rules_before.items():
@@ -306,6 +332,7 @@ def test_two_namespaces_share_one_space_without_overwriting(stub):
     assert {r["id"] for o in beta_panels for r in o["references"]} == {
         "beta-bpwatch-anomalies",
         "beta-bpwatch-alerts",
+        "beta-bpwatch-home-averages",
     }
     names = [r["name"] for r in stub.rules.values()]
     assert len(set(names)) == 8
