@@ -85,11 +85,11 @@ def test_setup_steps_against_local_services_and_kibana_stub(services, namespaced
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
         ns = namespaced.namespace
         assert len(kibana.rules) == 4 and all(r.startswith(f"{ns}-") for r in kibana.rules)
-        assert len(kibana.connectors) == 1 and len(kibana.saved_objects) == 9
+        assert len(kibana.connectors) == 1 and len(kibana.saved_objects) == 12
         # a second `up` runs the setup again: everything is updated in place
         again = run_steps(env, "topics", "kibana")
         assert again.returncode == 0, again.stderr[-3000:]
-        assert len(kibana.rules) == 4 and len(kibana.saved_objects) == 9
+        assert len(kibana.rules) == 4 and len(kibana.saved_objects) == 12
     assert es.indices.exists_alias(name=namespaced.anomalies_index)
     assert es.indices.exists_alias(name=namespaced.alerts_index)
 
