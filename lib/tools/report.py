@@ -6,10 +6,16 @@
 Reads ``bp-anomalies`` (``BPWATCH_ES_URL``, credentials and ``BPWATCH_NAMESPACE`` as
 everywhere) for the event-time range ``[from, to)`` (default: the 24 hours before ``to``;
 ``to`` defaults to just after the newest reading in the index, so replayed or simulated data
-is found), optionally for one patient, and writes one HTML file with the
-five views of the Kibana dashboard as embedded PNG charts (matplotlib, Agg backend) and a
-table: anomaly-type distribution, anomalies over time (by severity), recent critical cases,
-risk-score distribution, risk over time (average and maximum).
+is found), optionally for one patient, and writes one HTML file with the views of the Kibana
+dashboard: anomaly-type distribution, anomalies over time (by severity), recent critical
+cases, risk-score distribution, risk over time (average and maximum) as embedded PNG charts
+(matplotlib, Agg backend) or tables, and two tables:
+
+* home BP averages (``bp-home-averages``): the series that ended in ``[from - 7 days, to)``
+  (a home-BP week reaches back that far), the latest per patient, with the number of series
+  and of those with home hypertension;
+* no-data episodes (``bp-alerts``, condition ``no_data``): the episodes open at ``to``
+  (opened before it, not resolved before it), and the openings and resolutions in range.
 
 This module is a tool, so it does I/O; :func:`collect` (Elasticsearch -> :class:`ReportData`)
 and :func:`render_html` (-> str) are separate so each can be tested. matplotlib is the
@@ -45,6 +51,20 @@ _INTERVALS = [
     ("7d", timedelta(days=7)),
 ]
 RISK_BIN = 0.05
+HOME_REACH = timedelta(days=7)  # a home-BP series spans up to 7 days
+MAX_EPISODES = 10_000  # no-data episodes examined per report
+HOME_COLUMNS = (
+    "patient_id",
+    "series_start",
+    "series_end",
+    "readings_used",
+    "days_used",
+    "mean_systolic",
+    "mean_diastolic",
+    "home_hypertension",
+    "ruleset",
+)
+NO_DATA_COLUMNS = ("patient_id", "opened_at", "observation_ids")
 CRITICAL_COLUMNS = (
     "effective_at",
     "patient_id",
@@ -73,6 +93,27 @@ class ReportData:
     risk_histogram: list[tuple[float, int]]  # bin lower edge -> count
     risk_over_time: list[tuple[datetime, float | None, float | None]]  # (bucket, avg, max)
     extra: dict[str, Any] = field(default_factory=dict)
+    home: HomeView | None = None
+    no_data: NoDataView | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HomeView:
+    """Home-BP series that ended in ``[start - HOME_REACH, end)``."""
+
+    series: int  # documents in range
+    hypertension: int  # of which home hypertension
+    patients: int
+    latest: list[dict[str, Any]]  # the latest series per patient, newest first (up to a limit)
+
+
+@dataclass(frozen=True, slots=True)
+class NoDataView:
+    """No-data episodes: open at ``end``, and events in ``[start, end)``."""
+
+    open: list[dict[str, Any]]  # the opening event of each open episode, newest first
+    opened: int
+    resolved: int
 
 
 def pick_interval(start: datetime, end: datetime, max_buckets: int = 120) -> str:
@@ -103,8 +144,11 @@ def collect(
     patient: str | None = None,
     *,
     critical_limit: int = 25,
+    home_index: str | None = None,
+    alerts_index: str | None = None,
 ) -> ReportData:
-    """Run one aggregation search and one search for critical cases; no client-side scans."""
+    """Run one aggregation search and one search for critical cases; no client-side scans.
+    With ``home_index`` / ``alerts_index`` also the home-average and no-data views."""
     interval = pick_interval(start, end)
     filters: list[dict[str, Any]] = [
         {"range": {"effective_at": {"gte": utc_iso(start), "lt": utc_iso(end)}}}
@@ -170,7 +214,76 @@ def collect(
         critical_total=critical["hits"]["total"]["value"],
         risk_histogram=sorted(risk_hist.items()),
         risk_over_time=risk_time,
+        home=collect_home(es, home_index, start, end, patient) if home_index else None,
+        no_data=collect_no_data(es, alerts_index, start, end, patient) if alerts_index else None,
     )
+
+
+def _patient_filter(patient: str | None) -> list[dict[str, Any]]:
+    return [{"term": {"patient_id": patient}}] if patient else []
+
+
+def collect_home(
+    es: Any, index: str, start: datetime, end: datetime, patient: str | None, limit: int = 100
+) -> HomeView:
+    """Home series that ended in ``[start - HOME_REACH, end)``: counts and the latest series
+    of each patient (field collapsing on ``patient_id``)."""
+    since = {"gte": utc_iso(start - HOME_REACH), "lt": utc_iso(end)}
+    query = {"bool": {"filter": [{"range": {"series_end": since}}, *_patient_filter(patient)]}}
+    res = es.search(
+        index=index,
+        query=query,
+        collapse={"field": "patient_id"},
+        sort=[{"series_end": "desc"}, {"patient_id": "asc"}],
+        size=limit,
+        source_includes=list(HOME_COLUMNS),
+        track_total_hits=True,
+        aggs={
+            "patients": {"cardinality": {"field": "patient_id"}},
+            "hypertension": {"filter": {"term": {"home_hypertension": True}}},
+        },
+    )
+    agg = res["aggregations"]
+    return HomeView(
+        series=res["hits"]["total"]["value"],
+        hypertension=agg["hypertension"]["doc_count"],
+        patients=agg["patients"]["value"],
+        latest=[h["_source"] for h in res["hits"]["hits"]],
+    )
+
+
+def collect_no_data(
+    es: Any, index: str, start: datetime, end: datetime, patient: str | None
+) -> NoDataView:
+    """Episodes open at ``end`` (one terms bucket per episode: opened, not resolved before
+    ``end``) and the openings and resolutions in ``[start, end)``."""
+    filters = [
+        {"term": {"condition": "no_data"}},
+        {"range": {"event_at": {"lt": utc_iso(end)}}},
+        *_patient_filter(patient),
+    ]
+    in_range = {"range": {"event_at": {"gte": utc_iso(start), "lt": utc_iso(end)}}}
+    opening = {"top_hits": {"size": 1, "_source": {"includes": list(NO_DATA_COLUMNS)}}}
+    aggs = {
+        "episodes": {
+            "terms": {"field": "episode_id", "size": MAX_EPISODES},
+            "aggs": {
+                "resolved": {"filter": {"term": {"event": "resolved"}}},
+                "opened": {"filter": {"term": {"event": "opened"}}, "aggs": {"hit": opening}},
+            },
+        },
+        "opened": {"filter": {"bool": {"filter": [in_range, {"term": {"event": "opened"}}]}}},
+        "resolved": {"filter": {"bool": {"filter": [in_range, {"term": {"event": "resolved"}}]}}},
+    }
+    res = es.search(index=index, query={"bool": {"filter": filters}}, aggs=aggs, size=0)
+    agg = res["aggregations"]
+    still_open = [
+        b["opened"]["hit"]["hits"]["hits"][0]["_source"]
+        for b in agg["episodes"]["buckets"]
+        if b["resolved"]["doc_count"] == 0 and b["opened"]["doc_count"]
+    ]
+    still_open.sort(key=lambda d: (d["opened_at"], d["patient_id"]), reverse=True)
+    return NoDataView(still_open, agg["opened"]["doc_count"], agg["resolved"]["doc_count"])
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -255,9 +368,43 @@ def _bar_width(data: ReportData) -> float:
 def _cell(name: str, value: Any) -> str:
     if isinstance(value, list):
         value = ", ".join(str(v) for v in value)
+    elif isinstance(value, bool):
+        value = "yes" if value else "no"
     elif isinstance(value, float):
-        value = f"{value:.2f}" if name == "risk_score" else f"{value:.0f}"
+        places = 2 if name == "risk_score" else 1 if name.startswith("mean_") else 0
+        value = f"{value:.{places}f}"
     return f"<td>{html.escape(str(value if value is not None else ''))}</td>"
+
+
+def _table(columns: tuple[str, ...], rows: list[dict[str, Any]]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "\n".join(
+        "<tr>" + "".join(_cell(c, row.get(c)) for c in columns) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody></table>"
+
+
+def _home_section(view: HomeView | None) -> str:
+    if view is None:
+        return ""
+    return (
+        '<section id="home"><h2>Home BP averages (latest series per patient)</h2>\n'
+        f'<p class="summary"><span id="home_series">{view.series}</span> series of '
+        f"{view.patients} patients ended in the range or the 7 days before it; "
+        f'<span id="home_hypertension">{view.hypertension}</span> with home hypertension.</p>\n'
+        f"{_table(HOME_COLUMNS, view.latest)}</section>"
+    )
+
+
+def _no_data_section(view: NoDataView | None) -> str:
+    if view is None:
+        return ""
+    return (
+        '<section id="no_data"><h2>No-data episodes (open at the end of the range)</h2>\n'
+        f'<p class="summary"><span id="no_data_open">{len(view.open)}</span> patients silent; '
+        f"in the range {view.opened} episodes opened and {view.resolved} resolved.</p>\n"
+        f"{_table(NO_DATA_COLUMNS, view.open)}</section>"
+    )
 
 
 def render_html(data: ReportData) -> str:
@@ -304,6 +451,8 @@ img {{ max-width: 100%; }}
 </tbody></table></section>
 {figure("risk_histogram", "Risk score distribution")}
 {figure("risk_over_time", "Risk over time (average and maximum)")}
+{_home_section(data.home)}
+{_no_data_section(data.no_data)}
 </body></html>
 """
 
@@ -343,7 +492,9 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write("bpwatch: --from must be before --to\n")
             return 2
         data = collect(es, settings.anomalies_index, start, end, args.patient,
-                       critical_limit=args.critical_limit)  # fmt: skip
+                       critical_limit=args.critical_limit,
+                       home_index=settings.home_averages_index,
+                       alerts_index=settings.alerts_index)  # fmt: skip
     except (ApiError, TransportError) as exc:
         sys.stderr.write(
             f"bpwatch: Elasticsearch at {settings.es_url} failed ({type(exc).__name__}): "

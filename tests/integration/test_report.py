@@ -140,3 +140,111 @@ def test_cli_writes_the_report(settings, es, loaded, tmp_path, monkeypatch):
     assert page.count("data:image/png;base64,") == 4
     assert report.main(["--out", str(out), "--from", "2025-03-01T03:00Z",
                         "--to", "2025-03-01T00:00Z"]) == 2  # fmt: skip
+
+
+def _home(patient: str, end: datetime, hypertension: bool) -> dict[str, Any]:
+    start = end - timedelta(days=6, hours=13)
+    return {
+        "patient_id": patient,
+        "series_start": utc_iso(start),
+        "series_end": utc_iso(end),
+        "readings_used": 24,
+        "days_used": 6,
+        "mean_systolic": 138.4 if hypertension else 121.6,
+        "mean_diastolic": 86.0 if hypertension else 74.2,
+        "home_hypertension": hypertension,
+        "threshold_systolic": 130.0,
+        "threshold_diastolic": 80.0,
+        "ruleset": "aha2025",
+        "origin": "protocol",
+        "observation_id": "",
+    }
+
+
+def _alert(episode: str, patient: str, event: str, at: datetime, condition: str = "no_data"):
+    return {
+        "alert_id": f"{episode}-{event}",
+        "episode_id": episode,
+        "patient_id": patient,
+        "condition": condition,
+        "event": event,
+        "severity": "moderate",
+        "opened_at": utc_iso(at),
+        "event_at": utc_iso(at),
+        "observation_ids": [f"last-{patient}"],
+        "systolic": 0.0,
+        "diastolic": 0.0,
+        "risk_score": 0.0,
+        "ruleset": "",
+        "conditions": [condition],
+    }
+
+
+@pytest.fixture
+def home_and_silence(settings, es) -> None:
+    d, h = timedelta(days=1), timedelta(hours=1)
+    homes = [
+        _home("pat-a", START - 8 * d, True),  # ended before the 7-day reach: not shown
+        _home("pat-a", START - 2 * d, True),
+        _home("pat-a", START + h, False),  # pat-a's latest series
+        _home("pat<b>", START + 2 * h, True),
+        _home("pat-c", END, False),  # ends at the end of the range: outside
+        _home("pat-d", START - 6 * d, False),
+    ]
+    alerts = [
+        _alert("ep1", "pat-a", "opened", START - 2 * d),  # open (before the range)
+        _alert("ep2", "pat<b>", "opened", START + h),
+        _alert("ep2", "pat<b>", "resolved", START + 3 * h),  # closed in range
+        _alert("ep3", "pat-c", "opened", START + 4 * h),  # open
+        _alert("ep4", "pat-d", "opened", START - d),
+        _alert("ep4", "pat-d", "resolved", END + h),  # resolved only after the range: open
+        _alert("ep5", "pat-e", "opened", END + h),  # after the range
+        _alert("ep6", "pat-a", "opened", START + h, condition="hypertensive_crisis"),
+    ]
+    ops: list[dict[str, Any]] = []
+    for doc in homes:
+        _id = f"{doc['patient_id']}|{doc['series_start']}"
+        ops += [{"index": {"_index": settings.home_averages_index, "_id": _id}}, doc]
+    for doc in alerts:
+        ops += [{"index": {"_index": settings.alerts_index, "_id": doc["alert_id"]}}, doc]
+    assert not es.bulk(operations=ops, refresh="wait_for")["errors"]
+
+
+def test_home_averages_and_no_data_views(settings, es, home_and_silence):
+    kw = {"home_index": settings.home_averages_index, "alerts_index": settings.alerts_index}
+    data = report.collect(es, settings.anomalies_index, START, END, **kw)
+    assert data.total == 0
+    home = data.home
+    assert (home.series, home.hypertension, home.patients) == (4, 2, 3)
+    assert [(x["patient_id"], x["home_hypertension"]) for x in home.latest] == [
+        ("pat<b>", True), ("pat-a", False), ("pat-d", False),
+    ]  # fmt: skip
+    silent = data.no_data
+    assert [x["patient_id"] for x in silent.open] == ["pat-c", "pat-d", "pat-a"]
+    assert (silent.opened, silent.resolved) == (2, 1)
+    assert silent.open[0]["observation_ids"] == ["last-pat-c"]
+
+    one = report.collect(es, settings.anomalies_index, START, END, "pat-d", **kw)
+    assert (one.home.series, one.home.hypertension, one.home.patients) == (1, 0, 1)
+    assert [x["patient_id"] for x in one.no_data.open] == ["pat-d"]
+    assert (one.no_data.opened, one.no_data.resolved) == (0, 0)
+    # without the indices the views are left out, as before
+    assert report.collect(es, settings.anomalies_index, START, END).home is None
+
+
+def test_html_shows_the_home_and_no_data_views(settings, es, home_and_silence, tmp_path,
+                                               monkeypatch):  # fmt: skip
+    monkeypatch.setenv("BPWATCH_NAMESPACE", settings.namespace)
+    monkeypatch.setenv("BPWATCH_ES_URL", settings.es_url)
+    out = tmp_path / "report.html"
+    assert report.main(["--out", str(out), "--from", "2025-03-01T00:00Z",
+                        "--to", "2025-03-01T06:00Z"]) == 0  # fmt: skip
+    page = out.read_text()
+    assert '<span id="home_series">4</span>' in page
+    assert '<span id="home_hypertension">2</span>' in page
+    assert '<span id="no_data_open">3</span>' in page
+    home = page.split('<section id="home">')[1].split("</section>")[0]
+    assert home.count("<tr><td>") == 3 and "<td>138.4</td>" in home and "<td>yes</td>" in home
+    assert "pat&lt;b&gt;" in home and "pat<b>" not in home
+    silent = page.split('<section id="no_data">')[1].split("</section>")[0]
+    assert silent.count("<tr><td>") == 3 and "last-pat-c" in silent
