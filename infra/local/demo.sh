@@ -5,7 +5,11 @@
 # The demo runs in its own namespace (BPWATCH_NAMESPACE, default "demo") and starts from a
 # clean slate each time: its topics, indices, normal-case files and recovery store are reset.
 # Tunables: BPWATCH_SIM_COUNT (20000), BPWATCH_SIM_PATIENTS (500), BPWATCH_SIM_FAULT_RATE (0.02),
-# BPWATCH_SIM_SEED (42), DEMO_WORKERS (2).
+# BPWATCH_SIM_SEED (42), BPWATCH_SIM_HOME_SHARE (0.1), DEMO_WORKERS (2).
+# BPWATCH_SIM_START defaults to the last full hour a day ago, so the home cohort's week lies in
+# the past week of wall-clock time: the patients who stop sending are silent for more than
+# BPWATCH_NO_DATA_HOURS (48) and within the lookback (7 days), everyone else is recent, and
+# the summary can check the monitor's no-data episodes against the ground truth.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
@@ -17,6 +21,8 @@ export BPWATCH_SIM_PATIENTS=${BPWATCH_SIM_PATIENTS:-500}
 export BPWATCH_SIM_FAULT_RATE=${BPWATCH_SIM_FAULT_RATE:-0.02}
 export BPWATCH_SIM_SEED=${BPWATCH_SIM_SEED:-42}
 export BPWATCH_SIM_RATE=${BPWATCH_SIM_RATE:-0}
+export BPWATCH_SIM_HOME_SHARE=${BPWATCH_SIM_HOME_SHARE:-0.1}
+export BPWATCH_SIM_START=${BPWATCH_SIM_START:-$(date -u -d '1 day ago' +%Y-%m-%dT%H:00:00Z)}
 DEMO_DIR=${DEMO_DIR:-data/${BPWATCH_NAMESPACE:-default}}
 export BPWATCH_NORMAL_DIR=${BPWATCH_NORMAL_DIR:-$DEMO_DIR/normal_cases}
 export BPWATCH_SIM_TRUTH=${BPWATCH_SIM_TRUTH:-$DEMO_DIR/ground_truth.jsonl}
@@ -45,7 +51,7 @@ else
   missing+=("risk model training (models/train.py)")
 fi
 
-step "4/6 simulator: ${BPWATCH_SIM_COUNT} observations, ${BPWATCH_SIM_PATIENTS} patients, fault rate ${BPWATCH_SIM_FAULT_RATE}"
+step "4/6 simulator: ${BPWATCH_SIM_COUNT} observations, ${BPWATCH_SIM_PATIENTS} patients (home share ${BPWATCH_SIM_HOME_SHARE}), fault rate ${BPWATCH_SIM_FAULT_RATE}, time 0 ${BPWATCH_SIM_START}"
 if [[ -f dataflows/simulate.py ]]; then
   t0=$EPOCHREALTIME
   $PY -m bytewax.run dataflows.simulate

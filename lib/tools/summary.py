@@ -369,7 +369,10 @@ def render(
             lines.append("RECONCILIATION FAILED:")
             lines += [f"  - {p}" for p in problems]
         else:
-            lines.append("reconciled: every Observation is accounted for; 0 lost, 0 duplicated")
+            done = "reconciled: every Observation is accounted for; 0 lost, 0 duplicated"
+            if figures is not None:
+                done += "; home averages and open no-data episodes as the truth expects"
+            lines.append(done)
     lines += [
         "",
         "where to look:",

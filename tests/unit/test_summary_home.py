@@ -95,3 +95,4 @@ def test_no_data_with_old_dates_expects_nothing_and_says_so(truth):
     assert fig.silent_designed == 2 and fig.silent_in_window == 0
     text = summary.render(S, summary.RunOutputs(), {}, [], fig)
     assert "0 of 2 simulated silent in the 48 h..7 d" in text
+    assert "home averages and open no-data episodes as the truth expects" in text
