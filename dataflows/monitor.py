@@ -118,12 +118,13 @@ class _NoDataLogic(StatefulBatchLogic[Results, list[AlertEvent], dict]):
 
     def on_batch(self, values: list[Results]) -> tuple[list[list[AlertEvent]], bool]:
         events = self.tracker.observe(
-            o for res in values for o in res.outcomes if type(o) is Assessment
+            (o for res in values for o in res.outcomes if type(o) is Assessment),
+            datetime.now(UTC).timestamp(),
         )
         return ([events] if events else []), self.RETAIN
 
-    def _check(self) -> tuple[list[list[AlertEvent]], bool]:
-        events = self.tracker.check(datetime.now(UTC).timestamp())
+    def _check(self, caught_up: bool = False) -> tuple[list[list[AlertEvent]], bool]:
+        events = self.tracker.check(datetime.now(UTC).timestamp(), caught_up)
         keep = self.RETAIN if self.tracker.patients else self.DISCARD
         return ([events] if events else []), keep
 
@@ -132,7 +133,7 @@ class _NoDataLogic(StatefulBatchLogic[Results, list[AlertEvent], dict]):
         return self._check()
 
     def on_eof(self) -> tuple[list[list[AlertEvent]], bool]:
-        return self._check()
+        return self._check(caught_up=True)
 
     def notify_at(self) -> datetime:
         return self._next_check

@@ -447,6 +447,7 @@ class _LastSeen:
     observation_id: str
     readings: int  # readings seen, counted up to NoDataTracker.min_readings
     open_key: str = ""  # the observation id an open no_data episode started after
+    seen_at: float = 0.0  # wall clock when the latest reading was processed (0: unknown)
 
 
 class NoDataTracker:
@@ -456,14 +457,18 @@ class NoDataTracker:
     :meth:`observe` records readings (event time); :meth:`check` is given the wall clock
     ``now`` and opens one episode per silent patient; the next reading resolves it. Only
     patients whose latest reading lies within ``lookback_days`` of ``now`` are tracked (a
-    replay of old data does not flood). Deterministic given ``now``: the episode and its ids
-    derive from the last reading before the silence, ``sha256(patient | no_data | last
-    observation id | event)``, and ``event_at`` is that reading's time + ``silence_hours``
-    (opened) or the new reading's time (resolved), so a replay or a resumed run that opens
-    or resolves the same episode emits the same ids. The state survives recovery (picklable).
+    replay of old data does not flood). While the monitor catches up (after downtime, or
+    replaying the last week at start), a patient's newer readings may still be on the way:
+    an episode opens only once ``catch_up_grace_s`` of wall-clock time has passed since the
+    patient's latest reading was *processed*, or at the end of a bounded run (caught up).
+    The ids do not depend on when: the episode and its ids derive from the last reading
+    before the silence, ``sha256(patient | no_data | last observation id | event)``, and
+    ``event_at`` is that reading's time + ``silence_hours`` (opened) or the new reading's time
+    (resolved), so a replay or a resumed run that opens or resolves the same episode emits the
+    same ids. The state survives recovery (picklable).
     """
 
-    __slots__ = ("lookback_s", "min_readings", "patients", "silence_s")
+    __slots__ = ("grace_s", "lookback_s", "min_readings", "patients", "silence_s")
 
     def __init__(
         self,
@@ -471,14 +476,17 @@ class NoDataTracker:
         lookback_days: float = 7.0,
         min_readings: int = 3,
         patients: dict[str, _LastSeen] | None = None,
+        catch_up_grace_s: float = 900.0,
     ) -> None:
+        self.grace_s = catch_up_grace_s
         self.silence_s = silence_hours * _HOUR
         self.lookback_s = lookback_days * 24 * _HOUR
         self.min_readings = min_readings
         self.patients: dict[str, _LastSeen] = patients if patients is not None else {}
 
-    def observe(self, assessments: Iterable[Assessment]) -> list[AlertEvent]:
-        """Record readings; a ``resolved`` event for a patient whose episode was open."""
+    def observe(self, assessments: Iterable[Assessment], now: float = 0.0) -> list[AlertEvent]:
+        """Record readings processed at wall-clock ``now``; a ``resolved`` event for a
+        patient whose episode was open."""
         events: list[AlertEvent] = []
         patients, cap = self.patients, self.min_readings
         for a in assessments:
@@ -486,8 +494,9 @@ class NoDataTracker:
             seen = patients.get(r.patient_id)
             ts = r.effective_at.timestamp()
             if seen is None:
-                patients[r.patient_id] = _LastSeen(ts, r.observation_id, 1)
+                patients[r.patient_id] = _LastSeen(ts, r.observation_id, 1, "", now)
                 continue
+            seen.seen_at = now
             if seen.open_key:
                 events.append(self._event(r.patient_id, seen, "resolved", a))
                 seen.open_key = ""
@@ -497,10 +506,15 @@ class NoDataTracker:
                 seen.readings += 1
         return events
 
-    def check(self, now: float) -> list[AlertEvent]:
-        """Open an episode for each silent patient; forget those beyond the lookback."""
+    def check(self, now: float, caught_up: bool = False) -> list[AlertEvent]:
+        """Open an episode for each silent patient; forget those beyond the lookback.
+
+        ``caught_up``: the input is exhausted (the end of a bounded run), so no newer reading
+        can still be on the way and the catch-up grace does not apply.
+        """
         events: list[AlertEvent] = []
         gone = []
+        settled = now - self.grace_s
         for pid, seen in self.patients.items():
             if seen.ts < now - self.lookback_s:
                 if not seen.open_key:
@@ -509,6 +523,7 @@ class NoDataTracker:
                 not seen.open_key
                 and seen.readings >= self.min_readings
                 and now - seen.ts >= self.silence_s
+                and (caught_up or seen.seen_at <= settled)
             ):
                 seen.open_key = seen.observation_id
                 events.append(self._event(pid, seen, "opened", None))

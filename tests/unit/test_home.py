@@ -155,6 +155,30 @@ def test_no_data_opens_once_after_the_silence_and_resolves_on_a_reading():
     assert [e.alert_id for e in replay.check(now.timestamp() + 86_400)] == [opened.alert_id]
 
 
+def test_no_data_waits_while_the_monitor_catches_up():
+    """Replaying the last week at start: a patient's newer readings may still be queued, so a
+    reading processed just now opens nothing until the catch-up grace has passed, or until the
+    bounded run's end says the input is exhausted."""
+    from lib.monitor.alerts import NoDataTracker
+
+    now = datetime(2026, 6, 10, 12, tzinfo=UTC).timestamp()
+    silent = _every_6h("lagging", datetime(2026, 6, 7, 12, tzinfo=UTC))  # 3 days ago
+    tracker = NoDataTracker(48, 7, catch_up_grace_s=900)
+    tracker.observe(silent, now)  # processed now, during catch-up
+    assert tracker.check(now + 60) == []  # newer readings may be on the way
+    newer = _every_6h("lagging", datetime(2026, 6, 10, 11, tzinfo=UTC), n=1)
+    newer = [Assessment(replace_reading(newer[0].reading, "lagging-new"), FEATURES, "normal",
+                        (), "low", 0.1, "aha2025")]  # fmt: skip
+    assert tracker.observe(newer, now + 120) == []  # it came: no false episode to resolve
+    assert tracker.check(now + 3600) == []  # and it is not silent any more
+    other = NoDataTracker(48, 7, catch_up_grace_s=900)
+    other.observe(silent, now)
+    assert len(other.check(now + 901)) == 1  # the grace passed with nothing newer: silent
+    eof = NoDataTracker(48, 7, catch_up_grace_s=900)
+    eof.observe(silent, now)
+    assert len(eof.check(now + 1, caught_up=True)) == 1  # input exhausted: nothing on the way
+
+
 def replace_reading(r: Reading, oid: str) -> Reading:
     from dataclasses import replace
 
