@@ -31,3 +31,17 @@ def test_unknown_benchmark_is_refused(tmp_path: Path) -> None:
         run.main(["--quick", "--only", "nonsense", "--out", str(tmp_path / "r.json")])
     assert exc.value.code == 2
     assert not (tmp_path / "r.json").exists()
+
+
+def test_headline_gives_the_three_figures_of_one_run():
+    from benchmarks.common import Row
+
+    rows = [
+        Row("stages", "total (CPU)", 46.1, "µs/reading"),
+        Row("ceiling", "monitor e2e / ceiling", 0.33, "x"),
+        Row("naive", "monitor e2e / naive", 15.7, "x"),
+    ]
+    assert run.headline(rows) == (
+        "monitor / I/O ceiling 0.33x, monitor / naive 15.7x, CPU per reading 46.1µs"
+    )
+    assert run.headline(rows[:1]) == "CPU per reading 46.1µs"  # --only stages
