@@ -664,37 +664,24 @@ def _common_reading(res: dict[str, Any], source: str) -> Reading | None:
                    source, "", position, site, setting, device)  # fmt: skip
 
 
-def _common_code(code: Any) -> bool:
-    """Is the first coding LOINC 85354-9?"""
-    if type(code) is not dict:
+def _common_code(concept: Any, loinc: str = BP_PANEL_CODE) -> bool:
+    """Is the concept's first coding this LOINC code?"""
+    if type(concept) is not dict:
         return False
-    codings = code.get("coding")
+    codings = concept.get("coding")
     if type(codings) is not list or not codings:
         return False
     coding = codings[0]
     return (
         type(coding) is dict
-        and coding.get("code") == BP_PANEL_CODE
+        and coding.get("code") == loinc
         and coding.get("system") in _LOINC_SYSTEMS
     )
 
 
 def _common_component(comp: Any, loinc: str) -> float | None:
     """The mm[Hg] value of a component of the common shape with this LOINC code, else None."""
-    if type(comp) is not dict:
-        return None
-    concept = comp.get("code")
-    if type(concept) is not dict:
-        return None
-    codings = concept.get("coding")
-    if type(codings) is not list or not codings:
-        return None
-    coding = codings[0]
-    if (
-        type(coding) is not dict
-        or coding.get("code") != loinc
-        or coding.get("system") not in _LOINC_SYSTEMS
-    ):
+    if type(comp) is not dict or not _common_code(comp.get("code"), loinc):
         return None
     q = comp.get("valueQuantity")
     if type(q) is not dict or q.get("code") != _MMHG or "comparator" in q:

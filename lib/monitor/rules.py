@@ -76,7 +76,7 @@ import itertools
 import math
 import operator
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from lib.domain import CATEGORIES, SEVERITIES, Features, Reading
 
@@ -237,20 +237,14 @@ AHA2025 = RuleSet(
 # Hypertension 2018;71:e13-e115: Table 6 "Categories of BP in Adults"; Table 11 "Corresponding
 # Values of SBP/DBP for Clinic, HBPM, Daytime, Nighttime, and 24-Hour ABPM Measurements"
 # (clinic 130/80 = HBPM 130/80); hypertensive crisis >180 and/or >120 (section 11.2).
-AHA2017 = RuleSet(
+AHA2017 = replace(
+    AHA2025,  # the 2025 guideline kept the 2017 cuts; only the wording of the top band differs
     name="aha2017",
     title="2017 ACC/AHA Guideline for High Blood Pressure in Adults (office)",
     bands=(
         Band("hypertensive_crisis", "hypertensive crisis", Cut(">", 180), Cut(">", 120)),
-        Band("hypertension_stage_2", "stage 2 hypertension", Cut(">=", 140), Cut(">=", 90)),
-        Band("hypertension_stage_1", "stage 1 hypertension", Cut(">=", 130), Cut(">=", 80)),
-        Band("hypotension", "hypotension", Cut("<", 90), Cut("<", 60)),
-        Band("elevated", "elevated", Cut(">=", 120), None),
+        *AHA2025.bands[1:],
     ),
-    default=Band("normal", "normal", None, None),
-    severe_hypotension=Band("hypotension", "severe hypotension", Cut("<", 70), Cut("<", 40)),
-    critical=(180.0, 120.0),
-    home=(130.0, 80.0),
 )
 
 # J Hypertens 2023;41:1874-2071: the table "Classification of office BP and definitions of

@@ -136,28 +136,10 @@ def _ts(ms: float) -> datetime:
     return datetime.fromtimestamp(ms / 1000.0, tz=UTC)
 
 
-def collect(
-    es: Any,
-    index: str,
-    start: datetime,
-    end: datetime,
-    patient: str | None = None,
-    *,
-    critical_limit: int = 25,
-    home_index: str | None = None,
-    alerts_index: str | None = None,
-) -> ReportData:
-    """Run one aggregation search and one search for critical cases; no client-side scans.
-    With ``home_index`` / ``alerts_index`` also the home-average and no-data views."""
-    interval = pick_interval(start, end)
-    filters: list[dict[str, Any]] = [
-        {"range": {"effective_at": {"gte": utc_iso(start), "lt": utc_iso(end)}}}
-    ]
-    if patient:
-        filters.append({"term": {"patient_id": patient}})
-    query = {"bool": {"filter": filters}}
+def _anomaly_aggs(start: datetime, end: datetime, interval: str) -> dict[str, Any]:
+    """The aggregations of the anomaly views: types, severity and risk over time, risk bins."""
     bounds = {"min": utc_iso(start), "max": utc_iso(end - timedelta(milliseconds=1))}
-    aggs = {
+    return {
         "types": {"terms": {"field": "anomaly_types", "size": 50}},
         "over_time": {
             "date_histogram": {
@@ -181,6 +163,29 @@ def collect(
             }
         },
     }
+
+
+def collect(
+    es: Any,
+    index: str,
+    start: datetime,
+    end: datetime,
+    patient: str | None = None,
+    *,
+    critical_limit: int = 25,
+    home_index: str | None = None,
+    alerts_index: str | None = None,
+) -> ReportData:
+    """Run one aggregation search and one search for critical cases; no client-side scans.
+    With ``home_index`` / ``alerts_index`` also the home-average and no-data views."""
+    interval = pick_interval(start, end)
+    filters: list[dict[str, Any]] = [
+        {"range": {"effective_at": {"gte": utc_iso(start), "lt": utc_iso(end)}}}
+    ]
+    if patient:
+        filters.append({"term": {"patient_id": patient}})
+    query = {"bool": {"filter": filters}}
+    aggs = _anomaly_aggs(start, end, interval)
     result = es.search(index=index, query=query, aggs=aggs, size=0, track_total_hits=True)
     agg = result["aggregations"]
     critical = es.search(
