@@ -16,11 +16,17 @@ those alerts (or dead letters) a second time, and a clinician would be paged twi
   ``RECENT_IDS`` ids are remembered), so the same alert computed twice (e.g. from an amended
   copy of the reading that opened it) is published once.
 
-Delivery guarantee: effectively once per id, for one writer per topic (the monitor). Each batch is
-flushed and every delivery confirmed before the batch returns (``acks=all``, idempotent producer:
-the produce-and-confirm path of :mod:`lib.connectors.kafka_produce`); a failed delivery raises
-:class:`lib.errors.KafkaDeliveryError`, which stops the flow. Each non-empty batch logs one line
-(``topic=bp.alerts partition=2 sent=3 skipped_already_sent=0 took=0.004s``).
+Delivery guarantee: effectively once per id, for one writer per topic (the monitor). A batch's
+records are produced at once (librdkafka sends them after ``linger.ms``, so an alert is on its
+topic within milliseconds) and their deliveries are confirmed at the end of the epoch: the
+partition's snapshot, and ``close``, return only once the broker has confirmed every record
+produced so far (``acks=all``, idempotent producer: the produce-and-confirm path of
+:mod:`lib.connectors.kafka_produce`), so a snapshot never points past an unconfirmed record.
+A failed delivery raises :class:`lib.errors.KafkaDeliveryError` (at the next batch or at the
+snapshot), which stops the flow before that epoch is committed; the resume then reads back what
+did arrive and skips it, as above. Each non-empty batch logs one line
+(``topic=bp.alerts partition=2 sent=3 skipped_already_sent=0 took=0.004s``, ``sent`` being the
+records produced).
 """
 
 from __future__ import annotations
@@ -120,9 +126,8 @@ class _OncePartition(StatefulSinkPartition[OnceRecord, int]):
             return
         started = time.perf_counter()
         fresh = self._unsent(values)
-        if fresh:
-            self._producer.send(self._topic, fresh, partition=self._partition)
-            self._next_offset = self._producer.last_offset + 1
+        if fresh:  # confirmed at the epoch's snapshot (see the module docstring)
+            self._producer.queue(self._topic, fresh, partition=self._partition)
         log.info(
             "topic=%s partition=%d sent=%d skipped_already_sent=%d took=%.3fs",
             self._topic,
@@ -137,11 +142,20 @@ class _OncePartition(StatefulSinkPartition[OnceRecord, int]):
         if len(self._skip) > RECENT_IDS:
             self._skip.popitem(last=False)
 
+    def _confirm(self) -> None:
+        """Wait for the broker to confirm every record queued so far; the offset after them."""
+        if self._producer.confirm():
+            self._next_offset = self._producer.last_offset + 1
+
     def snapshot(self) -> int:
+        self._confirm()
         return self._next_offset
 
     def close(self) -> None:
-        self._producer.close()
+        try:
+            self._confirm()
+        finally:
+            self._producer.close()
 
 
 class ExactlyOnceKafkaSink(FixedPartitionedSink[OnceRecord, int]):

@@ -6,7 +6,8 @@ Both Kafka sinks (:class:`lib.connectors.kafka.ConfirmedKafkaSink` and
 and the idempotent producer are forced (:func:`producer_config`), a full local queue is waited
 out (backpressure, never a drop), and :meth:`ConfirmedProducer.send` returns only once every
 message of the batch is acknowledged; otherwise it raises :class:`lib.errors.KafkaDeliveryError`,
-which stops the dataflow.
+which stops the dataflow. The exactly-once sink produces with :meth:`ConfirmedProducer.queue`
+and waits with :meth:`ConfirmedProducer.confirm` at each snapshot instead of each batch.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ def produce(producer: Producer, topic: str, value: bytes, key: bytes | None, **k
 
 
 class ConfirmedProducer:
-    """A producer that sends one batch at a time and confirms every delivery of it.
+    """A producer that confirms every delivery: per batch (:meth:`send`), or for everything
+    queued since the last confirmation (:meth:`queue`, then :meth:`confirm`).
 
     ``last_offset`` is the highest offset the broker has confirmed so far (-1 before the
     first), which a sink pinned to one partition snapshots to resume after.
@@ -66,7 +68,9 @@ class ConfirmedProducer:
         # every message is delivered or failed within message.timeout.ms
         self._flush_timeout = float(config.get("message.timeout.ms", 30_000)) / 1000.0 + 5.0
         self._failed: list[KafkaError] = []
-        self._confirmed = 0
+        self._queued = 0  # produced since the last confirmation
+        self._confirmed = 0  # of those, confirmed by the broker
+        self._target = ""  # topic[partition] of the last records queued, for the error
         self.last_offset = -1
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
@@ -79,10 +83,18 @@ class ConfirmedProducer:
     def send(self, topic: str, records: Iterable[KafkaRecord], partition: int | None = None) -> int:
         """Produce every record (to ``partition``, or by key), wait for the broker; the
         confirmed count, or :class:`KafkaDeliveryError` if any message is not confirmed."""
-        self._failed.clear()
-        self._confirmed = 0
+        self.queue(topic, records, partition)
+        return self.confirm()
+
+    def queue(
+        self, topic: str, records: Iterable[KafkaRecord], partition: int | None = None
+    ) -> int:
+        """Produce every record without waiting for the broker (librdkafka sends them at once,
+        after ``linger.ms``); the count queued. :meth:`confirm` waits for them; a delivery
+        already reported failed raises :class:`KafkaDeliveryError` here."""
         where = {} if partition is None else {"partition": partition}
-        sent = 0
+        self._target = topic if partition is None else f"{topic}[{partition}]"
+        queued = 0
         for key, value, headers in records:
             produce(
                 self._producer,
@@ -93,18 +105,28 @@ class ConfirmedProducer:
                 on_delivery=self._on_delivery,
                 **where,
             )
-            sent += 1
+            queued += 1
             self._producer.poll(0)
+        self._queued += queued
+        if self._failed:
+            self.confirm()  # raises, naming the first failure
+        return queued
+
+    def confirm(self) -> int:
+        """Wait until the broker confirmed every record queued since the last confirmation;
+        their count, or :class:`KafkaDeliveryError` if any is not confirmed."""
         pending = self._producer.flush(self._flush_timeout)
-        if self._failed or pending or self._confirmed != sent:
-            target = topic if partition is None else f"{topic}[{partition}]"
-            first = self._failed[0].str() if self._failed else "no confirmation in time"
+        queued, confirmed, failed = self._queued, self._confirmed, list(self._failed)
+        self._queued = self._confirmed = 0
+        self._failed.clear()
+        if failed or pending or confirmed != queued:
+            first = failed[0].str() if failed else "no confirmation in time"
             raise KafkaDeliveryError(
-                f"broker did not confirm {sent - self._confirmed} of {sent} messages to topic "
-                f"{target} ({first}); check that the topic exists (make setup) and "
+                f"broker did not confirm {queued - confirmed} of {queued} messages to topic "
+                f"{self._target} ({first}); check that the topic exists (make setup) and "
                 "BPWATCH_KAFKA_BROKERS is reachable"
             )
-        return self._confirmed
+        return confirmed
 
     def close(self) -> None:
         self._producer.flush(self._flush_timeout)
