@@ -327,10 +327,12 @@ class Observed:
 
 
 def observe(settings: Settings) -> Observed:
-    from lib.tools.summary import elastic_outputs
+    from lib.tools.summary import RunOutputs, elastic_outputs
 
     obs = Observed()
-    obs.anomaly_ids, obs.alerts_es = elastic_outputs(settings)
+    out = RunOutputs()
+    elastic_outputs(settings, out)
+    obs.anomaly_ids, obs.alerts_es = out.anomaly_ids, out.alerts_es
     if settings.normal_dir.exists():
         for rec in iter_records(settings.normal_dir):
             obs.normal_keys[(rec["observation_id"], str(rec.get("version", "")))] += 1
