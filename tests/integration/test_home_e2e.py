@@ -94,3 +94,57 @@ def test_resume_from_a_snapshot_mid_series_gives_the_same_averages(settings_fact
     assert _index(es, split.home_averages_index) == _index(es, whole.home_averages_index)
     split_alerts, whole_alerts = _home_alerts(es, split), _home_alerts(es, whole)
     assert set(split_alerts) == set(whole_alerts) and len(whole_alerts) == 1
+
+
+def test_kill9_and_resume_give_the_same_averages_and_alert_ids(settings_factory, es, tmp_path):
+    """The monitor as a process with recovery, killed with SIGKILL while it writes, restarted
+    until it ends: its home averages and home alert ids are those of one uninterrupted run."""
+    from lib.monitor.risk import RiskModel
+    from tests.reliability import harness
+
+    readings = []
+    for i in range(150):
+        rest = [(138, 88), (140, 90)] if i % 3 == 0 else [(126, 76), (130, 80)]
+        readings += [(r, "home") for r in protocol(f"home-{i:03d}", (150, 95), rest)]
+    readings.sort(key=lambda item: (item[0].effective_at, item[0].patient_id))
+    records = [_record(r, setting) for r, setting in readings]
+
+    whole = settings_factory(kafka_tail=False)
+    produce_all(whole, whole.observations_topic, records)
+    _run(whole, RiskModel.load(whole.model_path))
+
+    crashed = settings_factory(kafka_tail=False)
+    produce_all(crashed, crashed.observations_topic, records)
+    recovery = harness.init_recovery(tmp_path / "recovery")
+    logs = tmp_path / "monitor.log"
+    kills = 0
+    for _ in range(6):
+        offset = logs.stat().st_size if logs.exists() else 0
+        mon = harness.monitor(crashed, recovery, logs).start()
+        if kills < 2 and _wrote_a_batch(logs, offset, mon):
+            mon.kill9()  # in the middle of writing outputs
+            kills += 1
+            continue
+        assert mon.wait(300) == 0, logs.read_text()[-2000:]
+        break
+    assert kills >= 1, "the monitor ended before it could be killed: make the cohort larger"
+    homes = _index(es, whole.home_averages_index)
+    assert len(homes) == 150
+    assert _index(es, crashed.home_averages_index) == homes
+    whole_alerts = _home_alerts(es, whole)
+    assert len(whole_alerts) == 50  # every third patient: home hypertension opened once
+    assert set(_home_alerts(es, crashed)) == set(whole_alerts)
+
+
+def _wrote_a_batch(logs: Any, offset: int, mon: Any, timeout: float = 120.0) -> bool:
+    """Wait for the first sink batch line (``took=``) after ``offset``; False if it ended."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and mon.poll() is None:
+        with logs.open("rb") as fh:
+            fh.seek(offset)
+            if b" took=" in fh.read():
+                return mon.poll() is None
+        time.sleep(0.05)
+    return False
