@@ -116,6 +116,7 @@ def ensure_elasticsearch(settings: Settings, es: Any = None) -> list[str]:
             es.indices.put_index_template(name=f"bpwatch-{base}", **body)
             alias = settings.index(base)
             if es.indices.exists_alias(name=alias):
+                _add_new_fields(es, alias, body)
                 continue
             if es.indices.exists(index=alias):
                 log.warning(
@@ -140,6 +141,14 @@ def ensure_elasticsearch(settings: Settings, es: Any = None) -> list[str]:
             "with `make services` or fix BPWATCH_ES_URL"
         ) from None
     return created
+
+
+def _add_new_fields(es: Any, alias: str, body: dict[str, Any]) -> None:
+    """Put the template's fields on an index made by an earlier version: the mappings are
+    strict, so a document with a field added since (a new optional field) would be refused.
+    Adding fields is all Elasticsearch allows here; a changed type is refused, with its error."""
+    properties = body["template"]["mappings"]["properties"]
+    es.indices.put_mapping(index=alias, properties=properties)
 
 
 def delete_indices(settings: Settings, es: Any = None) -> None:

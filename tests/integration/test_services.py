@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from confluent_kafka import Consumer, Producer
+from elasticsearch import BadRequestError
 
 from lib.tools import admin
 
@@ -81,3 +83,25 @@ def test_elasticsearch_index_and_search_with_strict_template(settings, es):
 def test_setup_is_idempotent(settings):
     assert admin.ensure_topics(settings) == []
     assert admin.ensure_elasticsearch(settings) == []
+
+
+def test_setup_adds_new_fields_to_an_index_of_an_earlier_version(settings, es):
+    """An index made before a field was added to its strict template refuses documents with
+    the field; ``setup`` on the existing index puts the new fields on it."""
+    body = admin.template_bodies()["bp-anomalies"]
+    alias = settings.anomalies_index
+    es.indices.delete(index=alias + admin.INDEX_SUFFIX)
+    es.indices.delete_index_template(name="bpwatch-bp-anomalies")
+    old = dict(body["template"]["mappings"]["properties"])
+    del old["device"], old["news2_systolic"]  # fields of a later version
+    es.indices.create(
+        index=alias + admin.INDEX_SUFFIX,
+        mappings={"dynamic": "strict", "properties": old},
+        aliases={alias: {"is_write_index": True}},
+    )
+    doc = {"observation_id": "o-1", "device": "Cuff X", "news2_systolic": 0}
+    with pytest.raises(BadRequestError, match="strict_dynamic_mapping_exception"):
+        es.index(index=alias, id="o-1", document=doc)
+    assert admin.ensure_elasticsearch(settings) == []  # nothing created, the fields added
+    es.index(index=alias, id="o-1", document=doc, refresh=True)
+    assert es.get(index=alias, id="o-1")["_source"]["device"] == "Cuff X"
