@@ -74,6 +74,10 @@ class Relay:
         """Refuse new connections and reset the open ones."""
         self.cuts += 1
         if self._listener is not None:
+            # shutdown first: a close() alone does not wake the thread blocked in accept(),
+            # which would then take one more connection (kept alive: no outage at all)
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
             self._listener.close()
             self._listener = None
         with self._lock:
