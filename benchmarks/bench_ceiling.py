@@ -85,7 +85,10 @@ class _Outputs:
         from lib.connectors.elastic import ElasticSink
         from lib.connectors.normal_files import NormalFileSink
 
-        self.elastic = ElasticSink(settings, settings.anomalies_index).build("ceiling", 0, 1)
+        # one partition of the monitor's sink: its process-wide background writer
+        self.elastic = ElasticSink(settings, settings.anomalies_index).build_part(
+            "ceiling", "es-0", None
+        )
         files = NormalFileSink(settings.normal_dir)
         self.part_fn = files.part_fn
         self.parts = [files.build_part("ceiling", p, None) for p in files.list_parts()]

@@ -45,6 +45,7 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
+from lib.connectors.elastic import ElasticSink, keyed
 from lib.connectors.kafka_once import ExactlyOnceKafkaSink
 from lib.domain import Assessment
 from lib.monitor import documents, shards
@@ -228,7 +229,6 @@ def production_io(settings: Settings, stats_sink: Sink | None = None) -> Monitor
     from bytewax.connectors.kafka import KafkaSource
     from confluent_kafka import OFFSET_BEGINNING
 
-    from lib.connectors.elastic import ElasticSink
     from lib.connectors.kafka import SOURCE_BATCH_SIZE, SOURCE_FETCH_CONFIG, preflight
     from lib.connectors.normal_files import NormalFileSink
 
@@ -354,7 +354,7 @@ def monitor_flow(
     if io.home_sink is not None:
         averages = op.flat_map("home_averages", home, lambda out: out[0])
         home_docs = op.map("home_docs", averages, documents.home_item)
-        op.output("write_home_averages", home_docs, io.home_sink)
+        _to_elastic("write_home_averages", home_docs, io.home_sink)
     home_events = op.flat_map("home_alert_events", home, lambda out: out[1])
     silent = op.stateful_batch("no_data", results, no_data_logic)
     # (shard, [AlertEvent]): no_data episodes, opened on wall-clock silence, resolved by a reading
@@ -362,11 +362,12 @@ def monitor_flow(
     events = op.merge("all_alert_events", reading_events, home_events, no_data_events)
     kafka_alerts, elastic_alerts = io.alert_sinks
     op.output("publish_alerts", op.map("alert_messages", events, documents.once_item), kafka_alerts)
-    op.output("index_alerts", op.map("alert_docs", events, documents.elastic_item), elastic_alerts)
+    alert_docs = op.map("alert_docs", events, documents.elastic_item)
+    _to_elastic("index_alerts", alert_docs, elastic_alerts)
 
     to_elastic = op.flat_map_batch("anomaly_docs", results, documents.elastic_actions)
     # ("index", id, doc) per anomaly | ("delete", id, None) per retraction or cleared amendment
-    op.output("write_anomalies", to_elastic, io.anomaly_sink)
+    _to_elastic("write_anomalies", to_elastic, io.anomaly_sink)
 
     normals = op.flat_map_batch("normal_records", results, documents.normal_records)
     # (patient_id, record) per normal reading
@@ -387,6 +388,13 @@ def monitor_flow(
     if io.stats_sink is not None:
         op.output("write_stats", op.key_rm("stats", totals), io.stats_sink)
     return flow
+
+
+def _to_elastic(step_id: str, actions: op.Stream, sink: Sink) -> None:
+    """Output Elasticsearch actions; an :class:`ElasticSink` takes them keyed by ``_id``."""
+    if isinstance(sink, ElasticSink):
+        actions = op.map(f"{step_id}_by_id", actions, keyed)
+    op.output(step_id, actions, sink)
 
 
 def _items(items: list[AlertEvent]) -> list[AlertEvent]:

@@ -1,27 +1,32 @@
 """Elasticsearch output: bulk writes with retries and backpressure, idempotent by ``_id``;
 and :func:`make_client`, the one Elasticsearch client factory (sinks, tools, tests).
 
-An item is an *action*::
+An *action* (the sink's items are ``(_id, action)``, see :func:`keyed`)::
 
     ("index", _id, doc)    create or overwrite the document ``_id``
     ("delete", _id, None)  remove it (a missing document is fine: 404 = already gone)
 
 :func:`bulk_write` does the work and needs no Bytewax (tools and tests use it directly);
-:class:`ElasticSink` wraps it as a Bytewax ``DynamicSink``: one partition and one client per
-worker, client created in ``build()``.
+:class:`ElasticSink` wraps it as a Bytewax ``FixedPartitionedSink`` whose partitions hand their
+batches to one background :class:`BulkWriter` per process (thread and client created when the
+first partition is built), so the dataflow keeps computing while Elasticsearch indexes.
 
 Guarantee: **at-least-once; idempotent by ``_id``**, so a replay overwrites and never
-duplicates. Within one batch only the last action per ``_id`` is sent (an ``index``
-followed by a ``delete`` of the same id ends deleted). ``write_batch`` returns only once
-Elasticsearch has acknowledged every action of the batch:
+duplicates. Within one bulk round only the last action per ``_id`` is sent (an ``index``
+followed by a ``delete`` of the same id ends deleted); rounds go in the order the batches came.
+A partition's snapshot, taken by Bytewax at the end of every epoch it wrote in, returns only
+once Elasticsearch has acknowledged every action it queued, so no epoch is committed to the
+recovery store before its documents are written:
 
 * transient failures (connection refused/reset, timeouts, HTTP 429 and 5xx, for the whole
   request or for single items) are retried, only the failed actions, on a deterministic
   exponential schedule (:class:`RetryPolicy`, no jitter). By default there is no retry
-  budget: during an outage the worker blocks, which stops it reading its input
-  (backpressure); memory stays bounded to one batch. With a budget,
-  :class:`~lib.errors.IndexingError` is raised when it is spent; the flow stops and a
-  restart with recovery replays the batch. Nothing is ever dropped.
+  budget: during an outage the writer keeps retrying and the worker blocks once
+  ``4 x BPWATCH_ES_BATCH_SIZE`` actions wait, which stops it reading its input
+  (backpressure); memory stays bounded. With a budget,
+  :class:`~lib.errors.IndexingError` is raised when it is spent (by the worker's next
+  write or snapshot); the flow stops before that epoch commits and a restart with recovery
+  replays it. Nothing is ever dropped.
 * permanent refusals (400 mapping errors such as ``mapper_parsing_exception`` or
   ``strict_dynamic_mapping_exception``, 404 on index, 413, other 4xx) raise
   :class:`~lib.errors.IndexingError` naming the index and the reason (field values are cut
@@ -30,29 +35,34 @@ Elasticsearch has acknowledged every action of the batch:
   ``BPWATCH_ES_API_KEY`` / ``BPWATCH_ES_USERNAME`` / ``BPWATCH_ES_PASSWORD``, at once: no
   retry storm; so does a failed TLS handshake (naming ``BPWATCH_ES_CA_CERTS``).
 
-Each sink batch logs one line, however many bulk requests it took (so does each
+Each bulk round of the writer logs one line, however many requests it took (so does each
 :func:`bulk_write` call): ``docs=500 index=bp-anomalies took=0.040s retries=0 ...``.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+import zlib
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from lib.errors import IndexingError, ServiceError
 from lib.settings import Settings
 
 __all__ = [
     "MAX_BULK_BYTES",
+    "SINK_PARTITIONS",
     "TOOL_RETRIES",
     "Action",
     "BulkStats",
+    "BulkWriter",
     "ElasticSink",
     "Encoded",
     "RetryPolicy",
@@ -60,6 +70,7 @@ __all__ = [
     "chunks",
     "dedupe_actions",
     "encode_actions",
+    "keyed",
     "make_client",
 ]
 
@@ -73,6 +84,9 @@ TOOL_RETRIES = 3  # client-side retries of the command-line tools (elasticsearch
 # http.max_content_length (100 MB): a batch of large documents is split by bytes as well as
 # by settings.es_batch_size actions.
 MAX_BULK_BYTES = 10 * 1024 * 1024
+# Partitions of ElasticSink: spread over the workers of a cluster; in one process they share
+# one writer, so the count costs nothing there.
+SINK_PARTITIONS = 8
 _CREDENTIALS_HINT = (
     "set BPWATCH_ES_API_KEY, or BPWATCH_ES_USERNAME and BPWATCH_ES_PASSWORD, to credentials "
     "allowed to write this index"
@@ -439,34 +453,156 @@ def make_client(settings: Settings, **overrides: Any) -> Any:
     return Elasticsearch(**kwargs)
 
 
-class _ElasticPartition(StatelessSinkPartition[Action]):
-    def __init__(self, client: Any, index: str, batch_size: int, retry: RetryPolicy) -> None:
+class BulkWriter:
+    """Bulk writes on a background thread, so the dataflow computes while Elasticsearch indexes.
+
+    :meth:`submit` queues a batch of actions and returns a ticket at once; :meth:`wait` returns
+    once every batch up to that ticket is acknowledged. Batches are written in the order they
+    were submitted: what is queued when the thread is free is deduplicated together (the last
+    action per ``_id``) and sent as requests of at most ``batch_size`` actions and
+    :data:`MAX_BULK_BYTES` bytes, with :func:`_write`'s retries, logging one line per round.
+    At most ``max_pending`` actions wait (a larger batch is taken alone): beyond that
+    :meth:`submit` blocks, so an outage still stops the input (backpressure). An error of the
+    thread (permanent refusal, spent retry budget, credentials) is raised by the next
+    :meth:`submit` or :meth:`wait`, and the writer takes nothing more.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        index: str,
+        batch_size: int,
+        retry: RetryPolicy,
+        *,
+        max_pending: int | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._client = client
         self._index = index
         self._batch_size = batch_size
         self._retry = retry
+        self._sleep = sleep
+        self._max_pending = max_pending or 4 * batch_size
+        self._cv = threading.Condition()
+        self._queue: deque[list[Action]] = deque()
+        self._pending = 0  # actions submitted and not yet acknowledged
+        self._submitted = 0  # tickets issued
+        self._done = 0  # tickets acknowledged
+        self._error: BaseException | None = None
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name=f"es-bulk:{index}", daemon=True)
+        self._thread.start()
 
-    def write_batch(self, items: list[Action]) -> None:
-        # Dedupe across the whole batch first, so that chunks never split an id's history.
+    def submit(self, actions: list[Action]) -> int:
+        """Queue ``actions``; the ticket to :meth:`wait` for (the last one if empty)."""
+        with self._cv:
+            self._raise()
+            if not actions:
+                return self._submitted
+            while self._pending and self._pending + len(actions) > self._max_pending:
+                self._cv.wait()
+                self._raise()
+            self._queue.append(actions)
+            self._pending += len(actions)
+            self._submitted += 1
+            self._cv.notify_all()
+            return self._submitted
+
+    def wait(self, ticket: int | None = None) -> None:
+        """Block until every batch up to ``ticket`` (default: all) is acknowledged."""
+        with self._cv:
+            target = self._submitted if ticket is None else ticket
+            while self._done < target and self._error is None:
+                self._cv.wait()
+            self._raise()
+
+    def close(self) -> None:
+        """Write what is queued, stop the thread, close the client; raises a failure."""
+        try:
+            self.wait()
+        finally:
+            with self._cv:
+                self._closing = True
+                self._cv.notify_all()
+            self._thread.join()
+            self._client.close()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._queue and not self._closing:
+                    self._cv.wait()
+                if not self._queue:
+                    return
+                taken = list(self._queue)
+                self._queue.clear()
+            items = [a for batch in taken for a in batch]
+            try:
+                self._write_round(items)
+            except BaseException as exc:  # raised in the dataflow's thread (submit / wait)
+                with self._cv:
+                    self._error = exc
+                    self._cv.notify_all()
+                return
+            with self._cv:
+                self._done += len(taken)
+                self._pending -= len(items)
+                self._cv.notify_all()
+
+    def _write_round(self, items: list[Action]) -> None:
+        # Dedupe across the whole round first, so that chunks never split an id's history.
         actions, superseded = dedupe_actions(items)
         stats = BulkStats(superseded=superseded)
         encoded = encode_actions(self._index, actions)
         for chunk in chunks(encoded, self._batch_size, MAX_BULK_BYTES):
-            stats.add(_write(self._client, self._index, chunk, self._retry, time.sleep))
+            stats.add(_write(self._client, self._index, chunk, self._retry, self._sleep))
         _log_stats(self._index, stats)
 
+
+class _ElasticPartition(StatefulSinkPartition[Action, None]):
+    """One of the sink's partitions: hands its batches to the worker process's writer; its
+    snapshot (the end of each epoch) returns once they are acknowledged."""
+
+    def __init__(self, sink: ElasticSink) -> None:
+        self._sink = sink
+        self._writer = sink._acquire()
+        self._ticket = 0
+
+    def write_batch(self, values: list[Action]) -> None:
+        self._ticket = self._writer.submit(values)
+
+    def snapshot(self) -> None:
+        self._writer.wait(self._ticket)
+
     def close(self) -> None:
-        self._client.close()
+        self._writer.wait(self._ticket)
+        self._sink._release()
 
 
-class ElasticSink(DynamicSink[Action]):
+def keyed(action: Action) -> tuple[str, Action]:
+    """``(_id, action)``: the item :class:`ElasticSink` takes (routed by ``_id``, so the
+    actions on one document stay in order)."""
+    return action[1], action
+
+
+class ElasticSink(FixedPartitionedSink[Action, None]):
     """Bulk-write actions to one Elasticsearch index (or write alias).
 
-    One partition per worker, each with its own client created in ``build()`` from
-    ``settings.es_client_kwargs()``; requests of at most ``settings.es_batch_size`` actions and
-    :data:`MAX_BULK_BYTES` bytes, their bodies encoded once by :func:`encode_actions`.
-    At-least-once; idempotent by ``_id``; blocks (backpressure) while Elasticsearch is
-    unreachable unless ``retry.budget_s`` is set. See the module docstring.
+    Items are ``(_id, action)`` (:func:`keyed`). Writes are asynchronous within an epoch and
+    complete at its end: each process has one :class:`BulkWriter` (thread and client, created
+    when the first partition is built, from ``settings.es_client_kwargs()``) per sink; a
+    partition's ``write_batch`` queues and returns, and its ``snapshot``, which Bytewax takes
+    at the end of every epoch the partition wrote in, returns only once Elasticsearch has
+    acknowledged everything it queued. So an epoch is never committed to the recovery store
+    before its documents are written, and the dataflow's CPU work overlaps Elasticsearch's.
+    Requests of at most ``settings.es_batch_size`` actions and :data:`MAX_BULK_BYTES` bytes,
+    their bodies encoded once by :func:`encode_actions`. At-least-once; idempotent by
+    ``_id``; blocks (backpressure) while Elasticsearch is unreachable unless ``retry.budget_s``
+    is set. The snapshots hold no state (``None``). See the module docstring.
     """
 
     def __init__(
@@ -476,16 +612,43 @@ class ElasticSink(DynamicSink[Action]):
         *,
         retry: RetryPolicy | None = None,
         client_factory: Callable[[Settings], Any] | None = None,
+        partitions: int = SINK_PARTITIONS,
     ) -> None:
         self._settings = settings
         self._index = index
         self._retry = retry or RetryPolicy()
         self._client_factory = client_factory or make_client
+        self._partitions = partitions
+        self._lock = threading.Lock()
+        self._writer: BulkWriter | None = None
+        self._users = 0
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _ElasticPartition:
-        return _ElasticPartition(
-            self._client_factory(self._settings),
-            self._index,
-            self._settings.es_batch_size,
-            self._retry,
-        )
+    def list_parts(self) -> list[str]:
+        return [f"es-{k}" for k in range(self._partitions)]
+
+    def part_fn(self, item_key: str) -> int:
+        return zlib.crc32(item_key.encode())
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _ElasticPartition:
+        return _ElasticPartition(self)
+
+    def _acquire(self) -> BulkWriter:
+        with self._lock:
+            if self._writer is None:
+                self._writer = BulkWriter(
+                    self._client_factory(self._settings),
+                    self._index,
+                    self._settings.es_batch_size,
+                    self._retry,
+                )
+            self._users += 1
+            return self._writer
+
+    def _release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            writer = self._writer
+            if self._users or writer is None:
+                return
+            self._writer = None
+        writer.close()

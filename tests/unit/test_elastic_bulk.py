@@ -8,6 +8,7 @@ cluster cannot be made to give on demand (item-level 429, 503, 401).
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import orjson
@@ -226,9 +227,10 @@ def test_one_log_line_per_request_without_documents(caplog):
 def test_sink_splits_batches_by_settings_and_dedupes_across_them():
     client = ScriptedClient()
     sink = ElasticSink(Settings(es_batch_size=3), INDEX, client_factory=lambda _s: client)
-    part = sink.build("es_out", 0, 1)
+    part = sink.build_part("es_out", "es-0", None)
     items = [*docs(7), ("delete", "obs-0", None)]
     part.write_batch(items)
+    part.snapshot()
     sent = [action_lines(c) for c in client.calls]
     assert [len(s) for s in sent] == [3, 3, 1]
     flat = [a for s in sent for a in s]
@@ -239,11 +241,12 @@ def test_sink_splits_batches_by_settings_and_dedupes_across_them():
 def test_sink_logs_one_line_per_batch_however_many_requests(caplog):
     caplog.set_level(logging.INFO, logger="lib.connectors.elastic")
     client = ScriptedClient()
-    part = ElasticSink(Settings(es_batch_size=3), INDEX, client_factory=lambda _s: client).build(
-        "es_out", 0, 1
-    )
+    part = ElasticSink(
+        Settings(es_batch_size=3), INDEX, client_factory=lambda _s: client
+    ).build_part("es_out", "es-0", None)
     part.write_batch([*docs(7), ("delete", "obs-0", None)])
     part.write_batch([])
+    part.snapshot()
     assert len(client.calls) == 3
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1
@@ -281,10 +284,128 @@ def test_sink_splits_requests_by_bytes_as_well_as_count(monkeypatch):
     from lib.connectors import elastic
 
     client = ScriptedClient()
-    part = ElasticSink(Settings(es_batch_size=100), INDEX, client_factory=lambda _s: client).build(
-        "es_out", 0, 1
-    )
+    part = ElasticSink(
+        Settings(es_batch_size=100), INDEX, client_factory=lambda _s: client
+    ).build_part("es_out", "es-0", None)
     one = len(elastic.encode_actions(INDEX, docs(1))[0][1])
     monkeypatch.setattr(elastic, "MAX_BULK_BYTES", 3 * one + 1)
     part.write_batch(docs(7))
+    part.close()
     assert [len(action_lines(c)) for c in client.calls] == [3, 3, 1]
+
+
+# -- the background writer: asynchronous within an epoch, complete at its end ---------------
+
+
+class GatedClient(ScriptedClient):
+    """A client whose bulk calls wait until the test opens the gate."""
+
+    def __init__(self, *replies: Any) -> None:
+        super().__init__(*replies)
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.closed = False
+
+    def bulk(self, *, operations: bytes, filter_path: str = "") -> dict:
+        self.entered.set()
+        assert self.gate.wait(10), "test never opened the gate"
+        return super().bulk(operations=operations, filter_path=filter_path)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def gated_part(client: GatedClient, **settings: Any) -> Any:
+    sink = ElasticSink(Settings(**settings), INDEX, client_factory=lambda _s: client)
+    return sink, sink.build_part("es_out", "es-0", None)
+
+
+def in_thread(fn: Any) -> tuple[threading.Thread, list[Any]]:
+    """Run ``fn`` in a thread; the list gets "done" or the exception it raised."""
+    out: list[Any] = []
+
+    def run() -> None:
+        try:
+            fn()
+            out.append("done")
+        except Exception as exc:
+            out.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, out
+
+
+def test_write_batch_returns_before_the_bulk_is_acknowledged_and_snapshot_waits_for_it():
+    client = GatedClient()
+    _, part = gated_part(client)
+    part.write_batch(docs(5))  # returns while the request is still held at the gate
+    assert client.entered.wait(5)
+    thread, out = in_thread(part.snapshot)
+    thread.join(0.3)
+    assert out == [], "snapshot returned before Elasticsearch acknowledged the batch"
+    client.gate.set()
+    thread.join(5)
+    assert out == ["done"]
+    assert [len(action_lines(c)) for c in client.calls] == [5]
+    part.close()
+    assert client.closed
+
+
+def test_a_permanent_refusal_in_the_writer_is_raised_by_the_next_snapshot():
+    refusal = err_item("index", 400, "strict_dynamic_mapping_exception", "field [x] not allowed")
+    client = ScriptedClient(lambda ops: {"errors": True, "items": [refusal]})
+    part = ElasticSink(Settings(), INDEX, client_factory=lambda _s: client).build_part(
+        "es_out", "es-0", None
+    )
+    part.write_batch(docs(1))
+    with pytest.raises(IndexingError, match=f"index={INDEX} refused _id=obs-0"):
+        part.snapshot()
+    with pytest.raises(IndexingError):  # and by every later write: the epoch never commits
+        part.write_batch(docs(1))
+
+
+def test_writer_blocks_the_worker_once_max_pending_actions_wait():
+    from lib.connectors.elastic import BulkWriter
+
+    client = GatedClient()
+    writer = BulkWriter(client, INDEX, 10, RetryPolicy(), max_pending=6)
+    writer.submit(docs(4))
+    assert client.entered.wait(5)  # the first round is in flight, held at the gate
+    thread, out = in_thread(lambda: writer.submit(docs(4)))  # 4 + 4 > 6: must wait
+    thread.join(0.3)
+    assert out == [], "submit did not apply backpressure"
+    client.gate.set()
+    thread.join(5)
+    assert out == ["done"]
+    writer.close()
+    assert sum(len(action_lines(c)) for c in client.calls) == 8
+
+
+def test_rounds_keep_the_order_of_batches_so_a_later_delete_wins():
+    client = ScriptedClient()
+    sink = ElasticSink(Settings(es_batch_size=2), INDEX, client_factory=lambda _s: client)
+    a, b = sink.build_part("es_out", "es-0", None), sink.build_part("es_out", "es-1", None)
+    a.write_batch(docs(3))
+    b.write_batch([("delete", "obs-1", None)])
+    a.write_batch([("index", "obs-9", {"v": 1})])
+    b.snapshot()
+    a.close()
+    b.close()
+    index: set[str] = set()  # what Elasticsearch holds after the requests, in their order
+    for op, _id in (act for c in client.calls for act in action_lines(c)):
+        (index.add if op == "index" else index.discard)(_id)
+    assert index == {"obs-0", "obs-2", "obs-9"}
+
+
+def test_partitions_of_one_sink_share_one_writer_closed_by_the_last():
+    client = GatedClient()
+    client.gate.set()
+    sink = ElasticSink(Settings(), INDEX, client_factory=lambda _s: client)
+    parts = [sink.build_part("es_out", p, None) for p in sink.list_parts()]
+    assert len({id(p._writer) for p in parts}) == 1
+    for p in parts[:-1]:
+        p.close()
+    assert not client.closed
+    parts[-1].close()
+    assert client.closed
