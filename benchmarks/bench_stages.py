@@ -17,13 +17,19 @@ Stages: ``parse`` (``shards.parse_messages``: orjson + FHIR + shard grouping), `
 
 from __future__ import annotations
 
-import gc
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from benchmarks.bench_inprocess import BATCH, SETTINGS, _policy, run_plain, source_messages
+from benchmarks.bench_inprocess import (
+    BATCH,
+    SETTINGS,
+    _policy,
+    production_gc,
+    run_plain,
+    source_messages,
+)
 from benchmarks.common import MESSAGES, PATIENTS, REPEATS, Row, command, load_model, messages
 from lib.domain import OUTCOMES, Assessment
 from lib.monitor import documents, shards, state
@@ -32,16 +38,15 @@ from lib.monitor.rules import get_ruleset
 
 
 def _cpu(fn: Callable[[], Any], repeats: int) -> float:
-    """Best CPU time of ``fn``; the prepared inputs are frozen out of the garbage collector's
-    scans, so a stage pays for its own allocations, not for the whole benchmark's heap."""
+    """Best CPU time of ``fn`` under the monitor's garbage-collector settings; the prepared
+    inputs are frozen out of the collector's scans, so a stage pays for its own allocations,
+    not for the whole benchmark's heap."""
     best = float("inf")
     for _ in range(repeats):
-        gc.collect()
-        gc.freeze()
-        start = time.process_time()
-        fn()
-        took = time.process_time() - start
-        gc.unfreeze()
+        with production_gc():  # collects, freezes, and sets the monitor's thresholds
+            start = time.process_time()
+            fn()
+            took = time.process_time() - start
         best = min(best, took)
     return best
 

@@ -203,7 +203,9 @@ class MonitorIO:
     """The monitor's edges: one source and the sinks of its outputs.
 
     :arg source: items are Kafka-like messages (``KafkaSourceMessage``).
-    :arg anomaly_sink: ``("index", _id, doc)`` / ``("delete", _id, None)`` items.
+    :arg anomaly_sink: ``("index", _id, doc)`` / ``("delete", _id, None)`` items (an
+        :class:`~lib.connectors.elastic.ElasticSink`, here and below, gets them keyed by
+        ``_id``: the flow adds the key).
     :arg normal_sink: ``(patient_id, record)`` items.
     :arg dlq_sink: ``(key, value, headers)`` items, or an ``ExactlyOnceKafkaSink`` (then
         the items get their deterministic ids in the ``dead_letter_ids`` step).
@@ -390,6 +392,21 @@ def monitor_flow(
     return flow
 
 
+GC_THRESHOLDS = (50_000, 20, 20)
+
+
+def tune_gc() -> None:
+    """The garbage collector as the monitor process runs it (the benchmarks apply it too).
+
+    The per-reading work allocates many short-lived containers (a parsed message is ~30):
+    what exists after start-up (modules, model) is moved out of the collector's sight and
+    young objects are collected every 50,000 allocations instead of 700. Results unchanged;
+    memory is not affected measurably (the young generation holds tens of MB at most).
+    """
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def _to_elastic(step_id: str, actions: op.Stream, sink: Sink) -> None:
     """Output Elasticsearch actions; an :class:`ElasticSink` takes them keyed by ``_id``."""
     if isinstance(sink, ElasticSink):
@@ -411,10 +428,6 @@ def __getattr__(name: str) -> Dataflow:
         )
         logging.getLogger("elastic_transport").setLevel(logging.WARNING)  # one line per request
     flow = build()
-    # The per-reading work allocates many short-lived objects (orjson makes ~30 per message):
-    # move what exists now (modules, model) out of the collector's sight and collect young
-    # objects less often. Measured: ~15 % less CPU per reading; results unchanged.
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
+    tune_gc()
     globals()["flow"] = flow
     return flow
