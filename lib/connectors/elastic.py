@@ -22,7 +22,7 @@ recovery store before its documents are written:
   request or for single items) are retried, only the failed actions, on a deterministic
   exponential schedule (:class:`RetryPolicy`, no jitter). By default there is no retry
   budget: during an outage the writer keeps retrying and the worker blocks once
-  ``4 x BPWATCH_ES_BATCH_SIZE`` actions wait, which stops it reading its input
+  ``PENDING_BATCHES x BPWATCH_ES_BATCH_SIZE`` actions (8,000) wait, which stops it reading its input
   (backpressure); memory stays bounded. With a budget,
   :class:`~lib.errors.IndexingError` is raised when it is spent (by the worker's next
   write or snapshot); the flow stops before that epoch commits and a restart with recovery
@@ -87,6 +87,9 @@ MAX_BULK_BYTES = 10 * 1024 * 1024
 # Partitions of ElasticSink: spread over the workers of a cluster; in one process they share
 # one writer, so the count costs nothing there.
 SINK_PARTITIONS = 8
+# Bulk requests' worth of actions that may wait for the writer before the worker blocks: a
+# Kafka activation brings several thousand readings at once; 8,000 documents are ~25 MB.
+PENDING_BATCHES = 16
 _CREDENTIALS_HINT = (
     "set BPWATCH_ES_API_KEY, or BPWATCH_ES_USERNAME and BPWATCH_ES_PASSWORD, to credentials "
     "allowed to write this index"
@@ -482,7 +485,7 @@ class BulkWriter:
         self._batch_size = batch_size
         self._retry = retry
         self._sleep = sleep
-        self._max_pending = max_pending or 4 * batch_size
+        self._max_pending = max_pending or PENDING_BATCHES * batch_size
         self._cv = threading.Condition()
         self._queue: deque[list[Action]] = deque()
         self._pending = 0  # actions submitted and not yet acknowledged
