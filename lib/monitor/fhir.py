@@ -59,6 +59,18 @@ What is accepted
   (the Vitals IG ``MeasurementSettingExt``: SNOMED 264362003 home, 257585005 clinic,
   285201006 hospital) and device (display, else reference).
 
+One hot path, one home per rule
+-------------------------------
+Most messages are one Observation of a common shape (the simulator's, a device gateway's).
+:func:`_common_reading` recognises that shape: msgspec decodes the bytes straight into typed
+structs that name every field the shape may carry, and the Reading is built with the general
+path's own helpers (id charset and length, statuses, LOINC codes, units, plausibility, time,
+version, qualifiers). It returns that Reading or declines; whatever it declines -- another
+shape, another resource, a Bundle, any problem, bytes that are not JSON -- goes to the general
+path, :func:`_parse_json` (orjson and the rules below), which alone decides dead letters, so a
+``not JSON at char N`` detail still comes from orjson. The tests check both paths give the same
+outcomes for the same bytes; no rule is written twice.
+
 Dead-letter reason codes (stable; they go to the DLQ header ``error``)
 ----------------------------------------------------------------------
 Checked in this order, so the first problem found is the one reported:
@@ -98,6 +110,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import orjson
 
 from lib.domain import (
@@ -186,6 +199,16 @@ def _parse(
     if len(value) > MAX_MESSAGE_BYTES:
         detail = f"{len(value)} bytes > {MAX_MESSAGE_BYTES}"
         return [_dead(value, key, source, headers, "too_large", detail)]
+    reading = _common_reading(value, source)
+    if reading is not None:
+        return [reading]
+    return _parse_json(value, key, source, headers)
+
+
+def _parse_json(
+    value: bytes, key: bytes | None, source: str, headers: Iterable[tuple[str, bytes]] | None
+) -> list[Outcome]:
+    """The general path: every message the fast path does not take (and the tests' oracle)."""
     try:
         doc = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
@@ -195,9 +218,6 @@ def _parse(
         return [_dead(value, key, source, headers, "not_observation", "JSON is not an object")]
     rtype = doc.get("resourceType")
     if rtype == "Observation":
-        reading = _common_reading(doc, source)
-        if reading is not None:
-            return [reading]
         message = _Message(value, key, source, headers)
         message.resource(doc, None, None)
     elif rtype == "Bundle":
@@ -268,8 +288,7 @@ class _Message:
                 if "component" not in res and type(res.get("hasMember")) is list:
                     self.panels.append((i, res, full_url))
                     return
-                reading = _common_reading(res, source)
-                self.out.append(reading or _observation(res, source, full_url))
+                self.out.append(_observation(res, source, full_url))
             elif kind is _AVERAGE:
                 self.out.append(_average(res, source, full_url))
             elif kind is None:
@@ -594,103 +613,196 @@ def pair_id(systolic_id: str, diastolic_id: str) -> str:
 
 
 # -- the fast path for the common shape ---------------------------------------------------
+#
+# A shape recogniser, not a second parser: msgspec decodes the message straight into the
+# structs below, which name every field the common shape may carry (``forbid_unknown_fields``:
+# any other field, or any value of another JSON type, fails the decode). Every value is typed,
+# so msgspec validates all of it (UTF-8, numbers in range). Nothing is skipped unread: msgspec
+# skips unknown fields without the checks orjson makes (a ``1e400`` or invalid UTF-8 there
+# would turn an invalid_json dead letter into a Reading). ``extension``, ``bodySite`` and
+# ``device`` are kept as raw JSON and read with orjson, as the general path reads them. A
+# message that fails to decode, or whose values are not of the common shape, goes to the
+# general path.
 
-_MMHG = "mm[Hg]"
+_RAW_ABSENT = msgspec.Raw()
 
 
-def _common_reading(res: dict[str, Any], source: str) -> Reading | None:
-    """The Reading of an Observation of the common shape, or None to take the general path.
+class _Struct(msgspec.Struct, gc=False, forbid_unknown_fields=True, rename="camel"):
+    """A FHIR element of the common shape (subclasses inherit these options)."""
 
-    The common shape: a valid ``id``; status final / amended / corrected; the panel code
-    ``85354-9`` as the *first* coding; ``subject.reference`` ``Patient/<id>``;
-    ``effectiveDateTime`` with a time and an offset; exactly two components, systolic then
-    diastolic, each with its LOINC code as the first coding and a plain numeric
-    ``valueQuantity`` whose ``code`` is ``mm[Hg]``; plausible values; ``meta.versionId`` a
-    string. For such a resource :func:`_observation` returns the very same Reading (each check
-    below is one of its checks); anything else, including every problem, returns None and is
-    judged by :func:`_observation`. Checks inline: this runs once per reading.
+
+class _Coding(_Struct):
+    system: str | None = None
+    version: str | None = None
+    code: str | None = None
+    display: str | None = None
+    user_selected: bool | None = None
+
+
+class _Concept(_Struct):
+    coding: list[_Coding] | None = None
+    text: str | None = None
+
+
+class _Quantity(_Struct):
+    value: float | None = None  # a JSON number (an integer too); a bool or a string fails
+    unit: str | None = None
+    system: str | None = None
+    code: str | None = None
+
+
+class _Component(_Struct):
+    code: _Concept | None = None
+    value_quantity: _Quantity | None = None
+
+
+class _Reference(_Struct):
+    reference: str | None = None
+    type: str | None = None
+    display: str | None = None
+
+
+class _Identifier(_Struct):
+    use: str | None = None
+    system: str | None = None
+    value: str | None = None
+
+
+class _Meta(_Struct):
+    version_id: str | None = None
+    last_updated: str | None = None
+    source: str | None = None
+    profile: list[str] | None = None
+
+
+class _CommonObservation(_Struct):
+    """The fields of an Observation of the common shape (any other field: general path)."""
+
+    resource_type: str | None = None
+    id: str | None = None
+    meta: _Meta | None = None
+    identifier: list[_Identifier] | None = None
+    status: str | None = None
+    category: list[_Concept] | None = None
+    code: _Concept | None = None
+    subject: _Reference | None = None
+    encounter: _Reference | None = None
+    effective_date_time: str | None = None
+    issued: str | None = None
+    performer: list[_Reference] | None = None
+    component: list[_Component] | None = None
+    # read with orjson, as the general path reads them (see _qualifiers)
+    extension: msgspec.Raw = _RAW_ABSENT
+    body_site: msgspec.Raw = _RAW_ABSENT
+    device: msgspec.Raw = _RAW_ABSENT
+
+
+_decode_common = msgspec.json.Decoder(_CommonObservation).decode
+_PANEL_CODES = (BP_PANEL_CODE, LEGACY_BP_PANEL_CODE)
+
+
+def _common_reading(value: bytes, source: str) -> Reading | None:
+    """The Reading of a message holding one Observation of the common shape, else None.
+
+    The common shape: only the fields of :class:`_CommonObservation`, each of its JSON type; a
+    valid ``id``; status final / amended / corrected; a LOINC BP panel code as the *first*
+    coding; ``subject.reference`` ``Patient/<id>``; ``effectiveDateTime`` (any precision the
+    general path accepts); exactly two components, systolic then diastolic, each with its LOINC
+    code as the first coding and a numeric ``valueQuantity`` in mm[Hg] or kPa; plausible
+    values. For such a message the general path (:func:`_parse_json`) returns this very
+    Reading: each check below is one of its rules, through the same helpers. Anything else,
+    including every problem, returns None and the general path judges the message.
     """
-    obs_id = res.get("id")
-    status = res.get("status")
+    try:
+        obs = _decode_common(value)
+    except (msgspec.DecodeError, RecursionError):  # ValidationError is a DecodeError
+        return None
+    obs_id = obs.id
+    status = obs.status
+    subject = obs.subject
+    text = obs.effective_date_time
     if (
-        type(obs_id) is not str
-        or not 0 < len(obs_id) <= MAX_ID_LENGTH
-        or not _ID_CHARS.issuperset(obs_id)
-        or type(status) is not str
+        obs.resource_type != "Observation"
+        or obs_id is None
+        or not _valid_id(obs_id)
         or status not in READING_STATUSES
-        or not _common_code(res.get("code"))
+        or not _first_coding_is(obs.code, _PANEL_CODES)
+        or subject is None
+        or subject.reference is None
+        or text is None
     ):
         return None
-    subject = res.get("subject")
-    ref = subject.get("reference") if type(subject) is dict else None
-    if type(ref) is not str or not ref.startswith("Patient/"):
+    patient_id = _patient_of_reference(subject.reference)
+    components = obs.component
+    if patient_id is None or components is None or len(components) != 2:
         return None
-    patient_id = ref[8:]
-    if not 0 < len(patient_id) <= MAX_ID_LENGTH or not _ID_CHARS.issuperset(patient_id):
-        return None
-    text = res.get("effectiveDateTime")
-    if type(text) is not str or len(text) <= 10:
+    systolic = _common_value(components[0], _SYSTOLIC_CODES)
+    diastolic = _common_value(components[1], _DIASTOLIC_CODES)
+    if systolic is None or diastolic is None or not _plausible(systolic, diastolic):
         return None
     try:
-        effective_at = datetime.fromisoformat(text)
-        tz = effective_at.tzinfo
-        if tz is None:
+        effective_at, precision = _instant(text)
+    except _Bad:
+        return None
+    meta = obs.meta
+    version = "" if meta is None else _version_of(meta.version_id, meta.last_updated)
+    ext, site, device = obs.extension, obs.body_site, obs.device
+    if ext or site or device:
+        qualifiers = _raw_qualifiers(bytes(ext), bytes(site), bytes(device))
+        if qualifiers is None:
             return None
-        if tz is not UTC:
-            effective_at = effective_at.astimezone(UTC)
-    except (ValueError, OverflowError):
-        return None
-    components = res.get("component")
-    if type(components) is not list or len(components) != 2:
-        return None
-    systolic = _common_component(components[0], SYSTOLIC_CODE)
-    if systolic is None:
-        return None
-    diastolic = _common_component(components[1], DIASTOLIC_CODE)
-    if (
-        diastolic is None
-        or not _SYS_LO <= systolic <= _SYS_HI
-        or not _DIA_LO <= diastolic <= _DIA_HI
-        or systolic <= diastolic
-    ):
-        return None
-    meta = res.get("meta")
-    version = meta.get("versionId") if type(meta) is dict else None
-    if type(version) is not str:
-        return None
-    position, site, setting, device = _qualifiers(res)
+        position, site_label, setting, device_label = qualifiers
+    else:
+        position = site_label = setting = device_label = ""
     # positional: the field order of lib.domain.Reading
     return Reading(obs_id, patient_id, effective_at, systolic, diastolic, status, version,
-                   source, "", position, site, setting, device)  # fmt: skip
+                   source, precision, position, site_label, setting, device_label)  # fmt: skip
 
 
-def _common_code(concept: Any, loinc: str = BP_PANEL_CODE) -> bool:
-    """Is the concept's first coding this LOINC code?"""
-    if type(concept) is not dict:
+_raw_qualifiers_cache: dict[tuple[bytes, bytes, bytes], tuple[str, str, str, str]] = {}
+_RAW_QUALIFIERS_CACHE_MAX = 4096  # distinct (extension, bodySite, device); cleared when full
+
+
+def _raw_qualifiers(ext: bytes, site: bytes, device: bytes) -> tuple[str, str, str, str] | None:
+    """:func:`_qualifiers_of` the raw JSON of the three fields (b"" when absent), read with
+    orjson as the general path reads them; None when orjson refuses one (invalid_json).
+
+    A device or a cuff site recurs on every reading of a patient, so the result is kept by
+    the raw bytes (a pure function of them: the result never depends on the cache).
+    """
+    key = (ext, site, device)
+    qualifiers = _raw_qualifiers_cache.get(key)
+    if qualifiers is None:
+        try:
+            qualifiers = _qualifiers_of(_raw_json(ext), _raw_json(site), _raw_json(device))
+        except orjson.JSONDecodeError:
+            return None
+        if len(_raw_qualifiers_cache) >= _RAW_QUALIFIERS_CACHE_MAX:
+            _raw_qualifiers_cache.clear()
+        _raw_qualifiers_cache[key] = qualifiers
+    return qualifiers
+
+
+def _raw_json(raw: bytes) -> Any:
+    """A raw JSON value read as the general path reads it (None when the field is absent)."""
+    return orjson.loads(raw) if raw else None
+
+
+def _first_coding_is(concept: _Concept | None, codes: tuple[str, ...]) -> bool:
+    """Is the concept's first coding a LOINC coding with one of these codes?"""
+    if concept is None or not concept.coding:
         return False
-    codings = concept.get("coding")
-    if type(codings) is not list or not codings:
-        return False
-    coding = codings[0]
-    return (
-        type(coding) is dict
-        and coding.get("code") == loinc
-        and coding.get("system") in _LOINC_SYSTEMS
-    )
+    coding = concept.coding[0]
+    return coding.code in codes and coding.system in _LOINC_SYSTEMS
 
 
-def _common_component(comp: Any, loinc: str) -> float | None:
-    """The mm[Hg] value of a component of the common shape with this LOINC code, else None."""
-    if type(comp) is not dict or not _common_code(comp.get("code"), loinc):
+def _common_value(comp: _Component, codes: tuple[str, ...]) -> float | None:
+    """The mm[Hg] value of a component whose first coding is one of these LOINC codes."""
+    q = comp.value_quantity
+    if q is None or q.value is None or not _first_coding_is(comp.code, codes):
         return None
-    q = comp.get("valueQuantity")
-    if type(q) is not dict or q.get("code") != _MMHG or "comparator" in q:
-        return None
-    value: Any = q.get("value")
-    vtype = type(value)
-    if vtype is float or vtype is int:
-        return float(value)
-    return None
+    factor = _UNIT_FACTORS.get(q.code if q.code is not None else q.unit)  # type: ignore[arg-type]
+    return None if factor is None else _in_mmhg(q.value, factor)
 
 
 # -- identity -------------------------------------------------------------------------
@@ -760,6 +872,23 @@ def _strip_history(ref: str) -> str:
     return ref[:i] if i >= 0 else ref
 
 
+def _patient_of_reference(ref: str) -> str | None:
+    """The patient id of a relative ``Patient/<id>`` reference (the common case), else None."""
+    patient_id = _patient_refs.get(ref)
+    if patient_id is None:
+        if not (ref.startswith("Patient/") and _valid_id(ref[8:])):
+            return None
+        if len(_patient_refs) >= _PATIENT_REFS_MAX:
+            _patient_refs.clear()
+        patient_id = _patient_refs[ref] = ref[8:]
+    return patient_id
+
+
+# valid ``Patient/<id>`` references seen -> their id: every reading of a patient names it
+_patient_refs: dict[str, str] = {}
+_PATIENT_REFS_MAX = 1 << 17  # cleared when full (the result never depends on it)
+
+
 def _patient_id(subject: Any) -> str:
     """Patient key from ``subject.reference``, else from ``subject.identifier``.
 
@@ -771,8 +900,9 @@ def _patient_id(subject: Any) -> str:
     ref = subject.get("reference")
     problem = "subject has neither reference nor identifier"
     if type(ref) is str:
-        if ref.startswith("Patient/") and _valid_id(ref[8:]):  # the common case
-            return ref[8:]
+        patient_id = _patient_of_reference(ref)
+        if patient_id is not None:  # the common case
+            return patient_id
         if ref.startswith("urn:uuid:"):
             candidate = ref[9:]
         else:
@@ -796,12 +926,16 @@ def _patient_id(subject: Any) -> str:
 def _version(meta: Any) -> str:
     if type(meta) is not dict:
         return ""
-    vid = meta.get("versionId")
+    return _version_of(meta.get("versionId"), meta.get("lastUpdated"))
+
+
+def _version_of(vid: Any, updated: Any) -> str:
+    """``meta.versionId`` (a string, or an integer as sent by some servers), else
+    ``meta.lastUpdated``, else ``""``."""
     if type(vid) is str:
         return vid
     if type(vid) is int:
         return str(vid)
-    updated = meta.get("lastUpdated")
     return updated if type(updated) is str else ""
 
 
@@ -860,8 +994,17 @@ def _has_any_value(components: Any) -> bool:
     )
 
 
-def _check(systolic: float, diastolic: float) -> None:
+def _plausible(systolic: float, diastolic: float) -> bool:
     """Plausibility, mm[Hg], inclusive bounds; systolic above diastolic."""
+    return (
+        _SYS_LO <= systolic <= _SYS_HI and _DIA_LO <= diastolic <= _DIA_HI and systolic > diastolic
+    )
+
+
+def _check(systolic: float, diastolic: float) -> None:
+    """:func:`_plausible`, or raise _Bad naming the first problem."""
+    if _plausible(systolic, diastolic):
+        return
     if not _SYS_LO <= systolic <= _SYS_HI:
         raise _Bad("implausible_value", f"systolic {systolic:.4g} outside {_SYS_LO:g}..{_SYS_HI:g}")
     if not _DIA_LO <= diastolic <= _DIA_HI:
@@ -897,6 +1040,11 @@ def _quantity(q: Any, name: str) -> float:
     factor = _UNIT_FACTORS.get(unit) if type(unit) is str else None
     if factor is None:
         raise _Bad("bad_unit", f"{name} unit {_name(unit)} is not mm[Hg] or kPa")
+    return _in_mmhg(value, factor)
+
+
+def _in_mmhg(value: float, factor: float) -> float:
+    """A value in mm[Hg]: as sent, or converted (kPa) and rounded to 0.1 mm[Hg]."""
     return float(value) if factor == 1.0 else round(value * factor, 1)
 
 
@@ -911,9 +1059,11 @@ _MAX_LABEL = 64
 
 def _qualifiers(res: dict[str, Any]) -> tuple[str, str, str, str]:
     """(body position, body site, measurement setting, device): codes and labels only."""
-    extensions = res.get("extension")
-    site = res.get("bodySite")
-    device = res.get("device")
+    return _qualifiers_of(res.get("extension"), res.get("bodySite"), res.get("device"))
+
+
+def _qualifiers_of(extensions: Any, site: Any, device: Any) -> tuple[str, str, str, str]:
+    """:func:`_qualifiers` of an Observation's ``extension``, ``bodySite`` and ``device``."""
     if extensions is None and site is None and device is None:
         return _NO_QUALIFIERS
     position = setting = ""

@@ -1,40 +1,49 @@
 """The parser's fast path for the common shape gives exactly what the general path gives.
 
-``lib.monitor.fhir._common_reading`` either declines (None) or returns the very Reading that
-``lib.monitor.fhir._observation`` returns for the same resource. Checked on the simulator's own
-messages (faults included) and on many seeded mutations of a typical Observation: one field
-deleted or replaced by a value of another type or content, nested anywhere.
+``lib.monitor.fhir._common_reading`` (msgspec structs) either declines (None) or returns the
+very Reading that the general path ``lib.monitor.fhir._parse_json`` (orjson + the FHIR rules)
+returns for the same bytes; and ``fhir.parse`` (fast path, else general path) gives the same
+outcome list as the general path alone, dead letters included. Checked on the simulator's own
+messages (faults included), the real-world shapes, crafted JSON edge cases (UTF-8, numbers out
+of range, duplicate keys, nesting), seeded mutations of a typical Observation (one field
+deleted or replaced by a value of another type or content, nested anywhere), byte-level
+mutations, and hypothesis-drawn JSON anywhere in the message.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import random
 from typing import Any
 
-import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lib.domain import Reading
+from lib.domain import DeadLetter, Reading
 from lib.monitor import fhir
+from tests.fixtures import realworld
 from tests.unit.test_fhir import bp
 from tests.unit.test_fhir_fuzz import json_values
 
 REPLACEMENTS: tuple[Any, ...] = (
     None,
     True,
+    False,
     0,
     -1,
     1e300,
     2**70,
+    10**400,
     120,
+    120.0,
     80.5,
     301,
     19.9,
     "",
     "x",
+    "120",
     "final",
     "amended",
     "preliminary",
@@ -42,29 +51,60 @@ REPLACEMENTS: tuple[Any, ...] = (
     "Patient/",
     "Patient/p 1",
     "Patient/" + "a" * 65,
+    "Patient/" + "a" * 257,
     "Group/g",
     "urn:uuid:abc",
     "85354-9",
+    "55284-4",
     "8480-6",
     "8462-4",
+    "96607-7",
     "http://loinc.org",
     "urn:oid:2.16.840.1.113883.6.1",
     "http://snomed.info/sct",
     "mm[Hg]",
     "mmHg",
+    "mm Hg",
     "kPa",
     "<",
     "2025-03-04T10:15:30Z",
+    "2025-03-04T10:15:30z",
+    "2025-03-04t10:15:30Z",
     "2025-03-04T10:15:30",
     "2025-03-04T10:15:30-05:00",
+    "2025-03-04T10:15:30.123456789+01:00",
     "0001-01-01T00:30:00+01:00",
+    "9999-12-31T23:30:00-01:00",
     "2025-03-04",
+    "2025-03",
+    "2025",
     "2025-13-04T10:15:30Z",
+    "é",
+    "\ud83d\ude00",
     [],
     {},
     [{}],
+    [None],
     {"value": 120, "code": "mm[Hg]"},
     {"value": 120, "code": "mm[Hg]", "comparator": ">"},
+    {"value": 120, "code": "mm[Hg]", "comparator": None},
+    {"value": 16, "code": "kPa"},
+    {"value": 120, "unit": "mmHg"},
+    {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+    {"coding": [{"system": "http://loinc.org", "code": "8462-4"}]},
+    {"coding": None, "text": "BP"},
+    {"reference": "Patient/p-2"},
+    {"reference": "Patient/p-2", "identifier": {"value": "1"}},
+    {"versionId": 3},
+    {"versionId": None, "lastUpdated": "2025-01-01T00:00:00Z"},
+    {"lastUpdated": 5},
+    {"display": "Omron"},
+    {"text": "left arm"},
+    {"url": fhir.BODY_POSITION_URL, "valueCodeableConcept": {"text": "sitting"}},
+    {
+        "url": fhir.MEASUREMENT_SETTING_URL,
+        "valueCodeableConcept": {"coding": [{"code": "264362003"}]},
+    },
 )
 
 
@@ -92,69 +132,101 @@ def _mutate(doc: dict[str, Any], path: tuple, value: Any, delete: bool) -> dict[
     return doc
 
 
-def assert_same(res: dict[str, Any], source: str = "t:0:1") -> Reading | None:
-    """The fast path declines or agrees with the general path; what it returned."""
-    try:
-        general: Any = fhir._observation(res, source, None)
-    except fhir._Bad as bad:
-        general = ("dead", bad.reason)
-    except Exception as exc:
-        general = ("defect", type(exc).__name__)
-    try:
-        fast = fhir._common_reading(res, source)
-    except Exception as exc:
-        fast = None
-        assert general == ("defect", type(exc).__name__)
+def encode(doc: Any) -> bytes:
+    """JSON bytes of any Python value (the stdlib writes big integers and NaN, orjson won't)."""
+    return json.dumps(doc, separators=(",", ":")).encode("utf-8", "surrogatepass")
+
+
+def assert_same(value: bytes, source: str = "t:0:1") -> Reading | None:
+    """parse == the general path for these bytes; the fast path declines or agrees.
+
+    Returns the fast path's Reading (None when it declined)."""
+    key, headers = b"k", (("h", b"v"),)
+    general = fhir._parse_json(value, key, source, headers)
+    fast = fhir._common_reading(value, source)
     if fast is not None:
         assert type(fast) is Reading
-        assert fast == general
-        assert fast.effective_at.tzinfo is general.effective_at.tzinfo
-        assert repr(fast) == repr(general)  # floats bit-identical, same types
+        assert [fast] == general
+        assert fast.effective_at.tzinfo is general[0].effective_at.tzinfo
+        assert repr(fast) == repr(general[0])  # floats bit-identical, same types
+    outcomes = fhir.parse(value, key, source, headers)
+    assert outcomes == general
+    assert repr(outcomes) == repr(general)
     return fast
 
 
 def typical() -> dict[str, Any]:
-    return bp(effectiveDateTime="2025-03-04T10:15:30.125+00:00")
+    obs = bp(effectiveDateTime="2025-03-04T10:15:30.125+00:00")
+    obs["bodySite"] = {"coding": [{"system": "http://snomed.info/sct", "code": "368208006"}]}
+    obs["device"] = {"display": "Omron HBP-1320"}
+    obs["extension"] = [
+        {
+            "url": fhir.MEASUREMENT_SETTING_URL,
+            "valueCodeableConcept": {"coding": [{"code": "264362003"}]},
+        }
+    ]
+    return obs
 
 
 def test_the_typical_shapes_take_the_fast_path() -> None:
-    assert assert_same(typical()) is not None
-    assert assert_same(bp()) is not None  # +02:00 offset: converted to UTC
-    # and the whole parser agrees on them
-    for obs in (typical(), bp()):
-        (outcome,) = fhir.parse(orjson.dumps(obs), b"k", "t:0:1")
-        assert outcome == fhir._observation(obs, "t:0:1", None)
+    for obs in (typical(), bp(), realworld.panel()):
+        reading = assert_same(encode(obs))
+        assert reading is not None
+    reading = assert_same(encode(typical()))
+    assert reading is not None
+    assert (reading.body_site, reading.setting, reading.device) == (
+        "368208006",
+        "home",
+        "Omron HBP-1320",
+    )
+    kpa = typical()
+    kpa["component"][0]["valueQuantity"] = {"value": 18.9, "code": "kPa"}
+    date_only = bp(effectiveDateTime="2025-03-04")
+    legacy = bp()
+    legacy["code"]["coding"][0]["code"] = fhir.LEGACY_BP_PANEL_CODE
+    for obs in (kpa, date_only, legacy):
+        assert assert_same(encode(obs)) is not None
 
 
 def test_shapes_the_fast_path_leaves_to_the_general_path() -> None:
-    kpa = typical()
-    kpa["component"][0]["valueQuantity"] = {"value": 18.9, "code": "kPa"}
     swapped = typical()
     swapped["component"].reverse()
-    no_version = typical()
-    del no_version["meta"]
-    for res in (kpa, swapped, no_version):
-        assert fhir._common_reading(res, "") is None
-        assert type(fhir._observation(res, "", None)) is Reading
+    three = typical()
+    three["component"].append(copy.deepcopy(three["component"][0]))
+    text_value = typical()
+    text_value["component"][0]["valueQuantity"]["value"] = "142"
+    int_version = typical()
+    int_version["meta"]["versionId"] = 2
+    null_comparator = typical()
+    null_comparator["component"][1]["valueQuantity"]["comparator"] = None
+    extra = typical()
+    extra["note"] = [{"text": "after exercise"}]
+    for res in (swapped, three, text_value, int_version, null_comparator, extra):
+        assert fhir._common_reading(encode(res), "") is None
+        assert assert_same(encode(res)) is None
+    # the general path still reads most of them
+    assert type(fhir.parse(encode(swapped))[0]) is Reading
+    assert type(fhir.parse(encode(int_version))[0]) is Reading
+    assert type(fhir.parse(encode(null_comparator))[0]) is DeadLetter
 
 
 def test_every_single_mutation_of_a_typical_observation() -> None:
     base = typical()
-    paths = _paths(base)
     fast_taken = checked = 0
-    for path in paths:
+    for path in _paths(base):
         variants = [_mutate(base, path, None, delete=True)]
         variants += [_mutate(base, path, v, delete=False) for v in REPLACEMENTS]
         for res in variants:
             checked += 1
-            fast_taken += assert_same(res) is not None
-    assert checked > 1500
+            fast_taken += assert_same(encode(res)) is not None
+    assert checked > 4000
     assert 0 < fast_taken < checked
 
 
 def test_random_double_mutations() -> None:
     rng = random.Random(20250304)
     base = typical()
+    fast_taken = 0
     for _ in range(3000):
         res = base
         for _ in range(2):
@@ -163,7 +235,115 @@ def test_random_double_mutations() -> None:
                 break
             path = rng.choice(paths)
             res = _mutate(res, path, rng.choice(REPLACEMENTS), delete=rng.random() < 0.2)
-        assert_same(res)
+        fast_taken += assert_same(encode(res)) is not None
+    assert fast_taken > 100
+
+
+# JSON that orjson and msgspec might read differently: each is spliced in at every value
+JSON_EDGES: tuple[bytes, ...] = (
+    b"1e400",  # out of double range: orjson refuses it
+    b"-1e309",
+    b"1e-400",
+    b"0e99999",
+    b"9" * 400,
+    b"9" * 309,
+    b"9" * 308,
+    b"18446744073709551616",
+    b"-9223372036854775809",
+    b"120.00000000000001",
+    b"1.2e2",
+    b"-0",
+    b"NaN",
+    b"Infinity",
+    b"01",
+    b"1.",
+    b"true",
+    b"null",
+    b'"\\ud800"',
+    b'"\\udc00x"',
+    b'"\\ud83d\\ude00"',
+    b'"\\u0000"',
+    b'"\\/"',
+    b'"\\q"',
+    b'"\xff"',
+    b'"\xc0\xaf"',  # overlong
+    b'"\xed\xa0\x80"',  # an encoded surrogate
+    b'"\xf4\x90\x80\x80"',  # above U+10FFFF
+    b'"\xc3\xa9"',
+    b'"a\nb"',
+    b'"\x7f"',
+    b"[" * 600 + b"]" * 600,
+    b"[" * 1100 + b"]" * 1100,
+    b'{"a":[1,{"b":null}]}',
+    b"[1,]",
+    b'{"a":1,}',
+)
+
+
+def _spliced(doc: dict[str, Any]) -> list[bytes]:
+    """The document with each value in turn replaced by each raw JSON edge case."""
+    out = []
+    for path in _paths(doc):
+        marker = "\x00MARK\x00"
+        text = encode(_mutate(doc, path, marker, delete=False))
+        for edge in JSON_EDGES:
+            out.append(text.replace(encode(marker), edge))
+    return out
+
+
+def test_json_edge_cases_anywhere_give_the_same_outcomes() -> None:
+    fast_taken = checked = 0
+    for value in _spliced(typical()):
+        checked += 1
+        fast_taken += assert_same(value) is not None
+    assert checked > 2000 and fast_taken > 0
+
+
+def test_duplicate_keys_and_whitespace() -> None:
+    text = encode(typical())
+    cases = [
+        text.replace(b'"status":"final"', b'"status":"preliminary","status":"final"'),
+        text.replace(b'"status":"final"', b'"status":"final","status":"preliminary"'),
+        text.replace(b'"status":"final"', b'"status":5,"status":"final"'),
+        text.replace(b'"id":"obs-1"', b'"id":"obs-1","id":"obs-2"'),
+        text.replace(b'"value":142', b'"value":142,"value":150'),
+        text.replace(b'"value":142', b'"value":142,"value":"150"'),
+        text.replace(b'"device":', b'"device":{"display":"A"},"device":'),
+        text.replace(b'"device":', b'"device":{"display":"A"},"device":null,"device":'),
+        b" \t\r\n" + text + b" \n",
+        b"\xef\xbb\xbf" + text,  # BOM
+        b"\x0c" + text,
+        text + b"x",
+        text + b"\x00",
+        text[:-1],
+        text.replace(b"{", b"{ ", 3).replace(b":", b" : ", 5),
+        text.replace(b'"id"', b'"\\u0069d"'),
+        text.replace(b'"obs-1"', b'"obs\\u002d1"'),
+        b"[" + text + b"]",
+        b"null",
+        b"",
+    ]
+    taken = [assert_same(value) is not None for value in cases]
+    assert taken[0] and taken[3] and taken[4] and taken[8] and taken[14] and taken[15]
+    assert not taken[1] and not taken[9] and not taken[11]
+
+
+def test_byte_level_mutations() -> None:
+    rng = random.Random(7)
+    text = encode(typical())
+    alphabet = b'{}[]:,"\\0123456789eE+-.tfnul \xff\xc3\xa9'
+    for _ in range(3000):
+        value = bytearray(text)
+        for _ in range(rng.randint(1, 3)):
+            i = rng.randrange(len(value))
+            op = rng.random()
+            if op < 0.4:
+                value[i] = rng.choice(alphabet)
+            elif op < 0.7:
+                del value[i]
+            else:
+                value.insert(i, rng.choice(alphabet))
+        assert_same(bytes(value))
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
@@ -171,7 +351,21 @@ def test_random_double_mutations() -> None:
 def test_arbitrary_json_anywhere(data: st.DataObject) -> None:
     base = typical()
     path = data.draw(st.sampled_from(_paths(base)))
-    assert_same(_mutate(base, path, data.draw(json_values), delete=False))
+    assert_same(encode(_mutate(base, path, data.draw(json_values), delete=False)))
+
+
+decimals = st.from_regex(
+    r"-?(0|[1-9][0-9]{0,3})(\.[0-9]{1,20})?([eE][-+]?[0-9]{1,2})?", fullmatch=True
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(systolic=decimals, diastolic=decimals)
+def test_numbers_are_read_to_the_same_double(systolic: str, diastolic: str) -> None:
+    text = encode(typical())
+    value = text.replace(b'"value":142', b'"value":' + systolic.encode())
+    value = value.replace(b'"value":91.5', b'"value":' + diastolic.encode())
+    assert_same(value)
 
 
 @pytest.mark.parametrize("fault_rate", [0.0, 0.2])
@@ -183,21 +377,31 @@ def test_simulator_messages_agree(fault_rate: float) -> None:
 
     sim = replace(Settings(), sim_patients=20, sim_count=400, sim_seed=3)
     sim = replace(sim, sim_fault_rate=fault_rate)
-    fast_taken = 0
+    fast_taken = total = 0
     for msg in stream.messages(sim):
-        try:
-            doc = orjson.loads(msg.value)
-        except orjson.JSONDecodeError:
-            continue
-        if type(doc) is not dict:
-            continue
-        resources = [doc] if doc.get("resourceType") == "Observation" else []
-        if doc.get("resourceType") == "Bundle" and type(doc.get("entry")) is list:
-            resources = [
-                e["resource"]
-                for e in doc["entry"]
-                if type(e) is dict and type(e.get("resource")) is dict
-            ]
-        for res in resources:
-            fast_taken += assert_same(res) is not None
+        total += 1
+        fast_taken += assert_same(msg.value) is not None
     assert fast_taken > 300
+    if fault_rate == 0.0:
+        assert fast_taken == total  # every clean simulator message takes the fast path
+
+
+def test_real_world_shapes_agree() -> None:
+    messages, _ = realworld.realistic_stream()
+    assert len(messages) == 8
+    for _, value in messages:
+        assert_same(value)
+    shapes = [
+        realworld.panel(),
+        realworld.panel(None),
+        realworld.panel(sys_="132", dia="85"),
+        realworld.panel(sys_=True),
+        realworld.panel(effectiveDateTime="2024-05-06"),
+        realworld.panel(effectiveDateTime="2024-05-06T07:45:00"),
+        realworld.panel(status="entered-in-error"),
+        realworld.panel(subject={"identifier": {"system": "urn:mrn", "value": "1"}}),
+        realworld.single("systolic", "s-1", 120),
+    ]
+    taken = [assert_same(encode(obs)) is not None for obs in shapes]
+    # the first and the date-only panel are of the common shape
+    assert taken == [True, False, False, False, True, False, False, False, False]
