@@ -228,10 +228,14 @@ class MonitorIO:
 
 def production_io(settings: Settings, stats_sink: Sink | None = None) -> MonitorIO:
     """Kafka in; Elasticsearch, files, Kafka DLQ and alerts out (imported here: tests need none)."""
-    from bytewax.connectors.kafka import KafkaSource
     from confluent_kafka import OFFSET_BEGINNING
 
-    from lib.connectors.kafka import SOURCE_BATCH_SIZE, SOURCE_FETCH_CONFIG, preflight
+    from lib.connectors.kafka import (
+        SOURCE_BATCH_SIZE,
+        SOURCE_FETCH_CONFIG,
+        ObservationSource,
+        preflight,
+    )
     from lib.connectors.normal_files import NormalFileSink
 
     # Wrong credentials: one clear error now, not KafkaSource's endless retries.
@@ -239,7 +243,7 @@ def production_io(settings: Settings, stats_sink: Sink | None = None) -> Monitor
     client_config = settings.kafka_client_config()
     brokers = str(client_config.pop("bootstrap.servers")).split(",")
     return MonitorIO(
-        source=KafkaSource(
+        source=ObservationSource(
             brokers,
             [settings.observations_topic],
             tail=settings.kafka_tail,

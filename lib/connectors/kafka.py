@@ -1,4 +1,5 @@
-"""Kafka output that confirms every delivery, and the credentials preflight.
+"""Kafka output that confirms every delivery, the credentials preflight, and the monitor's
+Kafka input (:class:`ObservationSource`).
 
 Bytewax's stock ``KafkaSink`` only logs messages the broker did not accept; bpwatch must never
 lose a reading, so :class:`ConfirmedKafkaSink` waits, at the end of every batch, until the broker
@@ -20,8 +21,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
+from bytewax.connectors.kafka import KafkaSource, _KafkaSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, KafkaException
 
@@ -52,6 +54,55 @@ _quiet_librdkafka.propagate = False
 # dataflows/monitor.py). The I/O ceiling benchmark reads with the very same values.
 SOURCE_BATCH_SIZE = 1000
 SOURCE_FETCH_CONFIG: dict[str, str] = {}
+
+
+class SourceRecord(NamedTuple):
+    """One consumed message: the fields of ``KafkaSourceMessage`` the monitor reads."""
+
+    key: bytes | None
+    value: bytes | None
+    headers: Any  # list of (str, bytes | None), as confluent-kafka gives them
+    topic: str | None
+    partition: int | None
+    offset: int | None
+    timestamp: tuple[int, int] | None
+
+
+class ObservationSource(KafkaSource):
+    """Bytewax's ``KafkaSource`` (pinned 0.21.1: same consumers, configuration, offsets, end
+    of partition and resume state) whose partitions emit :class:`SourceRecord` tuples instead
+    of frozen ``KafkaSourceMessage`` dataclasses, ~2 µs less per message. A consumer error
+    raises, as the stock source does with ``raise_on_errors`` (the only mode supported)."""
+
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: int | None
+    ) -> _KafkaSourcePartition:
+        part = super().build_part(step_id, for_part, resume_state)
+        part.__class__ = _RecordPartition  # the same object, a leaner next_batch
+        return part
+
+
+class _RecordPartition(_KafkaSourcePartition):
+    def next_batch(self) -> list[Any]:
+        # mirrors bytewax.connectors.kafka._KafkaSourcePartition.next_batch (0.21.1)
+        if self._eof:
+            raise StopIteration()
+        batch: list[Any] = []
+        append = batch.append
+        last_offset = None
+        for msg in self._consumer.consume(self._batch_size, 0.001):
+            error = msg.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    self._eof = True  # StopIteration at the next call: emit this batch first
+                    break
+                raise RuntimeError(f"error consuming from Kafka topic `{self._topic!r}`: {error}")
+            last_offset = msg.offset()
+            append(SourceRecord(msg.key(), msg.value(), msg.headers() or [], msg.topic(),
+                                msg.partition(), last_offset, msg.timestamp()))  # fmt: skip
+        if last_offset is not None:
+            self._offset = last_offset + 1  # resume after the last message, not at it
+        return batch
 
 
 def preflight(settings: Settings, timeout: float = 5.0) -> int | None:
