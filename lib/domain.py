@@ -21,10 +21,9 @@ Assessment, which is either normal (-> JSON Lines file) or anomalous (-> Elastic
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from operator import attrgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 # Outcome counters: every input message is accounted for by these names.
 OUTCOMES = ("normal", "anomaly", "dead_letter", "ignored", "retracted", "duplicate", "skipped")
@@ -177,13 +176,14 @@ class Duplicate:
     source: str = ""
 
 
-@dataclass(slots=True)
-class Features:
+class Features(NamedTuple):
     """Trend features of a patient's window, computed *including* the current reading.
 
     The one list of features: :data:`FEATURE_NAMES` is derived from these fields, in this
     order, which is the order of the model's input vector; the anomaly documents' ``features``
-    object and the index template (checked by a test) follow it.
+    object and the index template (checked by a test) follow it. A named tuple: a value, made
+    once per reading (``Features._make`` builds one without a Python-level ``__init__``), and
+    a row of the risk model's input matrix as it is.
     """
 
     n: int
@@ -200,15 +200,14 @@ class Features:
     last_dia: float
 
     def vector(self) -> tuple[float, ...]:
-        return tuple(float(getattr(self, name)) for name in FEATURE_NAMES)
+        return tuple(map(float, self))
 
     def as_dict(self) -> dict[str, float | int]:
         """The features as a document, keys in FEATURE_NAMES order."""
-        return dict(zip(FEATURE_NAMES, _feature_values(self), strict=True))
+        return dict(zip(FEATURE_NAMES, self, strict=True))
 
 
-FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Features))
-_feature_values = attrgetter(*FEATURE_NAMES)
+FEATURE_NAMES: tuple[str, ...] = Features._fields
 
 
 @dataclass(slots=True)

@@ -73,7 +73,6 @@ Severity (``severity``), a pure function of the category, the types and the valu
 from __future__ import annotations
 
 import itertools
-import math
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -99,6 +98,21 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
     "<=": operator.le,
 }
+
+
+# the severity of each category before the trend rules (see the module docstring)
+_SEVERITY_BY_CATEGORY = {
+    "normal": "low",
+    "elevated": "low",
+    "hypertension_stage_1": "moderate",
+    "hypertension_stage_2": "high",
+    "hypotension": "high",
+    "hypertensive_crisis": "critical",
+}
+_LEVEL = {name: i for i, name in enumerate(SEVERITIES)}
+_LEVEL_OF_CATEGORY = {c: _LEVEL[s] for c, s in _SEVERITY_BY_CATEGORY.items()}
+_MODERATE = _LEVEL["moderate"]
+_TREND_CAP = _LEVEL["high"]  # trends raise the severity up to this level, never to critical
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,11 +152,6 @@ class Band:
         )
 
 
-# a compiled band: (category, label, systolic op, systolic threshold, diastolic op, diastolic
-# threshold)
-_Row = tuple[str, str, Callable[[float, float], bool], float, Callable[[float, float], bool], float]
-
-
 @dataclass(frozen=True, slots=True)
 class TrendRules:
     """Thresholds of the window (trend) rules, applied to lib.domain.Features."""
@@ -171,15 +180,44 @@ class RuleSet:
     # hypertension
     home: tuple[float, float] = (130.0, 80.0)
     trends: TrendRules = TrendRules()
-    # compiled forms of the data above, for the per-reading functions (not part of equality)
-    _table: tuple[_Row, ...] = field(init=False, repr=False, compare=False)
-    _stage_1: _Row = field(init=False, repr=False, compare=False)
-    _severe: _Row = field(init=False, repr=False, compare=False)
+    # compiled forms of the data above, for the per-reading functions (not part of equality):
+    # (category, label, severity level) per band, then the default band's
+    _verdicts: tuple[tuple[str, str, int], ...] = field(init=False, repr=False, compare=False)
+    # memos of _hits, one per value (systolic, diastolic); see _hits
+    _memo: tuple[dict[float, _Hits], dict[float, _Hits]] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_table", tuple(_row(band) for band in self.bands))
-        object.__setattr__(self, "_stage_1", _row(self.stage_1))
-        object.__setattr__(self, "_severe", _row(self.severe_hypotension))
+        _ = self.stage_1  # a rule set without a stage-1 band is refused here
+        every = (*self.bands, self.default)
+        verdicts = tuple((b.category, b.label, _LEVEL_OF_CATEGORY[b.category]) for b in every)
+        object.__setattr__(self, "_verdicts", verdicts)
+        object.__setattr__(self, "_memo", ({}, {}))
+
+    def _hits(self, value: float, diastolic: bool) -> _Hits:
+        """What one value (systolic, or diastolic) hits on its own: (index of the first band
+        whose cut on this value it hits, ``len(bands)`` for none; the stage-1 band's cut; the
+        severe-hypotension band's cut). A reading's band is the first one hit by either value,
+        ``min`` of the two indexes. Memoised per value: readings repeat a few hundred values
+        (the memo is cleared when full; results never depend on it)."""
+        memo = self._memo[diastolic]
+        hits = memo.get(value)
+        if hits is None:
+            first = len(self.bands)
+            for i, band in enumerate(self.bands):
+                if _cut_hit(band, value, diastolic):
+                    first = i
+                    break
+            hits = (
+                first,
+                _cut_hit(self.stage_1, value, diastolic),
+                _cut_hit(self.severe_hypotension, value, diastolic),
+            )
+            if len(memo) >= _MEMO_MAX:
+                memo.clear()
+            memo[value] = hits
+        return hits
 
     @property
     def stage_1(self) -> Band:
@@ -190,22 +228,19 @@ class RuleSet:
         raise ValueError(f"rule set {self.name} has no hypertension_stage_1 band")
 
     def band_of(self, systolic: float, diastolic: float) -> Band:
-        for band in self.bands:
-            if band.matches(systolic, diastolic):
-                return band
-        return self.default
+        """The first band hit by the systolic or the diastolic value, else the default."""
+        i = min(self._hits(systolic, False)[0], self._hits(diastolic, True)[0])
+        return self.bands[i] if i < len(self.bands) else self.default
 
 
-def _compile(cut: Cut | None) -> tuple[Callable[[float, float], bool], float]:
-    if cut is None:
-        return operator.ge, math.inf  # never hit (NaN neither)
-    return _OPS[cut.op], cut.at
+# what one value hits: (first band index, stage-1 cut, severe-hypotension cut); see RuleSet._hits
+_Hits = tuple[int, bool, bool]
+_MEMO_MAX = 4096  # values memoised per rule set and per systolic / diastolic
 
 
-def _row(band: Band) -> _Row:
-    sop, sat = _compile(band.systolic)
-    dop, dat = _compile(band.diastolic)
-    return band.category, band.label, sop, sat, dop, dat
+def _cut_hit(band: Band, value: float, diastolic: bool) -> bool:
+    cut = band.diastolic if diastolic else band.systolic
+    return cut is not None and cut.hit(value)
 
 
 # Hypertension 2025;82:e212-e316 (DOI 10.1161/HYP.0000000000000249), checked against the
@@ -271,17 +306,6 @@ ESH2023 = RuleSet(
 RULESETS: Mapping[str, RuleSet] = {r.name: r for r in (AHA2025, AHA2017, ESH2023)}
 DEFAULT_RULESET = next(iter(RULESETS))
 
-_SEVERITY_BY_CATEGORY = {
-    "normal": "low",
-    "elevated": "low",
-    "hypertension_stage_1": "moderate",
-    "hypertension_stage_2": "high",
-    "hypotension": "high",
-    "hypertensive_crisis": "critical",
-}
-_LEVEL = {name: i for i, name in enumerate(SEVERITIES)}
-_TREND_CAP = _LEVEL["high"]
-
 
 def get_ruleset(ruleset: str | RuleSet) -> RuleSet:
     """A RuleSet by name (a key of :data:`RULESETS`), or the RuleSet itself."""
@@ -305,10 +329,7 @@ def cuts_at(ruleset: RuleSet, category: str) -> tuple[float, float]:
 
 def classify(systolic: float, diastolic: float, ruleset: str | RuleSet = DEFAULT_RULESET) -> str:
     """The contract category of one reading (values in mm[Hg])."""
-    for category, _, sop, sat, dop, dat in get_ruleset(ruleset)._table:
-        if sop(systolic, sat) or dop(diastolic, dat):
-            return category
-    return "normal"
+    return get_ruleset(ruleset).band_of(systolic, diastolic).category
 
 
 def band_of(systolic: float, diastolic: float, ruleset: str | RuleSet = DEFAULT_RULESET) -> Band:
@@ -340,66 +361,16 @@ def news2_systolic(systolic: float) -> int:
     return 0 if systolic < 220.0 else 3
 
 
-def reading_anomalies(
-    systolic: float, diastolic: float, category: str, rules: RuleSet
-) -> tuple[str, ...]:
-    """Single-reading anomaly types, in ANOMALY_TYPES order."""
-    _, _, sop, sat, dop, dat = rules._stage_1
-    return _SINGLE[
-        category == "hypertensive_crisis",
-        sop(systolic, sat),
-        dop(diastolic, dat),
-        category == "hypotension",
-    ]
-
-
 # (crisis, systolic >= stage-1 cut, diastolic >= stage-1 cut, hypotension) -> anomaly types
 _SINGLE: dict[tuple[bool, ...], tuple[str, ...]] = {
     flags: tuple(t for t, on in zip(ANOMALY_TYPES[:4], flags, strict=True) if on)
     for flags in itertools.product((False, True), repeat=4)
 }
-
-
-def trend_anomalies(features: Features, trends: TrendRules) -> tuple[str, ...]:
-    """Window (trend) anomaly types, in ANOMALY_TYPES order."""
-    f, t = features, trends
-    types: list[str] = []
-    if f.n >= t.sustained_min_n and (
-        f.mean_sys >= t.sustained_systolic or f.mean_dia >= t.sustained_diastolic
-    ):
-        types.append("sustained_hypertension")
-    if (
-        f.n >= t.rapid_rise_min_n
-        and f.slope_sys_per_h >= t.rapid_rise_slope_per_h
-        and f.last_sys - f.mean_sys >= t.rapid_rise_above_mean
-    ):
-        types.append("rapid_rise")
-    if f.n >= t.variability_min_n and (
-        f.sd_sys >= t.variability_sd or f.arv_sys >= t.variability_arv
-    ):
-        types.append("high_variability")
-    return tuple(types)
-
-
-def severity(
-    category: str,
-    anomaly_types: tuple[str, ...],
-    systolic: float,
-    diastolic: float,
-    ruleset: str | RuleSet = DEFAULT_RULESET,
-) -> str:
-    """low | moderate | high | critical (see the module docstring)."""
-    if category == "hypotension":
-        _, _, sop, sat, dop, dat = get_ruleset(ruleset)._severe
-        if sop(systolic, sat) or dop(diastolic, dat):
-            return "critical"
-    level = _LEVEL[_SEVERITY_BY_CATEGORY[category]]
-    if level < _TREND_CAP and anomaly_types:
-        if "rapid_rise" in anomaly_types:
-            level = min(level + 1, _TREND_CAP)
-        if "sustained_hypertension" in anomaly_types:
-            level = max(level, _LEVEL["moderate"])
-    return SEVERITIES[level]
+# (sustained_hypertension, rapid_rise, high_variability) -> trend anomaly types
+_TRENDS: dict[tuple[bool, ...], tuple[str, ...]] = {
+    flags: tuple(t for t, on in zip(ANOMALY_TYPES[4:], flags, strict=True) if on)
+    for flags in itertools.product((False, True), repeat=3)
+}
 
 
 def assess(
@@ -419,40 +390,39 @@ def verdict(
 ) -> tuple[str, str, tuple[str, ...], str]:
     """(category, category_label, anomaly_types, severity): :func:`assess` with the label.
 
-    The monitor's per-reading path: :func:`classify`, :func:`reading_anomalies`,
-    :func:`trend_anomalies` and :func:`severity` inlined (same results, fewer calls).
+    The one implementation of the rules of the module docstring (the monitor's per-reading
+    path): the band, the single-reading and the trend anomaly types, the severity.
     """
     rules = ruleset if type(ruleset) is RuleSet else get_ruleset(ruleset)
     sys_, dia = reading.systolic, reading.diastolic
-    category, label = "normal", rules.default.label
-    for cat, lab, sop, sat, dop, dat in rules._table:
-        if sop(sys_, sat) or dop(dia, dat):
-            category, label = cat, lab
-            break
-    _, _, sop, sat, dop, dat = rules._stage_1
-    types = _SINGLE[
-        category == "hypertensive_crisis",
-        sop(sys_, sat),
-        dop(dia, dat),
-        category == "hypotension",
-    ]
+    memo_s, memo_d = rules._memo
+    hs = memo_s.get(sys_) or rules._hits(sys_, False)
+    hd = memo_d.get(dia) or rules._hits(dia, True)
+    category, label, level = rules._verdicts[min(hs[0], hd[0])]
+    hypotension = category == "hypotension"
+    types = _SINGLE[category == "hypertensive_crisis", hs[1], hd[1], hypotension]
+    sustained = rapid = False
     if features is not None:
-        trend = trend_anomalies(features, rules.trends)
-        if trend:
-            types = types + trend
-    # severity(), inlined
-    if category == "hypotension":
-        _, _, sop, sat, dop, dat = rules._severe
-        if sop(sys_, sat) or dop(dia, dat):
-            return category, label, types, "critical"
-    level = _LEVEL_OF_CATEGORY[category]
-    if level < _TREND_CAP and types:
-        if "rapid_rise" in types:
+        t = rules.trends
+        n = features.n
+        sustained = n >= t.sustained_min_n and (
+            features.mean_sys >= t.sustained_systolic or features.mean_dia >= t.sustained_diastolic
+        )
+        rapid = (
+            n >= t.rapid_rise_min_n
+            and features.slope_sys_per_h >= t.rapid_rise_slope_per_h
+            and features.last_sys - features.mean_sys >= t.rapid_rise_above_mean
+        )
+        variable = n >= t.variability_min_n and (
+            features.sd_sys >= t.variability_sd or features.arv_sys >= t.variability_arv
+        )
+        if sustained or rapid or variable:
+            types = types + _TRENDS[sustained, rapid, variable]
+    if hypotension and (hs[2] or hd[2]):
+        return category, label, types, "critical"  # severe hypotension
+    if level < _TREND_CAP:
+        if rapid:
             level = min(level + 1, _TREND_CAP)
-        if "sustained_hypertension" in types:
+        if sustained:
             level = max(level, _MODERATE)
     return category, label, types, SEVERITIES[level]
-
-
-_LEVEL_OF_CATEGORY = {c: _LEVEL[s] for c, s in _SEVERITY_BY_CATEGORY.items()}
-_MODERATE = _LEVEL["moderate"]

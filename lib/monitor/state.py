@@ -13,9 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from itertools import chain
 from math import inf
-from operator import attrgetter
 from typing import Any, Protocol, cast
 
 import numpy as np
@@ -45,7 +43,6 @@ __all__ = ["COUNTER_NAMES", "PatientStates", "Results", "RiskScorer"]
 COUNTER_NAMES = ("in", *OUTCOMES)
 _HOUR = 3600.0
 _MAX_SKEW_S = _HOUR  # event time ahead of the broker's timestamp by more is not trusted
-_feature_row = attrgetter(*FEATURE_NAMES)
 
 
 class RiskScorer(Protocol):
@@ -89,13 +86,8 @@ class Results:
 
 
 def _risks(model: RiskScorer, features: list[Features]) -> list[float]:
-    """One numpy call for a batch of feature vectors."""
-    n = len(features)
-    matrix = np.fromiter(
-        chain.from_iterable(map(_feature_row, features)),
-        dtype=np.float64,
-        count=n * len(FEATURE_NAMES),
-    ).reshape(n, len(FEATURE_NAMES))
+    """One numpy call for a batch of feature vectors (a Features is its matrix row)."""
+    matrix = np.array(features, dtype=np.float64).reshape(len(features), len(FEATURE_NAMES))
     proba = np.asarray(model.predict_proba(matrix), dtype=np.float64)
     if proba.ndim == 2:  # a bare sklearn estimator: (n, 2) -> positive class
         proba = proba[:, 1]
@@ -138,53 +130,50 @@ class PatientStates:
         """Window, rules and risk for each reading of the batch, in input order."""
         res = Results()
         ingested = res.ingested_at
+        outcomes = res.outcomes
         windows = self.windows
         verdict = rules.verdict
-        staged: list[Processed | Reading] = []  # readings are replaced by their Assessment
-        pending: list[int] = []  # positions in staged of readings waiting for their risk
-        readings: list[Reading] = []
+        ruleset_name = ruleset.name
+        # the batch's Assessments, their risk filled in by one model call at the end
+        assessed: list[Assessment] = []
         feats: list[Features] = []
-        verdicts: list[tuple[str, str, tuple[str, ...], str]] = []
         part_clocks = self.part_clocks
+        messages = 0
         for outcome, ing, first in entries:
-            res.messages += first
+            messages += first
             ingested.append(ing)
             if type(outcome) is Reading:
                 r = outcome
                 window = windows.get(r.patient_id)
                 if window is None:
                     window = windows[r.patient_id] = PatientWindow(self._size)
-                f = window.add(r)
-                if f is None:
-                    staged.append(Duplicate(r.observation_id, r.patient_id, r.version, r.source))
-                    continue
                 ts = r.effective_at.timestamp()
+                f = window.add(r, ts)
+                if f is None:
+                    outcomes.append(Duplicate(r.observation_id, r.patient_id, r.version, r.source))
+                    continue
                 if ing is not None and ts > ing + _MAX_SKEW_S:
                     ts = ing + _MAX_SKEW_S  # a future-dated device must not expire others
                 src = r.source
                 part = src[: src.rfind(":")]  # "topic:partition", "" without coordinates
                 if ts > part_clocks.get(part, -inf):
                     part_clocks[part] = ts
-                pending.append(len(staged))
-                staged.append(r)
-                readings.append(r)
+                category, label, types, severity = verdict(r, f, ruleset)
+                a = Assessment(r, f, category, types, severity, 0.0, ruleset_name, label)
+                outcomes.append(a)
+                assessed.append(a)
                 feats.append(f)
-                verdicts.append(verdict(r, f, ruleset))
                 continue
             if type(outcome) is Retraction:
                 window = windows.get(outcome.patient_id)
                 if window is None:  # retraction before its reading: keep the tombstone
                     window = windows[outcome.patient_id] = PatientWindow(self._size)
                 window.retract(outcome.observation_id)
-            staged.append(outcome)
-        if pending:
-            risks = _risks(model, feats)
-            ruleset_name = ruleset.name
-            for i, r, f, (category, label, types, severity), risk in zip(
-                pending, readings, feats, verdicts, risks, strict=True
-            ):
-                staged[i] = Assessment(r, f, category, types, severity, risk, ruleset_name, label)
-        res.outcomes = cast(list[Processed], staged)
+            outcomes.append(cast(Processed, outcome))  # not a Reading: passed on as it is
+        res.messages = messages
+        if feats:
+            for a, risk in zip(assessed, _risks(model, feats), strict=True):
+                a.risk_score = risk
         if part_clocks:
             self.clock = clock = min(part_clocks.values())
             if clock >= self._next_sweep:

@@ -43,11 +43,10 @@ import zlib
 from array import array
 from bisect import bisect_right
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 from lib.domain import Features, Reading
-from lib.monitor.rules import AHA2017, cuts_at, is_abnormal
+from lib.monitor.rules import AHA2017, cuts_at
 
 # n_abnormal counts the readings that rules.is_abnormal calls abnormal under AHA 2017: at or
 # above stage 1, or hypotensive. Fixed, independent of the selected rule set, so that the
@@ -60,6 +59,7 @@ _HOUR = 3600.0
 GONE = 52  # digests of departed readings remembered per patient (size 12 + 52 = 64 readings)
 _fsum = math.fsum
 _sqrt = math.sqrt
+_features = tuple.__new__  # Features from its 12 values, without a Python-level __new__
 
 # size, times, systolic, diastolic (array('d') bytes), ids, versions, retracted ids,
 # departed digests (array('Q') bytes), ids with a date-only time (the last two absent in
@@ -97,10 +97,11 @@ def compute_features(ts: Sequence[float], sys_: Sequence[float], dia: Sequence[f
     last_s = float(sys_[-1])
     last_d = float(dia[-1])
     if n == 1:
-        return Features(
-            1, last_s, last_d, 0.0, 0.0, 0.0, 0.0, 0.0,
-            int(is_abnormal(last_s, last_d, AHA2017)), 0.0, last_s, last_d,
-        )  # fmt: skip
+        s, d = last_s, last_d
+        abnormal = s >= ABNORMAL_SYS or d >= ABNORMAL_DIA or s < HYPO_SYS or d < HYPO_DIA
+        return _features(Features, (
+            1, last_s, last_d, 0.0, 0.0, 0.0, 0.0, 0.0, int(abnormal), 0.0, last_s, last_d,
+        ))  # fmt: skip
     mean_s = _fsum(sys_) / n
     mean_d = _fsum(dia) / n
     t0 = ts[0]
@@ -109,7 +110,7 @@ def compute_features(ts: Sequence[float], sys_: Sequence[float], dia: Sequence[f
     prev = sys_[0]
     ss = sd = arv = stt = sxs = sxd = 0.0
     n_abn = 0
-    for h, s, d in zip(hours, sys_, dia, strict=True):
+    for h, s, d in zip(hours, sys_, dia):  # noqa: B905 (equal lengths: one window)
         ds = s - mean_s
         dd = d - mean_d
         dh = h - mean_h
@@ -128,10 +129,10 @@ def compute_features(ts: Sequence[float], sys_: Sequence[float], dia: Sequence[f
         slope_d = sxd / stt
     else:
         slope_s = slope_d = 0.0
-    return Features(
+    return _features(Features, (
         n, mean_s, mean_d, _sqrt(ss / (n - 1)), _sqrt(sd / (n - 1)), arv / (n - 1),
         slope_s, slope_d, n_abn, (ts[-1] - ts[-2]) / _HOUR, last_s, last_d,
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 class PatientWindow:
@@ -179,12 +180,74 @@ class PatientWindow:
         """Ids held, in event-time order."""
         return tuple(self._ids)
 
-    def add(self, reading: Reading) -> Features | None:
-        """Add a reading; its features, or None for a duplicate (see the module docstring)."""
-        features = self._add(reading)
-        if features is not None and (self._coarse or reading.precision):
+    def add(self, reading: Reading, ts: float | None = None) -> Features | None:
+        """Add a reading; its features, or None for a duplicate (see the module docstring).
+
+        ``ts``: the reading's event time as POSIX seconds, when the caller already has it.
+        """
+        if ts is None:
+            ts = reading.effective_at.timestamp()
+        oid = reading.observation_id
+        version = reading.version
+        ids = self._ids
+        if self._retracted and oid in self._retracted:
+            return None
+        if oid in ids:
+            i = ids.index(oid)
+            old_version = self._versions[i]
+            if version == old_version:
+                if (
+                    self._ts[i] == ts
+                    and self._sys[i] == reading.systolic
+                    and self._dia[i] == reading.diastolic
+                ):
+                    return None
+            elif not _is_newer(version, old_version):
+                return None
+            self._remove(i)
+        tsa = self._ts
+        n = len(tsa)
+        if n and ts <= tsa[0] and self._gone and _digest(oid, version) in self._gone:
+            return None  # a redelivery of a reading that already left the window
+        if not n or ts >= tsa[-1]:  # in order (the common case): append, drop the oldest
+            sysa, diaa, versions = self._sys, self._dia, self._versions
+            tsa.append(ts)
+            sysa.append(reading.systolic)
+            diaa.append(reading.diastolic)
+            ids.append(oid)
+            versions.append(version)
+            if n >= self._size:
+                self._depart(ids[0], versions[0])
+                del tsa[0], sysa[0], diaa[0], ids[0], versions[0]
+            features = compute_features(tsa, sysa, diaa)
+        else:
+            features = self._insert(reading, ts)
+        if self._coarse or reading.precision:
             return self._timed_slopes(reading, features)
         return features
+
+    def _insert(self, reading: Reading, ts: float) -> Features:
+        """A late reading: inserted at its place in event time, judged as of that place."""
+        tsa = self._ts
+        ids = self._ids
+        pos = bisect_right(tsa, ts)
+        if pos == 0 and len(tsa) >= self._size:
+            # Older than everything in a full window: judged alone, not kept.
+            self._depart(reading.observation_id, reading.version)
+            return compute_features((ts,), (reading.systolic,), (reading.diastolic,))
+        tsa.insert(pos, ts)
+        self._sys.insert(pos, reading.systolic)
+        self._dia.insert(pos, reading.diastolic)
+        ids.insert(pos, reading.observation_id)
+        self._versions.insert(pos, reading.version)
+        if len(ids) > self._size:
+            self._depart(ids[0], self._versions[0])
+            self._remove(0)
+            pos -= 1
+        end = pos + 1
+        if end == len(tsa):
+            return compute_features(tsa, self._sys, self._dia)
+        return compute_features(tsa[:end], self._sys[:end], self._dia[:end])
 
     def _timed_slopes(self, reading: Reading, features: Features) -> Features:
         """Per-hour slopes over the readings that have a time of day.
@@ -200,68 +263,15 @@ class PatientWindow:
             coarse.add(oid)
         self._coarse = frozenset(coarse)
         if reading.precision or oid not in held:
-            return replace(features, slope_sys_per_h=0.0, slope_dia_per_h=0.0)
+            return features._replace(slope_sys_per_h=0.0, slope_dia_per_h=0.0)
         timed = [i for i in range(ids.index(oid) + 1) if ids[i] not in coarse]
         if len(timed) < 2:
-            return replace(features, slope_sys_per_h=0.0, slope_dia_per_h=0.0)
+            return features._replace(slope_sys_per_h=0.0, slope_dia_per_h=0.0)
         ts, sys_, dia = self._ts, self._sys, self._dia
         sub = compute_features([ts[i] for i in timed], [sys_[i] for i in timed],
                                [dia[i] for i in timed])  # fmt: skip
-        return replace(features, slope_sys_per_h=sub.slope_sys_per_h,
-                       slope_dia_per_h=sub.slope_dia_per_h)  # fmt: skip
-
-    def _add(self, reading: Reading) -> Features | None:
-        oid = reading.observation_id
-        ts = reading.effective_at.timestamp()
-        ids = self._ids
-        if self._retracted and oid in self._retracted:
-            return None
-        if oid in ids:
-            i = ids.index(oid)
-            old_version = self._versions[i]
-            if reading.version == old_version:
-                if (
-                    self._ts[i] == ts
-                    and self._sys[i] == reading.systolic
-                    and self._dia[i] == reading.diastolic
-                ):
-                    return None
-            elif not _is_newer(reading.version, old_version):
-                return None
-            self._remove(i)
-        tsa = self._ts
-        n = len(tsa)
-        if n and ts <= tsa[0] and self._gone and _digest(oid, reading.version) in self._gone:
-            return None  # a redelivery of a reading that already left the window
-        if not n or ts >= tsa[-1]:  # in order (the common case): append, drop the oldest
-            sysa, diaa = self._sys, self._dia
-            tsa.append(ts)
-            sysa.append(reading.systolic)
-            diaa.append(reading.diastolic)
-            ids.append(oid)
-            self._versions.append(reading.version)
-            if n >= self._size:
-                self._depart(ids[0], self._versions[0])
-                del tsa[0], sysa[0], diaa[0], ids[0], self._versions[0]
-            return compute_features(tsa, sysa, diaa)
-        pos = bisect_right(tsa, ts)
-        if pos == 0 and len(tsa) >= self._size:
-            # Older than everything in a full window: judged alone, not kept.
-            self._depart(oid, reading.version)
-            return compute_features((ts,), (reading.systolic,), (reading.diastolic,))
-        tsa.insert(pos, ts)
-        self._sys.insert(pos, reading.systolic)
-        self._dia.insert(pos, reading.diastolic)
-        ids.insert(pos, oid)
-        self._versions.insert(pos, reading.version)
-        if len(ids) > self._size:
-            self._depart(ids[0], self._versions[0])
-            self._remove(0)
-            pos -= 1
-        end = pos + 1
-        if end == len(tsa):
-            return compute_features(tsa, self._sys, self._dia)
-        return compute_features(tsa[:end], self._sys[:end], self._dia[:end])
+        return features._replace(slope_sys_per_h=sub.slope_sys_per_h,
+                                 slope_dia_per_h=sub.slope_dia_per_h)  # fmt: skip
 
     def retract(self, observation_id: str) -> bool:
         """Withdraw the reading with this id (held or yet to come); whether it was held."""

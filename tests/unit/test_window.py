@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import pickle
+import random
 import statistics
 import tracemalloc
 from datetime import UTC, datetime, timedelta
@@ -12,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lib.domain import Reading
+from lib.domain import Features, Reading
 from lib.monitor.rules import is_abnormal
 from lib.monitor.window import PatientWindow, compute_features, features_of
 
@@ -237,3 +239,43 @@ def test_memory_per_patient_is_bounded():
     assert all(len(w) == 12 for w in windows.values())
     assert per_patient <= 3 * 1024, per_patient
     print(f"bytes per patient (12 readings, dict entry included): {per_patient:.0f}")
+
+
+def textbook_features(ts: list[float], sys_: list[float], dia: list[float]) -> Features:
+    """The features as the docstring of compute_features defines them, written plainly: the
+    oracle of its one-loop form (every sum left to right, the means by math.fsum)."""
+    n = len(ts)
+    mean_s, mean_d = math.fsum(sys_) / n, math.fsum(dia) / n
+    hours = [(t - ts[0]) / 3600.0 for t in ts]
+    mean_h = sum(hours) / n
+    dev_s = [s - mean_s for s in sys_]
+    dev_d = [d - mean_d for d in dia]
+    dev_h = [h - mean_h for h in hours]
+    stt = sum(h * h for h in dev_h)
+    if n == 1:
+        sd_s = sd_d = arv = 0.0
+    else:
+        sd_s = math.sqrt(sum(x * x for x in dev_s) / (n - 1))
+        sd_d = math.sqrt(sum(x * x for x in dev_d) / (n - 1))
+        arv = sum(abs(b - a) for a, b in itertools.pairwise(sys_)) / (n - 1)
+    slope_s = sum(h * x for h, x in zip(dev_h, dev_s, strict=True)) / stt if stt > 0 else 0.0
+    slope_d = sum(h * x for h, x in zip(dev_h, dev_d, strict=True)) / stt if stt > 0 else 0.0
+    n_abnormal = sum(is_abnormal(s, d, "aha2017") for s, d in zip(sys_, dia, strict=True))
+    since = (ts[-1] - ts[-2]) / 3600.0 if n > 1 else 0.0
+    return Features(n, mean_s, mean_d, sd_s, sd_d, arv, slope_s, slope_d, n_abnormal, since,
+                    float(sys_[-1]), float(dia[-1]))  # fmt: skip
+
+
+def test_compute_features_is_bit_identical_to_the_textbook_form():
+    rng = random.Random(17)
+    for _ in range(3000):
+        n = rng.randint(1, 12)
+        t = rng.uniform(1.7e9, 1.8e9)
+        ts = sorted(t + rng.choice([0.0, rng.uniform(0, 36) * 3600]) for _ in range(n))
+        sys_ = [rng.choice([float(rng.randint(60, 250)), rng.uniform(60, 250)]) for _ in ts]
+        dia = [rng.choice([float(rng.randint(30, 140)), rng.uniform(30, 140)]) for _ in ts]
+        got = compute_features(ts, sys_, dia)
+        expect = textbook_features(ts, sys_, dia)
+        assert type(got) is Features
+        # repr: the same floats to the last bit (and 0.0 is not -0.0)
+        assert repr(tuple(got)) == repr(tuple(expect)), (ts, sys_, dia)
