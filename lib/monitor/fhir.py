@@ -719,26 +719,34 @@ def _common_reading(value: bytes, source: str) -> Reading | None:
         return None
     obs_id = obs.id
     status = obs.status
+    code = obs.code
     subject = obs.subject
     text = obs.effective_date_time
+    components = obs.component
     if (
         obs.resource_type != "Observation"
         or obs_id is None
         or not _valid_id(obs_id)
         or status not in READING_STATUSES
-        or not _first_coding_is(obs.code, _PANEL_CODES)
+        or code is None
+        or not code.coding
+        or code.coding[0].code not in _PANEL_CODES
+        or code.coding[0].system not in _LOINC_SYSTEMS
         or subject is None
         or subject.reference is None
         or text is None
+        or components is None
+        or len(components) != 2
     ):
         return None
     patient_id = _patient_of_reference(subject.reference)
-    components = obs.component
-    if patient_id is None or components is None or len(components) != 2:
+    if patient_id is None:
         return None
-    systolic = _common_value(components[0], _SYSTOLIC_CODES)
-    diastolic = _common_value(components[1], _DIASTOLIC_CODES)
-    if systolic is None or diastolic is None or not _plausible(systolic, diastolic):
+    systolic = _common_value(components[0], SYSTOLIC_CODE)
+    if systolic is None:
+        return None
+    diastolic = _common_value(components[1], DIASTOLIC_CODE)
+    if diastolic is None or not _plausible(systolic, diastolic):
         return None
     try:
         effective_at, precision = _instant(text)
@@ -788,18 +796,14 @@ def _raw_json(raw: bytes) -> Any:
     return orjson.loads(raw) if raw else None
 
 
-def _first_coding_is(concept: _Concept | None, codes: tuple[str, ...]) -> bool:
-    """Is the concept's first coding a LOINC coding with one of these codes?"""
-    if concept is None or not concept.coding:
-        return False
-    coding = concept.coding[0]
-    return coding.code in codes and coding.system in _LOINC_SYSTEMS
-
-
-def _common_value(comp: _Component, codes: tuple[str, ...]) -> float | None:
-    """The mm[Hg] value of a component whose first coding is one of these LOINC codes."""
+def _common_value(comp: _Component, loinc: str) -> float | None:
+    """The mm[Hg] value of a component whose first coding is this LOINC code, else None."""
     q = comp.value_quantity
-    if q is None or q.value is None or not _first_coding_is(comp.code, codes):
+    concept = comp.code
+    if q is None or q.value is None or concept is None or not concept.coding:
+        return None
+    coding = concept.coding[0]
+    if coding.code != loinc or coding.system not in _LOINC_SYSTEMS:
         return None
     factor = _UNIT_FACTORS.get(q.code if q.code is not None else q.unit)  # type: ignore[arg-type]
     return None if factor is None else _in_mmhg(q.value, factor)
