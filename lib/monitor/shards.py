@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import zlib
+from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from lib.domain import DeadLetter, Outcome, Skipped
+from lib.domain import DeadLetter, Outcome, Reading, Skipped
 from lib.monitor import fhir
 
 __all__ = ["SHARDS", "Entry", "SourceMessage", "parse_message", "parse_messages", "shard_of"]
@@ -99,19 +100,18 @@ def parse_message(msg: SourceMessage) -> list[Outcome]:
 
 def parse_messages(messages: Sequence[SourceMessage]) -> list[tuple[str, list[Entry]]]:
     """Parse a batch and group the outcomes by patient shard, keeping the input order."""
-    by_shard: dict[str, list[Entry]] = {}
-    shard_cache = _shard_cache
+    by_shard: defaultdict[str, list[Entry]] = defaultdict(list)
+    cached_shard = _shard_cache.get
     for msg in messages:
         ingested = _ingested_at(msg)
         first = 1
         for outcome in parse_message(msg):
-            if isinstance(outcome, _NO_PATIENT):  # no patient: by the message key
+            if type(outcome) is Reading:  # the common case
+                shard = cached_shard(outcome.patient_id) or shard_of(outcome.patient_id)
+            elif isinstance(outcome, _NO_PATIENT):  # no patient: by the message key
                 shard = _SHARD_KEYS[zlib.crc32(outcome.key or b"") % SHARDS]
             else:
-                shard = shard_cache.get(outcome.patient_id) or shard_of(outcome.patient_id)
-            entries = by_shard.get(shard)
-            if entries is None:
-                entries = by_shard[shard] = []
-            entries.append((outcome, ingested, first))
+                shard = cached_shard(outcome.patient_id) or shard_of(outcome.patient_id)
+            by_shard[shard].append((outcome, ingested, first))
             first = 0
     return list(by_shard.items())
