@@ -32,6 +32,7 @@ records produced).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import zlib
 from collections import OrderedDict
@@ -52,9 +53,9 @@ RECENT_IDS = 200_000  # ids remembered per partition
 OnceRecord = tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]
 
 
-def sent_ids(consumer_config: dict[str, Any], topic: str, partition: int, start: int) -> set[str]:
-    """Ids (header ``bpwatch-id``) of the records at offsets ``start..end`` of one partition."""
-    consumer = Consumer(
+def scan_consumer(consumer_config: dict[str, Any]) -> Consumer:
+    """A consumer for :func:`sent_ids` (one per sink and process: connecting costs ~60 ms)."""
+    return Consumer(
         {
             **consumer_config,
             "group.id": "bpwatch-once-scan",
@@ -63,13 +64,18 @@ def sent_ids(consumer_config: dict[str, Any], topic: str, partition: int, start:
             "auto.offset.reset": "earliest",
         }
     )
+
+
+def sent_ids(consumer: Consumer, topic: str, partition: int, start: int) -> set[str]:
+    """Ids (header ``bpwatch-id``) of the records at offsets ``start..end`` of one partition,
+    read with ``consumer`` (:func:`scan_consumer`), which is left without an assignment."""
     ids: set[str] = set()
+    low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
+    start = max(start, low)
+    if start >= high:
+        return ids
+    consumer.assign([TopicPartition(topic, partition, start)])
     try:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
-        start = max(start, low)
-        if start >= high:
-            return ids
-        consumer.assign([TopicPartition(topic, partition, start)])
         while True:
             msg = consumer.poll(10)
             if msg is None:
@@ -86,14 +92,16 @@ def sent_ids(consumer_config: dict[str, Any], topic: str, partition: int, start:
             if offset is None or offset + 1 >= high:
                 break
     finally:
-        consumer.close()
+        consumer.unassign()
     return ids
 
 
 class _OncePartition(StatefulSinkPartition[OnceRecord, int]):
     def __init__(
-        self, settings: Settings, topic: str, partition: int, resume_offset: int | None
+        self, sink: ExactlyOnceKafkaSink, partition: int, resume_offset: int | None
     ) -> None:
+        settings, topic = sink._settings, sink._topic
+        self._sink = sink
         self._topic = topic
         self._partition = partition
         self._producer = ConfirmedProducer(producer_config(settings))
@@ -101,7 +109,7 @@ class _OncePartition(StatefulSinkPartition[OnceRecord, int]):
         # partition is read back: correctness first; alert and dead-letter topics are small.
         self._next_offset = resume_offset or 0
         self._skip: OrderedDict[str, None] = OrderedDict.fromkeys(
-            sent_ids(settings.kafka_client_config(), topic, partition, self._next_offset)
+            sink._sent_ids(partition, self._next_offset)
         )
         if self._skip:
             log.info(
@@ -156,6 +164,7 @@ class _OncePartition(StatefulSinkPartition[OnceRecord, int]):
             self._confirm()
         finally:
             self._producer.close()
+            self._sink._release()
 
 
 class ExactlyOnceKafkaSink(FixedPartitionedSink[OnceRecord, int]):
@@ -164,6 +173,9 @@ class ExactlyOnceKafkaSink(FixedPartitionedSink[OnceRecord, int]):
     def __init__(self, settings: Settings, topic: str) -> None:
         self._settings = settings
         self._topic = topic
+        self._lock = threading.Lock()  # workers are threads of one process
+        self._scanner: Consumer | None = None
+        self._users = 0
 
     def _partition_count(self) -> int:
         from confluent_kafka.admin import AdminClient
@@ -184,4 +196,21 @@ class ExactlyOnceKafkaSink(FixedPartitionedSink[OnceRecord, int]):
         return zlib.crc32(item_key.encode())
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _OncePartition:
-        return _OncePartition(self._settings, self._topic, int(for_part), resume_state)
+        return _OncePartition(self, int(for_part), resume_state)
+
+    def _sent_ids(self, partition: int, start: int) -> set[str]:
+        """:func:`sent_ids` with this process's one scan consumer (kept until the last
+        partition closes)."""
+        with self._lock:
+            if self._scanner is None:
+                self._scanner = scan_consumer(self._settings.kafka_client_config())
+            self._users += 1
+            return sent_ids(self._scanner, self._topic, partition, start)
+
+    def _release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users or self._scanner is None:
+                return
+            scanner, self._scanner = self._scanner, None
+        scanner.close()
