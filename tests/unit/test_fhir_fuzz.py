@@ -1,7 +1,8 @@
 """Property tests: lib.monitor.fhir.parse never raises and accounts for every message.
 
 Three generators: arbitrary bytes, arbitrary JSON documents, and valid Observations / Bundles
-with one part replaced by arbitrary JSON or deleted (the mutations real senders produce).
+with one part replaced by arbitrary JSON or deleted (the mutations real senders produce). Each
+message also gives the same outcomes as the general path alone (the fast path's oracle).
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ json_values = st.recursive(
 def check(value: bytes, entries: int | None = None) -> list[Any]:
     outcomes = fhir.parse(value, key=b"k", source="t:0:1")
     assert isinstance(outcomes, list) and len(outcomes) >= 1
+    # the fast path takes a message only to give what the general path gives
+    assert repr(outcomes) == repr(fhir._parse_json(value, b"k", "t:0:1", ()))
     dead = [o for o in outcomes if isinstance(o, DeadLetter)]
     assert len(dead) <= 1 and (not dead or outcomes[-1] is dead[0])  # one, after the others
     if entries is not None:
