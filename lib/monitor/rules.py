@@ -75,7 +75,7 @@ from __future__ import annotations
 import itertools
 import operator
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import astuple, dataclass, field, replace
 
 from lib.domain import CATEGORIES, SEVERITIES, Features, Reading
 
@@ -113,6 +113,18 @@ _LEVEL = {name: i for i, name in enumerate(SEVERITIES)}
 _LEVEL_OF_CATEGORY = {c: _LEVEL[s] for c, s in _SEVERITY_BY_CATEGORY.items()}
 _MODERATE = _LEVEL["moderate"]
 _TREND_CAP = _LEVEL["high"]  # trends raise the severity up to this level, never to critical
+
+
+# (crisis, systolic >= stage-1 cut, diastolic >= stage-1 cut, hypotension) -> anomaly types
+_SINGLE: dict[tuple[bool, ...], tuple[str, ...]] = {
+    flags: tuple(t for t, on in zip(ANOMALY_TYPES[:4], flags, strict=True) if on)
+    for flags in itertools.product((False, True), repeat=4)
+}
+# (sustained_hypertension, rapid_rise, high_variability) -> trend anomaly types
+_TRENDS: dict[tuple[bool, ...], tuple[str, ...]] = {
+    flags: tuple(t for t, on in zip(ANOMALY_TYPES[4:], flags, strict=True) if on)
+    for flags in itertools.product((False, True), repeat=3)
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,44 +192,57 @@ class RuleSet:
     # hypertension
     home: tuple[float, float] = (130.0, 80.0)
     trends: TrendRules = TrendRules()
-    # compiled forms of the data above, for the per-reading functions (not part of equality):
-    # (category, label, severity level) per band, then the default band's
-    _verdicts: tuple[tuple[str, str, int], ...] = field(init=False, repr=False, compare=False)
-    # memos of _hits, one per value (systolic, diastolic); see _hits
-    _memo: tuple[dict[float, _Hits], dict[float, _Hits]] = field(
+    # compiled forms of the data above, for rules.verdict (not part of equality): see _code
+    _single: tuple[tuple[_Single, ...], ...] = field(init=False, repr=False, compare=False)
+    _trend_cuts: tuple[float, ...] = field(init=False, repr=False, compare=False)  # astuple
+    _memo: tuple[dict[float, int], dict[float, int]] = field(
         init=False, repr=False, compare=False
-    )
+    )  # _code of a systolic value, of a diastolic value
 
     def __post_init__(self) -> None:
         _ = self.stage_1  # a rule set without a stage-1 band is refused here
-        every = (*self.bands, self.default)
-        verdicts = tuple((b.category, b.label, _LEVEL_OF_CATEGORY[b.category]) for b in every)
-        object.__setattr__(self, "_verdicts", verdicts)
+        codes = range(4 * (len(self.bands) + 1))
+        single = tuple(tuple(self._single_rules(cs, cd) for cd in codes) for cs in codes)
+        object.__setattr__(self, "_single", single)
+        object.__setattr__(self, "_trend_cuts", astuple(self.trends))
         object.__setattr__(self, "_memo", ({}, {}))
 
-    def _hits(self, value: float, diastolic: bool) -> _Hits:
-        """What one value (systolic, or diastolic) hits on its own: (index of the first band
-        whose cut on this value it hits, ``len(bands)`` for none; the stage-1 band's cut; the
-        severe-hypotension band's cut). A reading's band is the first one hit by either value,
-        ``min`` of the two indexes. Memoised per value: readings repeat a few hundred values
+    def _code(self, value: float, diastolic: bool) -> int:
+        """What one value (systolic, or diastolic) hits on its own, as ``4 * first + 2 *
+        stage_1 + severe``: the index of the first band whose cut on this value it hits
+        (``len(bands)`` for none), whether it hits the stage-1 band's cut, and the
+        severe-hypotension band's cut. Memoised per value: readings repeat a few hundred values
         (the memo is cleared when full; results never depend on it)."""
         memo = self._memo[diastolic]
-        hits = memo.get(value)
-        if hits is None:
-            first = len(self.bands)
-            for i, band in enumerate(self.bands):
-                if _cut_hit(band, value, diastolic):
-                    first = i
-                    break
-            hits = (
-                first,
-                _cut_hit(self.stage_1, value, diastolic),
-                _cut_hit(self.severe_hypotension, value, diastolic),
+        code = memo.get(value)
+        if code is None:
+            first = next(
+                (i for i, band in enumerate(self.bands) if _cut_hit(band, value, diastolic)),
+                len(self.bands),
             )
+            stage_1 = _cut_hit(self.stage_1, value, diastolic)
+            severe = _cut_hit(self.severe_hypotension, value, diastolic)
+            code = 4 * first + 2 * stage_1 + severe
             if len(memo) >= _MEMO_MAX:
                 memo.clear()
-            memo[value] = hits
-        return hits
+            memo[value] = code
+        return code
+
+    def _single_rules(self, cs: int, cd: int) -> _Single:
+        """The single-reading rules of the module docstring for a reading whose values hit
+        what codes ``cs`` (systolic) and ``cd`` (diastolic) say: (category, label, anomaly
+        types, severity level before the trend rules). The band is the first one hit by either
+        value; a severely low reading of the hypotension band is critical."""
+        first = min(cs >> 2, cd >> 2)
+        band = self.bands[first] if first < len(self.bands) else self.default
+        category = band.category
+        hypotension = category == "hypotension"
+        crisis = category == "hypertensive_crisis"
+        types = _SINGLE[crisis, bool(cs & 2), bool(cd & 2), hypotension]
+        level = _LEVEL_OF_CATEGORY[category]
+        if hypotension and (cs & 1 or cd & 1):
+            level = _LEVEL["critical"]
+        return category, band.label, types, level
 
     @property
     def stage_1(self) -> Band:
@@ -229,12 +254,12 @@ class RuleSet:
 
     def band_of(self, systolic: float, diastolic: float) -> Band:
         """The first band hit by the systolic or the diastolic value, else the default."""
-        i = min(self._hits(systolic, False)[0], self._hits(diastolic, True)[0])
+        i = min(self._code(systolic, False), self._code(diastolic, True)) >> 2
         return self.bands[i] if i < len(self.bands) else self.default
 
 
-# what one value hits: (first band index, stage-1 cut, severe-hypotension cut); see RuleSet._hits
-_Hits = tuple[int, bool, bool]
+# (category, label, single-reading anomaly types, severity level): see RuleSet._single_rules
+_Single = tuple[str, str, tuple[str, ...], int]
 _MEMO_MAX = 4096  # values memoised per rule set and per systolic / diastolic
 
 
@@ -361,18 +386,6 @@ def news2_systolic(systolic: float) -> int:
     return 0 if systolic < 220.0 else 3
 
 
-# (crisis, systolic >= stage-1 cut, diastolic >= stage-1 cut, hypotension) -> anomaly types
-_SINGLE: dict[tuple[bool, ...], tuple[str, ...]] = {
-    flags: tuple(t for t, on in zip(ANOMALY_TYPES[:4], flags, strict=True) if on)
-    for flags in itertools.product((False, True), repeat=4)
-}
-# (sustained_hypertension, rapid_rise, high_variability) -> trend anomaly types
-_TRENDS: dict[tuple[bool, ...], tuple[str, ...]] = {
-    flags: tuple(t for t, on in zip(ANOMALY_TYPES[4:], flags, strict=True) if on)
-    for flags in itertools.product((False, True), repeat=3)
-}
-
-
 def assess(
     reading: Reading, features: Features | None, ruleset: str | RuleSet = DEFAULT_RULESET
 ) -> tuple[str, tuple[str, ...], str]:
@@ -391,38 +404,32 @@ def verdict(
     """(category, category_label, anomaly_types, severity): :func:`assess` with the label.
 
     The one implementation of the rules of the module docstring (the monitor's per-reading
-    path): the band, the single-reading and the trend anomaly types, the severity.
+    path): the single-reading rules precomputed by the rule set for what each value hits
+    (:meth:`RuleSet._single_rules`), then the trend rules and their effect on the severity.
     """
     rules = ruleset if type(ruleset) is RuleSet else get_ruleset(ruleset)
     sys_, dia = reading.systolic, reading.diastolic
     memo_s, memo_d = rules._memo
-    hs = memo_s.get(sys_) or rules._hits(sys_, False)
-    hd = memo_d.get(dia) or rules._hits(dia, True)
-    category, label, level = rules._verdicts[min(hs[0], hd[0])]
-    hypotension = category == "hypotension"
-    types = _SINGLE[category == "hypertensive_crisis", hs[1], hd[1], hypotension]
-    sustained = rapid = False
+    cs = memo_s.get(sys_)
+    if cs is None:
+        cs = rules._code(sys_, False)
+    cd = memo_d.get(dia)
+    if cd is None:
+        cd = rules._code(dia, True)
+    category, label, types, level = rules._single[cs][cd]
     if features is not None:
-        t = rules.trends
-        n = features.n
-        sustained = n >= t.sustained_min_n and (
-            features.mean_sys >= t.sustained_systolic or features.mean_dia >= t.sustained_diastolic
+        n, mean_s, mean_d, sd_s, _, arv, slope_s, _, _, _, last_s, _ = features
+        sus_n, sus_s, sus_d, rise_n, rise_slope, rise_above, var_n, var_sd, var_arv = (
+            rules._trend_cuts
         )
-        rapid = (
-            n >= t.rapid_rise_min_n
-            and features.slope_sys_per_h >= t.rapid_rise_slope_per_h
-            and features.last_sys - features.mean_sys >= t.rapid_rise_above_mean
-        )
-        variable = n >= t.variability_min_n and (
-            features.sd_sys >= t.variability_sd or features.arv_sys >= t.variability_arv
-        )
+        sustained = n >= sus_n and (mean_s >= sus_s or mean_d >= sus_d)
+        rapid = n >= rise_n and slope_s >= rise_slope and last_s - mean_s >= rise_above
+        variable = n >= var_n and (sd_s >= var_sd or arv >= var_arv)
         if sustained or rapid or variable:
             types = types + _TRENDS[sustained, rapid, variable]
-    if hypotension and (hs[2] or hd[2]):
-        return category, label, types, "critical"  # severe hypotension
-    if level < _TREND_CAP:
-        if rapid:
-            level = min(level + 1, _TREND_CAP)
-        if sustained:
-            level = max(level, _MODERATE)
+            if level < _TREND_CAP:  # trends never make a reading critical
+                if rapid:
+                    level = min(level + 1, _TREND_CAP)
+                if sustained:
+                    level = max(level, _MODERATE)
     return category, label, types, SEVERITIES[level]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import chain
 from math import inf
 from typing import Any, Protocol, cast
 
@@ -87,7 +88,9 @@ class Results:
 
 def _risks(model: RiskScorer, features: list[Features]) -> list[float]:
     """One numpy call for a batch of feature vectors (a Features is its matrix row)."""
-    matrix = np.array(features, dtype=np.float64).reshape(len(features), len(FEATURE_NAMES))
+    n = len(features)
+    k = len(FEATURE_NAMES)
+    matrix = np.fromiter(chain.from_iterable(features), np.float64, n * k).reshape(n, k)
     proba = np.asarray(model.predict_proba(matrix), dtype=np.float64)
     if proba.ndim == 2:  # a bare sklearn estimator: (n, 2) -> positive class
         proba = proba[:, 1]
