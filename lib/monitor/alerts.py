@@ -62,6 +62,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from lib.domain import SEVERITIES, Assessment, utc_iso
@@ -78,7 +79,6 @@ CONDITIONS = (
 )
 EVENTS = ("opened", "escalated", "reminder", "resolved")
 FAMILIES = ("hypertension", "hypotension", "high_risk")
-_ACUTE = ("hypertension", "hypotension")
 
 # condition -> (family, rank within the family); the rank orders escalation
 _LADDER: dict[str, tuple[str, int]] = {
@@ -227,6 +227,7 @@ def _digest(*parts: str) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
 
+@lru_cache(maxsize=1024)  # a few hundred keys: families x sets of conditions x severities
 def _strongest(
     family: str, conditions: tuple[str, ...], severity: str
 ) -> tuple[str, tuple[int, int]] | None:
@@ -248,15 +249,33 @@ class EpisodeTracker:
     def __init__(self, policy: AlertPolicy | None = None) -> None:
         self.policy = policy or AlertPolicy()
 
+    def quiet(self, assessment: Assessment) -> bool:
+        """Would this assessment open nothing for a patient without an open episode? (The
+        common case, answered without the episode logic.) Opening needs the high-risk
+        condition, or an acute condition on a reading of at least ``open_severity``."""
+        policy = self.policy
+        return assessment.risk_score < policy.risk_threshold and (
+            _SEV_RANK.get(assessment.severity, 0) < _SEV_RANK[policy.open_severity]
+            or not conditions_of(assessment, policy)
+        )
+
     def step(
         self, state: PatientAlertState | None, assessment: Assessment
     ) -> tuple[PatientAlertState | None, list[AlertEvent]]:
         """Bytewax ``stateful_map`` mapper: ``(state, assessment) -> (state, events)``."""
+        if state is None and self.quiet(assessment):
+            return None, []  # no episode, and nothing to open one
+        return self._step(state, assessment)
+
+    def _step(
+        self, state: PatientAlertState | None, assessment: Assessment
+    ) -> tuple[PatientAlertState | None, list[AlertEvent]]:
+        """:meth:`step` without the :meth:`quiet` shortcut."""
         reading = assessment.reading
         conditions = conditions_of(assessment, self.policy)
         if state is None:
             if not conditions:
-                return None, []  # the common case: no episode, and nothing to open one
+                return None, []
             st = PatientAlertState()
         else:
             st = state
@@ -269,28 +288,28 @@ class EpisodeTracker:
             st.last_at = reading.effective_at
 
         events: list[AlertEvent] = []
+        episodes = st.episodes
+        severity = assessment.severity
         for family in FAMILIES:
-            episode = st.episodes.get(family)
+            strongest = _strongest(family, conditions, severity) if conditions else None
+            episode = episodes.get(family)
             if episode is None:
-                if self._may_open(family, st, assessment):
-                    strongest = _strongest(family, conditions, assessment.severity)
-                    if strongest is not None:
-                        events.append(self._open(st, family, strongest, assessment, conditions))
-                continue
-            strongest = _strongest(family, conditions, assessment.severity)
-            if strongest is not None:
+                if strongest is not None and self._may_open(family, st, assessment):
+                    events.append(self._open(st, family, strongest, assessment, conditions))
+            elif strongest is not None:
                 events.extend(self._continue(episode, family, strongest, assessment, conditions))
             elif in_order:
                 episode.clear_ids = (*episode.clear_ids, reading.observation_id)
                 if len(episode.clear_ids) >= self.policy.resolve_after:
                     events.append(self._event(episode, family, "resolved", "", assessment, ()))
-                    del st.episodes[family]
-        return (st if st.episodes else None), events
+                    del episodes[family]
+        return (st if episodes else None), events
 
     # -- transitions -------------------------------------------------------------------
     def _may_open(self, family: str, st: PatientAlertState, assessment: Assessment) -> bool:
         if family == "high_risk":
-            return not any(f in st.episodes for f in _ACUTE)
+            episodes = st.episodes  # no acute episode open
+            return "hypertension" not in episodes and "hypotension" not in episodes
         return _SEV_RANK.get(assessment.severity, 0) >= _SEV_RANK[self.policy.open_severity]
 
     def _open(
@@ -576,10 +595,13 @@ class ShardAlerts:
 
     def process(self, assessments: Iterable[Assessment]) -> list[AlertEvent]:
         events: list[AlertEvent] = []
-        states, step = self.states, self.tracker.step
+        states, quiet, step = self.states, self.tracker.quiet, self.tracker._step
         for a in assessments:
             pid = a.reading.patient_id
-            st, new = step(states.get(pid), a)
+            st = states.get(pid)
+            if st is None and quiet(a):
+                continue  # EpisodeTracker.step's shortcut: nothing to open, no state to keep
+            st, new = step(st, a)
             if st is None:
                 states.pop(pid, None)
             else:

@@ -201,6 +201,12 @@ def test_high_risk_alone_opens_but_is_suppressed_during_acute_episode():
     assert events[0].conditions == (
         "hypertensive_crisis", "systolic_hypertension", "combined_critical", "high_risk",
     )  # fmt: skip
+    # either acute family suppresses it: a hypotension episode, then high risk alone
+    tracker = EpisodeTracker()
+    state, events = tracker.step(None, make("hypo", 0))
+    assert [(e.event, e.condition) for e in events] == [("opened", "hypotension")]
+    state, events = tracker.step(state, make("normal", 1, risk=0.9))
+    assert events == [] and state is not None and set(state.episodes) == {"hypotension"}
 
 
 def test_open_severity_gates_opening_but_not_keeping_open():

@@ -7,7 +7,14 @@ import random
 from datetime import UTC, datetime, timedelta
 
 from lib.domain import CATEGORIES, Assessment, Features, Reading
-from lib.monitor.alerts import CONDITIONS, AlertPolicy, EpisodeTracker, conditions_of
+from lib.monitor.alerts import (
+    CONDITIONS,
+    AlertPolicy,
+    EpisodeTracker,
+    PatientAlertState,
+    ShardAlerts,
+    conditions_of,
+)
 from lib.monitor.rules import ANOMALY_TYPES
 
 T0 = datetime(2025, 3, 3, tzinfo=UTC)
@@ -74,3 +81,47 @@ def test_no_condition_and_no_state_is_a_no_op_without_state() -> None:
         elif events:
             assert state is not None and events[0].event == "opened"
     assert checked > 50
+
+
+def test_quiet_is_exactly_opens_nothing() -> None:
+    """``quiet`` (the shortcut of step and ShardAlerts) holds exactly when the full episode
+    logic, given no state, opens nothing."""
+    rng = random.Random(23)
+    counts = {True: 0, False: 0}
+    for policy in (AlertPolicy(), AlertPolicy(open_severity="high", risk_threshold=0.79)):
+        tracker = EpisodeTracker(policy)
+        for i in range(3000):
+            a = assessment(rng, i)
+            state, events = tracker._step(None, a)
+            quiet = tracker.quiet(a)
+            assert quiet == (state is None and events == []), a
+            counts[quiet] += 1
+    assert min(counts.values()) > 300
+
+
+def test_shard_alerts_equal_the_full_step_on_every_assessment() -> None:
+    """ShardAlerts.process (skipping quiet assessments of patients without state) gives the
+    events and the states of the full episode logic run on every assessment."""
+    rng = random.Random(29)
+    for policy in (
+        AlertPolicy(),
+        AlertPolicy(open_severity="high", resolve_after=2, reminder_every=timedelta(hours=1)),
+    ):
+        tracker = EpisodeTracker(policy)
+        shard = ShardAlerts(tracker)
+        states: dict[str, PatientAlertState] = {}
+        n_events = 0
+        for batch in range(200):
+            items = [assessment(rng, 30 * batch + k, f"p{rng.randrange(12)}") for k in range(30)]
+            got = shard.process(items)
+            expect = []
+            for a in items:
+                pid = a.reading.patient_id
+                st, new = tracker._step(states.pop(pid, None), a)
+                if st is not None:
+                    states[pid] = st
+                expect += new
+            assert [e.to_doc() for e in got] == [e.to_doc() for e in expect]
+            assert shard.states == states
+            n_events += len(got)
+        assert n_events > 100
