@@ -151,7 +151,7 @@ def kafka_records(msgs: Sequence[Message]) -> Iterator[tuple[bytes, bytes, list]
 def load_model() -> Any:
     from lib.monitor.risk import RiskModel
 
-    return RiskModel.load(ROOT / "models" / "bp_risk.joblib")
+    return RiskModel.load_parameters(ROOT / "models" / "bp_risk.joblib")  # as the monitor
 
 
 # -- services -----------------------------------------------------------------------------

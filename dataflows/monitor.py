@@ -289,7 +289,7 @@ def build(
     if model is None:
         from lib.monitor.risk import RiskModel
 
-        model = RiskModel.load(settings.model_path)
+        model = RiskModel.load_parameters(settings.model_path)  # scikit-learn not imported
     if None in (source, anomaly_sink, normal_sink, dlq_sink, alert_sinks):
         prod = production_io(settings, stats_sink)
         source = source or prod.source

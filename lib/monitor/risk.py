@@ -9,7 +9,10 @@ monitor computes. Two files make an artifact::
 
 Loading safety: joblib unpickles code, so :meth:`RiskModel.load` reads only the given path,
 hashes the bytes it read and unpickles *those same bytes* only when the sha256 equals the
-metadata's. A missing, tampered or incompatible artifact raises :class:`lib.errors.ModelError`
+metadata's; it also checks that the metadata's scaler and coefficients are the pipeline's own.
+The monitor uses :meth:`RiskModel.load_parameters`: the same checks of the artifact, then the
+parameters from the metadata, never unpickling and never importing scikit-learn (~2 s of every
+start-up). A missing, tampered or incompatible artifact raises :class:`lib.errors.ModelError`
 whose message names the command that fixes it.
 
 The model is multinomial: one logit per class, class 0 = "no event starts within the
@@ -170,54 +173,63 @@ class RiskModel:
 
     @classmethod
     def load(cls, path: Path | str) -> RiskModel:
-        """Load ``path`` after checking its sha256 against the metadata JSON beside it."""
-        import joblib  # deferred: only loading needs it
+        """Load ``path`` after checking its sha256 against the metadata JSON beside it, and
+        check that the metadata's parameters are the pipeline's, to the last bit (so that
+        :meth:`load_parameters` scores exactly as this does)."""
+        import joblib  # deferred: only loading the pipeline needs it (and scikit-learn)
 
-        artifact = Path(path)
-        meta_file = metadata_path(artifact)
-        try:
-            blob = artifact.read_bytes()
-        except FileNotFoundError:
-            raise ModelError(f"risk model {artifact} is missing: {FIX}") from None
-        except OSError as exc:
-            raise ModelError(
-                f"risk model {artifact} cannot be read ({exc.strerror}): {FIX}"
-            ) from None
-        try:
-            metadata = json.loads(meta_file.read_text())
-        except FileNotFoundError:
-            raise ModelError(f"risk model metadata {meta_file} is missing: {FIX}") from None
-        except (OSError, ValueError) as exc:
-            raise ModelError(
-                f"risk model metadata {meta_file} is unreadable ({exc}): {FIX}"
-            ) from None
-        if not isinstance(metadata, dict) or not isinstance(metadata.get("sha256"), str):
-            raise ModelError(f"risk model metadata {meta_file} has no sha256: {FIX}")
-        digest = sha256_bytes(blob)
-        if digest != metadata["sha256"]:
-            raise ModelError(
-                f"risk model {artifact} does not match the sha256 in {meta_file} "
-                f"(tampered or stale; refusing to unpickle it): {FIX}"
-            )
-        names = tuple(metadata.get("feature_names") or ())
-        if names != FEATURE_NAMES:
-            raise ModelError(
-                f"risk model {artifact} was trained on features {list(names)}, but this "
-                f"version computes {list(FEATURE_NAMES)}: {FIX}"
-            )
+        artifact, blob, metadata, names = _verified(path)
         try:
             # the very bytes whose hash was checked, never a second read of the file
             pipeline = joblib.load(io.BytesIO(blob))
         except Exception as exc:  # unpickling can fail in many ways; all mean "rebuild"
             raise ModelError(f"risk model {artifact} cannot be unpickled ({exc}): {FIX}") from exc
         model = cls.from_pipeline(pipeline, names, metadata)
-        log.info(
-            "risk model loaded path=%s sha256=%s features=%d threshold=%s",
-            artifact,
-            digest[:12],
-            len(names),
-            metadata.get("threshold"),
+        if _metadata_parameters(artifact, metadata) != _parameters_of(model):
+            raise ModelError(
+                f"risk model metadata {metadata_path(artifact)} does not hold the pipeline's "
+                f"own scaler and coefficients: {FIX}"
+            )
+        _log_loaded(artifact, metadata, names)
+        return model
+
+    @classmethod
+    def load_parameters(cls, path: Path | str) -> RiskModel:
+        """The monitor's loader: the same checks of ``path`` (sha256, feature names), then
+        the scaler and coefficients from the metadata JSON beside it, which training writes
+        from the fitted pipeline and :meth:`load` checks against it. Nothing is unpickled
+        and scikit-learn is not imported (about 2 s of every start-up); scores are
+        bit-identical to :meth:`load`'s. ``pipeline`` is None."""
+        artifact, _, metadata, names = _verified(path)
+        mean, scale, coef, intercept = (
+            np.asarray(v, dtype=np.float64) for v in _metadata_parameters(artifact, metadata)
         )
+        classes = metadata.get("classes")
+        k = 1 if isinstance(classes, list) and len(classes) == 2 else len(coef)
+        if (
+            coef.ndim != 2
+            or coef.shape != (k, len(names))
+            or intercept.shape != (k,)
+            or mean.shape != (len(names),)
+            or scale.shape != (len(names),)
+        ):
+            raise ModelError(
+                f"risk model metadata {metadata_path(artifact)} has parameters of the wrong "
+                f"shape: {FIX}"
+            )
+        model = cls(
+            feature_names=names,
+            mean=mean,
+            scale=scale,
+            coef=coef,
+            intercept=intercept,
+            metadata=metadata,
+            _mean=tuple(mean.tolist()),
+            _scale=tuple(scale.tolist()),
+            _coef=tuple(tuple(row) for row in coef.tolist()),
+            _intercept=tuple(intercept.tolist()),
+        )
+        _log_loaded(artifact, metadata, names)
         return model
 
     # -- metadata -----------------------------------------------------------------------
@@ -260,6 +272,67 @@ class RiskModel:
         if not features:
             return np.empty(0, dtype=np.float64)
         return self.predict_proba(feature_matrix(features))
+
+
+def _verified(path: Path | str) -> tuple[Path, bytes, dict[str, Any], tuple[str, ...]]:
+    """(artifact, its bytes, metadata, feature names) once the bytes' sha256 equals the
+    metadata's and the feature names are this version's; ModelError naming the fix else."""
+    artifact = Path(path)
+    meta_file = metadata_path(artifact)
+    try:
+        blob = artifact.read_bytes()
+    except FileNotFoundError:
+        raise ModelError(f"risk model {artifact} is missing: {FIX}") from None
+    except OSError as exc:
+        raise ModelError(f"risk model {artifact} cannot be read ({exc.strerror}): {FIX}") from None
+    try:
+        metadata = json.loads(meta_file.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"risk model metadata {meta_file} is missing: {FIX}") from None
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"risk model metadata {meta_file} is unreadable ({exc}): {FIX}") from None
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("sha256"), str):
+        raise ModelError(f"risk model metadata {meta_file} has no sha256: {FIX}")
+    if sha256_bytes(blob) != metadata["sha256"]:
+        raise ModelError(
+            f"risk model {artifact} does not match the sha256 in {meta_file} "
+            f"(tampered or stale; refusing to unpickle it): {FIX}"
+        )
+    names = tuple(metadata.get("feature_names") or ())
+    if names != FEATURE_NAMES:
+        raise ModelError(
+            f"risk model {artifact} was trained on features {list(names)}, but this "
+            f"version computes {list(FEATURE_NAMES)}: {FIX}"
+        )
+    return artifact, blob, metadata, names
+
+
+_PARAMETER_KEYS = ("scaler_mean", "scaler_scale", "coefficients", "intercept")
+
+
+def _metadata_parameters(artifact: Path, metadata: Mapping[str, Any]) -> tuple[Any, ...]:
+    """(mean, scale, coef, intercept) as the metadata holds them (JSON lists of floats)."""
+    missing = [k for k in _PARAMETER_KEYS if not isinstance(metadata.get(k), list)]
+    if missing:
+        raise ModelError(
+            f"risk model metadata {metadata_path(artifact)} lacks {', '.join(missing)}: {FIX}"
+        )
+    return tuple(metadata[k] for k in _PARAMETER_KEYS)
+
+
+def _parameters_of(model: RiskModel) -> tuple[Any, ...]:
+    return (model.mean.tolist(), model.scale.tolist(), model.coef.tolist(),
+            model.intercept.tolist())  # fmt: skip
+
+
+def _log_loaded(artifact: Path, metadata: Mapping[str, Any], names: tuple[str, ...]) -> None:
+    log.info(
+        "risk model loaded path=%s sha256=%s features=%d threshold=%s",
+        artifact,
+        str(metadata["sha256"])[:12],
+        len(names),
+        metadata.get("threshold"),
+    )
 
 
 def feature_matrix(features: Sequence[Features]) -> np.ndarray:

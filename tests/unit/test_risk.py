@@ -17,7 +17,13 @@ from sklearn.preprocessing import StandardScaler
 
 from lib.domain import FEATURE_NAMES, Features
 from lib.errors import ModelError
-from lib.monitor.risk import RiskModel, feature_matrix, metadata_path, reference_proba
+from lib.monitor.risk import (
+    RiskModel,
+    feature_matrix,
+    linear_parameters,
+    metadata_path,
+    reference_proba,
+)
 
 N = len(FEATURE_NAMES)
 
@@ -36,11 +42,24 @@ def _fit_pipeline(seed: int = 3, multinomial: bool = True) -> Pipeline:
 
 
 def _write(pipe: Pipeline, out: Path, **meta_overrides) -> Path:
+    """The artifact and its metadata as models/train.py writes them."""
     joblib.dump(pipe, out)
+    try:
+        mean, scale, coef, intercept = linear_parameters(pipe)
+        params = {
+            "classes": [str(c) for c in pipe.classes_],
+            "scaler_mean": mean.tolist(),
+            "scaler_scale": scale.tolist(),
+            "coefficients": coef.tolist(),
+            "intercept": intercept.tolist(),
+        }
+    except ModelError:  # not a pipeline: no parameters to write
+        params = {}
     meta = {
         "sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
         "feature_names": list(FEATURE_NAMES),
         "threshold": 0.25,
+        **params,
         **meta_overrides,
     }
     metadata_path(out).write_text(json.dumps(meta))
@@ -207,3 +226,63 @@ def test_wrong_matrix_shape_is_a_value_error(model: RiskModel):
 def test_from_pipeline_rejects_name_count_mismatch(pipe: Pipeline):
     with pytest.raises(ModelError, match="feature names"):
         RiskModel.from_pipeline(pipe, FEATURE_NAMES[:-1])
+
+
+# -- load_parameters: the monitor's loader, from the verified metadata ----------------------
+
+
+def test_load_parameters_scores_bit_identically_to_the_pipeline_loader(artifact: Path):
+    full, lean = RiskModel.load(artifact), RiskModel.load_parameters(artifact)
+    assert lean.pipeline is None and lean.threshold == full.threshold
+    X = np.random.default_rng(3).normal(120.0, 30.0, size=(500, N))
+    assert np.array_equal(lean.predict_proba(X), full.predict_proba(X))
+    f = _features(X[0])
+    assert lean.predict_proba_one(f) == full.predict_proba_one(f)
+
+
+def test_load_parameters_refuses_a_tampered_artifact_too(artifact: Path):
+    blob = bytearray(artifact.read_bytes())
+    blob[-3] ^= 0x01
+    artifact.write_bytes(bytes(blob))
+    with pytest.raises(ModelError, match=r"sha256.*make train"):
+        RiskModel.load_parameters(artifact)
+
+
+def test_load_parameters_without_parameters_names_the_fix(tmp_path: Path, pipe: Pipeline):
+    out = _write(pipe, tmp_path / "bp_risk.joblib", coefficients=None)
+    with pytest.raises(ModelError, match=r"lacks coefficients.*make train"):
+        RiskModel.load_parameters(out)
+
+
+def test_load_parameters_refuses_parameters_of_the_wrong_shape(tmp_path: Path, pipe: Pipeline):
+    short = [row[:-1] for row in linear_parameters(pipe)[2].tolist()]
+    out = _write(pipe, tmp_path / "bp_risk.joblib", coefficients=short)
+    with pytest.raises(ModelError, match="wrong shape"):
+        RiskModel.load_parameters(out)
+
+
+def test_load_checks_the_metadata_parameters_against_the_pipeline(tmp_path: Path, pipe: Pipeline):
+    coef = linear_parameters(pipe)[2].tolist()
+    coef[0][0] = np.nextafter(coef[0][0], np.inf)  # one bit off
+    out = _write(pipe, tmp_path / "bp_risk.joblib", coefficients=coef)
+    with pytest.raises(ModelError, match="does not hold the pipeline's own"):
+        RiskModel.load(out)
+
+
+def test_the_shipped_model_loads_without_scikit_learn():
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    code = (
+        "import sys; from lib.monitor.risk import RiskModel; "
+        "RiskModel.load_parameters('models/bp_risk.joblib'); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'joblib')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+    full = RiskModel.load(root / "models" / "bp_risk.joblib")  # and agrees with the pipeline
+    lean = RiskModel.load_parameters(root / "models" / "bp_risk.joblib")
+    X = np.random.default_rng(4).normal(120.0, 30.0, size=(200, N))
+    assert np.array_equal(lean.predict_proba(X), full.predict_proba(X))
