@@ -328,6 +328,21 @@ def test_duplicate_keys_and_whitespace() -> None:
     assert not taken[1] and not taken[9] and not taken[11]
 
 
+def test_values_msgspec_skips_unchecked_are_never_taken_unread() -> None:
+    """msgspec skips unknown fields without orjson's checks: 1e400 or bad UTF-8 there is not
+    JSON for orjson (invalid_json), so the fast path must not skip such a field."""
+    text = encode(typical())
+    for hidden in (b"1e400", b"9" * 400, b'"\xff"', b'["\xc0\xaf"]'):
+        for field in (b'"note"', b'"valueString"', b'"x"'):
+            value = text.replace(b'"status"', field + b":" + hidden + b',"status"', 1)
+            assert fhir._common_reading(value, "") is None
+            assert assert_same(value) is None
+        inside = text.replace(b'"device":{', b'"device":{"x":' + hidden + b",", 1)
+        assert assert_same(inside) is None
+    (dead,) = fhir.parse(text.replace(b'"status"', b'"note":1e400,"status"', 1))
+    assert type(dead) is DeadLetter and dead.reason == "invalid_json"
+
+
 def test_byte_level_mutations() -> None:
     rng = random.Random(7)
     text = encode(typical())
