@@ -61,11 +61,43 @@ def iso_ms(dt: datetime) -> str:
     return prefix + _ISO_SECONDS[dt.second] + _ISO_MILLIS[dt.microsecond // 1000]
 
 
+_MS_LIMIT = 2**32 * 1000  # POSIX ms below 2**32 s (the year 2106): see iso_ts
+
+
+def iso_ts(ts: float) -> str:
+    """``iso_ms(datetime.fromtimestamp(ts, UTC))`` without the datetime, for a broker timestamp.
+
+    A Kafka timestamp is whole milliseconds, so ``ts`` is the double nearest ``ms / 1000``;
+    below 2**32 s that double is within half a unit in the last place (2**-22 s, 0.24 us) of
+    it, so ``fromtimestamp``, which rounds to the microsecond, gives exactly ``ms``. Any other
+    ``ts`` (not whole milliseconds, or out of range) takes the datetime path.
+    """
+    ms = round(ts * 1000.0)
+    if ms / 1000.0 != ts or not 0 <= ms < _MS_LIMIT:
+        return iso_ms(datetime.fromtimestamp(ts, UTC))
+    minute, rest = divmod(ms, 60_000)
+    prefix = _ISO_MINUTES.get(minute)
+    if prefix is None:
+        if len(_ISO_MINUTES) >= _ISO_PREFIXES_MAX:
+            _ISO_MINUTES.clear()
+        at = datetime.fromtimestamp(minute * 60, UTC)
+        prefix = _ISO_MINUTES[minute] = at.isoformat()[:17]
+    return prefix + _ISO_SECONDS[rest // 1000] + _ISO_MILLIS[rest % 1000]
+
+
+_ISO_MINUTES: dict[int, str] = {}  # minutes since the epoch -> "YYYY-MM-DDTHH:MM:"
+
+
 def anomaly_doc(assessment: Assessment, ingested_at: datetime | None) -> dict[str, Any]:
     """The ``bp-anomalies`` document (infra/elasticsearch/templates/bp-anomalies.json, strict
     mapping): the contract's fields plus status, version, source and the window ``features``.
     ``ingested_at`` is the broker's timestamp of the message; None falls back to the event time.
     """
+    return _anomaly_doc(assessment, None if ingested_at is None else iso_ms(ingested_at))
+
+
+def _anomaly_doc(assessment: Assessment, ingested_at: str | None) -> dict[str, Any]:
+    """:func:`anomaly_doc` with ``ingested_at`` already in ISO form."""
     r = assessment.reading
     effective_at = iso_ms(r.effective_at)
     return _with_qualifiers(
@@ -76,13 +108,13 @@ def anomaly_doc(assessment: Assessment, ingested_at: datetime | None) -> dict[st
             "systolic": r.systolic,
             "diastolic": r.diastolic,
             "category": assessment.category,
-            "category_label": _label(assessment),
+            "category_label": assessment.category_label or _band_label(assessment),
             "news2_systolic": news2_systolic(r.systolic),
             "anomaly_types": list(assessment.anomaly_types),
             "severity": assessment.severity,
             "risk_score": assessment.risk_score,
             "ruleset": assessment.ruleset,
-            "ingested_at": effective_at if ingested_at is None else iso_ms(ingested_at),
+            "ingested_at": effective_at if ingested_at is None else ingested_at,
             "status": r.status,
             "version": r.version,
             "source": r.source,
@@ -103,7 +135,7 @@ def normal_record(assessment: Assessment) -> dict[str, Any]:
             "systolic": r.systolic,
             "diastolic": r.diastolic,
             "category": assessment.category,
-            "category_label": _label(assessment),
+            "category_label": assessment.category_label or _band_label(assessment),
             "news2_systolic": news2_systolic(r.systolic),
             "risk_score": assessment.risk_score,
             "severity": assessment.severity,
@@ -116,11 +148,9 @@ def normal_record(assessment: Assessment) -> dict[str, Any]:
     )
 
 
-def _label(a: Assessment) -> str:
-    """The rule set's own name of the reading's band (the monitor sets it on every Assessment;
-    one built without it gets it from the rule set)."""
-    if a.category_label:
-        return a.category_label
+def _band_label(a: Assessment) -> str:
+    """The rule set's own name of the reading's band, for an Assessment built without its
+    ``category_label`` (the monitor sets it on every one)."""
     r = a.reading
     return band_of(r.systolic, r.diastolic, a.ruleset).label
 
@@ -153,10 +183,6 @@ def dlq_message(dead: DeadLetter) -> tuple[bytes | None, bytes, list[tuple[str, 
     return (dead.key, dead.raw, headers)
 
 
-def _utc(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, UTC)
-
-
 KeyedResults = tuple[str, Results]
 
 
@@ -179,7 +205,7 @@ def elastic_actions(batch: list[KeyedResults]) -> list[tuple[str, str, dict[str,
             if type(o) is Assessment:
                 r = o.reading
                 if o.anomaly_types:
-                    doc = anomaly_doc(o, None if ing is None else _utc(ing))
+                    doc = _anomaly_doc(o, None if ing is None else iso_ts(ing))
                     out.append(("index", r.observation_id, doc))
                 elif supersedes(r):
                     out.append(("delete", r.observation_id, None))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -98,3 +99,21 @@ def test_news2_systolic_is_on_every_document_and_line() -> None:
     assert documents.anomaly_doc(low, None)["news2_systolic"] == 3
     calm = replace(a, reading=replace(a.reading, systolic=105.0, diastolic=70.0))
     assert documents.normal_record(calm)["news2_systolic"] == 1
+
+
+def test_iso_ts_equals_the_datetime_path() -> None:
+    """documents.iso_ts (from POSIX seconds, no datetime) gives what
+    iso_ms(datetime.fromtimestamp(ts, UTC)) gives: broker timestamps (whole milliseconds) up to
+    its limit, and anything else through the datetime itself."""
+    rng = random.Random(31)
+    limit = documents._MS_LIMIT
+    ms_values = [0, 1, 999, 1000, 59_999, 60_000, limit - 1, limit, limit + 1]
+    ms_values += [rng.randrange(0, limit) for _ in range(100_000)]
+    ms_values += [rng.randrange(1_700_000_000_000, 1_800_000_000_000) for _ in range(100_000)]
+    for ms in ms_values:
+        ts = ms / 1000
+        assert documents.iso_ts(ts) == documents.iso_ms(datetime.fromtimestamp(ts, UTC)), ms
+    others = [rng.uniform(0, 4.2e9) for _ in range(20_000)]  # not whole milliseconds
+    others += [1.7e9 + k / 8 for k in range(-8, 9)] + [ms / 1000 + 1e-7 for ms in ms_values[:50]]
+    for ts in others:
+        assert documents.iso_ts(ts) == documents.iso_ms(datetime.fromtimestamp(ts, UTC)), ts
