@@ -61,15 +61,15 @@ What is accepted
 
 One hot path, one home per rule
 -------------------------------
-Most messages are one Observation of a common shape (the simulator's, a device gateway's).
-:func:`_common_reading` recognises that shape: msgspec decodes the bytes straight into typed
-structs that name every field the shape may carry, and the Reading is built with the general
-path's own helpers (id charset and length, statuses, LOINC codes, units, plausibility, time,
-version, qualifiers). It returns that Reading or declines; whatever it declines -- another
-shape, another resource, a Bundle, any problem, bytes that are not JSON -- goes to the general
-path, :func:`_parse_json` (orjson and the rules below), which alone decides dead letters, so a
-``not JSON at char N`` detail still comes from orjson. The tests check both paths give the same
-outcomes for the same bytes; no rule is written twice.
+Most messages are one Observation of a common shape (the simulator's, a device gateway's), or
+a Bundle of such Observations. :func:`_common_outcomes` recognises that shape: msgspec decodes
+the bytes straight into typed structs that name every field the shape may carry, and each
+Reading is built with the general path's own helpers (id charset and length, statuses, LOINC
+codes, units, plausibility, time, version, qualifiers). It returns those Readings or declines;
+whatever it declines -- another shape, another resource, any problem, bytes that are not JSON
+-- goes to the general path, :func:`_parse_json` (orjson and the rules below), which alone
+decides dead letters, so a ``not JSON at char N`` detail still comes from orjson. The tests
+check both paths give the same outcomes for the same bytes; no rule is written twice.
 
 Dead-letter reason codes (stable; they go to the DLQ header ``error``)
 ----------------------------------------------------------------------
@@ -196,19 +196,17 @@ def _parse(
 ) -> list[Outcome]:
     if type(value) is not bytes:
         value = _as_bytes(value)
-    if len(value) > MAX_MESSAGE_BYTES:
-        detail = f"{len(value)} bytes > {MAX_MESSAGE_BYTES}"
-        return [_dead(value, key, source, headers, "too_large", detail)]
-    reading = _common_reading(value, source)
-    if reading is not None:
-        return [reading]
-    return _parse_json(value, key, source, headers)
+    outcomes = _common_outcomes(value, source)
+    return _parse_json(value, key, source, headers) if outcomes is None else outcomes
 
 
 def _parse_json(
     value: bytes, key: bytes | None, source: str, headers: Iterable[tuple[str, bytes]] | None
 ) -> list[Outcome]:
     """The general path: every message the fast path does not take (and the tests' oracle)."""
+    if len(value) > MAX_MESSAGE_BYTES:
+        detail = f"{len(value)} bytes > {MAX_MESSAGE_BYTES}"
+        return [_dead(value, key, source, headers, "too_large", detail)]
     try:
         doc = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
@@ -675,10 +673,9 @@ class _Meta(_Struct):
     profile: list[str] | None = None
 
 
-class _CommonObservation(_Struct):
+class _CommonObservation(_Struct, tag_field="resourceType", tag="Observation"):
     """The fields of an Observation of the common shape (any other field: general path)."""
 
-    resource_type: str | None = None
     id: str | None = None
     meta: _Meta | None = None
     identifier: list[_Identifier] | None = None
@@ -697,26 +694,87 @@ class _CommonObservation(_Struct):
     device: msgspec.Raw = _RAW_ABSENT
 
 
-_decode_common = msgspec.json.Decoder(_CommonObservation).decode
+class _Search(_Struct):
+    mode: str | None = None
+    score: float | None = None
+
+
+class _Request(_Struct):
+    method: str | None = None
+    url: str | None = None
+
+
+class _Entry(_Struct):
+    full_url: str | None = None
+    # a union, so that msgspec requires the resourceType tag (of a lone tagged struct it does not)
+    resource: _CommonObservation | _CommonBundle | None = None
+    search: _Search | None = None
+    request: _Request | None = None
+
+
+class _Link(_Struct):
+    relation: str | None = None
+    url: str | None = None
+
+
+class _CommonBundle(_Struct, tag_field="resourceType", tag="Bundle"):
+    """A Bundle whose entries may all be Observations of the common shape."""
+
+    id: str | None = None
+    meta: _Meta | None = None
+    identifier: _Identifier | None = None
+    type: str | None = None
+    timestamp: str | None = None
+    total: int | None = None
+    link: list[_Link] | None = None
+    entry: list[_Entry] | None = None
+
+
+_decode_common = msgspec.json.Decoder(_CommonObservation | _CommonBundle).decode
 _PANEL_CODES = (BP_PANEL_CODE, LEGACY_BP_PANEL_CODE)
 
 
-def _common_reading(value: bytes, source: str) -> Reading | None:
-    """The Reading of a message holding one Observation of the common shape, else None.
+def _common_outcomes(value: bytes, source: str) -> list[Outcome] | None:
+    """The Readings of a message of the common shape, else None (the general path decides).
+
+    The common shape: one Observation that :func:`_common_reading` takes, or a Bundle of 1 to
+    MAX_BUNDLE_ENTRIES entries, each such an Observation (one Reading per entry, in entry
+    order, as the general path gives them).
+    """
+    if len(value) > MAX_MESSAGE_BYTES:
+        return None
+    try:
+        doc = _decode_common(value)
+    except (msgspec.DecodeError, RecursionError):  # ValidationError is a DecodeError
+        return None
+    if isinstance(doc, _CommonObservation):
+        reading = _common_reading(doc, source)
+        return None if reading is None else [reading]
+    entries = doc.entry
+    if not entries or len(entries) > MAX_BUNDLE_ENTRIES:
+        return None
+    out: list[Outcome] = []
+    for entry in entries:
+        res = entry.resource
+        reading = _common_reading(res, source) if isinstance(res, _CommonObservation) else None
+        if reading is None:
+            return None
+        out.append(reading)
+    return out
+
+
+def _common_reading(obs: _CommonObservation, source: str) -> Reading | None:
+    """The Reading of an Observation of the common shape, else None.
 
     The common shape: only the fields of :class:`_CommonObservation`, each of its JSON type; a
     valid ``id``; status final / amended / corrected; a LOINC BP panel code as the *first*
     coding; ``subject.reference`` ``Patient/<id>``; ``effectiveDateTime`` (any precision the
     general path accepts); exactly two components, systolic then diastolic, each with its LOINC
     code as the first coding and a numeric ``valueQuantity`` in mm[Hg] or kPa; plausible
-    values. For such a message the general path (:func:`_parse_json`) returns this very
+    values. For such an Observation the general path (:func:`_parse_json`) returns this very
     Reading: each check below is one of its rules, through the same helpers. Anything else,
     including every problem, returns None and the general path judges the message.
     """
-    try:
-        obs = _decode_common(value)
-    except (msgspec.DecodeError, RecursionError):  # ValidationError is a DecodeError
-        return None
     obs_id = obs.id
     status = obs.status
     code = obs.code
@@ -724,8 +782,7 @@ def _common_reading(value: bytes, source: str) -> Reading | None:
     text = obs.effective_date_time
     components = obs.component
     if (
-        obs.resource_type != "Observation"
-        or obs_id is None
+        obs_id is None
         or not _valid_id(obs_id)
         or status not in READING_STATUSES
         or code is None

@@ -1,13 +1,13 @@
 """The parser's fast path for the common shape gives exactly what the general path gives.
 
-``lib.monitor.fhir._common_reading`` (msgspec structs) either declines (None) or returns the
-very Reading that the general path ``lib.monitor.fhir._parse_json`` (orjson + the FHIR rules)
+``lib.monitor.fhir._common_outcomes`` (msgspec structs) either declines (None) or returns the
+very Readings that the general path ``lib.monitor.fhir._parse_json`` (orjson + the FHIR rules)
 returns for the same bytes; and ``fhir.parse`` (fast path, else general path) gives the same
 outcome list as the general path alone, dead letters included. Checked on the simulator's own
 messages (faults included), the real-world shapes, crafted JSON edge cases (UTF-8, numbers out
-of range, duplicate keys, nesting), seeded mutations of a typical Observation (one field
-deleted or replaced by a value of another type or content, nested anywhere), byte-level
-mutations, and hypothesis-drawn JSON anywhere in the message.
+of range, duplicate keys, nesting), seeded mutations of a typical Observation and of a Bundle
+(one field deleted or replaced by a value of another type or content, nested anywhere),
+byte-level mutations, and hypothesis-drawn JSON anywhere in the message.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lib.domain import DeadLetter, Reading
+from lib.domain import DeadLetter, Outcome, Reading
 from lib.monitor import fhir
 from tests.fixtures import realworld
 from tests.unit.test_fhir import bp
@@ -137,18 +137,19 @@ def encode(doc: Any) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode("utf-8", "surrogatepass")
 
 
-def assert_same(value: bytes, source: str = "t:0:1") -> Reading | None:
+def assert_same(value: bytes, source: str = "t:0:1") -> list[Outcome] | None:
     """parse == the general path for these bytes; the fast path declines or agrees.
 
-    Returns the fast path's Reading (None when it declined)."""
+    Returns the fast path's Readings (None when it declined)."""
     key, headers = b"k", (("h", b"v"),)
     general = fhir._parse_json(value, key, source, headers)
-    fast = fhir._common_reading(value, source)
+    fast = fhir._common_outcomes(value, source)
     if fast is not None:
-        assert type(fast) is Reading
-        assert [fast] == general
-        assert fast.effective_at.tzinfo is general[0].effective_at.tzinfo
-        assert repr(fast) == repr(general[0])  # floats bit-identical, same types
+        assert fast and all(type(r) is Reading for r in fast)
+        assert fast == general
+        assert repr(fast) == repr(general)  # floats bit-identical, same types
+        for r, g in zip(fast, general, strict=True):
+            assert r.effective_at.tzinfo is g.effective_at.tzinfo  # type: ignore[union-attr]
     outcomes = fhir.parse(value, key, source, headers)
     assert outcomes == general
     assert repr(outcomes) == repr(general)
@@ -172,8 +173,8 @@ def test_the_typical_shapes_take_the_fast_path() -> None:
     for obs in (typical(), bp(), realworld.panel()):
         reading = assert_same(encode(obs))
         assert reading is not None
-    reading = assert_same(encode(typical()))
-    assert reading is not None
+    (reading,) = assert_same(encode(typical())) or ()
+    assert type(reading) is Reading
     assert (reading.body_site, reading.setting, reading.device) == (
         "368208006",
         "home",
@@ -202,12 +203,86 @@ def test_shapes_the_fast_path_leaves_to_the_general_path() -> None:
     extra = typical()
     extra["note"] = [{"text": "after exercise"}]
     for res in (swapped, three, text_value, int_version, null_comparator, extra):
-        assert fhir._common_reading(encode(res), "") is None
+        assert fhir._common_outcomes(encode(res), "") is None
         assert assert_same(encode(res)) is None
     # the general path still reads most of them
     assert type(fhir.parse(encode(swapped))[0]) is Reading
     assert type(fhir.parse(encode(int_version))[0]) is Reading
     assert type(fhir.parse(encode(null_comparator))[0]) is DeadLetter
+
+
+def bundle_of(*resources: dict[str, Any], **over: Any) -> dict[str, Any]:
+    entries = [
+        {
+            "fullUrl": f"urn:uuid:{r.get('id', 'x')}",
+            "resource": r,
+            "search": {"mode": "match", "score": 1},
+        }
+        for r in resources
+    ]
+    doc: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "total": len(entries)}
+    doc["link"] = [{"relation": "self", "url": "https://ehr.example/Observation?code=85354-9"}]
+    return doc | {"entry": entries} | over
+
+
+def two_readings() -> dict[str, Any]:
+    second = typical()
+    second["id"] = "obs-2"
+    second["subject"] = {"reference": "Patient/p-8"}
+    del second["extension"]
+    return bundle_of(typical(), second)
+
+
+def test_bundles_of_common_observations_take_the_fast_path() -> None:
+    fast = assert_same(encode(two_readings()))
+    assert fast is not None and [r.observation_id for r in fast] == ["obs-1", "obs-2"]  # type: ignore[union-attr]
+    many = bundle_of(*[realworld.panel(f"o{i}") for i in range(fhir.MAX_BUNDLE_ENTRIES)])
+    assert len(encode(many)) < fhir.MAX_MESSAGE_BYTES
+    assert assert_same(encode(many)) is not None
+    huge = bundle_of(*[typical() | {"id": f"o{i}"} for i in range(fhir.MAX_BUNDLE_ENTRIES)])
+    assert len(encode(huge)) > fhir.MAX_MESSAGE_BYTES
+    assert assert_same(encode(huge)) is None  # too_large, as in the general path
+    transaction = bundle_of(typical(), type="transaction")
+    transaction["entry"][0]["request"] = {"method": "POST", "url": "Observation"}
+    assert assert_same(encode(transaction)) is not None
+
+
+def test_bundles_the_fast_path_leaves_to_the_general_path() -> None:
+    too_many = bundle_of(*[typical() | {"id": f"o{i}"} for i in range(fhir.MAX_BUNDLE_ENTRIES + 1)])
+    mixed = bundle_of(typical(), {"resourceType": "Patient", "id": "p-7"})
+    one_bad = two_readings()
+    one_bad["entry"][1]["resource"]["component"].pop()
+    no_resource = two_readings()
+    del no_resource["entry"][1]["resource"]
+    for doc in (
+        too_many,
+        mixed,
+        one_bad,
+        no_resource,
+        bundle_of(),
+        bundle_of(entry=None),
+        bundle_of(typical(), typical() | {"status": "entered-in-error"}),
+        {"entry": two_readings()["entry"], "resourceType": "Bundle"},  # tag not first: fine
+    ):
+        assert_same(encode(doc))
+    assert fhir._common_outcomes(encode(mixed), "") is None
+    outcomes = fhir.parse(encode(one_bad))
+    assert [type(o) for o in outcomes] == [Reading, DeadLetter]
+    (dead,) = fhir.parse(encode(too_many))
+    assert type(dead) is DeadLetter and dead.reason == "too_large"
+
+
+def test_every_single_mutation_of_a_bundle() -> None:
+    base = two_readings()
+    fast_taken = checked = 0
+    for path in _paths(base):
+        variants = [_mutate(base, path, None, delete=True)]
+        variants += [_mutate(base, path, v, delete=False) for v in REPLACEMENTS[::3]]
+        for doc in variants:
+            checked += 1
+            fast_taken += assert_same(encode(doc)) is not None
+    assert checked > 2000
+    assert 0 < fast_taken < checked
 
 
 def test_every_single_mutation_of_a_typical_observation() -> None:
@@ -335,7 +410,7 @@ def test_values_msgspec_skips_unchecked_are_never_taken_unread() -> None:
     for hidden in (b"1e400", b"9" * 400, b'"\xff"', b'["\xc0\xaf"]'):
         for field in (b'"note"', b'"valueString"', b'"x"'):
             value = text.replace(b'"status"', field + b":" + hidden + b',"status"', 1)
-            assert fhir._common_reading(value, "") is None
+            assert fhir._common_outcomes(value, "") is None
             assert assert_same(value) is None
         inside = text.replace(b'"device":{', b'"device":{"x":' + hidden + b",", 1)
         assert assert_same(inside) is None
