@@ -397,10 +397,18 @@ def test_duplicate_keys_and_whitespace() -> None:
         b"[" + text + b"]",
         b"null",
         b"",
+        text.replace(b'"status"', b'"resourceType":"Observation","status"'),
+        text.replace(b'"status"', b'"resourceType":"Bundle","status"'),
+        text.replace(b'"resourceType":"Observation"', b'"resourceType":"\\u004fbservation"'),
+        text.replace(b'"resourceType":"Observation"', b'"resourceType":"observation"'),
+        text.replace(b'"resourceType":"Observation"', b'"resourceType":null'),
+        text.replace(b'"resourceType":"Observation"', b'"resourceType":"Patient"'),
+        text.replace(b'"resourceType":"Observation",', b""),
     ]
     taken = [assert_same(value) is not None for value in cases]
     assert taken[0] and taken[3] and taken[4] and taken[8] and taken[14] and taken[15]
     assert not taken[1] and not taken[9] and not taken[11]
+    assert taken[20:] == [True, False, True, False, False, False, False]
 
 
 def test_values_msgspec_skips_unchecked_are_never_taken_unread() -> None:
