@@ -66,9 +66,9 @@ SEVERITIES = ("low", "moderate", "high", "critical")
 class Reading:
     """One scorable blood-pressure reading, values in mm[Hg], time in UTC.
 
-    A value: never changed after it is made. Not ``frozen`` (as Features and Assessment are
-    not) because one is made per reading on the hot path, and a frozen dataclass's
-    ``__init__`` costs a call per field (measured: the in-process monitor runs ~8-11 % faster).
+    A value: never changed after it is made. Not ``frozen`` (as Assessment is not) because one
+    is made per reading on the hot path, and a frozen dataclass's ``__init__`` costs a call per
+    field (measured: the in-process monitor runs ~8-11 % faster).
     """
 
     observation_id: str
@@ -212,7 +212,9 @@ FEATURE_NAMES: tuple[str, ...] = Features._fields
 
 @dataclass(slots=True)
 class Assessment:
-    """A reading with its window features, rule verdict and model risk (a value, see Reading)."""
+    """A reading with its window features, rule verdict and model risk (a value, see Reading:
+    ``lib.monitor.state`` sets ``risk_score`` once, from the batch's one model call, before it
+    hands the Assessment on)."""
 
     reading: Reading
     features: Features
