@@ -654,16 +654,32 @@ class _Component(_Struct):
     value_quantity: _Quantity | None = None
 
 
+class _Identifier(_Struct):
+    use: str | None = None
+    type: _Concept | None = None
+    system: str | None = None
+    value: str | None = None
+
+
+class _Extension(_Struct):
+    """An extension the recogniser does not read (``url`` and the usual value types)."""
+
+    url: str | None = None
+    value_string: str | None = None
+    value_code: str | None = None
+    value_boolean: bool | None = None
+    value_date_time: str | None = None
+    value_coding: _Coding | None = None
+    value_codeable_concept: _Concept | None = None
+    value_identifier: _Identifier | None = None
+
+
 class _Reference(_Struct):
     reference: str | None = None
     type: str | None = None
+    identifier: _Identifier | None = None
     display: str | None = None
-
-
-class _Identifier(_Struct):
-    use: str | None = None
-    system: str | None = None
-    value: str | None = None
+    extension: list[_Extension] | None = None
 
 
 class _Meta(_Struct):
@@ -671,6 +687,13 @@ class _Meta(_Struct):
     last_updated: str | None = None
     source: str | None = None
     profile: list[str] | None = None
+    security: list[_Coding] | None = None
+    tag: list[_Coding] | None = None
+
+
+class _Narrative(_Struct):
+    status: str | None = None
+    div: str | None = None
 
 
 class _CommonObservation(_Struct, tag_field="resourceType", tag="Observation"):
@@ -678,6 +701,7 @@ class _CommonObservation(_Struct, tag_field="resourceType", tag="Observation"):
 
     id: str | None = None
     meta: _Meta | None = None
+    text: _Narrative | None = None
     identifier: list[_Identifier] | None = None
     status: str | None = None
     category: list[_Concept] | None = None
@@ -687,6 +711,7 @@ class _CommonObservation(_Struct, tag_field="resourceType", tag="Observation"):
     effective_date_time: str | None = None
     issued: str | None = None
     performer: list[_Reference] | None = None
+    interpretation: list[_Concept] | None = None
     component: list[_Component] | None = None
     # read with orjson, as the general path reads them (see _qualifiers)
     extension: msgspec.Raw = _RAW_ABSENT
@@ -767,8 +792,8 @@ def _common_reading(obs: _CommonObservation, source: str) -> Reading | None:
     """The Reading of an Observation of the common shape, else None.
 
     The common shape: only the fields of :class:`_CommonObservation`, each of its JSON type; a
-    valid ``id``; status final / amended / corrected; a LOINC BP panel code as the *first*
-    coding; ``subject.reference`` ``Patient/<id>``; ``effectiveDateTime`` (any precision the
+    valid ``id``; status final / amended / corrected; a LOINC BP panel code among its codings;
+    a ``subject.reference`` to a Patient; ``effectiveDateTime`` (any precision the
     general path accepts); exactly two components, systolic then diastolic, each with its LOINC
     code as the first coding and a numeric ``valueQuantity`` in mm[Hg] or kPa; plausible
     values. For such an Observation the general path (:func:`_parse_json`) returns this very
@@ -786,9 +811,8 @@ def _common_reading(obs: _CommonObservation, source: str) -> Reading | None:
         or not _valid_id(obs_id)
         or status not in READING_STATUSES
         or code is None
-        or not code.coding
-        or code.coding[0].code not in _PANEL_CODES
-        or code.coding[0].system not in _LOINC_SYSTEMS
+        or code.coding is None
+        or not _has_panel_coding(code.coding)
         or subject is None
         or subject.reference is None
         or text is None
@@ -851,6 +875,14 @@ def _raw_qualifiers(ext: bytes, site: bytes, device: bytes) -> tuple[str, str, s
 def _raw_json(raw: bytes) -> Any:
     """A raw JSON value read as the general path reads it (None when the field is absent)."""
     return orjson.loads(raw) if raw else None
+
+
+def _has_panel_coding(codings: list[_Coding]) -> bool:
+    """A LOINC BP panel coding among these (it wins over any other coding: see _kind_of)."""
+    for coding in codings:
+        if coding.code in _PANEL_CODES and coding.system in _LOINC_SYSTEMS:
+            return True
+    return False
 
 
 def _common_value(comp: _Component, loinc: str) -> float | None:
@@ -934,18 +966,28 @@ def _strip_history(ref: str) -> str:
 
 
 def _patient_of_reference(ref: str) -> str | None:
-    """The patient id of a relative ``Patient/<id>`` reference (the common case), else None."""
+    """The patient id of a ``Patient/<id>`` reference (also absolute, with or without
+    ``/_history/n``) or of ``urn:uuid:<id>``; None when it names no Patient by a valid id."""
     patient_id = _patient_refs.get(ref)
     if patient_id is None:
-        if not (ref.startswith("Patient/") and _valid_id(ref[8:])):
-            return None
+        if ref.startswith("Patient/") and _valid_id(ref[8:]):  # the common case
+            patient_id = ref[8:]
+        else:
+            if ref.startswith("urn:uuid:"):
+                candidate = ref[9:]
+            else:
+                parts = _strip_history(ref).rsplit("/", 2)
+                candidate = parts[-1] if len(parts) >= 2 and parts[-2] == "Patient" else ""
+            if not _valid_id(candidate):
+                return None
+            patient_id = candidate
         if len(_patient_refs) >= _PATIENT_REFS_MAX:
             _patient_refs.clear()
-        patient_id = _patient_refs[ref] = ref[8:]
+        _patient_refs[ref] = patient_id
     return patient_id
 
 
-# valid ``Patient/<id>`` references seen -> their id: every reading of a patient names it
+# valid Patient references seen -> their id: every reading of a patient names it
 _patient_refs: dict[str, str] = {}
 _PATIENT_REFS_MAX = 1 << 17  # cleared when full (the result never depends on it)
 
@@ -962,15 +1004,8 @@ def _patient_id(subject: Any) -> str:
     problem = "subject has neither reference nor identifier"
     if type(ref) is str:
         patient_id = _patient_of_reference(ref)
-        if patient_id is not None:  # the common case
+        if patient_id is not None:
             return patient_id
-        if ref.startswith("urn:uuid:"):
-            candidate = ref[9:]
-        else:
-            parts = _strip_history(ref).rsplit("/", 2)
-            candidate = parts[-1] if len(parts) >= 2 and parts[-2] == "Patient" else ""
-        if _valid_id(candidate):
-            return candidate
         problem = "subject.reference is not a Patient reference with a valid id"
     ident = subject.get("identifier")
     if type(ident) is dict:

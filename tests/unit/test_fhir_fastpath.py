@@ -15,8 +15,10 @@ from __future__ import annotations
 import copy
 import json
 import random
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -169,8 +171,32 @@ def typical() -> dict[str, Any]:
     return obs
 
 
+def ehr_like() -> dict[str, Any]:
+    """An EHR's shape: its own code first, an absolute Patient URL, encounter, performer,
+    interpretation, narrative and meta tags beside the values."""
+    obs = typical()
+    obs["code"]["coding"].insert(0, {"system": "urn:oid:1.2.840.114350.1", "code": "5"})
+    obs["subject"] = {"reference": "https://ehr.example/fhir/R4/Patient/eX1/_history/3"}
+    obs["encounter"] = {
+        "reference": "Encounter/e1",
+        "identifier": {"use": "usual", "system": "urn:oid:1.2", "value": "27"},
+        "display": "Office Visit",
+    }
+    obs["performer"] = [
+        {
+            "reference": "Practitioner/p1",
+            "type": "Practitioner",
+            "extension": [{"url": "http://example.org/role", "valueString": "nurse"}],
+        }
+    ]
+    obs["interpretation"] = [{"coding": [{"system": "urn:interp", "code": "H"}], "text": "High"}]
+    obs["text"] = {"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml"/>'}
+    obs["meta"]["tag"] = [{"system": "urn:tag", "code": "t"}]
+    return obs
+
+
 def test_the_typical_shapes_take_the_fast_path() -> None:
-    for obs in (typical(), bp(), realworld.panel()):
+    for obs in (typical(), bp(), realworld.panel(), ehr_like()):
         reading = assert_same(encode(obs))
         assert reading is not None
     (reading,) = assert_same(encode(typical())) or ()
@@ -295,6 +321,19 @@ def test_every_single_mutation_of_a_typical_observation() -> None:
             checked += 1
             fast_taken += assert_same(encode(res)) is not None
     assert checked > 4000
+    assert 0 < fast_taken < checked
+
+
+def test_every_single_mutation_of_an_ehr_shaped_observation() -> None:
+    base = ehr_like()
+    fast_taken = checked = 0
+    for path in _paths(base):
+        variants = [_mutate(base, path, None, delete=True)]
+        variants += [_mutate(base, path, v, delete=False) for v in REPLACEMENTS[::2]]
+        for res in variants:
+            checked += 1
+            fast_taken += assert_same(encode(res)) is not None
+    assert checked > 3000
     assert 0 < fast_taken < checked
 
 
@@ -503,3 +542,34 @@ def test_real_world_shapes_agree() -> None:
     taken = [assert_same(encode(obs)) is not None for obs in shapes]
     # the first and the date-only panel are of the common shape
     assert taken == [True, False, False, False, True, False, False, False, False]
+
+
+CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "fhir-realworld"
+
+
+def _observations(doc: Any) -> list[dict[str, Any]]:
+    if not isinstance(doc, dict):
+        return []
+    found = [doc] if doc.get("resourceType") == "Observation" else []
+    entries = doc.get("entry")
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, dict):
+            found += _observations(entry.get("resource"))
+    return found
+
+
+@pytest.mark.skipif(not CORPUS.is_dir(), reason=f"conformance corpus not found at {CORPUS}")
+def test_the_real_world_corpus_agrees() -> None:
+    """Every file, and every Observation of it alone: the same outcomes on both paths."""
+    fast_taken = 0
+    for path in sorted(p for p in CORPUS.rglob("*") if p.suffix in (".json", ".ndjson")):
+        raw = path.read_bytes()
+        for value in raw.splitlines() if path.suffix == ".ndjson" else [raw]:
+            assert_same(value)
+            try:
+                doc = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                continue
+            for obs in _observations(doc):
+                fast_taken += assert_same(orjson.dumps(obs)) is not None
+    assert fast_taken >= 50  # the EHR panels of the corpus take the fast path
