@@ -116,11 +116,7 @@ def run_plain(items: list[KafkaSourceMessage], model: Any) -> tuple[float, dict[
     monitor = engine.Monitor(model, SETTINGS.ruleset)
     tracker = EpisodeTracker(_policy(model))
     shard_alerts: dict[str, ShardAlerts] = {}
-    anomalies: list = []
-    normals: list = []
-    dead: list = []
-    alerts: list = []
-    alert_docs: list = []
+    n_alerts = n_alert_docs = 0
     totals: dict[str, int] = {}
     with production_gc():
         start = time.perf_counter()
@@ -131,16 +127,17 @@ def run_plain(items: list[KafkaSourceMessage], model: Any) -> tuple[float, dict[
                 if tracked is None:
                     tracked = shard_alerts[shard] = ShardAlerts(tracker)
                 events = tracked.process(o for o in res.outcomes if type(o) is Assessment)
-                alerts.extend(map(once_item, events))
-                alert_docs.extend(map(elastic_item, events))
-            anomalies.extend(documents.elastic_actions(results))
-            normals.extend(documents.normal_records(results))
-            dead.extend(documents.dlq_messages(results))
+                # each output is built, counted and dropped, as a sink writes and drops it
+                n_alerts += len(list(map(once_item, events)))
+                n_alert_docs += len(list(map(elastic_item, events)))
+            documents.elastic_actions(results)
+            documents.normal_records(results)
+            documents.dlq_messages(results)
             for _, counts in documents.outcome_counts(results):
                 for k, v in counts.items():
                     totals[k] = totals.get(k, 0) + v
         took = time.perf_counter() - start
-    return took, {**totals, "alerts": len(alerts), "alert_docs": len(alert_docs)}
+    return took, {**totals, "alerts": n_alerts, "alert_docs": n_alert_docs}
 
 
 def measure(n_messages: int, patients: int, repeats: int) -> list[Row]:

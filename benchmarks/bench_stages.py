@@ -6,7 +6,8 @@ The same pre-encoded simulator messages and batches of 1,000 as ``bench_inproces
 runs over the whole input on its own (its input prepared by the stages before it, untimed, and
 frozen out of the garbage collector's scans), best of ``--repeats`` in process CPU time, so
 other load on the machine inflates it little. ``total`` is the plain loop as it runs in
-``bench_inprocess`` (every output kept in memory: its garbage collection included).
+``bench_inprocess`` (every output built, counted and dropped, as the sinks drop them; garbage
+collection included, with the monitor's settings).
 Figures are µs per Observation. A benchmark, not a test: nothing asserts a time.
 
 Stages: ``parse`` (``shards.parse_messages``: orjson + FHIR + shard grouping), ``windows``
