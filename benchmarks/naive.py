@@ -27,10 +27,10 @@ from typing import Any
 from benchmarks.common import (
     MESSAGES,
     PATIENTS,
+    ROOT,
     Option,
     Row,
     command,
-    load_model,
     messages,
     namespace,
 )
@@ -51,8 +51,10 @@ def naive_monitor(settings: Settings, limit: int, *, idle_s: float = 5.0) -> tup
     from elasticsearch import Elasticsearch
 
     from lib.monitor import rules
+    from lib.monitor.risk import RiskModel
 
-    model = load_model().pipeline  # the scikit-learn Pipeline itself
+    # the scikit-learn Pipeline itself, unpickled (the naive design imports scikit-learn)
+    model = RiskModel.load(ROOT / "models" / "bp_risk.joblib").pipeline
     es = Elasticsearch(settings.es_url)
     out_dir = Path(settings.normal_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
