@@ -456,6 +456,11 @@ def make_client(settings: Settings, **overrides: Any) -> Any:
     return Elasticsearch(**kwargs)
 
 
+# Set once a writer's failure has been raised to the dataflow: the process is stopping, and
+# the other sinks' partitions (closed while Bytewax unwinds) must not raise a second error.
+_FAILURE_RAISED = threading.Event()
+
+
 class BulkWriter:
     """Bulk writes on a background thread, so the dataflow computes while Elasticsearch indexes.
 
@@ -492,6 +497,7 @@ class BulkWriter:
         self._submitted = 0  # tickets issued
         self._done = 0  # tickets acknowledged
         self._error: BaseException | None = None
+        self._reported = False  # the error was raised to the dataflow
         self._closing = False
         self._thread = threading.Thread(target=self._run, name=f"es-bulk:{index}", daemon=True)
         self._thread.start()
@@ -519,19 +525,29 @@ class BulkWriter:
                 self._cv.wait()
             self._raise()
 
+    def finish(self, ticket: int | None = None) -> None:
+        """:meth:`wait`, for a partition's ``close``: once a writer's failure has been raised
+        to the dataflow, a failure is not raised again (Bytewax closes the partitions while it
+        stops for the first error, and a second error there aborts the process before the
+        first is shown); the writer's thread logged it (``es_writer_failed``)."""
+        with self._cv:
+            if self._error is not None and (self._reported or _FAILURE_RAISED.is_set()):
+                return  # already stopping the dataflow (this writer's error is logged)
+        self.wait(ticket)
+
     def close(self) -> None:
-        """Write what is queued, stop the thread, close the client; raises a failure."""
-        try:
-            self.wait()
-        finally:
-            with self._cv:
-                self._closing = True
-                self._cv.notify_all()
-            self._thread.join()
-            self._client.close()
+        """Stop the thread once the queue is written (or the writer failed), close the
+        client. Raises nothing: failures surface through :meth:`wait` / :meth:`finish`."""
+        with self._cv:
+            self._closing = True
+            self._cv.notify_all()
+        self._thread.join()
+        self._client.close()
 
     def _raise(self) -> None:
         if self._error is not None:
+            self._reported = True
+            _FAILURE_RAISED.set()
             raise self._error
 
     def _run(self) -> None:
@@ -547,6 +563,10 @@ class BulkWriter:
             try:
                 self._write_round(items)
             except BaseException as exc:  # raised in the dataflow's thread (submit / wait)
+                # our errors name the index and the fix, never field values; others: type only
+                known = isinstance(exc, IndexingError | ServiceError)
+                logger.error("es_writer_failed index=%s error=%s", self._index,
+                             exc if known else type(exc).__name__)  # fmt: skip
                 with self._cv:
                     self._error = exc
                     self._cv.notify_all()
@@ -582,8 +602,10 @@ class _ElasticPartition(StatefulSinkPartition[Action, None]):
         self._writer.wait(self._ticket)
 
     def close(self) -> None:
-        self._writer.wait(self._ticket)
-        self._sink._release()
+        try:
+            self._writer.finish(self._ticket)
+        finally:
+            self._sink._release()
 
 
 def keyed(action: Action) -> tuple[str, Action]:

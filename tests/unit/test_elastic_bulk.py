@@ -409,3 +409,55 @@ def test_partitions_of_one_sink_share_one_writer_closed_by_the_last():
     assert not client.closed
     parts[-1].close()
     assert client.closed
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_flag():
+    """Each test is a fresh process as far as "a writer failure was raised" goes."""
+    from lib.connectors import elastic
+
+    elastic._FAILURE_RAISED.clear()
+    yield
+    elastic._FAILURE_RAISED.clear()
+
+
+def _refusing_sink() -> tuple[ElasticSink, ScriptedClient]:
+    client = ScriptedClient(api_error(401, cls=AuthenticationException))
+    return ElasticSink(Settings(), INDEX, client_factory=lambda _s: client), client
+
+
+def test_a_failure_raised_once_is_not_raised_again_by_the_partitions_close(caplog):
+    # Bytewax closes every partition while it stops for the first error; a second error
+    # raised there aborts the process before the first one is shown.
+    caplog.set_level(logging.ERROR, logger="lib.connectors.elastic")
+    sink, _ = _refusing_sink()
+    parts = [sink.build_part("es_out", p, None) for p in ("es-0", "es-1")]
+    parts[0].write_batch(docs(1))
+    with pytest.raises(ServiceError, match="BPWATCH_ES_PASSWORD"):
+        parts[0].snapshot()
+    for p in parts:
+        p.close()  # quiet now
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and lines[0].startswith(f"es_writer_failed index={INDEX}")
+    assert "BPWATCH_ES_PASSWORD" in lines[0]
+
+
+def test_a_failure_first_seen_at_close_is_raised_by_one_close_only():
+    sink, _ = _refusing_sink()
+    parts = [sink.build_part("es_out", p, None) for p in ("es-0", "es-1")]
+    parts[1].write_batch(docs(2))
+    with pytest.raises(ServiceError):
+        parts[1].close()  # the end of a bounded run: the writes are not lost silently
+    parts[0].close()
+
+
+def test_after_one_sink_failed_another_sinks_close_does_not_raise_a_second_error():
+    first, _ = _refusing_sink()
+    second, _ = _refusing_sink()
+    a, b = first.build_part("es_out", "es-0", None), second.build_part("es_out", "es-0", None)
+    a.write_batch(docs(1))
+    b.write_batch(docs(1))
+    with pytest.raises(ServiceError):
+        a.snapshot()  # the error that stops the dataflow
+    b.close()  # closed while it unwinds: logged by b's writer, not raised
+    a.close()
