@@ -85,10 +85,8 @@ class _Outputs:
         from lib.connectors.elastic import ElasticSink
         from lib.connectors.normal_files import NormalFileSink
 
-        # one partition of the monitor's sink: its process-wide background writer
-        self.elastic = ElasticSink(settings, settings.anomalies_index).build_part(
-            "ceiling", "es-0", None
-        )
+        # the monitor's sink as its writing step uses it: one key's logic, the process's writer
+        self.elastic = ElasticSink(settings, settings.anomalies_index).logic()
         files = NormalFileSink(settings.normal_dir)
         self.part_fn = files.part_fn
         self.parts = [files.build_part("ceiling", p, None) for p in files.list_parts()]
@@ -112,14 +110,14 @@ class _Outputs:
             else:
                 record = {**self.normal, "observation_id": oid, "patient_id": patient}
                 lines[self.part_fn(patient) % len(self.parts)].append(record)
-        self.elastic.write_batch(actions)
+        self.elastic.on_batch(actions)
         for part, records in zip(self.parts, lines, strict=True):
             part.write_batch(records)
             self.written["lines"] += len(records)
         self.written["docs"] += len(actions)
 
     def close(self) -> None:
-        self.elastic.close()
+        self.elastic.on_eof()
         for part in self.parts:
             part.close()
 

@@ -38,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import chain
+from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
@@ -45,7 +46,8 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
-from lib.connectors.elastic import ElasticSink, keyed
+from lib.connectors import elastic
+from lib.connectors.elastic import ElasticSink
 from lib.connectors.kafka_once import ExactlyOnceKafkaSink
 from lib.domain import Assessment
 from lib.monitor import documents, shards
@@ -203,9 +205,9 @@ class MonitorIO:
     """The monitor's edges: one source and the sinks of its outputs.
 
     :arg source: items are Kafka-like messages (``KafkaSourceMessage``).
-    :arg anomaly_sink: ``("index", _id, doc)`` / ``("delete", _id, None)`` items (an
-        :class:`~lib.connectors.elastic.ElasticSink`, here and below, gets them keyed by
-        ``_id``: the flow adds the key).
+    :arg anomaly_sink: ``("index", _id, doc)`` / ``("delete", _id, None)`` items, or an
+        :class:`~lib.connectors.elastic.ElasticSink` (here and below), which the flow writes
+        with in a step keyed by patient shard, on the worker that made the actions.
     :arg normal_sink: ``(patient_id, record)`` items.
     :arg dlq_sink: ``(key, value, headers)`` items, or an ``ExactlyOnceKafkaSink`` (then
         the items get their deterministic ids in the ``dead_letter_ids`` step).
@@ -218,12 +220,12 @@ class MonitorIO:
     """
 
     source: Source
-    anomaly_sink: Sink
+    anomaly_sink: Sink | ElasticSink
     normal_sink: Sink
     dlq_sink: Sink
-    alert_sinks: tuple[Sink, Sink]
+    alert_sinks: tuple[Sink, Sink | ElasticSink]
     stats_sink: Sink | None = None
-    home_sink: Sink | None = None
+    home_sink: Sink | ElasticSink | None = None
 
 
 def production_io(settings: Settings, stats_sink: Sink | None = None) -> MonitorIO:
@@ -267,14 +269,14 @@ def build(
     settings: Settings | None = None,
     *,
     source: Source | None = None,
-    anomaly_sink: Sink | None = None,
+    anomaly_sink: Sink | ElasticSink | None = None,
     normal_sink: Sink | None = None,
     dlq_sink: Sink | None = None,
-    alert_sinks: tuple[Sink, Sink] | None = None,
+    alert_sinks: tuple[Sink, Sink | ElasticSink] | None = None,
     model: RiskScorer | None = None,
     stats_sink: Sink | None = None,
     alert_policy: AlertPolicy | None = None,
-    home_sink: Sink | None = None,
+    home_sink: Sink | ElasticSink | None = None,
 ) -> Dataflow:
     """The monitor dataflow. I/O left as None is the production I/O from ``settings``
     (the I/O arguments are those of :class:`MonitorIO`).
@@ -352,27 +354,32 @@ def monitor_flow(
         "alert_episodes", results, lambda resume: _ShardAlertsLogic(ShardAlerts(tracker, resume))
     )
     # (shard, [AlertEvent]): one event per episode opening / escalation / resolution
-    reading_events = op.flat_map("alert_events", op.key_rm("unshard_alerts", alerts), _items)
+    reading_events = op.flat_map("alert_events", alerts, _each)
 
-    home = op.key_rm("unshard_home", op.stateful_batch("home_protocol", results, home_logic))
-    # (averages, events): home-BP series averaged and judged when they changed (home readings
-    # and average BP Observations only), with their home_hypertension episode events
+    home = op.stateful_batch("home_protocol", results, home_logic)
+    # (shard, (averages, events)): home-BP series averaged and judged when they changed (home
+    # readings and average BP Observations only), with their home_hypertension episode events
     if io.home_sink is not None:
-        averages = op.flat_map("home_averages", home, lambda out: out[0])
-        home_docs = op.map("home_docs", averages, documents.home_item)
+        averages = op.flat_map("home_averages", home, lambda kv: _each((kv[0], kv[1][0])))
+        home_docs = op.map_value("home_docs", averages, documents.home_item)
         _to_elastic("write_home_averages", home_docs, io.home_sink)
-    home_events = op.flat_map("home_alert_events", home, lambda out: out[1])
+    home_events = op.flat_map("home_alert_events", home, lambda kv: _each((kv[0], kv[1][1])))
     silent = op.stateful_batch("no_data", results, no_data_logic)
     # (shard, [AlertEvent]): no_data episodes, opened on wall-clock silence, resolved by a reading
-    no_data_events = op.flat_map("no_data_events", op.key_rm("unshard_no_data", silent), _items)
+    no_data_events = op.flat_map("no_data_events", silent, _each)
     events = op.merge("all_alert_events", reading_events, home_events, no_data_events)
+    # (shard, AlertEvent)
     kafka_alerts, elastic_alerts = io.alert_sinks
-    op.output("publish_alerts", op.map("alert_messages", events, documents.once_item), kafka_alerts)
-    alert_docs = op.map("alert_docs", events, documents.elastic_item)
+    unsharded = op.key_rm("unshard_alert_events", events)
+    op.output(
+        "publish_alerts", op.map("alert_messages", unsharded, documents.once_item), kafka_alerts
+    )
+    alert_docs = op.map_value("alert_docs", events, documents.elastic_item)
     _to_elastic("index_alerts", alert_docs, elastic_alerts)
 
-    to_elastic = op.flat_map_batch("anomaly_docs", results, documents.elastic_actions)
-    # ("index", id, doc) per anomaly | ("delete", id, None) per retraction or cleared amendment
+    to_elastic = op.flat_map_batch("anomaly_docs", results, _sharded_elastic_actions)
+    # (shard, ("index", id, doc)) per anomaly | (shard, ("delete", id, None)) per retraction
+    # or cleared amendment
     _to_elastic("write_anomalies", to_elastic, io.anomaly_sink)
 
     normals = op.flat_map_batch("normal_records", results, documents.normal_records)
@@ -411,15 +418,28 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def _to_elastic(step_id: str, actions: op.Stream, sink: Sink) -> None:
-    """Output Elasticsearch actions; an :class:`ElasticSink` takes them keyed by ``_id``."""
+def _to_elastic(step_id: str, actions: op.Stream, sink: Sink | ElasticSink) -> None:
+    """Write ``(shard, action)`` items: an :class:`ElasticSink` in a step keyed by shard, on
+    the worker that made them; any other sink (tests) gets the bare actions."""
     if isinstance(sink, ElasticSink):
-        actions = op.map(f"{step_id}_by_id", actions, keyed)
-    op.output(step_id, actions, sink)
+        elastic.write(step_id, actions, sink)
+    else:
+        op.output(step_id, op.key_rm(f"{step_id}_unkeyed", actions), sink)
 
 
-def _items(items: list[AlertEvent]) -> list[AlertEvent]:
-    return items
+def _sharded_elastic_actions(batch: list[tuple[str, Results]]) -> list[tuple[str, Any]]:
+    """:func:`lib.monitor.documents.elastic_actions`, each action with its shard."""
+    out: list[tuple[str, Any]] = []
+    for item in batch:
+        shard = item[0]
+        out.extend((shard, a) for a in documents.elastic_actions([item]))
+    return out
+
+
+def _each(keyed: tuple[str, list[Any]]) -> list[tuple[str, Any]]:
+    """``(key, [x, y])`` -> ``[(key, x), (key, y)]``."""
+    key, items = keyed
+    return [(key, x) for x in items]
 
 
 def __getattr__(name: str) -> Dataflow:

@@ -1,22 +1,23 @@
 """Elasticsearch output: bulk writes with retries and backpressure, idempotent by ``_id``;
 and :func:`make_client`, the one Elasticsearch client factory (sinks, tools, tests).
 
-An *action* (the sink's items are ``(_id, action)``, see :func:`keyed`)::
+An *action* (:func:`write` takes ``(key, action)`` items)::
 
     ("index", _id, doc)    create or overwrite the document ``_id``
     ("delete", _id, None)  remove it (a missing document is fine: 404 = already gone)
 
 :func:`bulk_write` does the work and needs no Bytewax (tools and tests use it directly);
-:class:`ElasticSink` wraps it as a Bytewax ``FixedPartitionedSink`` whose partitions hand their
-batches to one background :class:`BulkWriter` per process (thread and client created when the
-first partition is built), so the dataflow keeps computing while Elasticsearch indexes.
+:class:`ElasticSink` and :func:`write` make it a dataflow step: a stateful step keyed like the
+step that made the actions (patient shards), whose keys hand their batches to one background
+:class:`BulkWriter` per process (thread and client), so the dataflow keeps computing while
+Elasticsearch indexes and no document crosses between workers.
 
 Guarantee: **at-least-once; idempotent by ``_id``**, so a replay overwrites and never
 duplicates. Within one bulk round only the last action per ``_id`` is sent (an ``index``
 followed by a ``delete`` of the same id ends deleted); rounds go in the order the batches came.
-A partition's snapshot, taken by Bytewax at the end of every epoch it wrote in, returns only
-once Elasticsearch has acknowledged every action it queued, so no epoch is committed to the
-recovery store before its documents are written:
+A key's snapshot, taken by Bytewax at the end of every epoch it wrote in, returns only once
+Elasticsearch has acknowledged every action it queued (and so does the end of a bounded run),
+so no epoch is committed to the recovery store before its documents are written:
 
 * transient failures (connection refused/reset, timeouts, HTTP 429 and 5xx, for the whole
   request or for single items) are retried, only the failed actions, on a deterministic
@@ -44,34 +45,35 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import bytewax.operators as op
 import orjson
-from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+from bytewax.dataflow import Stream
+from bytewax.operators import StatefulBatchLogic
 
 from lib.errors import IndexingError, ServiceError
 from lib.settings import Settings
 
 __all__ = [
     "MAX_BULK_BYTES",
-    "SINK_PARTITIONS",
     "TOOL_RETRIES",
     "Action",
     "BulkStats",
     "BulkWriter",
     "ElasticSink",
+    "ElasticWriteLogic",
     "Encoded",
     "RetryPolicy",
     "bulk_write",
     "chunks",
     "dedupe_actions",
     "encode_actions",
-    "keyed",
     "make_client",
+    "write",
 ]
 
 logger = logging.getLogger(__name__)
@@ -84,9 +86,6 @@ TOOL_RETRIES = 3  # client-side retries of the command-line tools (elasticsearch
 # http.max_content_length (100 MB): a batch of large documents is split by bytes as well as
 # by settings.es_batch_size actions.
 MAX_BULK_BYTES = 10 * 1024 * 1024
-# Partitions of ElasticSink: spread over the workers of a cluster; in one process they share
-# one writer, so the count costs nothing there.
-SINK_PARTITIONS = 8
 # Bulk requests' worth of actions that may wait for the writer before the worker blocks: a
 # Kafka activation brings several thousand readings at once; 8,000 documents are ~25 MB.
 PENDING_BATCHES = 16
@@ -457,7 +456,7 @@ def make_client(settings: Settings, **overrides: Any) -> Any:
 
 
 # Set once a writer's failure has been raised to the dataflow: the process is stopping, and
-# the other sinks' partitions (closed while Bytewax unwinds) must not raise a second error.
+# the other sinks' steps (ended while Bytewax unwinds) must not raise a second error.
 _FAILURE_RAISED = threading.Event()
 
 
@@ -526,14 +525,17 @@ class BulkWriter:
             self._raise()
 
     def finish(self, ticket: int | None = None) -> None:
-        """:meth:`wait`, for a partition's ``close``: once a writer's failure has been raised
-        to the dataflow, a failure is not raised again (Bytewax closes the partitions while it
+        """:meth:`wait`, for the end of a run: once a writer's failure has been raised
+        to the dataflow, a failure is not raised again (Bytewax ends the other steps while it
         stops for the first error, and a second error there aborts the process before the
         first is shown); the writer's thread logged it (``es_writer_failed``)."""
         with self._cv:
+            target = self._submitted if ticket is None else ticket
+            while self._done < target and self._error is None:
+                self._cv.wait()
             if self._error is not None and (self._reported or _FAILURE_RAISED.is_set()):
                 return  # already stopping the dataflow (this writer's error is logged)
-        self.wait(ticket)
+            self._raise()
 
     def close(self) -> None:
         """Stop the thread once the queue is written (or the writer failed), close the
@@ -586,48 +588,60 @@ class BulkWriter:
         _log_stats(self._index, stats)
 
 
-class _ElasticPartition(StatefulSinkPartition[Action, None]):
-    """One of the sink's partitions: hands its batches to the worker process's writer; its
-    snapshot (the end of each epoch) returns once they are acknowledged."""
+class ElasticWriteLogic(StatefulBatchLogic[Action, None, None]):
+    """The writing step's logic for one key (a patient shard): queues its batches to the
+    process's :class:`BulkWriter`; its snapshot (the end of each epoch) returns once they are
+    acknowledged, and so does ``on_eof`` (the end of a bounded run)."""
 
     def __init__(self, sink: ElasticSink) -> None:
         self._sink = sink
         self._writer = sink._acquire()
         self._ticket = 0
 
-    def write_batch(self, values: list[Action]) -> None:
+    def on_batch(self, values: list[Action]) -> tuple[Iterable[None], bool]:
         self._ticket = self._writer.submit(values)
+        return (), StatefulBatchLogic.RETAIN
 
-    def snapshot(self) -> None:
-        self._writer.wait(self._ticket)
-
-    def close(self) -> None:
+    def on_eof(self) -> tuple[Iterable[None], bool]:
         try:
             self._writer.finish(self._ticket)
         finally:
             self._sink._release()
+        return (), StatefulBatchLogic.DISCARD
+
+    def snapshot(self) -> None:
+        self._writer.wait(self._ticket)
 
 
-def keyed(action: Action) -> tuple[str, Action]:
-    """``(_id, action)``: the item :class:`ElasticSink` takes (routed by ``_id``, so the
-    actions on one document stay in order)."""
-    return action[1], action
+def write(step_id: str, actions: Stream[tuple[str, Action]], sink: ElasticSink) -> None:
+    """The dataflow step that writes ``(key, action)`` items with ``sink``.
+
+    A stateful step keyed like the step that made the actions (the monitor keys them by
+    patient shard, as ``patient_windows`` is keyed), so Bytewax runs it on the worker that
+    already holds them: no document crosses between workers or processes. It emits nothing.
+    """
+    written = op.stateful_batch(step_id, actions, sink.logic)
+    op.inspect(f"{step_id}_end", written, _nothing)  # a flow's branch must end in an output
 
 
-class ElasticSink(FixedPartitionedSink[Action, None]):
-    """Bulk-write actions to one Elasticsearch index (or write alias).
+def _nothing(step_id: str, item: Any) -> None:
+    return None
 
-    Items are ``(_id, action)`` (:func:`keyed`). Writes are asynchronous within an epoch and
-    complete at its end: each process has one :class:`BulkWriter` (thread and client, created
-    when the first partition is built, from ``settings.es_client_kwargs()``) per sink; a
-    partition's ``write_batch`` queues and returns, and its ``snapshot``, which Bytewax takes
-    at the end of every epoch the partition wrote in, returns only once Elasticsearch has
-    acknowledged everything it queued. So an epoch is never committed to the recovery store
-    before its documents are written, and the dataflow's CPU work overlaps Elasticsearch's.
-    Requests of at most ``settings.es_batch_size`` actions and :data:`MAX_BULK_BYTES` bytes,
-    their bodies encoded once by :func:`encode_actions`. At-least-once; idempotent by
-    ``_id``; blocks (backpressure) while Elasticsearch is unreachable unless ``retry.budget_s``
-    is set. The snapshots hold no state (``None``). See the module docstring.
+
+class ElasticSink:
+    """Bulk-write actions to one Elasticsearch index (or write alias), through :func:`write`.
+
+    Writes are asynchronous within an epoch and complete at its end: each process has one
+    :class:`BulkWriter` (thread and client, created when the first key's logic is built,
+    from ``settings.es_client_kwargs()``) per sink; a key's ``on_batch`` queues and returns,
+    and its ``snapshot``, which Bytewax takes at the end of every epoch the key wrote in,
+    returns only once Elasticsearch has acknowledged everything it queued. So an epoch is
+    never committed to the recovery store before its documents are written, and the
+    dataflow's CPU work overlaps Elasticsearch's. Requests of at most
+    ``settings.es_batch_size`` actions and :data:`MAX_BULK_BYTES` bytes, their bodies encoded
+    once by :func:`encode_actions`. At-least-once; idempotent by ``_id``; blocks
+    (backpressure) while Elasticsearch is unreachable unless ``retry.budget_s`` is set. The
+    snapshots hold no state (``None``). See the module docstring.
     """
 
     def __init__(
@@ -637,25 +651,18 @@ class ElasticSink(FixedPartitionedSink[Action, None]):
         *,
         retry: RetryPolicy | None = None,
         client_factory: Callable[[Settings], Any] | None = None,
-        partitions: int = SINK_PARTITIONS,
     ) -> None:
         self._settings = settings
         self._index = index
         self._retry = retry or RetryPolicy()
         self._client_factory = client_factory or make_client
-        self._partitions = partitions
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # workers are threads of one process
         self._writer: BulkWriter | None = None
         self._users = 0
 
-    def list_parts(self) -> list[str]:
-        return [f"es-{k}" for k in range(self._partitions)]
-
-    def part_fn(self, item_key: str) -> int:
-        return zlib.crc32(item_key.encode())
-
-    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _ElasticPartition:
-        return _ElasticPartition(self)
+    def logic(self, resume_state: None = None) -> ElasticWriteLogic:
+        """The builder of :func:`write`'s stateful step (the snapshots hold nothing)."""
+        return ElasticWriteLogic(self)
 
     def _acquire(self) -> BulkWriter:
         with self._lock:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+import zlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,7 +18,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSource, run_main
 from elasticsearch import AuthenticationException, Elasticsearch
 
-from lib.connectors.elastic import ElasticSink, RetryPolicy, bulk_write, keyed, make_client
+from lib.connectors.elastic import ElasticSink, RetryPolicy, bulk_write, make_client, write
 from lib.domain import utc_iso
 from lib.errors import IndexingError, ServiceError
 from tests.reliability.relay import Relay
@@ -55,8 +56,8 @@ def count(es: Elasticsearch, index: str) -> int:
 def run_sink(settings, items: list, **sink_kw: Any) -> None:
     flow = Dataflow("es_sink_test")
     stream = op.input("inp", flow, TestingSource(items, batch_size=250))
-    keyed_actions = op.map("by_id", stream, keyed)
-    op.output("es_out", keyed_actions, ElasticSink(settings, settings.anomalies_index, **sink_kw))
+    keyed_actions = op.key_on("by_shard", stream, lambda a: str(zlib.crc32(a[1].encode()) % 8))
+    write("es_out", keyed_actions, ElasticSink(settings, settings.anomalies_index, **sink_kw))
     run_main(flow)
 
 

@@ -227,9 +227,9 @@ def test_one_log_line_per_request_without_documents(caplog):
 def test_sink_splits_batches_by_settings_and_dedupes_across_them():
     client = ScriptedClient()
     sink = ElasticSink(Settings(es_batch_size=3), INDEX, client_factory=lambda _s: client)
-    part = sink.build_part("es_out", "es-0", None)
+    part = sink.logic()
     items = [*docs(7), ("delete", "obs-0", None)]
-    part.write_batch(items)
+    part.on_batch(items)
     part.snapshot()
     sent = [action_lines(c) for c in client.calls]
     assert [len(s) for s in sent] == [3, 3, 1]
@@ -241,11 +241,9 @@ def test_sink_splits_batches_by_settings_and_dedupes_across_them():
 def test_sink_logs_one_line_per_batch_however_many_requests(caplog):
     caplog.set_level(logging.INFO, logger="lib.connectors.elastic")
     client = ScriptedClient()
-    part = ElasticSink(
-        Settings(es_batch_size=3), INDEX, client_factory=lambda _s: client
-    ).build_part("es_out", "es-0", None)
-    part.write_batch([*docs(7), ("delete", "obs-0", None)])
-    part.write_batch([])
+    part = ElasticSink(Settings(es_batch_size=3), INDEX, client_factory=lambda _s: client).logic()
+    part.on_batch([*docs(7), ("delete", "obs-0", None)])
+    part.on_batch([])
     part.snapshot()
     assert len(client.calls) == 3
     lines = [r.getMessage() for r in caplog.records]
@@ -284,13 +282,11 @@ def test_sink_splits_requests_by_bytes_as_well_as_count(monkeypatch):
     from lib.connectors import elastic
 
     client = ScriptedClient()
-    part = ElasticSink(
-        Settings(es_batch_size=100), INDEX, client_factory=lambda _s: client
-    ).build_part("es_out", "es-0", None)
+    part = ElasticSink(Settings(es_batch_size=100), INDEX, client_factory=lambda _s: client).logic()
     one = len(elastic.encode_actions(INDEX, docs(1))[0][1])
     monkeypatch.setattr(elastic, "MAX_BULK_BYTES", 3 * one + 1)
-    part.write_batch(docs(7))
-    part.close()
+    part.on_batch(docs(7))
+    part.on_eof()
     assert [len(action_lines(c)) for c in client.calls] == [3, 3, 1]
 
 
@@ -317,7 +313,7 @@ class GatedClient(ScriptedClient):
 
 def gated_part(client: GatedClient, **settings: Any) -> Any:
     sink = ElasticSink(Settings(**settings), INDEX, client_factory=lambda _s: client)
-    return sink, sink.build_part("es_out", "es-0", None)
+    return sink, sink.logic()
 
 
 def in_thread(fn: Any) -> tuple[threading.Thread, list[Any]]:
@@ -336,10 +332,10 @@ def in_thread(fn: Any) -> tuple[threading.Thread, list[Any]]:
     return thread, out
 
 
-def test_write_batch_returns_before_the_bulk_is_acknowledged_and_snapshot_waits_for_it():
+def test_on_batch_returns_before_the_bulk_is_acknowledged_and_snapshot_waits_for_it():
     client = GatedClient()
     _, part = gated_part(client)
-    part.write_batch(docs(5))  # returns while the request is still held at the gate
+    part.on_batch(docs(5))  # returns while the request is still held at the gate
     assert client.entered.wait(5)
     thread, out = in_thread(part.snapshot)
     thread.join(0.3)
@@ -348,21 +344,19 @@ def test_write_batch_returns_before_the_bulk_is_acknowledged_and_snapshot_waits_
     thread.join(5)
     assert out == ["done"]
     assert [len(action_lines(c)) for c in client.calls] == [5]
-    part.close()
+    part.on_eof()
     assert client.closed
 
 
 def test_a_permanent_refusal_in_the_writer_is_raised_by_the_next_snapshot():
     refusal = err_item("index", 400, "strict_dynamic_mapping_exception", "field [x] not allowed")
     client = ScriptedClient(lambda ops: {"errors": True, "items": [refusal]})
-    part = ElasticSink(Settings(), INDEX, client_factory=lambda _s: client).build_part(
-        "es_out", "es-0", None
-    )
-    part.write_batch(docs(1))
+    part = ElasticSink(Settings(), INDEX, client_factory=lambda _s: client).logic()
+    part.on_batch(docs(1))
     with pytest.raises(IndexingError, match=f"index={INDEX} refused _id=obs-0"):
         part.snapshot()
     with pytest.raises(IndexingError):  # and by every later write: the epoch never commits
-        part.write_batch(docs(1))
+        part.on_batch(docs(1))
 
 
 def test_writer_blocks_the_worker_once_max_pending_actions_wait():
@@ -385,29 +379,29 @@ def test_writer_blocks_the_worker_once_max_pending_actions_wait():
 def test_rounds_keep_the_order_of_batches_so_a_later_delete_wins():
     client = ScriptedClient()
     sink = ElasticSink(Settings(es_batch_size=2), INDEX, client_factory=lambda _s: client)
-    a, b = sink.build_part("es_out", "es-0", None), sink.build_part("es_out", "es-1", None)
-    a.write_batch(docs(3))
-    b.write_batch([("delete", "obs-1", None)])
-    a.write_batch([("index", "obs-9", {"v": 1})])
+    a, b = sink.logic(), sink.logic()
+    a.on_batch(docs(3))
+    b.on_batch([("delete", "obs-1", None)])
+    a.on_batch([("index", "obs-9", {"v": 1})])
     b.snapshot()
-    a.close()
-    b.close()
+    a.on_eof()
+    b.on_eof()
     index: set[str] = set()  # what Elasticsearch holds after the requests, in their order
     for op, _id in (act for c in client.calls for act in action_lines(c)):
         (index.add if op == "index" else index.discard)(_id)
     assert index == {"obs-0", "obs-2", "obs-9"}
 
 
-def test_partitions_of_one_sink_share_one_writer_closed_by_the_last():
+def test_keys_of_one_sink_share_one_writer_closed_by_the_last():
     client = GatedClient()
     client.gate.set()
     sink = ElasticSink(Settings(), INDEX, client_factory=lambda _s: client)
-    parts = [sink.build_part("es_out", p, None) for p in sink.list_parts()]
+    parts = [sink.logic() for _ in range(8)]
     assert len({id(p._writer) for p in parts}) == 1
     for p in parts[:-1]:
-        p.close()
+        p.on_eof()
     assert not client.closed
-    parts[-1].close()
+    parts[-1].on_eof()
     assert client.closed
 
 
@@ -431,12 +425,12 @@ def test_a_failure_raised_once_is_not_raised_again_by_the_partitions_close(caplo
     # raised there aborts the process before the first one is shown.
     caplog.set_level(logging.ERROR, logger="lib.connectors.elastic")
     sink, _ = _refusing_sink()
-    parts = [sink.build_part("es_out", p, None) for p in ("es-0", "es-1")]
-    parts[0].write_batch(docs(1))
+    parts = [sink.logic() for _ in range(2)]
+    parts[0].on_batch(docs(1))
     with pytest.raises(ServiceError, match="BPWATCH_ES_PASSWORD"):
         parts[0].snapshot()
     for p in parts:
-        p.close()  # quiet now
+        p.on_eof()  # quiet now
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and lines[0].startswith(f"es_writer_failed index={INDEX}")
     assert "BPWATCH_ES_PASSWORD" in lines[0]
@@ -444,20 +438,20 @@ def test_a_failure_raised_once_is_not_raised_again_by_the_partitions_close(caplo
 
 def test_a_failure_first_seen_at_close_is_raised_by_one_close_only():
     sink, _ = _refusing_sink()
-    parts = [sink.build_part("es_out", p, None) for p in ("es-0", "es-1")]
-    parts[1].write_batch(docs(2))
+    parts = [sink.logic() for _ in range(2)]
+    parts[1].on_batch(docs(2))
     with pytest.raises(ServiceError):
-        parts[1].close()  # the end of a bounded run: the writes are not lost silently
-    parts[0].close()
+        parts[1].on_eof()  # the end of a bounded run: the writes are not lost silently
+    parts[0].on_eof()
 
 
 def test_after_one_sink_failed_another_sinks_close_does_not_raise_a_second_error():
     first, _ = _refusing_sink()
     second, _ = _refusing_sink()
-    a, b = first.build_part("es_out", "es-0", None), second.build_part("es_out", "es-0", None)
-    a.write_batch(docs(1))
-    b.write_batch(docs(1))
+    a, b = first.logic(), second.logic()
+    a.on_batch(docs(1))
+    b.on_batch(docs(1))
     with pytest.raises(ServiceError):
         a.snapshot()  # the error that stops the dataflow
-    b.close()  # closed while it unwinds: logged by b's writer, not raised
-    a.close()
+    b.on_eof()  # closed while it unwinds: logged by b's writer, not raised
+    a.on_eof()
