@@ -496,7 +496,6 @@ class BulkWriter:
         self._submitted = 0  # tickets issued
         self._done = 0  # tickets acknowledged
         self._error: BaseException | None = None
-        self._reported = False  # the error was raised to the dataflow
         self._closing = False
         self._thread = threading.Thread(target=self._run, name=f"es-bulk:{index}", daemon=True)
         self._thread.start()
@@ -519,9 +518,7 @@ class BulkWriter:
     def wait(self, ticket: int | None = None) -> None:
         """Block until every batch up to ``ticket`` (default: all) is acknowledged."""
         with self._cv:
-            target = self._submitted if ticket is None else ticket
-            while self._done < target and self._error is None:
-                self._cv.wait()
+            self._settle(ticket)
             self._raise()
 
     def finish(self, ticket: int | None = None) -> None:
@@ -530,12 +527,9 @@ class BulkWriter:
         stops for the first error, and a second error there aborts the process before the
         first is shown); the writer's thread logged it (``es_writer_failed``)."""
         with self._cv:
-            target = self._submitted if ticket is None else ticket
-            while self._done < target and self._error is None:
-                self._cv.wait()
-            if self._error is not None and (self._reported or _FAILURE_RAISED.is_set()):
-                return  # already stopping the dataflow (this writer's error is logged)
-            self._raise()
+            self._settle(ticket)
+            if not _FAILURE_RAISED.is_set():  # else: stopping already (the error is logged)
+                self._raise()
 
     def close(self) -> None:
         """Stop the thread once the queue is written (or the writer failed), close the
@@ -546,9 +540,14 @@ class BulkWriter:
         self._thread.join()
         self._client.close()
 
+    def _settle(self, ticket: int | None) -> None:
+        """Under the lock: until the batches up to ``ticket`` are acknowledged or it failed."""
+        target = self._submitted if ticket is None else ticket
+        while self._done < target and self._error is None:
+            self._cv.wait()
+
     def _raise(self) -> None:
         if self._error is not None:
-            self._reported = True
             _FAILURE_RAISED.set()
             raise self._error
 

@@ -38,7 +38,7 @@ __all__ = [
     "supersedes",
 ]
 
-_ISO_PREFIXES: dict[tuple[int, int, int, int, int], str] = {}
+_ISO_PREFIXES: dict[tuple[int, ...] | int, str] = {}  # one minute -> its ISO prefix
 _ISO_PREFIXES_MAX = 4096  # minutes; cleared when full (output never depends on it)
 _ISO_SECONDS = tuple(f"{s:02d}." for s in range(60))
 _ISO_MILLIS = tuple(f"{ms:03d}Z" for ms in range(1000))
@@ -55,9 +55,7 @@ def iso_ms(dt: datetime) -> str:
     key = (dt.year, dt.month, dt.day, dt.hour, dt.minute)
     prefix = _ISO_PREFIXES.get(key)
     if prefix is None:
-        if len(_ISO_PREFIXES) >= _ISO_PREFIXES_MAX:
-            _ISO_PREFIXES.clear()
-        prefix = _ISO_PREFIXES[key] = dt.isoformat()[:17]
+        prefix = _remember_prefix(key, dt)
     return prefix + _ISO_SECONDS[dt.second] + _ISO_MILLIS[dt.microsecond // 1000]
 
 
@@ -76,16 +74,19 @@ def iso_ts(ts: float) -> str:
     if ms / 1000.0 != ts or not 0 <= ms < _MS_LIMIT:
         return iso_ms(datetime.fromtimestamp(ts, UTC))
     minute, rest = divmod(ms, 60_000)
-    prefix = _ISO_MINUTES.get(minute)
+    prefix = _ISO_PREFIXES.get(minute)
     if prefix is None:
-        if len(_ISO_MINUTES) >= _ISO_PREFIXES_MAX:
-            _ISO_MINUTES.clear()
-        at = datetime.fromtimestamp(minute * 60, UTC)
-        prefix = _ISO_MINUTES[minute] = at.isoformat()[:17]
+        prefix = _remember_prefix(minute, datetime.fromtimestamp(minute * 60, UTC))
     return prefix + _ISO_SECONDS[rest // 1000] + _ISO_MILLIS[rest % 1000]
 
 
-_ISO_MINUTES: dict[int, str] = {}  # minutes since the epoch -> "YYYY-MM-DDTHH:MM:"
+def _remember_prefix(key: tuple[int, ...] | int, at: datetime) -> str:
+    """``YYYY-MM-DDTHH:MM:`` of the UTC datetime ``at``, cached under ``key`` (the minute as
+    date fields, or as minutes since the epoch)."""
+    if len(_ISO_PREFIXES) >= _ISO_PREFIXES_MAX:
+        _ISO_PREFIXES.clear()
+    prefix = _ISO_PREFIXES[key] = at.isoformat()[:17]
+    return prefix
 
 
 def anomaly_doc(assessment: Assessment, ingested_at: datetime | None) -> dict[str, Any]:
