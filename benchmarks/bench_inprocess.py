@@ -32,9 +32,9 @@ from benchmarks.common import (
     load_model,
     messages,
 )
-from lib.domain import OUTCOMES, Assessment
+from lib.domain import OUTCOMES
 from lib.monitor import documents, engine
-from lib.monitor.alerts import AlertPolicy, EpisodeTracker, ShardAlerts
+from lib.monitor.alerts import AlertPolicy
 from lib.monitor.documents import elastic_item, once_item
 from lib.settings import Settings
 
@@ -113,20 +113,15 @@ def run_flow(items: list[KafkaSourceMessage], model: Any) -> tuple[float, dict[s
 
 def run_plain(items: list[KafkaSourceMessage], model: Any) -> tuple[float, dict[str, int]]:
     """Seconds for the same per-reading work in a plain loop; the counters."""
-    monitor = engine.Monitor(model, SETTINGS.ruleset)
-    tracker = EpisodeTracker(_policy(model))
-    shard_alerts: dict[str, ShardAlerts] = {}
+    monitor = engine.Monitor(model, SETTINGS.ruleset, policy=_policy(model))
     n_alerts = n_alert_docs = 0
     totals: dict[str, int] = {}
     with production_gc():
         start = time.perf_counter()
         for i in range(0, len(items), BATCH):
             results = monitor.process(items[i : i + BATCH])
-            for shard, res in results:
-                tracked = shard_alerts.get(shard)
-                if tracked is None:
-                    tracked = shard_alerts[shard] = ShardAlerts(tracker)
-                events = tracked.process(o for o in res.outcomes if type(o) is Assessment)
+            for _patient, res in results:
+                events = res.events
                 # each output is built, counted and dropped, as a sink writes and drops it
                 n_alerts += len(list(map(once_item, events)))
                 n_alert_docs += len(list(map(elastic_item, events)))

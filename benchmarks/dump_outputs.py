@@ -24,7 +24,6 @@ from benchmarks.bench_inprocess import BATCH, SETTINGS, _policy, source_messages
 from benchmarks.common import FAULT_RATE, load_model, messages
 from lib.domain import FEATURE_NAMES, Assessment
 from lib.monitor import documents, engine
-from lib.monitor.alerts import EpisodeTracker, ShardAlerts
 
 
 def _exact(value: Any) -> Any:
@@ -44,9 +43,7 @@ def dump(out: Path, ruleset: str, fault_rate: float, n_messages: int, patients: 
     """Write every output to ``out``; how many of each kind."""
     items = source_messages(messages(patients, n_messages, fault_rate))
     model = load_model()
-    monitor = engine.Monitor(model, ruleset)
-    tracker = EpisodeTracker(_policy(model))
-    shard_alerts: dict[str, ShardAlerts] = {}
+    monitor = engine.Monitor(model, ruleset, policy=_policy(model))
     counts: Counter = Counter()
     with out.open("wb") as fh:
 
@@ -56,17 +53,14 @@ def dump(out: Path, ruleset: str, fault_rate: float, n_messages: int, patients: 
 
         for i in range(0, len(items), BATCH):
             results = monitor.process(items[i : i + BATCH])
-            for shard, res in results:
+            for key, res in results:
                 assessed = [o for o in res.outcomes if type(o) is Assessment]
                 for a in assessed:
                     features = [getattr(a.features, name) for name in FEATURE_NAMES]
-                    write("assessment", [shard, a.reading.observation_id, features, a.category,
+                    write("assessment", [key, a.reading.observation_id, features, a.category,
                                          a.category_label, a.anomaly_types, a.severity,
                                          a.risk_score, a.ruleset])  # fmt: skip
-                tracked = shard_alerts.get(shard)
-                if tracked is None:
-                    tracked = shard_alerts[shard] = ShardAlerts(tracker)
-                for event in tracked.process(assessed):
+                for event in res.events:
                     write("alert", [documents.once_item(event), documents.elastic_item(event)])
             for action, doc_id, doc in documents.elastic_actions(results):
                 raw = None if doc is None else orjson.dumps(doc)

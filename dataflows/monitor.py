@@ -34,10 +34,9 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Callable
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from itertools import chain
 from typing import Any
 
 import bytewax.operators as op
@@ -49,20 +48,14 @@ from bytewax.outputs import Sink
 from lib.connectors import elastic
 from lib.connectors.elastic import ElasticSink
 from lib.connectors.kafka_once import ExactlyOnceKafkaSink
-from lib.domain import Assessment
-from lib.monitor import documents, shards
-from lib.monitor.alerts import (
-    AlertEvent,
-    AlertPolicy,
-    EpisodeTracker,
-    HomeAlerts,
-    NoDataTracker,
-    ShardAlerts,
-)
-from lib.monitor.home import HomeAverage, ShardHome
-from lib.monitor.rules import RuleSet, get_ruleset
+from lib.monitor import documents, shards, wakeups
+from lib.monitor.alerts import AlertEvent, AlertPolicy, EpisodeTracker, NoDataRule
+from lib.monitor.home import HomeAverage
+from lib.monitor.patient import Patient, PatientContext, PatientSnapshot
+from lib.monitor.rules import get_ruleset
 from lib.monitor.shards import Entry
-from lib.monitor.state import COUNTER_NAMES, PatientStates, Results, RiskScorer
+from lib.monitor.state import COUNTER_NAMES, Results, RiskScorer, one_reading_scorer
+from lib.monitor.wakeups import Bucket, BucketSnapshot, Registration
 from lib.settings import Settings, load_or_exit
 
 __all__ = ["MonitorIO", "build", "monitor_flow", "production_io"]
@@ -72,98 +65,61 @@ logger = logging.getLogger("bpwatch.monitor")
 LOG_EVERY = timedelta(seconds=10)
 
 
-class _PatientShardLogic(StatefulBatchLogic[list[Entry], Results, tuple]):
-    """One shard of patients: their windows live in a :class:`PatientStates`."""
+class _PatientLogic(StatefulBatchLogic[list[Entry] | str, Results, PatientSnapshot]):
+    """One patient (the step is keyed by patient id): a batch of the patient's outcomes, or
+    a wake-up (the patient's id) from the ``wakeups`` step. Clocks: see
+    :mod:`lib.monitor.patient`."""
 
-    def __init__(self, states: PatientStates, ruleset: RuleSet, model: RiskScorer) -> None:
-        self.states = states
-        self.ruleset = ruleset
-        self.model = model
+    __slots__ = ("ctx", "patient")
 
-    def on_batch(self, values: list[list[Entry]]) -> tuple[list[Results], bool]:
-        entries = values[0] if len(values) == 1 else chain.from_iterable(values)
-        results = self.states.process(entries, self.ruleset, self.model)
-        # An empty shard (every patient expired or retracted) is discarded from the state.
-        return [results], (self.DISCARD if not len(self.states) else self.RETAIN)
+    def __init__(self, ctx: PatientContext, patient: Patient) -> None:
+        self.ctx = ctx
+        self.patient = patient
 
-    def snapshot(self) -> tuple:
-        return self.states.snapshot()
+    def on_batch(self, values: list[list[Entry] | str]) -> tuple[list[Results], bool]:
+        now = time.time()
+        patient, ctx = self.patient, self.ctx
+        out: list[Results] = []
+        for value in values:
+            if type(value) is list:
+                out.append(patient.process(ctx, value, now))
+            else:  # a wake-up
+                events = patient.wake(ctx, now)
+                if events:
+                    out.append(Results(events=events))
+        return out, (self.DISCARD if patient.is_empty() else self.RETAIN)
 
+    def on_eof(self) -> tuple[list[Results], bool]:
+        events = self.patient.wake(self.ctx, time.time(), caught_up=True)
+        keep = self.DISCARD if self.patient.is_empty() else self.RETAIN
+        return ([Results(events=events)] if events else []), keep
 
-class _ShardAlertsLogic(StatefulBatchLogic[Results, list[AlertEvent], dict]):
-    """Alert episodes of one shard's patients (state only for patients in an episode)."""
-
-    def __init__(self, alerts: ShardAlerts) -> None:
-        self.alerts = alerts
-
-    def on_batch(self, values: list[Results]) -> tuple[list[list[AlertEvent]], bool]:
-        events = self.alerts.process(
-            o for res in values for o in res.outcomes if type(o) is Assessment
-        )
-        keep = self.RETAIN if self.alerts.states else self.DISCARD
-        return ([events] if events else []), keep
-
-    def snapshot(self) -> dict:
-        return dict(self.alerts.states)
+    def snapshot(self) -> PatientSnapshot:
+        return self.patient.snapshot()
 
 
-NO_DATA_CHECK_EVERY = timedelta(minutes=1)
+class _WakeupLogic(StatefulBatchLogic[Registration, str, BucketSnapshot]):
+    """One minute of the wake-up wheel (:mod:`lib.monitor.wakeups`): one timer per bucket."""
 
+    __slots__ = ("bucket",)
 
-class _NoDataLogic(StatefulBatchLogic[Results, list[AlertEvent], dict]):
-    """``no_data`` episodes of one shard's patients: silence is measured on the wall clock,
-    checked every NO_DATA_CHECK_EVERY and at the end of a bounded run (the ids do not depend
-    on when: see :class:`lib.monitor.alerts.NoDataTracker`)."""
+    def __init__(self, resume: BucketSnapshot | None) -> None:
+        self.bucket = Bucket(resume)
 
-    def __init__(self, tracker: NoDataTracker) -> None:
-        self.tracker = tracker
-        self._next_check = datetime.now(UTC)
+    def on_batch(self, values: list[Registration]) -> tuple[list[str], bool]:
+        self.bucket.add(values)
+        return [], self.RETAIN
 
-    def on_batch(self, values: list[Results]) -> tuple[list[list[AlertEvent]], bool]:
-        events = self.tracker.observe(
-            (o for res in values for o in res.outcomes if type(o) is Assessment),
-            datetime.now(UTC).timestamp(),
-        )
-        return ([events] if events else []), self.RETAIN
+    def on_notify(self) -> tuple[list[str], bool]:
+        ready = self.bucket.fire(time.time())
+        return ready, (self.RETAIN if self.bucket.due else self.DISCARD)
 
-    def _check(self, caught_up: bool = False) -> tuple[list[list[AlertEvent]], bool]:
-        events = self.tracker.check(datetime.now(UTC).timestamp(), caught_up)
-        keep = self.RETAIN if self.tracker.patients else self.DISCARD
-        return ([events] if events else []), keep
+    def notify_at(self) -> datetime | None:
+        due = self.bucket.next_due()
+        return None if due is None else datetime.fromtimestamp(due, UTC)
 
-    def on_notify(self) -> tuple[list[list[AlertEvent]], bool]:
-        self._next_check = datetime.now(UTC) + NO_DATA_CHECK_EVERY
-        return self._check()
-
-    def on_eof(self) -> tuple[list[list[AlertEvent]], bool]:
-        return self._check(caught_up=True)
-
-    def notify_at(self) -> datetime:
-        return self._next_check
-
-    def snapshot(self) -> dict:
-        return dict(self.tracker.patients)
-
-
-HomeOut = tuple[list[HomeAverage], list[AlertEvent]]
-
-
-class _ShardHomeLogic(StatefulBatchLogic[Results, HomeOut, tuple]):
-    """Home-BP series of one shard's patients and their home-hypertension episodes."""
-
-    def __init__(self, home: ShardHome, alerts: HomeAlerts) -> None:
-        self.home = home
-        self.alerts = alerts
-
-    def on_batch(self, values: list[Results]) -> tuple[list[HomeOut], bool]:
-        averages = self.home.process(o for res in values for o in res.outcomes)
-        if not averages:
-            return [], (self.RETAIN if self.home.series else self.DISCARD)
-        events = self.alerts.process(averages)
-        return [(averages, events)], self.RETAIN
-
-    def snapshot(self) -> tuple:
-        return self.home.snapshot(), dict(self.alerts.states)
+    def snapshot(self) -> BucketSnapshot:
+        return self.bucket.snapshot()
 
 
 class _CountersLogic(StatefulBatchLogic[dict[str, int], dict[str, int], dict[str, int]]):
@@ -310,76 +266,66 @@ def build(
             critical=ruleset.critical,
             **({"risk_threshold": threshold} if threshold else {}),
         )
-    size, expiry = settings.window_size, settings.idle_expiry_hours
-
-    def shard_logic(resume: tuple | None) -> _PatientShardLogic:
-        states = PatientStates.restore(resume) if resume else PatientStates(size, expiry)
-        return _PatientShardLogic(states, ruleset, model)
-
-    every_home = settings.reading_setting == "home"
-
-    def home_logic(resume: tuple | None) -> _ShardHomeLogic:
-        home, alerts = resume if resume else (None, None)
-        return _ShardHomeLogic(ShardHome(ruleset, every_home, home), HomeAlerts(alerts))
-
-    hours, lookback = settings.no_data_hours, settings.no_data_lookback_days
-
-    def no_data_logic(resume: dict | None) -> _NoDataLogic:
-        return _NoDataLogic(NoDataTracker(hours, lookback, patients=resume))
-
-    return monitor_flow(io, shard_logic, EpisodeTracker(alert_policy), home_logic, no_data_logic)
+    ctx = PatientContext(
+        ruleset=ruleset,
+        score=one_reading_scorer(model),
+        tracker=EpisodeTracker(alert_policy),
+        no_data=NoDataRule(settings.no_data_hours, settings.no_data_lookback_days),
+        window_size=settings.window_size,
+        expiry_s=settings.idle_expiry_hours * 3600.0,
+        every_home=settings.reading_setting == "home",
+    )
+    return monitor_flow(io, ctx)
 
 
-def monitor_flow(
-    io: MonitorIO,
-    shard_logic: Callable[[tuple | None], _PatientShardLogic],
-    tracker: EpisodeTracker,
-    home_logic: Callable[[tuple | None], _ShardHomeLogic],
-    no_data_logic: Callable[[dict | None], _NoDataLogic],
-) -> Dataflow:
+def monitor_flow(io: MonitorIO, ctx: PatientContext) -> Dataflow:
     """The chain of steps, from the observations topic to every output."""
+
+    def patient_logic(resume: PatientSnapshot | None) -> _PatientLogic:
+        return _PatientLogic(ctx, Patient.restore(resume) if resume is not None else Patient())
+
+    def schedule(batch: list[tuple[str, list[Entry]]]) -> list[tuple[str, Registration]]:
+        return wakeups.registrations(batch, ctx.no_data, ctx.reclaim_s, time.time())
+
     flow = Dataflow("bpwatch_monitor")
     messages = op.input("observations", flow, io.source)
     # KafkaSourceMessage: key = patient id, value = FHIR Observation or Bundle (JSON)
 
-    sharded = op.flat_map_batch("parse_fhir", messages, shards.parse_messages)
-    # (shard, [(Reading | Retraction | Ignored | Average | Skipped | DeadLetter,
-    #           ingested_at, first), ...]): at most one DeadLetter per message
+    parsed = op.flat_map_batch("parse_fhir", messages, shards.parse_messages)
+    # (patient id, [(Reading | Retraction | Ignored | Average | Skipped | DeadLetter,
+    #               ingested_at, first), ...]): at most one DeadLetter per message; an
+    # outcome without a patient under a no-patient key (shards.no_patient_key)
 
-    results = op.stateful_batch("patient_windows", sharded, shard_logic)
-    # (shard, Results): window features -> rules -> risk, in input order; retractions
-    # leave the windows; duplicates are recognised; idle patients expire
+    registrations = op.flat_map_batch("schedule_wakeups", parsed, schedule)
+    # (due minute, (patient id, due)): when to wake the patient (no_data check, reclaim)
+    wakes = op.stateful_batch("wakeups", registrations, _WakeupLogic)
+    # (due minute, patient id), once the wall clock has reached the due time
+    wake_ups = op.map("wake_patients", wakes, _to_patient)
+    inputs = op.merge("patient_inputs", parsed, wake_ups)
 
-    alerts = op.stateful_batch(
-        "alert_episodes", results, lambda resume: _ShardAlertsLogic(ShardAlerts(tracker, resume))
-    )
-    # (shard, [AlertEvent]): one event per episode opening / escalation / resolution
-    reading_events = op.flat_map("alert_events", alerts, _each)
+    results = op.stateful_batch("patient_windows", inputs, patient_logic)
+    # (patient id, Results): window features -> rules -> risk, in input order; retractions
+    # leave the windows; duplicates are recognised; alert episodes, home series and
+    # no_data tracking follow each reading (Results.events, Results.averages)
 
-    home = op.stateful_batch("home_protocol", results, home_logic)
-    # (shard, (averages, events)): home-BP series averaged and judged when they changed (home
-    # readings and average BP Observations only), with their home_hypertension episode events
     if io.home_sink is not None:
-        averages = op.flat_map("home_averages", home, lambda kv: _each((kv[0], kv[1][0])))
+        averages = op.flat_map_batch("home_averages", results, _averages)
         home_docs = op.map_value("home_docs", averages, documents.home_item)
         _to_elastic("write_home_averages", home_docs, io.home_sink)
-    home_events = op.flat_map("home_alert_events", home, lambda kv: _each((kv[0], kv[1][1])))
-    silent = op.stateful_batch("no_data", results, no_data_logic)
-    # (shard, [AlertEvent]): no_data episodes, opened on wall-clock silence, resolved by a reading
-    no_data_events = op.flat_map("no_data_events", silent, _each)
-    events = op.merge("all_alert_events", reading_events, home_events, no_data_events)
-    # (shard, AlertEvent)
+
+    events = op.flat_map_batch("alert_events", results, _events)
+    # (patient id, AlertEvent): one per episode opening / escalation / resolution
     kafka_alerts, elastic_alerts = io.alert_sinks
-    unsharded = op.key_rm("unshard_alert_events", events)
+    unkeyed = op.key_rm("unkey_alert_events", events)
     op.output(
-        "publish_alerts", op.map("alert_messages", unsharded, documents.once_item), kafka_alerts
+        "publish_alerts", op.map("alert_messages", unkeyed, documents.once_item), kafka_alerts
     )
     alert_docs = op.map_value("alert_docs", events, documents.elastic_item)
     _to_elastic("index_alerts", alert_docs, elastic_alerts)
 
-    to_elastic = op.flat_map_batch("anomaly_docs", results, _sharded_elastic_actions)
-    # (shard, ("index", id, doc)) per anomaly | (shard, ("delete", id, None)) per retraction
-    # or cleared amendment
+    to_elastic = op.flat_map_batch("anomaly_docs", results, _keyed_elastic_actions)
+    # (patient id, ("index", id, doc)) per anomaly | (patient id, ("delete", id, None)) per
+    # retraction or cleared amendment
     _to_elastic("write_anomalies", to_elastic, io.anomaly_sink)
 
     normals = op.flat_map_batch("normal_records", results, documents.normal_records)
@@ -419,27 +365,40 @@ def tune_gc() -> None:
 
 
 def _to_elastic(step_id: str, actions: op.Stream, sink: Sink | ElasticSink) -> None:
-    """Write ``(shard, action)`` items: an :class:`ElasticSink` in a step keyed by shard, on
-    the worker that made them; any other sink (tests) gets the bare actions."""
+    """Write ``(patient id, action)`` items: an :class:`ElasticSink` in a step keyed by
+    patient shard (a writer per shard, on the worker that made the actions); any other sink
+    (tests) gets the bare actions."""
     if isinstance(sink, ElasticSink):
-        elastic.write(step_id, actions, sink)
+        by_shard = op.map(f"{step_id}_by_shard", actions, _by_shard)
+        elastic.write(step_id, by_shard, sink)
     else:
         op.output(step_id, op.key_rm(f"{step_id}_unkeyed", actions), sink)
 
 
-def _sharded_elastic_actions(batch: list[tuple[str, Results]]) -> list[tuple[str, Any]]:
-    """:func:`lib.monitor.documents.elastic_actions`, each action with its shard."""
+def _by_shard(item: tuple[str, Any]) -> tuple[str, Any]:
+    return shards.shard_of(item[0]), item[1]
+
+
+def _to_patient(item: tuple[str, str]) -> tuple[str, str]:
+    """``(bucket, patient id)`` -> ``(patient id, patient id)``: a wake-up for the patient."""
+    return item[1], item[1]
+
+
+def _keyed_elastic_actions(batch: list[tuple[str, Results]]) -> list[tuple[str, Any]]:
+    """:func:`lib.monitor.documents.elastic_actions`, each action with its patient."""
     out: list[tuple[str, Any]] = []
     for item in batch:
-        shard = item[0]
-        out.extend((shard, a) for a in documents.elastic_actions([item]))
+        key = item[0]
+        out.extend((key, a) for a in documents.elastic_actions([item]))
     return out
 
 
-def _each(keyed: tuple[str, list[Any]]) -> list[tuple[str, Any]]:
-    """``(key, [x, y])`` -> ``[(key, x), (key, y)]``."""
-    key, items = keyed
-    return [(key, x) for x in items]
+def _events(batch: list[tuple[str, Results]]) -> list[tuple[str, AlertEvent]]:
+    return [(key, e) for key, res in batch if res.events for e in res.events]
+
+
+def _averages(batch: list[tuple[str, Results]]) -> list[tuple[str, HomeAverage]]:
+    return [(key, a) for key, res in batch if res.averages for a in res.averages]
 
 
 def __getattr__(name: str) -> Dataflow:

@@ -6,7 +6,8 @@ BpwatchError
 ├── ServiceError         Kafka or Elasticsearch cannot be used
 │   ├── KafkaDeliveryError   a produced message was not confirmed by the broker
 │   └── IndexingError        Elasticsearch refused documents after all retries
-└── SinkError            a local output (e.g. the normal-case folder) cannot be written
+├── SinkError            a local output (e.g. the normal-case folder) cannot be written
+└── RecoveryError        the recovery store holds state this version cannot read
 """
 
 from __future__ import annotations
@@ -38,3 +39,7 @@ class IndexingError(ServiceError):
 
 class SinkError(BpwatchError):
     """A local output cannot be written."""
+
+
+class RecoveryError(BpwatchError):
+    """The recovery store cannot be resumed by this version; the message names the fix."""

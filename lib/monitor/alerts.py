@@ -425,14 +425,28 @@ class HomeAlerts:
         events: list[AlertEvent] = []
         for avg in averages:
             pid = avg.patient_id
-            episode = self.states.get(pid)
-            if episode is None and avg.home_hypertension:
-                episode = self.states[pid] = _HomeEpisode(avg.doc_id, avg.series_start)
-                events.append(_home_event(episode, avg, "opened"))
-            elif episode is not None and not avg.home_hypertension and avg.doc_id != episode.key:
-                del self.states[pid]
-                events.append(_home_event(episode, avg, "resolved"))
+            episode, event = home_step(self.states.get(pid), avg)
+            if episode is None:
+                self.states.pop(pid, None)
+            else:
+                self.states[pid] = episode
+            if event is not None:
+                events.append(event)
         return events
+
+
+def home_step(
+    episode: _HomeEpisode | None, avg: HomeAverage
+) -> tuple[_HomeEpisode | None, AlertEvent | None]:
+    """One patient's home episode after one more home average, and its event if any."""
+    if episode is None:
+        if avg.home_hypertension:
+            episode = _HomeEpisode(avg.doc_id, avg.series_start)
+            return episode, _home_event(episode, avg, "opened")
+        return None, None
+    if not avg.home_hypertension and avg.doc_id != episode.key:
+        return None, _home_event(episode, avg, "resolved")
+    return episode, None
 
 
 def _home_event(episode: _HomeEpisode, avg: HomeAverage, event: str) -> AlertEvent:
@@ -469,86 +483,91 @@ class _LastSeen:
     seen_at: float = 0.0  # wall clock when the latest reading was processed (0: unknown)
 
 
-class NoDataTracker:
-    """``no_data`` episodes of one shard's patients: a patient who has sent at least
-    ``min_readings`` readings and then none for ``silence_hours`` of *wall-clock* time.
+class NoDataRule:
+    """``no_data`` episodes of one patient: a patient who has sent at least ``min_readings``
+    readings and then none for ``silence_hours`` of *wall-clock* time.
 
-    :meth:`observe` records readings (event time); :meth:`check` is given the wall clock
-    ``now`` and opens one episode per silent patient; the next reading resolves it. Only
-    patients whose latest reading lies within ``lookback_days`` of ``now`` are tracked (a
-    replay of old data does not flood). While the monitor catches up (after downtime, or
-    replaying the last week at start), a patient's newer readings may still be on the way:
-    an episode opens only once ``catch_up_grace_s`` of wall-clock time has passed since the
-    patient's latest reading was *processed*, or at the end of a bounded run (caught up).
-    The ids do not depend on when: the episode and its ids derive from the last reading
-    before the silence, ``sha256(patient | no_data | last observation id | event)``, and
-    ``event_at`` is that reading's time + ``silence_hours`` (opened) or the new reading's time
-    (resolved), so a replay or a resumed run that opens or resolves the same episode emits the
-    same ids. The state survives recovery (picklable).
+    :meth:`observe` records a reading (event time) processed at wall-clock ``now``, and gives
+    a ``resolved`` event when the patient's episode was open; :meth:`check` is given the wall
+    clock ``now`` and opens an episode for a silent patient. Only patients whose latest
+    reading lies within ``lookback_days`` of ``now`` are tracked (a replay of old data does not
+    flood). While the monitor catches up (after downtime, or replaying the last week at
+    start), a patient's newer readings may still be on the way: an episode opens only once
+    ``catch_up_grace_s`` of wall-clock time has passed since the patient's latest reading was
+    *processed*, or at the end of a bounded run (caught up). The ids do not depend on when:
+    the episode and its ids derive from the last reading before the silence,
+    ``sha256(patient | no_data | last observation id | event)``, and ``event_at`` is that
+    reading's time + ``silence_hours`` (opened) or the new reading's time (resolved), so a
+    replay or a resumed run that opens or resolves the same episode emits the same ids.
+
+    :meth:`due` is the wall-clock time at which :meth:`check` can first open an episode after
+    a reading: the monitor wakes the patient then (``lib.monitor.wakeups``).
     """
 
-    __slots__ = ("grace_s", "lookback_s", "min_readings", "patients", "silence_s")
+    __slots__ = ("grace_s", "lookback_s", "min_readings", "silence_s")
 
     def __init__(
         self,
         silence_hours: float = 48.0,
         lookback_days: float = 7.0,
         min_readings: int = 3,
-        patients: dict[str, _LastSeen] | None = None,
         catch_up_grace_s: float = 900.0,
     ) -> None:
         self.grace_s = catch_up_grace_s
         self.silence_s = silence_hours * _HOUR
         self.lookback_s = lookback_days * 24 * _HOUR
         self.min_readings = min_readings
-        self.patients: dict[str, _LastSeen] = patients if patients is not None else {}
 
-    def observe(self, assessments: Iterable[Assessment], now: float = 0.0) -> list[AlertEvent]:
-        """Record readings processed at wall-clock ``now``; a ``resolved`` event for a
-        patient whose episode was open."""
-        events: list[AlertEvent] = []
-        patients, cap = self.patients, self.min_readings
-        for a in assessments:
-            r = a.reading
-            seen = patients.get(r.patient_id)
-            ts = r.effective_at.timestamp()
-            if seen is None:
-                patients[r.patient_id] = _LastSeen(ts, r.observation_id, 1, "", now)
-                continue
-            seen.seen_at = now
-            if seen.open_key:
-                events.append(self._event(r.patient_id, seen, "resolved", a))
-                seen.open_key = ""
-            if ts >= seen.ts:
-                seen.ts, seen.observation_id = ts, r.observation_id
-            if seen.readings < cap:
-                seen.readings += 1
-        return events
+    def tracked(self, ts: float, now: float) -> bool:
+        """Is a reading at event time ``ts`` recent enough to be tracked at ``now``?"""
+        return ts >= now - self.lookback_s
 
-    def check(self, now: float, caught_up: bool = False) -> list[AlertEvent]:
-        """Open an episode for each silent patient; forget those beyond the lookback.
+    def due(self, ts: float, now: float) -> float:
+        """When a check can first open an episode after a reading at ``ts`` processed at
+        ``now`` (both POSIX s, wall clock for ``now``)."""
+        return max(ts + self.silence_s, now + self.grace_s)
+
+    def observe(
+        self, seen: _LastSeen | None, assessment: Assessment, now: float
+    ) -> tuple[_LastSeen | None, AlertEvent | None]:
+        """The patient's tracking after one more reading, and a ``resolved`` event if an
+        episode was open. A first reading older than the lookback starts no tracking."""
+        r = assessment.reading
+        ts = r.effective_at.timestamp()
+        if seen is None:
+            if not self.tracked(ts, now):
+                return None, None
+            return _LastSeen(ts, r.observation_id, 1, "", now), None
+        seen.seen_at = now
+        event = None
+        if seen.open_key:
+            event = self._event(r.patient_id, seen, "resolved", assessment)
+            seen.open_key = ""
+        if ts >= seen.ts:
+            seen.ts, seen.observation_id = ts, r.observation_id
+        if seen.readings < self.min_readings:
+            seen.readings += 1
+        return seen, event
+
+    def check(
+        self, patient: str, seen: _LastSeen, now: float, caught_up: bool = False
+    ) -> tuple[_LastSeen | None, AlertEvent | None]:
+        """Open an episode if the patient is silent; None (forgotten) beyond the lookback.
 
         ``caught_up``: the input is exhausted (the end of a bounded run), so no newer reading
         can still be on the way and the catch-up grace does not apply.
         """
-        events: list[AlertEvent] = []
-        gone = []
-        settled = now - self.grace_s
-        for pid, seen in self.patients.items():
-            if seen.ts < now - self.lookback_s:
-                if not seen.open_key:
-                    gone.append(pid)
-            elif (
-                not seen.open_key
-                and seen.readings >= self.min_readings
-                and now - seen.ts >= self.silence_s
-                and (caught_up or seen.seen_at <= settled)
-            ):
-                seen.open_key = seen.observation_id
-                events.append(self._event(pid, seen, "opened", None))
-        for pid in gone:
-            del self.patients[pid]
-        return events
+        if seen.ts < now - self.lookback_s:
+            return (seen if seen.open_key else None), None
+        if (
+            not seen.open_key
+            and seen.readings >= self.min_readings
+            and now - seen.ts >= self.silence_s
+            and (caught_up or seen.seen_at <= now - self.grace_s)
+        ):
+            seen.open_key = seen.observation_id
+            return seen, self._event(patient, seen, "opened", None)
+        return seen, None
 
     def _event(
         self, patient: str, seen: _LastSeen, event: str, assessment: Assessment | None
@@ -577,6 +596,51 @@ class NoDataTracker:
             ruleset=ruleset,
             conditions=(NO_DATA_CONDITION,) if event == "opened" else (),
         )
+
+
+class NoDataTracker:
+    """:class:`NoDataRule` over many patients (a dict of their tracking): the monitor holds
+    each patient's tracking in its own state; this keeps the rule's behaviour over a cohort
+    easy to state and test.
+    """
+
+    __slots__ = ("patients", "rule")
+
+    def __init__(
+        self,
+        silence_hours: float = 48.0,
+        lookback_days: float = 7.0,
+        min_readings: int = 3,
+        patients: dict[str, _LastSeen] | None = None,
+        catch_up_grace_s: float = 900.0,
+    ) -> None:
+        self.rule = NoDataRule(silence_hours, lookback_days, min_readings, catch_up_grace_s)
+        self.patients: dict[str, _LastSeen] = patients if patients is not None else {}
+
+    def observe(self, assessments: Iterable[Assessment], now: float = 0.0) -> list[AlertEvent]:
+        """Record readings processed at wall-clock ``now``; a ``resolved`` event for a
+        patient whose episode was open."""
+        events: list[AlertEvent] = []
+        patients, observe = self.patients, self.rule.observe
+        for a in assessments:
+            pid = a.reading.patient_id
+            seen, event = observe(patients.get(pid), a, now)
+            if seen is not None:
+                patients[pid] = seen
+            if event is not None:
+                events.append(event)
+        return events
+
+    def check(self, now: float, caught_up: bool = False) -> list[AlertEvent]:
+        """Open an episode for each silent patient; forget those beyond the lookback."""
+        events: list[AlertEvent] = []
+        for pid, seen in list(self.patients.items()):
+            kept, event = self.rule.check(pid, seen, now, caught_up)
+            if kept is None:
+                del self.patients[pid]
+            if event is not None:
+                events.append(event)
+        return events
 
 
 class ShardAlerts:

@@ -1,16 +1,20 @@
-"""The monitor's chain without Bytewax: parse -> shard -> window -> rules -> risk.
+"""The monitor's chain without Bytewax: parse -> per-patient state -> Results per patient.
 
 For the benchmarks and embedded runs; ``dataflows/monitor.py`` runs the same functions as
-Bytewax steps.
+Bytewax steps (there the patients live in a keyed step and a wake-up wheel drives the wall
+clock; here :meth:`Monitor.finish` does the end-of-run check of every patient).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Sequence
 
+from lib.monitor.alerts import AlertPolicy, EpisodeTracker, NoDataRule
+from lib.monitor.patient import Patient, PatientContext
 from lib.monitor.rules import DEFAULT_RULESET, RuleSet, get_ruleset
 from lib.monitor.shards import SourceMessage, parse_messages
-from lib.monitor.state import PatientStates, Results, RiskScorer
+from lib.monitor.state import Results, RiskScorer, one_reading_scorer
 
 __all__ = ["Monitor"]
 
@@ -18,7 +22,7 @@ KeyedResults = tuple[str, Results]
 
 
 class Monitor:
-    """The monitor's logic without Bytewax: ``process(messages)`` -> Results per shard."""
+    """The monitor's logic without Bytewax: ``process(messages)`` -> Results per patient."""
 
     def __init__(
         self,
@@ -27,19 +31,43 @@ class Monitor:
         *,
         window_size: int = 12,
         idle_expiry_hours: float = 72.0,
+        policy: AlertPolicy | None = None,
+        no_data: NoDataRule | None = None,
+        every_home: bool = False,
     ) -> None:
-        self.model = model
-        self.ruleset = get_ruleset(ruleset)  # resolved once
-        self._new_states: Callable[[], PatientStates] = lambda: PatientStates(
-            window_size, idle_expiry_hours
+        rules = get_ruleset(ruleset)  # resolved once
+        self.ctx = PatientContext(
+            ruleset=rules,
+            score=one_reading_scorer(model),
+            tracker=EpisodeTracker(policy),
+            no_data=no_data or NoDataRule(),
+            window_size=window_size,
+            expiry_s=idle_expiry_hours * 3600.0,
+            every_home=every_home,
         )
-        self.shards: dict[str, PatientStates] = {}
+        self.patients: dict[str, Patient] = {}
 
-    def process(self, messages: Sequence[SourceMessage]) -> list[KeyedResults]:
+    def process(
+        self, messages: Sequence[SourceMessage], now: float | None = None
+    ) -> list[KeyedResults]:
+        now = time.time() if now is None else now
         out: list[KeyedResults] = []
-        for shard, entries in parse_messages(messages):
-            states = self.shards.get(shard)
-            if states is None:
-                states = self.shards[shard] = self._new_states()
-            out.append((shard, states.process(entries, self.ruleset, self.model)))
+        patients, ctx = self.patients, self.ctx
+        for key, entries in parse_messages(messages):
+            patient = patients.get(key)
+            if patient is None:
+                patient = patients[key] = Patient()
+            out.append((key, patient.process(ctx, entries, now)))
+            if patient.is_empty():
+                del patients[key]
+        return out
+
+    def finish(self, now: float | None = None) -> list[KeyedResults]:
+        """The end of a bounded run: every patient's ``no_data`` check, caught up."""
+        now = time.time() if now is None else now
+        out: list[KeyedResults] = []
+        for key, patient in self.patients.items():
+            events = patient.wake(self.ctx, now, caught_up=True)
+            if events:
+                out.append((key, Results(events=events)))
         return out

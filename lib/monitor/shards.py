@@ -1,9 +1,11 @@
-"""Parsing a batch of messages and grouping the outcomes by patient shard.
+"""Parsing a batch of messages and grouping the outcomes by patient.
 
-Per-patient state is grouped into :data:`SHARDS` shards (a stable crc32 of the patient id), so
-the stateful step sees a few large batches instead of one call per reading. A dead letter goes
-to the shard of its message key (it has no patient). Every message gives at least one outcome:
-``in`` counts messages, and each carries a ``first`` flag on its first outcome.
+The patient step is keyed by patient id, so one batch gives one item per patient (its outcomes
+in input order). An outcome without a patient (a dead letter, a skipped message) goes to one of
+:data:`SHARDS` keys of its own, :func:`no_patient_key` of its message key, which hold no state.
+Every message gives at least one outcome: ``in`` counts messages, and each carries a ``first``
+flag on its first outcome. :func:`shard_of` groups patients for the Elasticsearch writing
+steps (a writer per shard, not per patient).
 """
 
 from __future__ import annotations
@@ -17,7 +19,15 @@ from typing import Any, Protocol
 from lib.domain import DeadLetter, Outcome, Reading, Skipped
 from lib.monitor import fhir
 
-__all__ = ["SHARDS", "Entry", "SourceMessage", "parse_message", "parse_messages", "shard_of"]
+__all__ = [
+    "SHARDS",
+    "Entry",
+    "SourceMessage",
+    "no_patient_key",
+    "parse_message",
+    "parse_messages",
+    "shard_of",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +66,15 @@ def shard_of(patient_id: str) -> str:
             _shard_cache.clear()
         shard = _shard_cache[patient_id] = _SHARD_KEYS[zlib.crc32(patient_id.encode()) % SHARDS]
     return shard
+
+
+# A patient id is a FHIR id or reference: it never holds a control character.
+_NO_PATIENT_KEYS = tuple(f"\x1fno-patient/{i}" for i in range(SHARDS))
+
+
+def no_patient_key(key: bytes | None) -> str:
+    """The patient-step key of an outcome without a patient (by its message key)."""
+    return _NO_PATIENT_KEYS[zlib.crc32(key or b"") % SHARDS]
 
 
 def _source_of(msg: SourceMessage) -> str:
@@ -99,19 +118,16 @@ def parse_message(msg: SourceMessage) -> list[Outcome]:
 
 
 def parse_messages(messages: Sequence[SourceMessage]) -> list[tuple[str, list[Entry]]]:
-    """Parse a batch and group the outcomes by patient shard, keeping the input order."""
-    by_shard: defaultdict[str, list[Entry]] = defaultdict(list)
-    cached_shard = _shard_cache.get
+    """Parse a batch and group the outcomes by patient, keeping the input order."""
+    by_key: defaultdict[str, list[Entry]] = defaultdict(list)
     for msg in messages:
         ingested = _ingested_at(msg)
         first = 1
         for outcome in parse_message(msg):
-            if type(outcome) is Reading:  # the common case
-                shard = cached_shard(outcome.patient_id) or shard_of(outcome.patient_id)
-            elif isinstance(outcome, _NO_PATIENT):  # no patient: by the message key
-                shard = _SHARD_KEYS[zlib.crc32(outcome.key or b"") % SHARDS]
-            else:
-                shard = cached_shard(outcome.patient_id) or shard_of(outcome.patient_id)
-            by_shard[shard].append((outcome, ingested, first))
+            if type(outcome) is Reading or not isinstance(outcome, _NO_PATIENT):
+                key = outcome.patient_id  # type: ignore[union-attr]
+            else:  # no patient: by the message key
+                key = no_patient_key(outcome.key)  # type: ignore[union-attr]
+            by_key[key].append((outcome, ingested, first))
             first = 0
-    return list(by_shard.items())
+    return list(by_key.items())

@@ -11,7 +11,7 @@ Observations).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import chain
 from math import inf
@@ -34,6 +34,8 @@ from lib.domain import (
     Skipped,
 )
 from lib.monitor import rules
+from lib.monitor.alerts import AlertEvent
+from lib.monitor.home import HomeAverage
 from lib.monitor.rules import RuleSet
 from lib.monitor.shards import Entry
 from lib.monitor.window import PatientWindow
@@ -65,6 +67,8 @@ class Results:
     outcomes: list[Processed] = field(default_factory=list)
     ingested_at: list[float | None] = field(default_factory=list)
     messages: int = 0
+    events: list[AlertEvent] = field(default_factory=list)  # alert episode events
+    averages: list[HomeAverage] = field(default_factory=list)  # home averages that changed
 
     def counts(self) -> dict[str, int]:
         c = dict.fromkeys(COUNTER_NAMES, 0)
@@ -84,6 +88,21 @@ class Results:
             else:
                 c["duplicate"] += 1
         return c
+
+
+def one_reading_scorer(model: RiskScorer) -> Callable[[Features], float]:
+    """The risk of one reading's features: ``model.predict_proba_one`` when the model has it
+    (:class:`lib.monitor.risk.RiskModel`: pure Python, the same result whatever else is
+    scored with it), else ``predict_proba`` on a one-row matrix (a bare scikit-learn
+    estimator: its positive class)."""
+    one = getattr(model, "predict_proba_one", None)
+    if one is not None:
+        return cast(Callable[[Features], float], one)
+
+    def score(features: Features) -> float:
+        return _risks(model, [features])[0]
+
+    return score
 
 
 def _risks(model: RiskScorer, features: list[Features]) -> list[float]:

@@ -74,14 +74,15 @@ def test_shard_of_is_stable_and_spread():
     assert max(spread.values()) < 2 * 3200 / shards.SHARDS
 
 
-def test_parse_messages_groups_by_shard_in_order_and_flags_first_outcomes():
+def test_parse_messages_groups_by_patient_in_order_and_flags_first_outcomes():
     readings = [rd(i, patient=f"p{i % 3}") for i in range(9)]
     bundle = obs.encode(obs.bundle([obs.to_fhir(r, "N") for r in readings[:2]], bundle_id="b"))
     msgs = [Msg(bundle)] + [Msg(obs.encode(obs.to_fhir(r, "N"))) for r in readings[2:]]
     grouped = shards.parse_messages(msgs)
     assert sum(first for _, es in grouped for _, _, first in es) == len(msgs)
-    for shard, es in grouped:
-        assert all(shards.shard_of(o.patient_id) == shard for o, _, _ in es)
+    assert sorted(key for key, _ in grouped) == ["p0", "p1", "p2"]
+    for key, es in grouped:
+        assert all(o.patient_id == key for o, _, _ in es)
         ids = [o.observation_id for o, _, _ in es]
         assert ids == sorted(ids, key=lambda x: float(x.split("-")[1]))
 

@@ -1,4 +1,5 @@
-"""``shards.parse_messages`` gives what a plain loop over ``parse_message`` gives.
+"""``shards.parse_messages`` gives what a plain loop over ``parse_message`` gives: the entries
+grouped by patient (outcomes without a patient under a no-patient key of their message key).
 
 The oracle below is the straightforward version (one ``isinstance`` per outcome, a dict of
 lists); the production loop is trimmed for speed and must group, order and flag the very
@@ -41,18 +42,18 @@ class Bare:
 
 
 def reference(messages: list[Any]) -> list[tuple[str, list[shards.Entry]]]:
-    by_shard: dict[str, list[shards.Entry]] = {}
+    by_key: dict[str, list[shards.Entry]] = {}
     for msg in messages:
         ingested = shards._ingested_at(msg)
         first = 1
         for outcome in shards.parse_message(msg):
             if isinstance(outcome, DeadLetter | Skipped):
-                shard = str(zlib.crc32(outcome.key or b"") % shards.SHARDS)
+                key = f"\x1fno-patient/{zlib.crc32(outcome.key or b'') % shards.SHARDS}"
             else:
-                shard = shards.shard_of(outcome.patient_id)
-            by_shard.setdefault(shard, []).append((outcome, ingested, first))
+                key = outcome.patient_id
+            by_key.setdefault(key, []).append((outcome, ingested, first))
             first = 0
-    return list(by_shard.items())
+    return list(by_key.items())
 
 
 def batch() -> list[Any]:
@@ -79,7 +80,7 @@ def test_parse_messages_equals_the_plain_loop() -> None:
     msgs = batch()
     expected = reference(batch())  # fresh messages: one has a one-shot headers iterator
     got = shards.parse_messages(msgs)
-    assert [shard for shard, _ in got] == [shard for shard, _ in expected]
+    assert [key for key, _ in got] == [key for key, _ in expected]
     assert got == expected
     assert repr(got) == repr(expected)
     outcomes = [o for _, entries in got for o, _, _ in entries]

@@ -1,0 +1,269 @@
+"""One patient's whole state in the monitor, and what one batch of the patient's input makes.
+
+Pure, no I/O. The monitor keys its one stateful patient step by patient id, so a recovery
+snapshot holds only the patients whose input arrived in the epoch (Bytewax snapshots the keys
+awoken in an epoch, each in full): its cost follows the patients touched, not the cohort.
+
+A :class:`Patient` holds, each part ``None`` until it is needed:
+
+* ``window``: the rolling window of recent readings (:class:`lib.monitor.window.PatientWindow`);
+* ``alerts``: open alert episodes (:class:`lib.monitor.alerts.PatientAlertState`);
+* ``home`` / ``home_episode``: the home-BP series and its ``home_hypertension`` episode;
+* ``seen``: the ``no_data`` tracking (:class:`lib.monitor.alerts.NoDataRule`);
+* ``touched_at``: the wall-clock time the patient's input was last processed.
+
+Clocks (see ``docs/clocks.md``): what a reading means is judged in **event time** (windows,
+trends, episodes, home series); silence and memory are judged on the **wall clock**, since
+they are about what must happen now:
+
+* *Window expiry*: a reading more than ``idle_expiry_hours`` of event time after the window's
+  latest reading starts a new window, as if the patient were new (the same windows as the
+  sharded design's sweep gave in-order data; the rule no longer depends on other patients).
+* *Reclaim*: a patient woken (``lib.monitor.wakeups``) after ``idle_expiry_hours`` of wall-clock
+  time without input drops its window and home series; its open episodes and ``no_data``
+  tracking stay until they end. A patient holding nothing is discarded from the state.
+
+Per-reading work, in input order: window features -> rules -> risk (one reading at a time, by
+``RiskScorer.predict_proba_one``: a patient's score does not depend on which other patients
+shared its batch) -> alert episodes -> home series -> ``no_data`` tracking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, NamedTuple, cast
+
+from lib.domain import (
+    Assessment,
+    Average,
+    Duplicate,
+    Features,
+    Processed,
+    Reading,
+    Retraction,
+)
+from lib.errors import RecoveryError
+from lib.monitor import rules
+from lib.monitor.alerts import (
+    AlertEvent,
+    EpisodeTracker,
+    NoDataRule,
+    PatientAlertState,
+    _HomeEpisode,
+    _LastSeen,
+    home_step,
+)
+from lib.monitor.home import HOME, SERIES_DAYS, HomeAverage, HomeSeries, average_of, reported
+from lib.monitor.rules import RuleSet
+from lib.monitor.shards import Entry
+from lib.monitor.state import Results
+from lib.monitor.window import PatientWindow, WindowState
+
+__all__ = ["SNAPSHOT_VERSION", "Patient", "PatientContext", "PatientSnapshot"]
+
+_HOUR = 3600.0
+SNAPSHOT_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class PatientContext:
+    """What every patient shares: the rules, the model and the settings (resolved once).
+
+    :arg score: risk of one reading's features (``RiskModel.predict_proba_one``).
+    :arg reclaim_s: wall-clock seconds without input after which a woken patient drops its
+        window and home series (``BPWATCH_IDLE_EXPIRY_HOURS``).
+    """
+
+    ruleset: RuleSet
+    score: Callable[[Features], float]
+    tracker: EpisodeTracker
+    no_data: NoDataRule
+    window_size: int = 12
+    expiry_s: float = 72 * _HOUR
+    every_home: bool = False
+
+    @property
+    def reclaim_s(self) -> float:
+        return self.expiry_s
+
+
+class PatientSnapshot(NamedTuple):
+    """A patient's recovery snapshot: a named record with a version (pickled by Bytewax)."""
+
+    version: int
+    patient_id: str
+    window: WindowState | None
+    alerts: PatientAlertState | None
+    home: HomeSeries | None
+    home_episode: _HomeEpisode | None
+    seen: _LastSeen | None
+    touched_at: float
+
+
+class Patient:
+    """One patient's state; see the module docstring."""
+
+    __slots__ = ("alerts", "home", "home_episode", "patient_id", "seen", "touched_at", "window")
+
+    def __init__(self, patient_id: str = "") -> None:
+        self.patient_id = patient_id
+        self.window: PatientWindow | None = None
+        self.alerts: PatientAlertState | None = None
+        self.home: HomeSeries | None = None
+        self.home_episode: _HomeEpisode | None = None
+        self.seen: _LastSeen | None = None
+        self.touched_at = 0.0
+
+    def is_empty(self) -> bool:
+        """Nothing held: the key can be discarded."""
+        return (
+            self.window is None
+            and self.alerts is None
+            and self.home is None
+            and self.home_episode is None
+            and self.seen is None
+        )
+
+    # -- input --------------------------------------------------------------------------
+    def process(self, ctx: PatientContext, entries: Iterable[Entry], now: float) -> Results:
+        """Window, rules, risk, episodes, home series and tracking for each outcome of the
+        batch, in input order. ``now``: the wall clock (``no_data`` tracking only)."""
+        res = Results()
+        outcomes, ingested = res.outcomes, res.ingested_at
+        messages = 0
+        self.touched_at = now
+        for outcome, ing, first in entries:
+            messages += first
+            ingested.append(ing)
+            t = type(outcome)
+            if t is Reading:
+                if not self.patient_id:
+                    self.patient_id = cast(Reading, outcome).patient_id
+                a = self._assess(ctx, cast(Reading, outcome))
+                outcomes.append(a)
+                if type(a) is Assessment:
+                    self._follow(ctx, a, now, res)
+                continue
+            if t is Retraction:
+                r = cast(Retraction, outcome)
+                if self.window is None:  # retraction before its reading: keep the tombstone
+                    self.window = PatientWindow(ctx.window_size)
+                self.window.retract(r.observation_id)
+                if self.home is not None and self.home.readings.pop(r.observation_id, None):
+                    avg = average_of(r.patient_id, self.home, ctx.ruleset)
+                    if avg is not None:
+                        self._home_average(avg, res)
+            elif t is Average:
+                self._home_average(reported(cast(Average, outcome), ctx.ruleset), res)
+            outcomes.append(cast(Processed, outcome))  # not a Reading: passed on as it is
+        res.messages = messages
+        return res
+
+    def _assess(self, ctx: PatientContext, r: Reading) -> Assessment | Duplicate:
+        ts = r.effective_at.timestamp()
+        window = self.window
+        if window is None:
+            window = self.window = PatientWindow(ctx.window_size)
+        else:
+            last = window.last_ts
+            if last is not None and ts - last > ctx.expiry_s:
+                window = self.window = PatientWindow(ctx.window_size)  # idle: a new window
+        f = window.add(r, ts)
+        if f is None:
+            return Duplicate(r.observation_id, r.patient_id, r.version, r.source)
+        ruleset = ctx.ruleset
+        category, label, types, severity = rules.verdict(r, f, ruleset)
+        return Assessment(
+            r, f, category, types, severity, ctx.score(f), ruleset.name, label
+        )  # fmt: skip
+
+    def _follow(self, ctx: PatientContext, a: Assessment, now: float, res: Results) -> None:
+        """Alert episodes, home series and ``no_data`` tracking after one assessment."""
+        tracker = ctx.tracker
+        st = self.alerts
+        if st is not None or not tracker.quiet(a):
+            self.alerts, new = tracker._step(st, a)
+            if new:
+                res.events.extend(new)
+        r = a.reading
+        if ctx.every_home or r.setting == HOME:
+            avg = self._home_add(ctx, r)
+            if avg is not None:
+                self._home_average(avg, res)
+        self.seen, event = ctx.no_data.observe(self.seen, a, now)
+        if event is not None:
+            res.events.append(event)
+
+    def _home_add(self, ctx: PatientContext, r: Reading) -> HomeAverage | None:
+        ts = r.effective_at.timestamp()
+        s = self.home
+        if s is None or s.day_of(ts) >= SERIES_DAYS:
+            s = self.home = HomeSeries(ts)
+        if not s.add(r.observation_id, ts, r.systolic, r.diastolic):
+            return None
+        return average_of(r.patient_id, s, ctx.ruleset)
+
+    def _home_average(self, avg: HomeAverage, res: Results) -> None:
+        res.averages.append(avg)
+        self.home_episode, event = home_step(self.home_episode, avg)
+        if event is not None:
+            res.events.append(event)
+
+    # -- wall clock -----------------------------------------------------------------------
+    def wake(self, ctx: PatientContext, now: float, caught_up: bool = False) -> list[AlertEvent]:
+        """A wake-up at wall-clock ``now`` (or the end of a bounded run, ``caught_up``): the
+        ``no_data`` check, then the reclaim of an idle patient's window and home series."""
+        events: list[AlertEvent] = []
+        if self.seen is not None:
+            self.seen, event = ctx.no_data.check(self.patient_id, self.seen, now, caught_up)
+            if event is not None:
+                events.append(event)
+        if not caught_up and now - self.touched_at >= ctx.reclaim_s:
+            self.window = None
+            self.home = None
+        return events
+
+    # -- recovery -------------------------------------------------------------------------
+    def snapshot(self) -> PatientSnapshot:
+        w = self.window
+        return PatientSnapshot(
+            SNAPSHOT_VERSION,
+            self.patient_id,
+            None if w is None else w.state(),
+            self.alerts,
+            self.home,
+            self.home_episode,
+            self.seen,
+            self.touched_at,
+        )
+
+    @classmethod
+    def restore(cls, snap: Any) -> Patient:
+        """A patient from its snapshot; :class:`lib.errors.RecoveryError` naming the fix for
+        a snapshot this version cannot read (a store written by an earlier layout)."""
+        if type(snap) is not PatientSnapshot or snap.version != SNAPSHOT_VERSION:
+            raise RecoveryError(
+                "the recovery store holds monitor state this version cannot read "
+                f"({_describe(snap)}): it was written by an earlier bpwatch, which kept "
+                "patients in 32 shards. Either resume it with that version until the topic is "
+                "consumed, or start this version on a new store (python -m bytewax.recovery "
+                "DIR 64); the monitor then re-reads the topic from its earliest offset and "
+                "rebuilds every patient's state (Elasticsearch and alert ids are deterministic, "
+                "so nothing is indexed or paged twice). See docs/operations.md, 'Upgrades'."
+            )
+        p = cls(snap.patient_id)
+        if snap.window is not None:
+            p.window = PatientWindow.from_state(snap.window)
+        p.alerts = snap.alerts
+        p.home = snap.home
+        p.home_episode = snap.home_episode
+        p.seen = snap.seen
+        p.touched_at = snap.touched_at
+        return p
+
+
+def _describe(snap: Any) -> str:
+    if isinstance(snap, PatientSnapshot):
+        return f"snapshot version {snap.version}, this version reads {SNAPSHOT_VERSION}"
+    return f"a {type(snap).__name__} where a PatientSnapshot was expected"

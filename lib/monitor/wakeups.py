@@ -1,0 +1,97 @@
+"""Wall-clock wake-ups of patients: a timer wheel of one-minute buckets.
+
+Pure, no I/O. Silence (``no_data``) and the reclaim of idle patients must happen when *no*
+input arrives, so something else must wake the patient. A timer per patient key will not do in
+Bytewax 0.21: the ``notify_at`` times of all keys of a step are scanned on every activation.
+So the monitor keeps its timers in a separate step keyed by **due minute**: each reading
+registers the patient in the bucket of the minute when it must be woken, and a bucket, once
+its minute has passed (one timer per non-empty bucket), sends each of its patients a wake-up
+that goes into the patient step with the readings.
+
+* Two wake-ups per patient and batch with readings: when a ``no_data`` episode could first
+  open (:meth:`lib.monitor.alerts.NoDataRule.due`, only for a reading within the lookback),
+  and when the patient's window may be reclaimed (``now + idle_expiry_hours``).
+* A wake-up is only a prompt: the patient decides from its own state (a patient who sent a
+  reading since is neither silent nor idle), so a stale one costs a call and nothing else.
+* Buckets cycle weekly (:data:`WHEEL_MINUTES` keys at most); a bucket keeps what is not due
+  yet (a due more than a week ahead). A bucket holds one entry per patient (the latest due),
+  and its snapshot holds only its own minute's registrations: at most a minute of input.
+* The clock is the wall clock at registration (``now``), read once per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import NamedTuple
+
+from lib.domain import Reading
+from lib.monitor.alerts import NoDataRule
+from lib.monitor.shards import Entry
+
+__all__ = ["WHEEL_MINUTES", "Bucket", "BucketSnapshot", "bucket_of", "registrations"]
+
+WHEEL_MINUTES = 7 * 24 * 60
+SNAPSHOT_VERSION = 1
+
+Registration = tuple[str, float]  # (patient id, due: POSIX s, wall clock)
+
+
+def bucket_of(due: float) -> str:
+    """The key of the bucket that wakes at ``due``."""
+    return str(int(due // 60) % WHEEL_MINUTES)
+
+
+def registrations(
+    batch: Iterable[tuple[str, list[Entry]]], rule: NoDataRule, reclaim_s: float, now: float
+) -> list[tuple[str, Registration]]:
+    """``(bucket, (patient, due))`` for each patient with readings in the batch."""
+    out: list[tuple[str, Registration]] = []
+    reclaim = now + reclaim_s
+    reclaim_key = bucket_of(reclaim)
+    for patient, entries in batch:
+        latest = None
+        for outcome, _ing, _first in entries:
+            if type(outcome) is Reading:
+                ts = outcome.effective_at.timestamp()
+                if latest is None or ts > latest:
+                    latest = ts
+        if latest is None:
+            continue
+        out.append((reclaim_key, (patient, reclaim)))
+        if rule.tracked(latest, now):
+            due = rule.due(latest, now)
+            out.append((bucket_of(due), (patient, due)))
+    return out
+
+
+class BucketSnapshot(NamedTuple):
+    version: int
+    due: dict[str, float]
+
+
+class Bucket:
+    """The patients to wake in one minute of the wheel (patient -> due)."""
+
+    __slots__ = ("due",)
+
+    def __init__(self, snapshot: BucketSnapshot | None = None) -> None:
+        self.due: dict[str, float] = dict(snapshot.due) if snapshot is not None else {}
+
+    def add(self, regs: Iterable[Registration]) -> None:
+        due = self.due
+        for patient, at in regs:
+            if at > due.get(patient, float("-inf")):
+                due[patient] = at
+
+    def next_due(self) -> float | None:
+        return min(self.due.values()) if self.due else None
+
+    def fire(self, now: float) -> list[str]:
+        """The patients due at ``now``, removed from the bucket."""
+        ready = [p for p, at in self.due.items() if at <= now]
+        for p in ready:
+            del self.due[p]
+        return ready
+
+    def snapshot(self) -> BucketSnapshot:
+        return BucketSnapshot(SNAPSHOT_VERSION, dict(self.due))
