@@ -99,7 +99,7 @@ class _PatientLogic(StatefulBatchLogic[list[Entry] | str, Results, PatientSnapsh
 
 
 class _WakeupLogic(StatefulBatchLogic[Registration, str, BucketSnapshot]):
-    """One minute of the wake-up wheel (:mod:`lib.monitor.wakeups`): one timer per bucket."""
+    """One bucket of the wake-up wheel (:mod:`lib.monitor.wakeups`): one timer per bucket."""
 
     __slots__ = ("bucket",)
 
@@ -297,9 +297,9 @@ def monitor_flow(io: MonitorIO, ctx: PatientContext) -> Dataflow:
     # outcome without a patient under a no-patient key (shards.no_patient_key)
 
     registrations = op.flat_map_batch("schedule_wakeups", parsed, schedule)
-    # (due minute, (patient id, due)): when to wake the patient (no_data check, reclaim)
+    # (due bucket, (patient id, due)): when to wake the patient (no_data check, reclaim)
     wakes = op.stateful_batch("wakeups", registrations, _WakeupLogic)
-    # (due minute, patient id), once the wall clock has reached the due time
+    # (due bucket, patient id), once the wall clock has reached the due time
     wake_ups = op.map("wake_patients", wakes, _to_patient)
     inputs = op.merge("patient_inputs", parsed, wake_ups)
 

@@ -1,21 +1,22 @@
-"""Wall-clock wake-ups of patients: a timer wheel of one-minute buckets.
+"""Wall-clock wake-ups of patients: a timer wheel of ten-second buckets.
 
 Pure, no I/O. Silence (``no_data``) and the reclaim of idle patients must happen when *no*
 input arrives, so something else must wake the patient. A timer per patient key will not do in
 Bytewax 0.21: the ``notify_at`` times of all keys of a step are scanned on every activation.
-So the monitor keeps its timers in a separate step keyed by **due minute**: each reading
-registers the patient in the bucket of the minute when it must be woken, and a bucket, once
-its minute has passed (one timer per non-empty bucket), sends each of its patients a wake-up
-that goes into the patient step with the readings.
+So the monitor keeps its timers in a separate step keyed by **due time**, in buckets of
+:data:`BUCKET_SECONDS`: each reading registers the patient in the bucket of the time when it
+must be woken, and a bucket, once that time has come (one timer per non-empty bucket), sends
+each of its patients a wake-up that goes into the patient step with the readings.
 
 * Two wake-ups per patient and batch with readings: when a ``no_data`` episode could first
   open (:meth:`lib.monitor.alerts.NoDataRule.due`, only for a reading within the lookback),
   and when the patient's window may be reclaimed (``now + idle_expiry_hours``).
 * A wake-up is only a prompt: the patient decides from its own state (a patient who sent a
   reading since is neither silent nor idle), so a stale one costs a call and nothing else.
-* Buckets cycle weekly (:data:`WHEEL_MINUTES` keys at most); a bucket keeps what is not due
-  yet (a due more than a week ahead). A bucket holds one entry per patient (the latest due),
-  and its snapshot holds only its own minute's registrations: at most a minute of input.
+* Buckets cycle weekly (:data:`WHEEL_BUCKETS` keys at most); a bucket keeps what is not due
+  yet (a due more than a week ahead). A bucket holds one entry per patient (the latest due).
+  Live data fills a bucket for about :data:`BUCKET_SECONDS` (as long as a 10 s epoch), so
+  its snapshot is rewritten about once or twice, not once per epoch for a minute.
 * The clock is the wall clock at registration (``now``), read once per batch.
 """
 
@@ -28,9 +29,17 @@ from lib.domain import Reading
 from lib.monitor.alerts import NoDataRule
 from lib.monitor.shards import Entry
 
-__all__ = ["WHEEL_MINUTES", "Bucket", "BucketSnapshot", "bucket_of", "registrations"]
+__all__ = [
+    "BUCKET_SECONDS",
+    "WHEEL_BUCKETS",
+    "Bucket",
+    "BucketSnapshot",
+    "bucket_of",
+    "registrations",
+]
 
-WHEEL_MINUTES = 7 * 24 * 60
+BUCKET_SECONDS = 10
+WHEEL_BUCKETS = 7 * 24 * 3600 // BUCKET_SECONDS
 SNAPSHOT_VERSION = 1
 
 Registration = tuple[str, float]  # (patient id, due: POSIX s, wall clock)
@@ -38,7 +47,7 @@ Registration = tuple[str, float]  # (patient id, due: POSIX s, wall clock)
 
 def bucket_of(due: float) -> str:
     """The key of the bucket that wakes at ``due``."""
-    return str(int(due // 60) % WHEEL_MINUTES)
+    return str(int(due // BUCKET_SECONDS) % WHEEL_BUCKETS)
 
 
 def registrations(
@@ -70,27 +79,35 @@ class BucketSnapshot(NamedTuple):
 
 
 class Bucket:
-    """The patients to wake in one minute of the wheel (patient -> due)."""
+    """The patients to wake in one bucket of the wheel (patient -> due), and the earliest due
+    (kept as entries arrive: Bytewax asks for it after every batch)."""
 
-    __slots__ = ("due",)
+    __slots__ = ("_next", "due")
 
     def __init__(self, snapshot: BucketSnapshot | None = None) -> None:
         self.due: dict[str, float] = dict(snapshot.due) if snapshot is not None else {}
+        self._next = min(self.due.values()) if self.due else None
 
     def add(self, regs: Iterable[Registration]) -> None:
-        due = self.due
+        due, earliest = self.due, self._next
         for patient, at in regs:
             if at > due.get(patient, float("-inf")):
                 due[patient] = at
+                if earliest is None or at < earliest:
+                    earliest = at
+        self._next = earliest
 
     def next_due(self) -> float | None:
-        return min(self.due.values()) if self.due else None
+        return self._next
 
     def fire(self, now: float) -> list[str]:
         """The patients due at ``now``, removed from the bucket."""
+        if self._next is None or self._next > now:
+            return []
         ready = [p for p, at in self.due.items() if at <= now]
         for p in ready:
             del self.due[p]
+        self._next = min(self.due.values()) if self.due else None
         return ready
 
     def snapshot(self) -> BucketSnapshot:
