@@ -98,7 +98,7 @@ class _PatientLogic(StatefulBatchLogic[list[Entry] | str, Results, PatientSnapsh
         return self.patient.snapshot()
 
 
-class _WakeupLogic(StatefulBatchLogic[Registration, str, BucketSnapshot]):
+class _WakeupLogic(StatefulBatchLogic[list[Registration], str, BucketSnapshot]):
     """One bucket of the wake-up wheel (:mod:`lib.monitor.wakeups`): one timer per bucket."""
 
     __slots__ = ("bucket",)
@@ -106,8 +106,9 @@ class _WakeupLogic(StatefulBatchLogic[Registration, str, BucketSnapshot]):
     def __init__(self, resume: BucketSnapshot | None) -> None:
         self.bucket = Bucket(resume)
 
-    def on_batch(self, values: list[Registration]) -> tuple[list[str], bool]:
-        self.bucket.add(values)
+    def on_batch(self, values: list[list[Registration]]) -> tuple[list[str], bool]:
+        for regs in values:
+            self.bucket.add(regs)
         return [], self.RETAIN
 
     def on_notify(self) -> tuple[list[str], bool]:
@@ -284,7 +285,7 @@ def monitor_flow(io: MonitorIO, ctx: PatientContext) -> Dataflow:
     def patient_logic(resume: PatientSnapshot | None) -> _PatientLogic:
         return _PatientLogic(ctx, Patient.restore(resume) if resume is not None else Patient())
 
-    def schedule(batch: list[tuple[str, list[Entry]]]) -> list[tuple[str, Registration]]:
+    def schedule(batch: list[tuple[str, list[Entry]]]) -> list[tuple[str, list[Registration]]]:
         return wakeups.registrations(batch, ctx.no_data, ctx.reclaim_s, time.time())
 
     flow = Dataflow("bpwatch_monitor")
@@ -297,7 +298,8 @@ def monitor_flow(io: MonitorIO, ctx: PatientContext) -> Dataflow:
     # outcome without a patient under a no-patient key (shards.no_patient_key)
 
     registrations = op.flat_map_batch("schedule_wakeups", parsed, schedule)
-    # (due bucket, (patient id, due)): when to wake the patient (no_data check, reclaim)
+    # (due bucket, [(patient id, due), ...]): when to wake each patient of the batch
+    # (no_data check, reclaim), one item per bucket and batch
     wakes = op.stateful_batch("wakeups", registrations, _WakeupLogic)
     # (due bucket, patient id), once the wall clock has reached the due time
     wake_ups = op.map("wake_patients", wakes, _to_patient)
@@ -323,7 +325,7 @@ def monitor_flow(io: MonitorIO, ctx: PatientContext) -> Dataflow:
     alert_docs = op.map_value("alert_docs", events, documents.elastic_item)
     _to_elastic("index_alerts", alert_docs, elastic_alerts)
 
-    to_elastic = op.flat_map_batch("anomaly_docs", results, _keyed_elastic_actions)
+    to_elastic = op.flat_map_batch("anomaly_docs", results, documents.keyed_elastic_actions)
     # (patient id, ("index", id, doc)) per anomaly | (patient id, ("delete", id, None)) per
     # retraction or cleared amendment
     _to_elastic("write_anomalies", to_elastic, io.anomaly_sink)
@@ -382,15 +384,6 @@ def _by_shard(item: tuple[str, Any]) -> tuple[str, Any]:
 def _to_patient(item: tuple[str, str]) -> tuple[str, str]:
     """``(bucket, patient id)`` -> ``(patient id, patient id)``: a wake-up for the patient."""
     return item[1], item[1]
-
-
-def _keyed_elastic_actions(batch: list[tuple[str, Results]]) -> list[tuple[str, Any]]:
-    """:func:`lib.monitor.documents.elastic_actions`, each action with its patient."""
-    out: list[tuple[str, Any]] = []
-    for item in batch:
-        key = item[0]
-        out.extend((key, a) for a in documents.elastic_actions([item]))
-    return out
 
 
 def _events(batch: list[tuple[str, Results]]) -> list[tuple[str, AlertEvent]]:

@@ -4,7 +4,7 @@
 #   bash infra/recovery-init.sh DIR [PARTITIONS]
 set -euo pipefail
 dir=${1:?usage: recovery-init.sh DIR [PARTITIONS]}
-parts=${2:-1}
+parts=${2:-64}  # about one per 16,000 patients, >= workers (docs/operations.md)
 if compgen -G "$dir/part-*.sqlite3" >/dev/null; then
   echo "recovery-init: store exists in $dir"
   exit 0

@@ -20,7 +20,7 @@ from lib.domain import Assessment, DeadLetter, Reading, Retraction, utc_iso
 from lib.monitor.alerts import AlertEvent
 from lib.monitor.home import HomeAverage
 from lib.monitor.rules import band_of, news2_systolic
-from lib.monitor.state import Results
+from lib.monitor.state import Results, counts_of
 
 __all__ = [
     "anomaly_doc",
@@ -31,6 +31,7 @@ __all__ = [
     "home_item",
     "iso_ms",
     "kafka_item",
+    "keyed_elastic_actions",
     "normal_record",
     "normal_records",
     "once_item",
@@ -200,18 +201,25 @@ def elastic_actions(batch: list[KeyedResults]) -> list[tuple[str, str, dict[str,
     reading that supersedes an earlier version (an amendment that clears an anomaly removes
     its document; deleting a document that does not exist is a no-op).
     """
-    out: list[tuple[str, str, dict[str, Any] | None]] = []
-    for _, res in batch:
+    return [action for _, action in keyed_elastic_actions(batch)]
+
+
+def keyed_elastic_actions(
+    batch: list[KeyedResults],
+) -> list[tuple[str, tuple[str, str, dict[str, Any] | None]]]:
+    """:func:`elastic_actions`, each with the key of the Results it came from."""
+    out: list[tuple[str, tuple[str, str, dict[str, Any] | None]]] = []
+    for key, res in batch:
         for o, ing in zip(res.outcomes, res.ingested_at, strict=True):
             if type(o) is Assessment:
                 r = o.reading
                 if o.anomaly_types:
                     doc = _anomaly_doc(o, None if ing is None else iso_ts(ing))
-                    out.append(("index", r.observation_id, doc))
+                    out.append((key, ("index", r.observation_id, doc)))
                 elif supersedes(r):
-                    out.append(("delete", r.observation_id, None))
+                    out.append((key, ("delete", r.observation_id, None)))
             elif type(o) is Retraction:
-                out.append(("delete", o.observation_id, None))
+                out.append((key, ("delete", o.observation_id, None)))
     return out
 
 
@@ -232,11 +240,7 @@ def dlq_messages(batch: list[KeyedResults]) -> list[tuple[bytes | None, bytes, l
 
 def outcome_counts(batch: list[KeyedResults]) -> list[tuple[str, dict[str, int]]]:
     """One ``("all", counts)`` item per batch, for the single counters key."""
-    total: dict[str, int] = {}
-    for _, res in batch:
-        for k, v in res.counts().items():
-            total[k] = total.get(k, 0) + v
-    return [("all", total)]
+    return [("all", counts_of(res for _, res in batch))]
 
 
 # -- alert events: bp.alerts (Kafka) and bp-alerts (Elasticsearch) --------------------------

@@ -247,10 +247,11 @@ class Patient:
                 "the recovery store holds monitor state this version cannot read "
                 f"({_describe(snap)}): it was written by an earlier bpwatch, which kept "
                 "patients in 32 shards. Either resume it with that version until the topic is "
-                "consumed, or start this version on a new store (python -m bytewax.recovery "
-                "DIR 64); the monitor then re-reads the topic from its earliest offset and "
-                "rebuilds every patient's state (Elasticsearch and alert ids are deterministic, "
-                "so nothing is indexed or paged twice). See docs/operations.md, 'Upgrades'."
+                "consumed and then start this version on a new store (python -m "
+                "bytewax.recovery NEW_DIR 64), or start on a new store now: the monitor then "
+                "re-reads the topic from its earliest offset and rebuilds every patient's "
+                "state, and bp.alerts receives the replayed alerts again (same alert_id). "
+                "See docs/operations.md, 'Upgrades'."
             )
         p = cls(snap.patient_id)
         if snap.window is not None:

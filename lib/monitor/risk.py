@@ -41,7 +41,7 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from operator import mul
+from operator import mul, sub, truediv
 from pathlib import Path
 from typing import Any
 
@@ -245,7 +245,15 @@ class RiskModel:
 
     # -- scoring ------------------------------------------------------------------------
     def predict_proba_one(self, features: Features) -> float:
-        """Risk for one reading's window features; pure Python."""
+        """Risk for one reading's window features; pure Python, the monitor's per-reading
+        path. The arithmetic of :meth:`predict_proba` in the same order (an int feature
+        minus a float is the float difference), so the result does not depend on what else
+        is scored with it."""
+        if len(features) != len(self._mean):
+            raise ValueError(f"expected {len(self._mean)} features, got {len(features)}")
+        if len(self._coef) == 1:  # a binary model: one logit
+            z = map(truediv, map(sub, features, self._mean), self._scale)
+            return _sigmoid(self._intercept[0] + sum(map(mul, z, self._coef[0])))
         z = [
             (x - m) / s for x, m, s in zip(features.vector(), self._mean, self._scale, strict=True)
         ]

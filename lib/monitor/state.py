@@ -71,23 +71,45 @@ class Results:
     averages: list[HomeAverage] = field(default_factory=list)  # home averages that changed
 
     def counts(self) -> dict[str, int]:
-        c = dict.fromkeys(COUNTER_NAMES, 0)
-        c["in"] = self.messages
-        for o in self.outcomes:
+        return counts_of((self,))
+
+
+def counts_of(results: Iterable[Results]) -> dict[str, int]:
+    """The outcome counters of several Results together (``in`` counts messages)."""
+    c = dict.fromkeys(COUNTER_NAMES, 0)
+    messages = normal = anomaly = dead = retracted = ignored = skipped = duplicate = 0
+    for res in results:
+        messages += res.messages
+        for o in res.outcomes:
             t = type(o)
-            if type(o) is Assessment:
-                c["anomaly" if o.anomaly_types else "normal"] += 1
+            if t is Assessment:
+                if o.anomaly_types:  # type: ignore[union-attr]
+                    anomaly += 1
+                else:
+                    normal += 1
             elif t is DeadLetter:
-                c["dead_letter"] += 1
+                dead += 1
             elif t is Retraction:
-                c["retracted"] += 1
+                retracted += 1
             elif t is Ignored or t is Average:
-                c["ignored"] += 1
+                ignored += 1
             elif t is Skipped:
-                c["skipped"] += 1
+                skipped += 1
             else:
-                c["duplicate"] += 1
-        return c
+                duplicate += 1
+    c.update(
+        {
+            "in": messages,
+            "normal": normal,
+            "anomaly": anomaly,
+            "dead_letter": dead,
+            "ignored": ignored,
+            "retracted": retracted,
+            "duplicate": duplicate,
+            "skipped": skipped,
+        }
+    )
+    return c
 
 
 def one_reading_scorer(model: RiskScorer) -> Callable[[Features], float]:

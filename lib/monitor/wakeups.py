@@ -52,11 +52,12 @@ def bucket_of(due: float) -> str:
 
 def registrations(
     batch: Iterable[tuple[str, list[Entry]]], rule: NoDataRule, reclaim_s: float, now: float
-) -> list[tuple[str, Registration]]:
-    """``(bucket, (patient, due))`` for each patient with readings in the batch."""
-    out: list[tuple[str, Registration]] = []
+) -> list[tuple[str, list[Registration]]]:
+    """``(bucket, [(patient, due), ...])`` for the patients with readings in the batch: one
+    item per bucket (a batch's reclaims share one), not one per patient."""
+    by_bucket: dict[str, list[Registration]] = {}
     reclaim = now + reclaim_s
-    reclaim_key = bucket_of(reclaim)
+    reclaims = by_bucket[bucket_of(reclaim)] = []
     for patient, entries in batch:
         latest = None
         for outcome, _ing, _first in entries:
@@ -66,11 +67,15 @@ def registrations(
                     latest = ts
         if latest is None:
             continue
-        out.append((reclaim_key, (patient, reclaim)))
+        reclaims.append((patient, reclaim))
         if rule.tracked(latest, now):
             due = rule.due(latest, now)
-            out.append((bucket_of(due), (patient, due)))
-    return out
+            key = bucket_of(due)
+            regs = by_bucket.get(key)
+            if regs is None:
+                regs = by_bucket[key] = []
+            regs.append((patient, due))
+    return [(key, regs) for key, regs in by_bucket.items() if regs]
 
 
 class BucketSnapshot(NamedTuple):

@@ -69,8 +69,9 @@ def by_patient(monitor: Monitor, msgs: list[Msg], batch: int) -> dict[str, list[
             seq = out.setdefault(key, [])
             for o in res.outcomes:
                 if type(o) is Assessment:
-                    seq.append((o.reading.observation_id, tuple(map(float.hex, map(float, o.features))),
-                                o.category, o.anomaly_types, o.severity, o.risk_score.hex()))  # fmt: skip
+                    features = tuple(float(x).hex() for x in o.features)
+                    verdict = (o.category, o.anomaly_types, o.severity)
+                    seq.append((o.reading.observation_id, features, verdict, o.risk_score.hex()))
                 else:
                     seq.append(repr(o))
             out.setdefault(f"{key} events", []).extend(
@@ -222,10 +223,10 @@ def test_registrations_wake_for_no_data_and_reclaim():
     recent = [(o, None, 1) for o, *_ in parse_messages(_msgs_at("r", [now - 3600]))[0][1]]
     old = [(o, None, 1) for o, *_ in parse_messages(_msgs_at("o", [now - 86400 * 30]))[0][1]]
     regs = wakeups.registrations([("r", recent), ("o", old)], rule, 72 * 3600.0, now)
+    reclaim, no_data = now + 72 * 3600, now - 3600 + 48 * 3600
     assert sorted(regs) == sorted([
-        (wakeups.bucket_of(now + 72 * 3600), ("r", now + 72 * 3600)),
-        (wakeups.bucket_of(now - 3600 + 48 * 3600), ("r", now - 3600 + 48 * 3600)),
-        (wakeups.bucket_of(now + 72 * 3600), ("o", now + 72 * 3600)),  # reclaim only
+        (wakeups.bucket_of(reclaim), [("r", reclaim), ("o", reclaim)]),  # one item per bucket
+        (wakeups.bucket_of(no_data), [("r", no_data)]),  # only within the lookback
     ])  # fmt: skip
 
 
