@@ -186,7 +186,7 @@ def _child(args: argparse.Namespace) -> dict[str, Any]:
         run_main(
             flow,
             epoch_interval=timedelta(seconds=EPOCH_S),
-            recovery_config=RecoveryConfig(args.store),
+            recovery_config=RecoveryConfig(args.store) if args.store != "none" else None,
         )
     wall = time.perf_counter() - start
     if at_end:
@@ -203,7 +203,9 @@ def _child(args: argparse.Namespace) -> dict[str, Any]:
         "snap_bytes": dict(snap_bytes),
         "snap_count": dict(snap_count),
         "outputs": dict(outputs),
-        "store_bytes": sum(f.stat().st_size for f in Path(args.store).iterdir()),
+        "store_bytes": sum(f.stat().st_size for f in Path(args.store).iterdir())
+        if args.store != "none"
+        else 0,
     }
 
 

@@ -252,14 +252,10 @@ class RiskModel:
         if len(features) != len(self._mean):
             raise ValueError(f"expected {len(self._mean)} features, got {len(features)}")
         if len(self._coef) == 1:  # a binary model: one logit
-            z = map(truediv, map(sub, features, self._mean), self._scale)
-            return _sigmoid(self._intercept[0] + sum(map(mul, z, self._coef[0])))
-        z = [
-            (x - m) / s for x, m, s in zip(features.vector(), self._mean, self._scale, strict=True)
-        ]
-        logits = [b + sum(map(mul, z, w)) for w, b in zip(self._coef, self._intercept, strict=True)]
-        if len(logits) == 1:
-            return _sigmoid(logits[0])
+            z1 = map(truediv, map(sub, features, self._mean), self._scale)
+            return _sigmoid(self._intercept[0] + sum(map(mul, z1, self._coef[0])))
+        z = list(map(truediv, map(sub, features, self._mean), self._scale))
+        logits = [b + sum(map(mul, z, w)) for w, b in zip(self._coef, self._intercept)]  # noqa: B905
         top = max(logits)
         exps = [math.exp(v - top) for v in logits]  # all <= 1: no overflow
         return math.fsum(exps[1:]) / math.fsum(exps)
