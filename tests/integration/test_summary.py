@@ -64,8 +64,17 @@ def test_summary_reconciles_home_averages_and_no_data_of_a_real_run(settings_fac
     assert problems == []
     assert fig.home_expected == fig.home_found == 9 and not fig.home_cut
     assert 0 < fig.home_found_hypertension < 9
-    assert fig.silent_designed == fig.silent_in_window == fig.no_data_expected == 2
-    assert fig.no_data_open == 2 and fig.no_data_edge == 0
+    # The home week is laid out in local days, so at some times of day a silent patient's
+    # last reading falls within an hour of the 7-day lookback's edge: not compared there.
+    assert fig.silent_designed == 2
+    assert fig.no_data_open == fig.no_data_expected >= fig.silent_in_window
+    compared = sorted(
+        pid
+        for pid in t.silent
+        if min(abs(t.last_reading[pid][0] - (now - 7 * 86_400.0)),
+               abs(t.last_reading[pid][0] - (now - 48 * 3600.0))) >= summary.NO_DATA_EDGE_S
+    )  # fmt: skip
+    assert len(compared) == fig.silent_in_window  # both, unless at an edge
 
     # a home average that goes missing, and a silent patient who sends again, are reported
     es = make_client(s)
@@ -73,10 +82,11 @@ def test_summary_reconciles_home_averages_and_no_data_of_a_real_run(settings_fac
     es.delete(index=s.home_averages_index, id=victim, refresh=True)
     es.close()
     out = summary.collect(s)
-    out.no_data_events = [e for e in out.no_data_events if e[0] != sorted(t.silent)[0]]
+    if compared:  # a silent patient's episode goes missing
+        out.no_data_events = [e for e in out.no_data_events if e[0] != compared[0]]
     problems = summary.reconcile_home(out, t, fig)
     problems += summary.reconcile_no_data(out, t, fig, hours=48, lookback_days=7, now=now)
     assert problems == [
         "home averages: 1 expected series have no document",
-        "no-data: 1 silent patients have no open episode",
+        *(["no-data: 1 silent patients have no open episode"] if compared else []),
     ]
