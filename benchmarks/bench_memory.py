@@ -3,12 +3,17 @@
     .venv/bin/python -m benchmarks.bench_memory [--patients 100000] [--quick]
 
 Runs in a fresh subprocess (so nothing else inflates its heap): the monitor's per-patient state
-(:class:`lib.monitor.state.PatientStates`, one per shard, as in the flow) is filled with
-``window_size + GONE`` (12 + 52) readings for each patient, so that both the window and the
-digests of departed readings are full (the steady state), through the same ``process`` call the flow
-makes, with ids shaped like the simulator's (``pat-8-000123``, ``bp-8-000123-000007``). The
-figure is (RSS after - RSS before) / patients, after a garbage collection; the readings and
-results themselves are dropped as they go, as in the flow.
+(one :class:`lib.monitor.patient.Patient` per patient id, held as
+:class:`lib.monitor.engine.Monitor` holds them, with the flow's default settings and alert
+policy) is filled with ``window_size + GONE`` (12 + 52) readings for each patient, so that both
+the window and the digests of departed readings are full (the steady state), through the same
+``Patient.process`` call the flow makes, one reading at a time, with ids shaped like the
+simulator's (``pat-8-000123``, ``bp-8-000123-000007``). Each reading is processed an hour after
+it was measured (the wall clock passed to ``process``), as live data is: every patient keeps its
+``no_data`` tracking, and those whose readings open an alert episode keep it. The figure is
+(RSS after - RSS before) / patients, after a garbage collection: the whole patient state
+(window, ``no_data`` tracking, open episodes, the object itself); the readings and results are
+dropped as they go, as in the flow.
 """
 
 from __future__ import annotations
@@ -32,54 +37,57 @@ def rss_bytes() -> int:
 
 
 def fill(patients: int) -> dict[str, float]:
-    """In this process: fill the windows; bytes of RSS per patient."""
+    """In this process: fill the patients' state; bytes of RSS per patient."""
+    from benchmarks.bench_inprocess import SETTINGS, _policy
+    from benchmarks.common import load_model
     from lib.domain import Reading
-    from lib.monitor import state
-    from lib.monitor.risk import RiskModel
-    from lib.monitor.rules import AHA2017
-    from lib.monitor.shards import shard_of as shard_key
+    from lib.monitor.alerts import NoDataRule
+    from lib.monitor.engine import Monitor
+    from lib.monitor.patient import Patient
 
-    model = RiskModel.load(ROOT / "models" / "bp_risk.joblib")
-    shards: dict[str, state.PatientStates] = {}
+    model = load_model()
+    monitor = Monitor(
+        model,
+        SETTINGS.ruleset,
+        window_size=WINDOW,
+        idle_expiry_hours=SETTINGS.idle_expiry_hours,
+        policy=_policy(model),
+        no_data=NoDataRule(SETTINGS.no_data_hours, SETTINGS.no_data_lookback_days),
+    )
+    held, ctx = monitor.patients, monitor.ctx
     t0 = datetime(2026, 3, 1, tzinfo=UTC)
     ids = [f"pat-8-{i:06d}" for i in range(patients)]
-    shard_of = {pid: shard_key(pid) for pid in ids}
     gc.collect()
     before = rss_bytes()
-    chunk = 10_000
     for k in range(READINGS):
         at = t0 + timedelta(hours=k)
-        for lo in range(0, patients, chunk):
-            by_shard: dict[str, list] = {}
-            for i in range(lo, min(lo + chunk, patients)):
-                pid = ids[i]
-                r = Reading(
-                    f"bp-8-{i:06d}-{k:06d}",
-                    pid,
-                    at + timedelta(seconds=i % 3600),
-                    110.0 + (i * 7 + k * 13) % 60,
-                    70.0 + (i * 3 + k * 5) % 25,
-                    "final",
-                    "1",
-                    f"bp.observations:{i % 6}:{k * patients + i}",
-                )
-                by_shard.setdefault(shard_of[pid], []).append((r, None, 1))
-            for shard, entries in by_shard.items():
-                states = shards.get(shard)
-                if states is None:
-                    states = shards[shard] = state.PatientStates(WINDOW, 72.0)
-                states.process(entries, AHA2017, model)
-            del by_shard
+        now = (at + timedelta(hours=1)).timestamp()  # processed an hour after it was measured
+        for i, pid in enumerate(ids):
+            r = Reading(
+                f"bp-8-{i:06d}-{k:06d}",
+                pid,
+                at + timedelta(seconds=i % 3600),
+                110.0 + (i * 7 + k * 13) % 60,
+                70.0 + (i * 3 + k * 5) % 25,
+                "final",
+                "1",
+                f"bp.observations:{i % 6}:{k * patients + i}",
+            )
+            patient = held.get(pid)
+            if patient is None:
+                patient = held[pid] = Patient()
+            patient.process(ctx, [(r, None, 1)], now)  # as Monitor.process, without the parse
     gc.collect()
     after = rss_bytes()
-    held = sum(len(s) for s in shards.values())
-    full = sum(len(w) == WINDOW for s in shards.values() for w in s.windows.values())
+    states = held.values()
     return {
-        "patients": held,
-        "full_windows": full,
+        "patients": len(held),
+        "full_windows": sum(p.window is not None and len(p.window) == WINDOW for p in states),
+        "tracked": sum(p.seen is not None for p in states),
+        "in_episode": sum(p.alerts is not None for p in states),
         "rss_before": before,
         "rss_after": after,
-        "bytes_per_patient": (after - before) / max(held, 1),
+        "bytes_per_patient": (after - before) / max(len(held), 1),
     }
 
 
@@ -101,7 +109,8 @@ def measure(patients: int) -> list[Row]:
     per = res["bytes_per_patient"]
     note = (
         f"{res['patients']:,} patients, {res['full_windows']:,} full windows of {WINDOW} "
-        f"+ {GONE} departed digests; "
+        f"+ {GONE} departed digests, {res['tracked']:,} no_data tracked, "
+        f"{res['in_episode']:,} in an alert episode; "
         f"RSS {res['rss_before'] / 2**20:.0f} -> {res['rss_after'] / 2**20:.0f} MiB"
     )
     return [

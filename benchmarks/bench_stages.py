@@ -10,10 +10,12 @@ other load on the machine inflates it little. ``total`` is the plain loop as it 
 collection included, with the monitor's settings).
 Figures are µs per Observation. A benchmark, not a test: nothing asserts a time.
 
-Stages: ``parse`` (``shards.parse_messages``: orjson + FHIR + shard grouping), ``windows``
-(``PatientStates.process``: window features, rules, one risk call per shard batch), ``alerts``
-(``ShardAlerts.process``), ``documents`` (``elastic_actions`` + ``normal_records`` +
-``dlq_messages`` + ``outcome_counts``), and ``total`` (the whole loop, as in bench_inprocess).
+Stages: ``parse`` (``shards.parse_messages``: orjson + FHIR + grouping by patient),
+``patients`` (``Patient.process`` for each patient of each batch, as ``engine.Monitor.process``
+runs it: window features, rules, risk one reading at a time, alert episodes, home series and
+``no_data`` tracking, which happen together in one call), ``documents`` (``elastic_actions`` +
+``normal_records`` + ``dlq_messages`` + ``outcome_counts``), and ``total`` (the whole loop, as
+in bench_inprocess).
 """
 
 from __future__ import annotations
@@ -32,10 +34,9 @@ from benchmarks.bench_inprocess import (
     source_messages,
 )
 from benchmarks.common import MESSAGES, PATIENTS, REPEATS, Row, command, load_model, messages
-from lib.domain import OUTCOMES, Assessment
-from lib.monitor import documents, shards, state
-from lib.monitor.alerts import EpisodeTracker, ShardAlerts
-from lib.monitor.rules import get_ruleset
+from lib.domain import OUTCOMES
+from lib.monitor import documents, engine, shards
+from lib.monitor.patient import Patient
 
 
 def _cpu(fn: Callable[[], Any], repeats: int) -> float:
@@ -57,39 +58,38 @@ def measure(n_messages: int, patients: int, repeats: int) -> list[Row]:
     model = load_model()
     batches = [items[i : i + BATCH] for i in range(0, len(items), BATCH)]
     parsed = [shards.parse_messages(b) for b in batches]
-    ruleset = get_ruleset(SETTINGS.ruleset)
 
     def parse() -> None:
         for b in batches:
             shards.parse_messages(b)
 
-    def windows(keep: bool = False) -> list[list[documents.KeyedResults]]:
-        by_shard: dict[str, state.PatientStates] = {}
+    def patient_step(keep: bool = False) -> list[list[documents.KeyedResults]]:
+        """``engine.Monitor.process`` without the parse: each key's entries through its
+        Patient, with the wall clock read once per batch."""
+        monitor = engine.Monitor(
+            model,
+            SETTINGS.ruleset,
+            window_size=SETTINGS.window_size,
+            idle_expiry_hours=SETTINGS.idle_expiry_hours,
+            policy=_policy(model),
+        )
+        held, ctx = monitor.patients, monitor.ctx
         out = []
         for batch in parsed:
+            now = time.time()
             res = []
-            for shard, entries in batch:
-                states = by_shard.get(shard)
-                if states is None:
-                    states = by_shard[shard] = state.PatientStates(
-                        SETTINGS.window_size, SETTINGS.idle_expiry_hours
-                    )
-                res.append((shard, states.process(entries, ruleset, model)))
+            for key, entries in batch:
+                patient = held.get(key)
+                if patient is None:
+                    patient = held[key] = Patient()
+                res.append((key, patient.process(ctx, entries, now)))
+                if patient.is_empty():
+                    del held[key]
             if keep:
                 out.append(res)
         return out
 
-    results = windows(keep=True)
-    tracker = EpisodeTracker(_policy(model))
-
-    def alerts() -> None:
-        shard_alerts: dict[str, ShardAlerts] = {}
-        for batch in results:
-            for shard, res in batch:
-                tracked = shard_alerts.get(shard)
-                if tracked is None:
-                    tracked = shard_alerts[shard] = ShardAlerts(tracker)
-                tracked.process(o for o in res.outcomes if type(o) is Assessment)
+    results = patient_step(keep=True)
 
     def outputs() -> None:
         for batch in results:
@@ -103,15 +103,13 @@ def measure(n_messages: int, patients: int, repeats: int) -> list[Row]:
     )
     figures = {
         "parse": _cpu(parse, repeats),
-        "windows": _cpu(windows, repeats),
-        "alerts": _cpu(alerts, repeats),
+        "patients": _cpu(patient_step, repeats),
         "documents": _cpu(outputs, repeats),
         "total": _cpu(lambda: run_plain(items, model), repeats),
     }
     notes = {
-        "parse": "parse_messages: orjson + lib.monitor.fhir + shard grouping",
-        "windows": "PatientStates.process: window features, rules, risk, Assessment",
-        "alerts": "ShardAlerts.process (episodes)",
+        "parse": "parse_messages: orjson + lib.monitor.fhir + grouping by patient",
+        "patients": "Patient.process: window, rules, risk, episodes, home, no_data",
         "documents": "elastic_actions + normal_records + dlq_messages + outcome_counts",
         "total": f"the plain loop of bench_inprocess, {n_messages:,} msgs, best of {repeats}",
     }

@@ -1,8 +1,10 @@
 """Real-time alert episodes: one page per clinical episode, never one per reading.
 
-Pure, deterministic, no I/O. The monitor runs :class:`ShardAlerts` (one
-:class:`EpisodeTracker` over the patients of a shard) in a ``stateful_batch`` step right after
-the per-patient window; ``lib.monitor.documents`` shapes the events for Kafka and Elasticsearch.
+Pure, deterministic, no I/O. A patient's alert state is part of the patient's state,
+:class:`lib.monitor.patient.Patient` (``alerts``, ``home_episode``, ``seen``), in the monitor's
+``patient_windows`` step keyed by patient id: ``Patient.process`` runs the
+:class:`EpisodeTracker` on each assessment right after the window, rules and risk;
+``lib.monitor.documents`` shapes the events for Kafka and Elasticsearch.
 
 Conditions (detected on every :class:`lib.domain.Assessment`)
 -------------------------------------------------------------
@@ -15,9 +17,9 @@ Conditions (detected on every :class:`lib.domain.Assessment`)
 ``hypotension``             category or anomaly type ``hypotension``
 ``high_risk``               ``risk_score >= risk_threshold``
 
-Beside the per-reading conditions, :class:`HomeAlerts` keeps ``home_hypertension`` episodes
-(family ``home``) from the home-BP protocol's averages (``lib.monitor.home``), and
-:class:`NoDataTracker` ``no_data`` episodes (family ``no_data``) of patients who fell silent.
+Beside the per-reading conditions, :func:`home_step` keeps a patient's ``home_hypertension``
+episode (family ``home``) from the home-BP protocol's averages (``lib.monitor.home``), and
+:class:`NoDataRule` the ``no_data`` episode (family ``no_data``) of a patient who fell silent.
 
 Episodes
 --------
@@ -40,7 +42,8 @@ Resolution hysteresis: an episode resolves only after ``resolve_after`` (default
 consecutive in-order readings without any condition of its family. A reading that flaps
 back into the condition resets the count, so a patient oscillating around a threshold is
 paged once. There is no wall-clock timeout: an episode of a patient who stops sending
-readings stays open (its state is kept until the monitor's idle expiry).
+readings stays open (reclaiming an idle patient drops its window and home series, not its open
+episodes).
 
 Ordering and replays: the tracker ignores an assessment whose (observation id, version)
 equals the last one it processed. A late reading (event time before the newest one seen)
@@ -51,15 +54,14 @@ event | discriminator)`` (discriminator: the level reached for ``escalated``, th
 for ``reminder``), so a replay produces the same ids and Elasticsearch (``_id`` =
 ``alert_id``) never holds a duplicate.
 
-State per patient is a small picklable :class:`PatientAlertState`, or ``None`` when the
-patient has no open episode (Bytewax then drops it), so memory is proportional to the
-number of patients currently in an episode.
+State per patient is a small picklable :class:`PatientAlertState` (``Patient.alerts``), or
+``None`` when the patient has no open episode, so its memory is proportional to the number of
+patients currently in an episode.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -262,7 +264,8 @@ class EpisodeTracker:
     def step(
         self, state: PatientAlertState | None, assessment: Assessment
     ) -> tuple[PatientAlertState | None, list[AlertEvent]]:
-        """Bytewax ``stateful_map`` mapper: ``(state, assessment) -> (state, events)``."""
+        """One patient's ``(state, assessment) -> (state, events)`` (``Patient.process`` does
+        the same: :meth:`_step` unless :meth:`quiet` answers for a patient without state)."""
         if state is None and self.quiet(assessment):
             return None, []  # no episode, and nothing to open one
         return self._step(state, assessment)
@@ -403,8 +406,11 @@ class _HomeEpisode:
     opened_at: datetime
 
 
-class HomeAlerts:
-    """``home_hypertension`` episodes of one shard's patients, from home averages.
+def home_step(
+    episode: _HomeEpisode | None, avg: HomeAverage
+) -> tuple[_HomeEpisode | None, AlertEvent | None]:
+    """One patient's ``home_hypertension`` episode after one more home average, and its event
+    if any.
 
     Opened by the first home average (``lib.monitor.home.HomeAverage``) with
     ``home_hypertension``; resolved by an average of a *later* series (another ``doc_id``)
@@ -415,30 +421,6 @@ class HomeAlerts:
     the Average Observation's id, if any, in ``observation_ids``. Ids are deterministic:
     ``sha256(patient | home | opening average's doc id | event)``.
     """
-
-    __slots__ = ("states",)
-
-    def __init__(self, states: dict[str, _HomeEpisode] | None = None) -> None:
-        self.states: dict[str, _HomeEpisode] = states if states is not None else {}
-
-    def process(self, averages: Iterable[HomeAverage]) -> list[AlertEvent]:
-        events: list[AlertEvent] = []
-        for avg in averages:
-            pid = avg.patient_id
-            episode, event = home_step(self.states.get(pid), avg)
-            if episode is None:
-                self.states.pop(pid, None)
-            else:
-                self.states[pid] = episode
-            if event is not None:
-                events.append(event)
-        return events
-
-
-def home_step(
-    episode: _HomeEpisode | None, avg: HomeAverage
-) -> tuple[_HomeEpisode | None, AlertEvent | None]:
-    """One patient's home episode after one more home average, and its event if any."""
     if episode is None:
         if avg.home_hypertension:
             episode = _HomeEpisode(avg.doc_id, avg.series_start)
@@ -478,7 +460,7 @@ _HOUR = 3600.0
 class _LastSeen:
     ts: float  # event time of the patient's latest reading (POSIX s)
     observation_id: str
-    readings: int  # readings seen, counted up to NoDataTracker.min_readings
+    readings: int  # readings seen, counted up to NoDataRule.min_readings
     open_key: str = ""  # the observation id an open no_data episode started after
     seen_at: float = 0.0  # wall clock when the latest reading was processed (0: unknown)
 
@@ -596,80 +578,3 @@ class NoDataRule:
             ruleset=ruleset,
             conditions=(NO_DATA_CONDITION,) if event == "opened" else (),
         )
-
-
-class NoDataTracker:
-    """:class:`NoDataRule` over many patients (a dict of their tracking): the monitor holds
-    each patient's tracking in its own state; this keeps the rule's behaviour over a cohort
-    easy to state and test.
-    """
-
-    __slots__ = ("patients", "rule")
-
-    def __init__(
-        self,
-        silence_hours: float = 48.0,
-        lookback_days: float = 7.0,
-        min_readings: int = 3,
-        patients: dict[str, _LastSeen] | None = None,
-        catch_up_grace_s: float = 900.0,
-    ) -> None:
-        self.rule = NoDataRule(silence_hours, lookback_days, min_readings, catch_up_grace_s)
-        self.patients: dict[str, _LastSeen] = patients if patients is not None else {}
-
-    def observe(self, assessments: Iterable[Assessment], now: float = 0.0) -> list[AlertEvent]:
-        """Record readings processed at wall-clock ``now``; a ``resolved`` event for a
-        patient whose episode was open."""
-        events: list[AlertEvent] = []
-        patients, observe = self.patients, self.rule.observe
-        for a in assessments:
-            pid = a.reading.patient_id
-            seen, event = observe(patients.get(pid), a, now)
-            if seen is not None:
-                patients[pid] = seen
-            if event is not None:
-                events.append(event)
-        return events
-
-    def check(self, now: float, caught_up: bool = False) -> list[AlertEvent]:
-        """Open an episode for each silent patient; forget those beyond the lookback."""
-        events: list[AlertEvent] = []
-        for pid, seen in list(self.patients.items()):
-            kept, event = self.rule.check(pid, seen, now, caught_up)
-            if kept is None:
-                del self.patients[pid]
-            if event is not None:
-                events.append(event)
-        return events
-
-
-class ShardAlerts:
-    """The alert states of one shard's patients, for a batch-oriented ``stateful_batch`` step.
-
-    Only patients with an open episode hold state, so the snapshot stays small.
-    """
-
-    __slots__ = ("states", "tracker")
-
-    def __init__(
-        self, tracker: EpisodeTracker, states: dict[str, PatientAlertState] | None = None
-    ) -> None:
-        self.tracker = tracker
-        self.states: dict[str, PatientAlertState] = states if states is not None else {}
-
-    def process(self, assessments: Iterable[Assessment]) -> list[AlertEvent]:
-        events: list[AlertEvent] = []
-        states, quiet, step = self.states, self.tracker.quiet, self.tracker._step
-        for a in assessments:
-            pid = a.reading.patient_id
-            st = states.get(pid)
-            if st is None and quiet(a):
-                continue  # EpisodeTracker.step's shortcut: nothing to open, no state to keep
-            st, new = step(st, a)
-            if st is None:
-                states.pop(pid, None)
-            else:
-                states[pid] = st
-            if new:
-                events.extend(new)
-        return events

@@ -1,11 +1,13 @@
 """The home blood-pressure protocol: per patient, a monitoring series of up to 7 days, averaged
 and judged against the rule set's out-of-office thresholds (``RuleSet.home``).
 
-Pure, deterministic, no I/O, no clock: only event time. The monitor runs :class:`ShardHome`
-in a ``stateful_batch`` step after the per-patient windows; it does work only for readings
-marked as home measurements (``Reading.setting == "home"``: the Vitals IG
-``MeasurementSettingExt`` with SNOMED 264362003) or for every reading when
-``BPWATCH_READING_SETTING=home``, and for average BP Observations (LOINC 96607-7).
+Pure, deterministic, no I/O, no clock: only event time. A patient's current series
+(:class:`HomeSeries`) is part of the patient's state, :class:`lib.monitor.patient.Patient`
+(``Patient.home``), in the monitor's ``patient_windows`` step keyed by patient id.
+``Patient.process`` adds to it only readings marked as home measurements
+(``Reading.setting == "home"``: the Vitals IG ``MeasurementSettingExt`` with SNOMED 264362003),
+or every reading when ``BPWATCH_READING_SETTING=home``, and judges average BP Observations
+(LOINC 96607-7) with :func:`reported`.
 
 The protocol (ESH 2023 and AHA/ACC 2017/2025 home-BP monitoring: 7 days, morning and evening
 sessions, the first day discarded, at least 12 readings over at least 3 days):
@@ -28,22 +30,24 @@ sessions, the first day discarded, at least 12 readings over at least 3 days):
 * An average BP Observation (``lib.domain.Average``) is judged against the same thresholds and
   written as its own document (``origin`` ``reported``, series = its effective period).
 
-A series holds at most :data:`MAX_READINGS` readings (more are left out) and is dropped one day
-after its 7 days have passed on the shard's event-time clock (the latest home reading's time;
-checked every 6 h of it).
+A series holds at most :data:`MAX_READINGS` readings (more are left out). It is replaced when
+a home reading falls after its 7 days (``day_of >= SERIES_DAYS``: from 6 days 18 h after its
+first reading): a new series starts at that reading. A patient's home series is dropped with
+its window when the patient is reclaimed after ``BPWATCH_IDLE_EXPIRY_HOURS`` of wall-clock time
+without input (``Patient.wake``); an open ``home_hypertension`` episode stays until it
+resolves.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from lib.domain import Assessment, Average, Processed, Retraction, utc_iso
+from lib.domain import Average, utc_iso
 from lib.monitor.rules import RuleSet
 
-__all__ = ["HomeAverage", "HomeSeries", "ShardHome", "average_of", "judge", "reported"]
+__all__ = ["HomeAverage", "HomeSeries", "average_of", "judge", "reported"]
 
 HOME = "home"  # Reading.setting of a home measurement
 SERIES_DAYS = 7
@@ -167,74 +171,3 @@ def reported(average: Average, rules: RuleSet) -> HomeAverage:
 
 def _utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
-
-
-class ShardHome:
-    """The home series of one shard's patients (state only for patients with home readings).
-
-    :meth:`process` turns a batch of outcomes into the home averages that changed, in input
-    order. ``every_reading``: count every reading as a home measurement.
-    """
-
-    __slots__ = ("_next_sweep", "clock", "every_reading", "rules", "series")
-
-    def __init__(
-        self,
-        rules: RuleSet,
-        every_reading: bool = False,
-        state: tuple[dict[str, HomeSeries], float] | None = None,
-    ) -> None:
-        self.rules = rules
-        self.every_reading = every_reading
-        self.series, self.clock = state if state is not None else ({}, float("-inf"))
-        self._next_sweep = float("-inf")
-
-    def snapshot(self) -> tuple[dict[str, HomeSeries], float]:
-        return dict(self.series), self.clock
-
-    def process(self, outcomes: Iterable[Processed]) -> list[HomeAverage]:
-        out: list[HomeAverage] = []
-        every, series = self.every_reading, self.series
-        for o in outcomes:
-            t = type(o)
-            if t is Assessment:
-                r = o.reading  # type: ignore[union-attr]
-                if every or r.setting == HOME:
-                    avg = self._add(r.patient_id, r.observation_id, r.ts, r.systolic, r.diastolic)
-                    if avg is not None:
-                        out.append(avg)
-            elif t is Average:
-                out.append(reported(o, self.rules))  # type: ignore[arg-type]
-            elif t is Retraction and o.patient_id in series:  # type: ignore[union-attr]
-                avg = self._retract(o)  # type: ignore[arg-type]
-                if avg is not None:
-                    out.append(avg)
-        return out
-
-    def _add(
-        self, patient_id: str, observation_id: str, ts: float, systolic: float, diastolic: float
-    ) -> HomeAverage | None:
-        s = self.series.get(patient_id)
-        if s is None or s.day_of(ts) >= SERIES_DAYS:
-            s = self.series[patient_id] = HomeSeries(ts)
-        if ts > self.clock:
-            self.clock = ts
-            if ts >= self._next_sweep:
-                self._expire()
-        if not s.add(observation_id, ts, systolic, diastolic):
-            return None
-        return average_of(patient_id, s, self.rules)
-
-    def _retract(self, retraction: Retraction) -> HomeAverage | None:
-        s = self.series[retraction.patient_id]
-        if s.readings.pop(retraction.observation_id, None) is None:
-            return None
-        return average_of(retraction.patient_id, s, self.rules)
-
-    def _expire(self) -> None:
-        """Drop series whose 7 days ended more than a day before the clock (event time)."""
-        horizon = self.clock - (SERIES_DAYS + 1) * _DAY
-        self._next_sweep = self.clock + _DAY / 4
-        done = [pid for pid, s in self.series.items() if s.anchor < horizon]
-        for pid in done:
-            del self.series[pid]

@@ -47,7 +47,7 @@ class SourceMessage(Protocol):
     timestamp: tuple[int, int] | None
 
 
-# One parsed Observation on its way to a shard: (outcome, ingested_at POSIX s | None,
+# One parsed Observation on its way to its patient: (outcome, ingested_at POSIX s | None,
 # 1 if it is the first outcome of its input message else 0 -- for the ``in`` counter).
 Entry = tuple[Outcome, float | None, int]
 

@@ -1,8 +1,10 @@
-"""Per-shard patient state: windows -> rules -> risk, with idle expiry on event time.
+"""What the monitor makes of a batch (:class:`Results`), its counters, and the risk of one reading.
 
-:class:`PatientStates` holds the windows of one shard's patients and turns a batch of
-:data:`lib.monitor.shards.Entry` into :class:`Results`, in input order. The risk model scores
-a shard's batch with one numpy call.
+Each patient's state (window, alert episodes, home series, ``no_data`` tracking) lives in one
+:class:`lib.monitor.patient.Patient`, in the monitor's ``patient_windows`` step keyed by patient
+id; :meth:`Patient.process <lib.monitor.patient.Patient.process>` turns the patient's
+:data:`lib.monitor.shards.Entry` of a batch into one :class:`Results`, in input order, and
+scores each reading on its own with :func:`one_reading_scorer`.
 
 Accounting: every Observation ends as exactly one outcome, counted under
 :data:`lib.domain.OUTCOMES`; ``in`` counts input messages (a Bundle message carries several
@@ -14,8 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import chain
-from math import inf
-from typing import Any, Protocol, cast
+from typing import Protocol, cast
 
 import numpy as np
 
@@ -25,27 +26,19 @@ from lib.domain import (
     Assessment,
     Average,
     DeadLetter,
-    Duplicate,
     Features,
     Ignored,
     Processed,
-    Reading,
     Retraction,
     Skipped,
 )
-from lib.monitor import rules
 from lib.monitor.alerts import AlertEvent
 from lib.monitor.home import HomeAverage
-from lib.monitor.rules import RuleSet
-from lib.monitor.shards import Entry
-from lib.monitor.window import PatientWindow
 
-__all__ = ["COUNTER_NAMES", "PatientStates", "Results", "RiskScorer"]
+__all__ = ["COUNTER_NAMES", "Results", "RiskScorer"]
 
 # "in" (messages) and one counter per outcome: in = the outcomes of its Observations
 COUNTER_NAMES = ("in", *OUTCOMES)
-_HOUR = 3600.0
-_MAX_SKEW_S = _HOUR  # event time ahead of the broker's timestamp by more is not trusted
 
 
 class RiskScorer(Protocol):
@@ -57,7 +50,9 @@ class RiskScorer(Protocol):
 
 @dataclass(slots=True)
 class Results:
-    """What one shard made of one batch, in input order.
+    """What one key of the patient step made of one batch, in input order: a patient's
+    outcomes and the events and home averages that followed, or the outcomes of a no-patient
+    key (:func:`lib.monitor.shards.no_patient_key`), or a wake-up's events.
 
     ``outcomes[i]`` came from a message the broker stamped ``ingested_at[i]`` (POSIX s, or
     None when the input carries no timestamp). ``messages`` counts the input messages whose
@@ -136,126 +131,3 @@ def _risks(model: RiskScorer, features: list[Features]) -> list[float]:
     if proba.ndim == 2:  # a bare sklearn estimator: (n, 2) -> positive class
         proba = proba[:, 1]
     return proba.tolist()
-
-
-class PatientStates:
-    """The windows of one shard's patients, with idle expiry on event time.
-
-    The shard's clock is a low watermark of event time: the latest event time seen on each
-    input partition (``topic:partition`` of the reading's source), minimum over the partitions.
-    A shard reads several partitions, which may be consumed unevenly (catching up, a slow
-    partition); with the maximum instead, patients of a lagging partition would expire while
-    their readings are still on the way. A patient whose latest reading is more than
-    ``idle_expiry_hours`` behind that clock is dropped: the check runs whenever the clock has
-    advanced by a tenth of the expiry time, so state is bounded by the patients seen within
-    about 1.1x the expiry time (a partition that stops receiving data holds the clock back:
-    expiry waits, nothing is lost). Event time, not the wall clock: a replay expires the same
-    patients at the same point. A reading dated more than an hour after its message's broker
-    timestamp advances the clock only to that timestamp + 1 h, so one device with a wrong
-    clock cannot expire everyone else.
-
-    Memory per patient and snapshot cost are measured by ``benchmarks/bench_memory.py``.
-    """
-
-    __slots__ = ("_expiry_s", "_next_sweep", "_size", "clock", "part_clocks", "windows")
-
-    def __init__(self, window_size: int = 12, idle_expiry_hours: float = 72.0) -> None:
-        self._size = window_size
-        self._expiry_s = idle_expiry_hours * _HOUR
-        self.windows: dict[str, PatientWindow] = {}
-        self.clock = float("-inf")
-        self.part_clocks: dict[str, float] = {}  # "topic:partition" -> latest event time
-        self._next_sweep = float("-inf")
-
-    def __len__(self) -> int:
-        return len(self.windows)
-
-    def process(self, entries: Iterable[Entry], ruleset: RuleSet, model: RiskScorer) -> Results:
-        """Window, rules and risk for each reading of the batch, in input order."""
-        res = Results()
-        ingested = res.ingested_at
-        outcomes = res.outcomes
-        windows = self.windows
-        verdict = rules.verdict
-        ruleset_name = ruleset.name
-        # the batch's Assessments, their risk filled in by one model call at the end
-        assessed: list[Assessment] = []
-        feats: list[Features] = []
-        part_clocks = self.part_clocks
-        messages = 0
-        for outcome, ing, first in entries:
-            messages += first
-            ingested.append(ing)
-            if type(outcome) is Reading:
-                r = outcome
-                window = windows.get(r.patient_id)
-                if window is None:
-                    window = windows[r.patient_id] = PatientWindow(self._size)
-                ts = r.effective_at.timestamp()
-                f = window.add(r, ts)
-                if f is None:
-                    outcomes.append(Duplicate(r.observation_id, r.patient_id, r.version, r.source))
-                    continue
-                if ing is not None and ts > ing + _MAX_SKEW_S:
-                    ts = ing + _MAX_SKEW_S  # a future-dated device must not expire others
-                src = r.source
-                part = src[: src.rfind(":")]  # "topic:partition", "" without coordinates
-                if ts > part_clocks.get(part, -inf):
-                    part_clocks[part] = ts
-                category, label, types, severity = verdict(r, f, ruleset)
-                a = Assessment(r, f, category, types, severity, 0.0, ruleset_name, label)
-                outcomes.append(a)
-                assessed.append(a)
-                feats.append(f)
-                continue
-            if type(outcome) is Retraction:
-                window = windows.get(outcome.patient_id)
-                if window is None:  # retraction before its reading: keep the tombstone
-                    window = windows[outcome.patient_id] = PatientWindow(self._size)
-                window.retract(outcome.observation_id)
-            outcomes.append(cast(Processed, outcome))  # not a Reading: passed on as it is
-        res.messages = messages
-        if feats:
-            for a, risk in zip(assessed, _risks(model, feats), strict=True):
-                a.risk_score = risk
-        if part_clocks:
-            self.clock = clock = min(part_clocks.values())
-            if clock >= self._next_sweep:
-                self.expire()
-        return res
-
-    def expire(self) -> int:
-        """Drop patients idle for longer than the expiry time; how many were dropped."""
-        horizon = self.clock - self._expiry_s
-        # a window without readings (only retracted ids) expires at the next sweep
-        idle = [
-            pid
-            for pid, w in self.windows.items()
-            if (-inf if w.last_ts is None else w.last_ts) < horizon
-        ]
-        for pid in idle:
-            del self.windows[pid]
-        self._next_sweep = self.clock + self._expiry_s / 10.0
-        return len(idle)
-
-    # -- recovery ---------------------------------------------------------------------------
-    def snapshot(self) -> tuple[Any, ...]:
-        return (
-            self._size,
-            self._expiry_s,
-            self.clock,
-            self._next_sweep,
-            {pid: w.state() for pid, w in self.windows.items()},
-            dict(self.part_clocks),
-        )
-
-    @classmethod
-    def restore(cls, snap: tuple[Any, ...]) -> PatientStates:
-        size, expiry_s, clock, next_sweep, windows = snap[:5]
-        states = cls(size, expiry_s / _HOUR)
-        states.clock = clock
-        # snapshots before partition clocks: the old single clock stands for every partition
-        states.part_clocks = dict(snap[5]) if len(snap) > 5 else {}
-        states._next_sweep = next_sweep
-        states.windows = {pid: PatientWindow.from_state(s) for pid, s in windows.items()}
-        return states

@@ -32,8 +32,11 @@ Times and values live in three ``array('d')`` (8 bytes per value), ids and versi
 lists, the digests of departed readings in an ``array('Q')`` (8 bytes each, ``GONE`` = 52 at
 most); the object uses ``__slots__``. The bytes per patient are measured by
 ``benchmarks/bench_memory.py`` and bounded by a test (``tests/unit/test_window.py``).
-Idle expiry is done by the owner of the windows (``lib.monitor.state.PatientStates``) from
-:attr:`PatientWindow.last_ts` against the event-time clock.
+Idle expiry is done by the owner of the window, the patient's state
+(:class:`lib.monitor.patient.Patient`, in the monitor's ``patient_windows`` step keyed by
+patient id): a reading more than the idle expiry time after :attr:`PatientWindow.last_ts`, in
+event time, starts a new window, and a patient reclaimed after that long without input on the
+wall clock drops its window.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 
 NO_DATA_EDGE_S = 3600.0  # patients this close to an edge of the no-data window are not compared
-NO_DATA_MIN_READINGS = 3  # as lib.monitor.alerts.NoDataTracker
+NO_DATA_MIN_READINGS = 3  # as lib.monitor.alerts.NoDataRule
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""The alert tracker's cheap condition check gives what the plain definition gives."""
+"""The alert tracker's cheap condition check gives what the plain definition gives, and its
+``quiet`` shortcut (in ``EpisodeTracker.step`` and ``Patient.process``) changes nothing."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ from lib.monitor.alerts import (
     CONDITIONS,
     AlertPolicy,
     EpisodeTracker,
+    NoDataRule,
     PatientAlertState,
-    ShardAlerts,
     conditions_of,
 )
-from lib.monitor.rules import ANOMALY_TYPES
+from lib.monitor.patient import Patient, PatientContext
+from lib.monitor.rules import AHA2017, ANOMALY_TYPES
+from lib.monitor.state import Results
 
 T0 = datetime(2025, 3, 3, tzinfo=UTC)
 
@@ -55,6 +58,13 @@ def assessment(rng: random.Random, i: int, patient: str = "p") -> Assessment:
     )
 
 
+def calm(i: int, patient: str) -> Assessment:
+    """A normal reading, low risk: no condition (resolves episodes, opens none)."""
+    reading = Reading(f"{patient}-{i}", patient, T0 + timedelta(minutes=15 * i), 118.0, 76.0)
+    features = Features(1, 118.0, 76.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0.0, 118.0, 76.0)
+    return Assessment(reading, features, "normal", (), "low", 0.1, "aha2017")
+
+
 def test_conditions_match_the_plain_definition() -> None:
     rng = random.Random(11)
     policies = [AlertPolicy(), AlertPolicy(risk_threshold=0.5), AlertPolicy(risk_threshold=1.0)]
@@ -84,7 +94,7 @@ def test_no_condition_and_no_state_is_a_no_op_without_state() -> None:
 
 
 def test_quiet_is_exactly_opens_nothing() -> None:
-    """``quiet`` (the shortcut of step and ShardAlerts) holds exactly when the full episode
+    """``quiet`` (the shortcut of step and Patient.process) holds exactly when the full episode
     logic, given no state, opens nothing."""
     rng = random.Random(23)
     counts = {True: 0, False: 0}
@@ -99,29 +109,39 @@ def test_quiet_is_exactly_opens_nothing() -> None:
     assert min(counts.values()) > 300
 
 
-def test_shard_alerts_equal_the_full_step_on_every_assessment() -> None:
-    """ShardAlerts.process (skipping quiet assessments of patients without state) gives the
-    events and the states of the full episode logic run on every assessment."""
+def test_the_quiet_shortcut_equals_the_full_step_on_every_assessment() -> None:
+    """``EpisodeTracker.step`` and a patient's episodes (``Patient.process`` follows each
+    assessment with the tracker, skipping quiet ones while the patient has no episode) give
+    the events and the states of the full episode logic run on every assessment."""
     rng = random.Random(29)
     for policy in (
         AlertPolicy(),
         AlertPolicy(open_severity="high", resolve_after=2, reminder_every=timedelta(hours=1)),
     ):
         tracker = EpisodeTracker(policy)
-        shard = ShardAlerts(tracker)
-        states: dict[str, PatientAlertState] = {}
-        n_events = 0
+        ctx = PatientContext(AHA2017, lambda f: 0.0, tracker, NoDataRule())
+        full: dict[str, PatientAlertState] = {}
+        stepped: dict[str, PatientAlertState] = {}
+        patients: dict[str, Patient] = {}
+        n_resolved = n_skipped = 0
         for batch in range(200):
-            items = [assessment(rng, 30 * batch + k, f"p{rng.randrange(12)}") for k in range(30)]
-            got = shard.process(items)
-            expect = []
-            for a in items:
-                pid = a.reading.patient_id
-                st, new = tracker._step(states.pop(pid, None), a)
+            for k in range(30):
+                i, pid = 30 * batch + k, f"p{rng.randrange(12)}"
+                # calm readings in between, so that episodes resolve and patients go quiet
+                a = assessment(rng, i, pid) if rng.random() < 0.3 else calm(i, pid)
+                n_skipped += pid not in full and tracker.quiet(a)
+                st, expect = tracker._step(full.pop(pid, None), a)
                 if st is not None:
-                    states[pid] = st
-                expect += new
-            assert [e.to_doc() for e in got] == [e.to_doc() for e in expect]
-            assert shard.states == states
-            n_events += len(got)
-        assert n_events > 100
+                    full[pid] = st
+                st, got = tracker.step(stepped.pop(pid, None), a)
+                if st is not None:
+                    stepped[pid] = st
+                assert [e.to_doc() for e in got] == [e.to_doc() for e in expect]
+                patient = patients.setdefault(pid, Patient(pid))
+                res = Results()
+                patient._follow(ctx, a, 0.0, res)  # the episodes' part of Patient.process
+                assert [e.to_doc() for e in res.events] == [e.to_doc() for e in expect]
+                n_resolved += sum(e.event == "resolved" for e in expect)
+            assert stepped == full
+            assert {k: p.alerts for k, p in patients.items() if p.alerts is not None} == full
+        assert n_resolved > 100 and n_skipped > 500

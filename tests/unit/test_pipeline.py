@@ -1,4 +1,6 @@
-"""lib.monitor.state: sharding, per-shard processing, expiry, documents, DLQ, scoring."""
+"""The monitor's chain: parsing and grouping (lib.monitor.shards), one patient's processing
+(lib.monitor.patient.Patient, lib.monitor.engine.Monitor), window expiry, documents, DLQ,
+scoring."""
 
 from __future__ import annotations
 
@@ -25,9 +27,10 @@ from lib.domain import (
 )
 from lib.monitor import documents, shards
 from lib.monitor.engine import Monitor
+from lib.monitor.patient import Patient, PatientContext
 from lib.monitor.risk import RiskModel
 from lib.monitor.rules import AHA2017
-from lib.monitor.state import PatientStates
+from lib.monitor.state import Results
 from lib.settings import Settings
 from lib.sim import fhir_writer as obs
 from lib.sim import stream
@@ -65,6 +68,22 @@ def rd(i: float, sys_: float = 150, dia: float = 95, patient: str = "p1") -> Rea
 
 def entries(*outcomes):
     return [(o, None, 1) for o in outcomes]
+
+
+NOW = (T0 + timedelta(days=1)).timestamp()  # the wall clock of processing (no_data only)
+
+
+def context(model, window_size: int = 12, idle_expiry_hours: float = 72) -> PatientContext:
+    """What every patient shares, as the monitor builds it (rule set AHA 2017)."""
+    return Monitor(model, AHA2017, window_size=window_size, idle_expiry_hours=idle_expiry_hours).ctx
+
+
+def process(ctx: PatientContext, patients: dict[str, Patient], *outcomes) -> Results:
+    """Outcomes of one patient through its Patient (made on first use), as the patient step
+    does for each key."""
+    (pid,) = {o.patient_id for o in outcomes}
+    patient = patients.setdefault(pid, Patient())
+    return patient.process(ctx, entries(*outcomes), NOW)
 
 
 def test_shard_of_is_stable_and_spread():
@@ -111,10 +130,10 @@ def test_reasons_made_around_the_parser_are_in_the_one_list(monkeypatch):
 
 
 def test_process_scores_in_order_with_duplicates_and_retractions(model):
-    states = PatientStates(12, 72)
+    patient = Patient()
     a, b = rd(0), rd(1, 118, 70)
-    res = states.process(
-        entries(a, a, b, Retraction(a.observation_id, "p1"), rd(2)), AHA2017, model
+    res = patient.process(
+        context(model), entries(a, a, b, Retraction(a.observation_id, "p1"), rd(2)), NOW
     )
     kinds = [type(o).__name__ for o in res.outcomes]
     assert kinds == ["Assessment", "Duplicate", "Assessment", "Retraction", "Assessment"]
@@ -127,65 +146,85 @@ def test_process_scores_in_order_with_duplicates_and_retractions(model):
     assert isinstance(res.outcomes[1], Duplicate)
 
 
-def test_retraction_before_its_reading_is_kept_then_expires(model):
-    states = PatientStates(12, idle_expiry_hours=10)
+def test_retraction_before_its_reading_is_kept_until_the_patient_is_reclaimed(model):
+    ctx = context(model, idle_expiry_hours=10)
+    patients: dict[str, Patient] = {}
     early = rd(1, patient="q")
-    res = states.process(entries(Retraction(early.observation_id, "q"), early), AHA2017, model)
+    res = process(ctx, patients, Retraction(early.observation_id, "q"), early)
     assert [type(o).__name__ for o in res.outcomes] == ["Retraction", "Duplicate"]
-    states.process(entries(rd(30, patient="other")), AHA2017, model)
-    assert "q" not in states.windows  # tombstone-only windows expire like idle ones
+    # a tombstone-only window has no reading to expire on in event time: the wall clock
+    # reclaims it with the patient, which then holds nothing and is discarded
+    q = patients["q"]
+    q.wake(ctx, NOW + 10 * 3600 - 1)
+    assert q.window is not None and not q.is_empty()
+    q.wake(ctx, NOW + 10 * 3600)
+    assert q.window is None and q.is_empty()
 
 
-def test_batch_risk_equals_predict_proba_one_and_sklearn(model, sk_pipeline):
-    states = PatientStates(12, 72)
+def test_risk_equals_predict_proba_one_and_sklearn(model, sk_pipeline):
+    ctx = context(model)
+    patients: dict[str, Patient] = {}
     readings = [rd(i / 4, 110 + 9 * np.sin(i), 70 + 5 * np.cos(i), f"p{i % 4}") for i in range(40)]
-    res = states.process(entries(*readings), AHA2017, model)
-    got = [o.risk_score for o in res.outcomes]
-    one = [model.predict_proba_one(o.features) for o in res.outcomes]
-    matrix = np.array([o.features.vector() for o in res.outcomes])
+    outcomes = [o for r in readings for o in process(ctx, patients, r).outcomes]
+    assert len(outcomes) == 40 and {o.features.n for o in outcomes} == set(range(1, 11))
+    got = [o.risk_score for o in outcomes]
+    one = [model.predict_proba_one(o.features) for o in outcomes]
+    matrix = np.array([o.features.vector() for o in outcomes])
     ref = sk_pipeline.predict_proba(matrix)[:, 1]
     assert np.allclose(got, one, atol=1e-9, rtol=0)
     assert np.allclose(got, ref, atol=1e-9, rtol=0)
-    # a bare sklearn estimator is accepted too ((n, 2) probabilities)
-    res2 = PatientStates(12, 72).process(entries(*readings), AHA2017, sk_pipeline)
-    assert np.allclose([o.risk_score for o in res2.outcomes], ref, atol=1e-12, rtol=0)
+    # a bare sklearn estimator is accepted too ((n, 2) probabilities, one row at a time)
+    bare_ctx, bare = context(sk_pipeline), dict[str, Patient]()
+    res2 = [o for r in readings for o in process(bare_ctx, bare, r).outcomes]
+    assert np.allclose([o.risk_score for o in res2], ref, atol=1e-12, rtol=0)
 
 
-def test_idle_patients_expire_on_event_time(model):
-    states = PatientStates(12, idle_expiry_hours=10)
-    states.process(entries(rd(0, patient="old"), rd(0, patient="young")), AHA2017, model)
-    states.process(entries(rd(5, patient="young")), AHA2017, model)
-    assert set(states.windows) == {"old", "young"}
-    states.process(entries(rd(10.5, patient="young")), AHA2017, model)
-    assert set(states.windows) == {"young"}  # old: idle 10.5 h > 10 h
-    # a returning patient starts a new window
-    res = states.process(entries(rd(11, patient="old")), AHA2017, model)
-    assert res.outcomes[0].features.n == 1
+def test_a_window_expires_on_its_own_patients_event_time(model):
+    """A reading more than the idle expiry after the patient's latest one starts a new window;
+    other patients' readings, however much later, never expire it."""
+    ctx = context(model, idle_expiry_hours=10)
+    patients: dict[str, Patient] = {}
+
+    def n(r: Reading) -> int:
+        (a,) = process(ctx, patients, r).outcomes
+        assert isinstance(a, Assessment)
+        return a.features.n
+
+    assert [n(rd(0, patient="old")), n(rd(0, patient="young"))] == [1, 1]
+    assert [n(rd(10, patient="young")), n(rd(40, patient="young"))] == [2, 1]  # 10 h: kept
+    assert n(rd(9, patient="old")) == 2  # young's clock is 31 h later: old's window stays
+    assert n(rd(19.5, patient="old")) == 1  # idle 10.5 h > 10 h: a new window
 
 
-def test_a_future_dated_reading_does_not_expire_other_patients(model):
-    states = PatientStates(12, idle_expiry_hours=10)
-    broker = rd(0).ts
-    states.process([(rd(0, patient="a"), broker, 1)], AHA2017, model)
-    # a device clock a year ahead; the broker stamped it at the same time as the others
-    future = rd(24 * 365, patient="b")
-    states.process([(future, broker + 60, 1)], AHA2017, model)
-    assert states.clock == broker + 60 + 3600
-    assert set(states.windows) == {"a", "b"}
+def test_a_future_dated_reading_expires_nobody_else(model):
+    ctx = context(model, idle_expiry_hours=10)
+    patients: dict[str, Patient] = {}
+    process(ctx, patients, rd(0, patient="a"))
+    # a device clock a year ahead
+    process(ctx, patients, rd(24 * 365, patient="b"))
+    (a,) = process(ctx, patients, rd(1, patient="a")).outcomes
+    assert isinstance(a, Assessment) and a.features.n == 2
+    # nor its own patient's window: a reading on time is a late one for it, not an idle gap
+    (b,) = process(ctx, patients, rd(2, patient="b")).outcomes
+    assert isinstance(b, Assessment) and b.features.n == 1  # judged by what preceded it: none
+    assert patients["b"].window is not None and len(patients["b"].window) == 2
 
 
 def test_snapshot_restore_continues_identically(model):
-    a = PatientStates(5, 72)
+    ctx = context(model, window_size=5)
+    a: dict[str, Patient] = {}
     readings = [rd(i, 120 + 3 * i, 80, f"p{i % 3}") for i in range(12)]
-    a.process(entries(*readings[:8]), AHA2017, model)
-    b = PatientStates.restore(pickle.loads(pickle.dumps(a.snapshot())))
-    ra = a.process(entries(*readings[8:]), AHA2017, model)
-    rb = b.process(entries(*readings[8:]), AHA2017, model)
-    assert ra.outcomes == rb.outcomes and b.clock == a.clock
+    for r in readings[:8]:
+        process(ctx, a, r)
+    b = {k: Patient.restore(pickle.loads(pickle.dumps(p.snapshot()))) for k, p in a.items()}
+    ra = [o for r in readings[8:] for o in process(ctx, a, r).outcomes]
+    rb = [o for r in readings[8:] for o in process(ctx, b, r).outcomes]
+    assert ra == rb and len(ra) == 4
+    assert {k: p.snapshot() for k, p in a.items()} == {k: p.snapshot() for k, p in b.items()}
 
 
 def test_documents_follow_the_contract(model):
-    res = PatientStates().process([(rd(0, 185, 100), 1_772_000_000.5, 1)], AHA2017, model)
+    res = Patient().process(context(model), [(rd(0, 185, 100), 1_772_000_000.5, 1)], NOW)
     (assessment,) = res.outcomes
     doc = documents.anomaly_doc(assessment, datetime.fromtimestamp(1_772_000_000.5, UTC))
     for field in (

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import orjson
 import pytest
 
-from lib.domain import FEATURE_NAMES, Assessment, Features, Reading, utc_iso
+from lib.domain import Features, utc_iso
 from lib.settings import Settings
 from lib.sim import cohort
 from lib.sim import stream as sim
@@ -121,23 +121,27 @@ def test_morning_and_evening_sessions_of_two_readings_then_silence(home_stream):
             assert office[-1]["effective_at"] < recs[0]["effective_at"]
 
 
-def _assess(r: Reading) -> Assessment:
-    return Assessment(r, Features(*range(len(FEATURE_NAMES))), "normal", (), "low", 0.0, "x")
+class _ConstantRisk:
+    """The home protocol does not depend on the risk model."""
+
+    def predict_proba_one(self, features: Features) -> float:
+        return 0.0
+
+    def predict_proba(self, matrix):
+        raise AssertionError("scored one reading at a time")
 
 
 @pytest.mark.parametrize("ruleset", ["aha2025", "aha2017", "esh2023"])
 def test_monitor_home_protocol_gives_the_truths_averages(home_stream, ruleset):
-    fhir = pytest.importorskip("lib.monitor.fhir")
-    home = pytest.importorskip("lib.monitor.home")
-    from lib.monitor.rules import RULESETS
+    engine = pytest.importorskip("lib.monitor.engine")
 
-    shard = home.ShardHome(RULESETS[ruleset])
+    monitor = engine.Monitor(_ConstantRisk(), ruleset)  # parser, then each patient's state
+    now = cohort.DEFAULT_START.timestamp()  # the simulated time 0 on the wall clock
     latest: dict[str, object] = {}
-    for m in home_stream:
-        for out in fhir.parse(m.value, m.key, source="t:0:0"):
-            if isinstance(out, Reading):
-                for avg in shard.process([_assess(out)]):
-                    latest[avg.patient_id] = avg
+    for i in range(0, len(home_stream), 100):
+        for _, res in monitor.process(home_stream[i : i + 100], now=now):
+            for avg in res.averages:
+                latest[avg.patient_id] = avg
     expected = {
         pid: (recs[0]["home_series_start"], recs[0]["home_hypertension"])
         for pid, recs in _home_truth(home_stream).items()
