@@ -513,12 +513,11 @@ class NoDataRule:
         self, seen: _LastSeen | None, assessment: Assessment, now: float
     ) -> tuple[_LastSeen | None, AlertEvent | None]:
         """The patient's tracking after one more reading, and a ``resolved`` event if an
-        episode was open. A first reading older than the lookback starts no tracking."""
+        episode was open. Every reading counts, however old: whether the patient is tracked
+        is decided by its *latest* reading, at :meth:`check`."""
         r = assessment.reading
         ts = r.effective_at.timestamp()
         if seen is None:
-            if not self.tracked(ts, now):
-                return None, None
             return _LastSeen(ts, r.observation_id, 1, "", now), None
         seen.seen_at = now
         event = None

@@ -214,7 +214,19 @@ def test_window_expiry_is_in_event_time_and_does_not_depend_on_the_wall_clock(mo
     times = [NOW - 86400 * 30 + 3600 * k for k in (0, 1, 4)]  # old data, a 3 h gap
     out = [res for t in times for _, res in m.process(_msgs_at("q", [t], start=int(t)), now=NOW)]
     assert [res.outcomes[0].features.n for res in out] == [1, 2, 1]  # type: ignore[union-attr]
-    assert m.patients["q"].seen is None  # older than the lookback: not tracked
+    assert m.patients["q"].wake(m.ctx, NOW) == []  # older than the lookback: not tracked
+    assert m.patients["q"].seen is None
+
+
+def test_readings_before_the_lookback_count_when_the_latest_is_within_it(model):
+    """Tracking depends on the latest reading: older ones still count towards the minimum
+    (a home series of 8 days ago whose last readings fall inside the 7-day lookback)."""
+    m = _monitor(model)
+    lookback = 7 * 86400.0
+    times = [NOW - lookback - 7200, NOW - lookback - 3600, NOW - lookback + 3600]
+    m.process(_msgs_at("q", times), now=NOW)
+    (opened,) = m.patients["q"].wake(m.ctx, NOW + 60)
+    assert opened.event == "opened" and opened.observation_ids == ("q-2",)
 
 
 def test_registrations_wake_for_no_data_and_reclaim():
