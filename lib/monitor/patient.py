@@ -20,8 +20,16 @@ they are about what must happen now:
   latest reading starts a new window, as if the patient were new (the same windows as the
   sharded design's sweep gave in-order data; the rule no longer depends on other patients).
 * *Reclaim*: a patient woken (``lib.monitor.wakeups``) after ``idle_expiry_hours`` of wall-clock
-  time without input drops its window and home series; its open episodes and ``no_data``
-  tracking stay until they end. A patient holding nothing is discarded from the state.
+  time without input drops its window and home series when the monitor is caught up with
+  its input (:class:`IngestClock`: a message stamped by the broker within the last
+  :data:`CAUGHT_UP_S` was processed), since any reading of the patient would then have
+  arrived. While the monitor is behind (resumed after an outage longer than the expiry, the
+  patient's readings may still wait in Kafka) it packs them into one ``bytes`` instead
+  (``packed``, a few hundred bytes instead of a few KB of objects), unpacked by the patient's
+  next reading: lossless, so a long outage changes no window. A window older than the expiry
+  plus the ``no_data`` lookback (10 days by default), or holding only retracted ids, is
+  dropped either way. Open episodes and ``no_data`` tracking stay until they end. A patient
+  holding nothing is discarded from the state.
 
 Per-reading work, in input order: window features -> rules -> risk (one reading at a time, by
 ``RiskScorer.predict_proba_one``: a patient's score does not depend on which other patients
@@ -30,8 +38,10 @@ shared its batch) -> alert episodes -> home series -> ``no_data`` tracking.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from math import inf
 from typing import Any, NamedTuple, cast
 
 from lib.domain import (
@@ -60,10 +70,32 @@ from lib.monitor.shards import Entry
 from lib.monitor.state import Results
 from lib.monitor.window import PatientWindow, WindowState
 
-__all__ = ["SNAPSHOT_VERSION", "Patient", "PatientContext", "PatientSnapshot"]
+__all__ = [
+    "CAUGHT_UP_S",
+    "SNAPSHOT_VERSION",
+    "IngestClock",
+    "Patient",
+    "PatientContext",
+    "PatientSnapshot",
+]
 
 _HOUR = 3600.0
 SNAPSHOT_VERSION = 1
+CAUGHT_UP_S = 3600.0  # the latest broker timestamp processed this recently: caught up
+
+
+class IngestClock:
+    """The latest broker timestamp this process has processed (POSIX s; -inf before any):
+    a patient step's evidence that the input is caught up. Per process, not recovered (after
+    a restart the monitor counts as behind until it has processed a recent message)."""
+
+    __slots__ = ("latest",)
+
+    def __init__(self) -> None:
+        self.latest = -inf
+
+    def caught_up(self, now: float) -> bool:
+        return now - self.latest <= CAUGHT_UP_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +103,8 @@ class PatientContext:
     """What every patient shares: the rules, the model and the settings (resolved once).
 
     :arg score: risk of one reading's features (``RiskModel.predict_proba_one``).
-    :arg reclaim_s: wall-clock seconds without input after which a woken patient drops its
-        window and home series (``BPWATCH_IDLE_EXPIRY_HOURS``).
+    :arg reclaim_s: wall-clock seconds without input after which a woken patient packs (or
+        drops) its window and home series (``BPWATCH_IDLE_EXPIRY_HOURS``).
     """
 
     ruleset: RuleSet
@@ -82,6 +114,7 @@ class PatientContext:
     window_size: int = 12
     expiry_s: float = 72 * _HOUR
     every_home: bool = False
+    ingest: IngestClock = field(default_factory=IngestClock)
 
     @property
     def reclaim_s(self) -> float:
@@ -99,12 +132,22 @@ class PatientSnapshot(NamedTuple):
     home_episode: _HomeEpisode | None
     seen: _LastSeen | None
     touched_at: float
+    packed: bytes | None  # the window state and home series of an idle patient, pickled
 
 
 class Patient:
     """One patient's state; see the module docstring."""
 
-    __slots__ = ("alerts", "home", "home_episode", "patient_id", "seen", "touched_at", "window")
+    __slots__ = (
+        "alerts",
+        "home",
+        "home_episode",
+        "packed",
+        "patient_id",
+        "seen",
+        "touched_at",
+        "window",
+    )
 
     def __init__(self, patient_id: str = "") -> None:
         self.patient_id = patient_id
@@ -114,6 +157,7 @@ class Patient:
         self.home_episode: _HomeEpisode | None = None
         self.seen: _LastSeen | None = None
         self.touched_at = 0.0
+        self.packed: bytes | None = None
 
     def is_empty(self) -> bool:
         """Nothing held: the key can be discarded."""
@@ -123,6 +167,7 @@ class Patient:
             and self.home is None
             and self.home_episode is None
             and self.seen is None
+            and self.packed is None
         )
 
     # -- input --------------------------------------------------------------------------
@@ -133,9 +178,14 @@ class Patient:
         outcomes, ingested = res.outcomes, res.ingested_at
         messages = 0
         self.touched_at = now
+        if self.packed is not None:
+            self._unpack()
+        clock = ctx.ingest
         for outcome, ing, first in entries:
             messages += first
             ingested.append(ing)
+            if ing is not None and ing > clock.latest:
+                clock.latest = ing
             t = type(outcome)
             if t is Reading:
                 if not self.patient_id:
@@ -150,7 +200,10 @@ class Patient:
                 if self.window is None:  # retraction before its reading: keep the tombstone
                     self.window = PatientWindow(ctx.window_size)
                 self.window.retract(r.observation_id)
-                if self.home is not None and self.home.readings.pop(r.observation_id, None):
+                if (
+                    self.home is not None
+                    and self.home.readings.pop(r.observation_id, None) is not None
+                ):
                     avg = average_of(r.patient_id, self.home, ctx.ruleset)
                     if avg is not None:
                         self._home_average(avg, res)
@@ -220,9 +273,29 @@ class Patient:
             if event is not None:
                 events.append(event)
         if not caught_up and now - self.touched_at >= ctx.reclaim_s:
-            self.window = None
-            self.home = None
+            self._reclaim(ctx, now)
         return events
+
+    def _reclaim(self, ctx: PatientContext, now: float) -> None:
+        """Drop an idle patient's window and home series, or pack them while the input is
+        behind (see the module docstring)."""
+        w, home = self.window, self.home
+        if w is None and home is None:
+            return
+        latest = max(
+            w.last_ts if w is not None and w.last_ts is not None else float("-inf"),
+            max((r[0] for r in home.readings.values()), default=home.start) if home else -inf,
+        )
+        self.window = self.home = None
+        if latest < now - ctx.expiry_s - ctx.no_data.lookback_s or ctx.ingest.caught_up(now):
+            return  # dropped: stale, only retracted ids, or nothing of the patient can be due
+        self.packed = pickle.dumps((None if w is None else w.state(), home), protocol=5)
+
+    def _unpack(self) -> None:
+        window_state, home = pickle.loads(cast(bytes, self.packed))
+        self.packed = None
+        self.window = None if window_state is None else PatientWindow.from_state(window_state)
+        self.home = home
 
     # -- recovery -------------------------------------------------------------------------
     def snapshot(self) -> PatientSnapshot:
@@ -236,6 +309,7 @@ class Patient:
             self.home_episode,
             self.seen,
             self.touched_at,
+            self.packed,
         )
 
     @classmethod
@@ -261,6 +335,7 @@ class Patient:
         p.home_episode = snap.home_episode
         p.seen = snap.seen
         p.touched_at = snap.touched_at
+        p.packed = snap.packed
         return p
 
 
