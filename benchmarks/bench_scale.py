@@ -352,7 +352,7 @@ def measure(
                 round(patient_bytes / max(1, snaps)),
                 "bytes",
                 "<= 1,024",
-                patient_bytes / max(1, snaps) <= 1024,
+                (patient_bytes / snaps <= 1024) if snaps else None,
                 f"{snaps:,} patient snapshots; the rest (offsets, wheel, counters) "
                 f"{other_bytes / max(1.0, trickle_wall / EPOCH_S):,.0f} bytes per epoch",
             ),

@@ -2,8 +2,8 @@
 
     .venv/bin/python -m benchmarks.run [--quick] [--only NAME[,NAME]] [--out FILE]
 
-NAME: inprocess, stages, e2e, naive, latency, memory, scaleout (the order they run in). Each has its
-own command too (``python -m benchmarks.bench_<name>``, ``python -m benchmarks.naive``). ``e2e``
+NAME: inprocess, stages, e2e, naive, latency, memory, scaleout, scale (the order they run in).
+Each has its own command too (``python -m benchmarks.bench_<name>``, ``python -m benchmarks.naive``). ``e2e``
 includes the I/O ceiling (``benchmarks.bench_ceiling`` on the same filled topic).
 ``--quick`` runs every benchmark on tiny sizes, to prove the harness works (CI); its figures
 mean nothing. Results go to ``benchmarks/results.json`` (``--out``) with the machine they
@@ -26,7 +26,7 @@ from typing import Any
 
 from benchmarks.common import ROOT, Row, machine
 
-NAMES = ("inprocess", "stages", "e2e", "naive", "latency", "memory", "scaleout")
+NAMES = ("inprocess", "stages", "e2e", "naive", "latency", "memory", "scaleout", "scale")
 RESULTS = ROOT / "benchmarks" / "results.json"
 
 
@@ -37,6 +37,7 @@ def _plans(quick: bool) -> dict[str, Callable[[dict[str, Any]], list[Row]]]:
         bench_inprocess,
         bench_latency,
         bench_memory,
+        bench_scale,
         bench_scaleout,
         bench_stages,
         naive,
@@ -71,6 +72,13 @@ def _plans(quick: bool) -> dict[str, Callable[[dict[str, Any]], list[Row]]]:
         ),
         "memory": lambda _: bench_memory.measure(2_000 if quick else 100_000),
         "scaleout": lambda _: bench_scaleout.measure(msgs, patients),
+        "scale": lambda _: bench_scale.measure(
+            [200, 2_000] if quick else [10_000, 100_000, 1_000_000],
+            4_000 if quick else 1_000_000,
+            64,
+            50,
+            3 if quick else 120,
+        ),
     }
 
 

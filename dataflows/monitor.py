@@ -22,11 +22,16 @@ its metrics (Prometheus) when ``BYTEWAX_DATAFLOW_API_ENABLED=true``, on port 303
 
 Every step is pure logic from ``lib/``; only the inputs and outputs at the edges do I/O.
 
-Speed: readings are grouped into patient *shards* right after parsing, so the stateful step
-sees one item per shard per batch (its state: the windows of that shard's patients) instead of
-one call per reading. The outputs are split by one batch-level call each (``flat_map_batch``),
-which keeps the broker timestamp beside each outcome for ``ingested_at``; in a trial this ran
-on par with per-item ``op.branch`` / ``op.map`` (the per-reading logic dominates).
+State: one stateful step, ``patient_windows``, keyed by patient id, holds each patient's whole
+state (window, alert episodes, home series, no_data tracking: ``lib.monitor.patient``). Bytewax
+snapshots the keys awoken in an epoch, each in full, so an epoch's snapshot holds the patients
+whose input arrived in it, not the cohort. Parsing groups a batch's outcomes by patient (one
+item per patient and batch). Silence and the reclaim of idle patients need a wake-up when no
+input comes; a timer per patient key would be scanned on every activation, so the timers live
+in the ``wakeups`` step, keyed by 10 s bucket of due time (``lib.monitor.wakeups``), whose
+wake-ups merge into the patient step's input. Which clock each step uses: ``docs/clocks.md``.
+The outputs are split by one batch-level call each (``flat_map_batch``), which keeps the
+broker timestamp beside each outcome for ``ingested_at``.
 ``flow`` is built on first access (no connections or model loading at import).
 """
 

@@ -2,8 +2,9 @@
 
 Documents: :func:`anomaly_doc` (``bp-anomalies``), :func:`normal_record` (JSON Lines),
 :func:`dlq_message` (``bp.observations.dlq``), :func:`home_item` (``bp-home-averages``).
-Batch extractors, used as ``flat_map_batch`` steps over ``(shard, Results)`` items:
-:func:`elastic_actions`, :func:`normal_records`, :func:`dlq_messages`, :func:`outcome_counts`.
+Batch extractors, used as ``flat_map_batch`` steps over ``(patient id, Results)`` items:
+:func:`keyed_elastic_actions`, :func:`normal_records`, :func:`dlq_messages`,
+:func:`outcome_counts`.
 Alert items: :func:`alert_message` (``bp.alerts``) and :func:`alert_doc` (``bp-alerts``).
 Adding a sink means adding its document and extractor here.
 """
