@@ -4,7 +4,8 @@
 
 NAME: inprocess, stages, e2e, naive, latency, memory, scaleout, scale (the order they run in).
 Each has its own command too (``python -m benchmarks.bench_<name>``, ``python -m
-benchmarks.naive``). ``e2e`` includes the I/O ceiling (``benchmarks.bench_ceiling`` on the same filled topic).
+benchmarks.naive``). ``e2e`` includes the I/O ceiling (``benchmarks.bench_ceiling`` on the
+same filled topic).
 ``--quick`` runs every benchmark on tiny sizes, to prove the harness works (CI); its figures
 mean nothing. Results go to ``benchmarks/results.json`` (``--out``) with the machine they
 ran on. The e2e, ceiling and naive figures are measured in the same run, on the same messages
