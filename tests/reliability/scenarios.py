@@ -48,7 +48,7 @@ class Size:
 CI = {
     "crash": Size(readings=12_000, patients=60, kills=3),
     "kafka-outage": Size(readings=3_000, patients=40, outage_s=8.0),
-    "es-outage": Size(readings=4_000, patients=40, outage_s=8.0),
+    "es-outage": Size(readings=30_000, patients=100, outage_s=8.0),  # lasts past the first write
     "disk": Size(readings=3_000, patients=30),
     "fuzz": Size(readings=1_000, patients=20, fuzz=3_000),
     "ordering": Size(readings=2_000, patients=20),
