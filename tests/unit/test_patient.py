@@ -7,7 +7,7 @@ other patients shared a batch, on the batch sizes, or on a snapshot and restore 
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,17 +29,7 @@ from lib.monitor.state import one_reading_scorer
 from lib.settings import Settings
 from lib.sim import fhir_writer as obs
 from lib.sim import stream
-
-
-@dataclass
-class Msg:
-    value: Any
-    key: bytes | None = b"p1"
-    headers: Any = ()
-    topic: str | None = "bp.observations"
-    partition: int | None = 0
-    offset: int | None = 0
-    timestamp: tuple[int, int] | None = (1, 1_700_000_000_000)
+from tests.unit.test_shards import Msg
 
 
 @pytest.fixture(scope="module")
