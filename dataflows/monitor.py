@@ -56,11 +56,11 @@ from lib.connectors.kafka_once import ExactlyOnceKafkaSink
 from lib.monitor import documents, shards, wakeups
 from lib.monitor.alerts import AlertEvent, AlertPolicy, EpisodeTracker, NoDataRule
 from lib.monitor.home import HomeAverage
-from lib.monitor.patient import Patient, PatientContext, PatientSnapshot
+from lib.monitor.patient import Patient, PatientContext
 from lib.monitor.rules import get_ruleset
 from lib.monitor.shards import Entry
 from lib.monitor.state import COUNTER_NAMES, Results, RiskScorer, one_reading_scorer
-from lib.monitor.wakeups import Bucket, BucketSnapshot, Registration
+from lib.monitor.wakeups import Bucket, Registration
 from lib.settings import Settings, load_or_exit
 
 __all__ = ["MonitorIO", "build", "monitor_flow", "production_io"]
@@ -70,7 +70,7 @@ logger = logging.getLogger("bpwatch.monitor")
 LOG_EVERY = timedelta(seconds=10)
 
 
-class _PatientLogic(StatefulBatchLogic[list[Entry] | str, Results, PatientSnapshot]):
+class _PatientLogic(StatefulBatchLogic[list[Entry] | str, Results, tuple]):
     """One patient (the step is keyed by patient id): a batch of the patient's outcomes, or
     a wake-up (the patient's id) from the ``wakeups`` step. Clocks: see
     :mod:`lib.monitor.patient`."""
@@ -99,16 +99,16 @@ class _PatientLogic(StatefulBatchLogic[list[Entry] | str, Results, PatientSnapsh
         keep = self.DISCARD if self.patient.is_empty() else self.RETAIN
         return ([Results(events=events)] if events else []), keep
 
-    def snapshot(self) -> PatientSnapshot:
+    def snapshot(self) -> tuple:
         return self.patient.snapshot()
 
 
-class _WakeupLogic(StatefulBatchLogic[list[Registration], str, BucketSnapshot]):
+class _WakeupLogic(StatefulBatchLogic[list[Registration], str, tuple]):
     """One bucket of the wake-up wheel (:mod:`lib.monitor.wakeups`): one timer per bucket."""
 
     __slots__ = ("bucket",)
 
-    def __init__(self, resume: BucketSnapshot | None) -> None:
+    def __init__(self, resume: tuple | None) -> None:
         self.bucket = Bucket(resume)
 
     def on_batch(self, values: list[list[Registration]]) -> tuple[list[str], bool]:
@@ -124,7 +124,7 @@ class _WakeupLogic(StatefulBatchLogic[list[Registration], str, BucketSnapshot]):
         due = self.bucket.next_due()
         return None if due is None else datetime.fromtimestamp(due, UTC)
 
-    def snapshot(self) -> BucketSnapshot:
+    def snapshot(self) -> tuple:
         return self.bucket.snapshot()
 
 
@@ -287,7 +287,7 @@ def build(
 def monitor_flow(io: MonitorIO, ctx: PatientContext) -> Dataflow:
     """The chain of steps, from the observations topic to every output."""
 
-    def patient_logic(resume: PatientSnapshot | None) -> _PatientLogic:
+    def patient_logic(resume: tuple | None) -> _PatientLogic:
         return _PatientLogic(ctx, Patient.restore(resume) if resume is not None else Patient())
 
     def schedule(batch: list[tuple[str, list[Entry]]]) -> list[tuple[str, list[Registration]]]:

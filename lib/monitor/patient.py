@@ -72,6 +72,7 @@ from lib.monitor.window import PatientWindow, WindowState
 
 __all__ = [
     "CAUGHT_UP_S",
+    "SNAPSHOT_TAG",
     "SNAPSHOT_VERSION",
     "IngestClock",
     "Patient",
@@ -80,6 +81,7 @@ __all__ = [
 ]
 
 _HOUR = 3600.0
+SNAPSHOT_TAG = "bpw-patient"
 SNAPSHOT_VERSION = 1
 CAUGHT_UP_S = 3600.0  # the latest broker timestamp processed this recently: caught up
 
@@ -122,17 +124,47 @@ class PatientContext:
 
 
 class PatientSnapshot(NamedTuple):
-    """A patient's recovery snapshot: a named record with a version (pickled by Bytewax)."""
+    """A patient's recovery snapshot, as :meth:`PatientSnapshot.read` gives it.
 
+    Bytewax stores it as the plain tuple :meth:`Patient.snapshot` returns, whose first two
+    fields name the record (:data:`SNAPSHOT_TAG`) and its version: pickling a NamedTuple or a
+    dataclass looks its class up every time, seven times the cost of a tuple of plain values,
+    and the monitor writes a snapshot per patient touched. ``seen`` is the ``no_data`` tracking
+    as a tuple of :class:`lib.monitor.alerts._LastSeen`'s fields.
+    """
+
+    tag: str
     version: int
     patient_id: str
     window: WindowState | None
+    seen: tuple[Any, ...] | None
     alerts: PatientAlertState | None
     home: HomeSeries | None
     home_episode: _HomeEpisode | None
-    seen: _LastSeen | None
     touched_at: float
     packed: bytes | None  # the window state and home series of an idle patient, pickled
+
+    @classmethod
+    def read(cls, stored: Any) -> PatientSnapshot:
+        """The record of a stored snapshot; :class:`lib.errors.RecoveryError` naming the fix
+        for one this version cannot read (a store written by an earlier layout)."""
+        if (
+            type(stored) is tuple
+            and len(stored) == len(cls._fields)
+            and stored[0] == SNAPSHOT_TAG
+            and stored[1] == SNAPSHOT_VERSION
+        ):
+            return cls._make(stored)
+        raise RecoveryError(
+            "the recovery store holds monitor state this version cannot read "
+            f"({_describe(stored)}): it was written by an earlier bpwatch, which kept "
+            "patients in 32 shards. Either resume it with that version until the topic is "
+            "consumed and then start this version on a new store (python -m "
+            "bytewax.recovery NEW_DIR 64), or start on a new store now: the monitor then "
+            "re-reads the topic from its earliest offset and rebuilds every patient's "
+            "state, and bp.alerts receives the replayed alerts again (same alert_id). "
+            "See docs/operations.md, 'Upgrades'."
+        )
 
 
 class Patient:
@@ -298,48 +330,42 @@ class Patient:
         self.home = home
 
     # -- recovery -------------------------------------------------------------------------
-    def snapshot(self) -> PatientSnapshot:
-        w = self.window
-        return PatientSnapshot(
+    def snapshot(self) -> tuple[Any, ...]:
+        """The stored form of :class:`PatientSnapshot` (a plain tuple: cheap to pickle)."""
+        w, seen = self.window, self.seen
+        return (
+            SNAPSHOT_TAG,
             SNAPSHOT_VERSION,
             self.patient_id,
             None if w is None else w.state(),
+            None if seen is None else (seen.ts, seen.observation_id, seen.readings,
+                                       seen.open_key, seen.seen_at),
             self.alerts,
             self.home,
             self.home_episode,
-            self.seen,
             self.touched_at,
             self.packed,
-        )
+        )  # fmt: skip
 
     @classmethod
-    def restore(cls, snap: Any) -> Patient:
-        """A patient from its snapshot; :class:`lib.errors.RecoveryError` naming the fix for
-        a snapshot this version cannot read (a store written by an earlier layout)."""
-        if type(snap) is not PatientSnapshot or snap.version != SNAPSHOT_VERSION:
-            raise RecoveryError(
-                "the recovery store holds monitor state this version cannot read "
-                f"({_describe(snap)}): it was written by an earlier bpwatch, which kept "
-                "patients in 32 shards. Either resume it with that version until the topic is "
-                "consumed and then start this version on a new store (python -m "
-                "bytewax.recovery NEW_DIR 64), or start on a new store now: the monitor then "
-                "re-reads the topic from its earliest offset and rebuilds every patient's "
-                "state, and bp.alerts receives the replayed alerts again (same alert_id). "
-                "See docs/operations.md, 'Upgrades'."
-            )
+    def restore(cls, stored: Any) -> Patient:
+        """A patient from its stored snapshot (see :meth:`PatientSnapshot.read`)."""
+        snap = PatientSnapshot.read(stored)
         p = cls(snap.patient_id)
         if snap.window is not None:
             p.window = PatientWindow.from_state(snap.window)
+        if snap.seen is not None:
+            p.seen = _LastSeen(*snap.seen)
         p.alerts = snap.alerts
         p.home = snap.home
         p.home_episode = snap.home_episode
-        p.seen = snap.seen
         p.touched_at = snap.touched_at
         p.packed = snap.packed
         return p
 
 
-def _describe(snap: Any) -> str:
-    if isinstance(snap, PatientSnapshot):
-        return f"snapshot version {snap.version}, this version reads {SNAPSHOT_VERSION}"
-    return f"a {type(snap).__name__} where a PatientSnapshot was expected"
+def _describe(stored: Any) -> str:
+    if type(stored) is tuple and stored and stored[0] == SNAPSHOT_TAG:
+        version = stored[1] if len(stored) > 1 else "?"
+        return f"snapshot version {version}, this version reads {SNAPSHOT_VERSION}"
+    return f"a {type(stored).__name__} where a patient snapshot was expected"

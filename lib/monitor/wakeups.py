@@ -23,9 +23,10 @@ each of its patients a wake-up that goes into the patient step with the readings
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from lib.domain import Reading
+from lib.errors import RecoveryError
 from lib.monitor.alerts import NoDataRule
 from lib.monitor.shards import Entry
 
@@ -78,7 +79,14 @@ def registrations(
     return [(key, regs) for key, regs in by_bucket.items() if regs]
 
 
+SNAPSHOT_TAG = "bpw-wakeups"
+
+
 class BucketSnapshot(NamedTuple):
+    """A bucket's recovery snapshot; stored as a plain tuple (cheap to pickle) whose first
+    fields name the record and its version."""
+
+    tag: str
     version: int
     due: dict[str, float]
 
@@ -89,8 +97,14 @@ class Bucket:
 
     __slots__ = ("_next", "due")
 
-    def __init__(self, snapshot: BucketSnapshot | None = None) -> None:
-        self.due: dict[str, float] = dict(snapshot.due) if snapshot is not None else {}
+    def __init__(self, stored: tuple[Any, ...] | None = None) -> None:
+        if stored is not None and (stored[:2] != (SNAPSHOT_TAG, SNAPSHOT_VERSION)):
+            raise RecoveryError(
+                f"a wake-up bucket snapshot this version cannot read ({stored[:2]!r}): "
+                "start on a new recovery store (docs/operations.md, 'Upgrades')"
+            )
+        snap = None if stored is None else BucketSnapshot._make(stored)
+        self.due: dict[str, float] = dict(snap.due) if snap is not None else {}
         self._next = min(self.due.values()) if self.due else None
 
     def add(self, regs: Iterable[Registration]) -> None:
@@ -115,5 +129,5 @@ class Bucket:
         self._next = min(self.due.values()) if self.due else None
         return ready
 
-    def snapshot(self) -> BucketSnapshot:
-        return BucketSnapshot(SNAPSHOT_VERSION, dict(self.due))
+    def snapshot(self) -> tuple[Any, ...]:
+        return (SNAPSHOT_TAG, SNAPSHOT_VERSION, dict(self.due))

@@ -77,8 +77,9 @@ def test_the_recovery_store_holds_one_key_per_patient(model, tmp_path):
     rows = _rows(tmp_path / "db", "patient_windows")
     kept = {key: pickle.loads(blob) for key, blob in rows if blob is not None}
     assert set(kept) == set(patients)  # the dead letter's key holds nothing: discarded
-    for key, snap in kept.items():
-        assert type(snap) is PatientSnapshot and snap.patient_id == key
+    for key, stored in kept.items():
+        snap = PatientSnapshot.read(stored)
+        assert snap.patient_id == key
         assert snap.window is not None
         assert len(snap.window[1]) == 3 * 8  # three event times of this patient alone
 

@@ -105,10 +105,12 @@ def test_a_snapshot_holds_only_its_patient():
     assert patients == {"a", "b"}
     monitor = Monitor(lambda_model())
     monitor.process(msgs, now=1_700_000_000.0)
-    snap = monitor.patients["a"].snapshot()
-    assert type(snap) is PatientSnapshot and snap.patient_id == "a"
-    assert pickle.loads(pickle.dumps(snap)) == snap
-    held = Patient.restore(snap).window
+    stored = monitor.patients["a"].snapshot()
+    assert pickle.loads(pickle.dumps(stored)) == stored
+    snap = PatientSnapshot.read(stored)
+    assert snap.tag == "bpw-patient" and snap.patient_id == "a"
+    assert snap.seen is not None and snap.seen[1] == "a-2"  # the latest reading
+    held = Patient.restore(stored).window
     assert held is not None and set(held.observation_ids) == {"a-0", "a-1", "a-2"}
 
 
@@ -142,7 +144,7 @@ def test_a_snapshot_of_an_earlier_layout_is_refused_with_the_fix():
     text = str(err.value)
     assert "32 shards" in text and "python -m bytewax.recovery" in text
     with pytest.raises(RecoveryError, match="snapshot version 0"):
-        Patient.restore(PatientSnapshot(0, "p1", None, None, None, None, None, 0.0, None))
+        Patient.restore(("bpw-patient", 0, "p1", None, None, None, None, None, 0.0, None))
 
 
 # -- wall clock: no_data and reclaim --------------------------------------------------------
