@@ -42,8 +42,8 @@ Resolution hysteresis: an episode resolves only after ``resolve_after`` (default
 consecutive in-order readings without any condition of its family. A reading that flaps
 back into the condition resets the count, so a patient oscillating around a threshold is
 paged once. There is no wall-clock timeout: an episode of a patient who stops sending
-readings stays open (reclaiming an idle patient drops its window and home series, not its open
-episodes).
+readings stays open (reclaiming an idle patient drops or packs its window and home series,
+never its open episodes).
 
 Ordering and replays: the tracker ignores an assessment whose (observation id, version)
 equals the last one it processed. A late reading (event time before the newest one seen)

@@ -32,10 +32,10 @@ sessions, the first day discarded, at least 12 readings over at least 3 days):
 
 A series holds at most :data:`MAX_READINGS` readings (more are left out). It is replaced when
 a home reading falls after its 7 days (``day_of >= SERIES_DAYS``: from 6 days 18 h after its
-first reading): a new series starts at that reading. A patient's home series is dropped with
-its window when the patient is reclaimed after ``BPWATCH_IDLE_EXPIRY_HOURS`` of wall-clock time
-without input (``Patient.wake``); an open ``home_hypertension`` episode stays until it
-resolves.
+first reading): a new series starts at that reading. A patient's home series goes with its
+window when the patient is reclaimed after ``BPWATCH_IDLE_EXPIRY_HOURS`` of wall-clock time
+without input (``Patient.wake``: dropped once the input is caught up, packed while it is
+behind); an open ``home_hypertension`` episode stays until it resolves.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ Idle expiry is done by the owner of the window, the patient's state
 (:class:`lib.monitor.patient.Patient`, in the monitor's ``patient_windows`` step keyed by
 patient id): a reading more than the idle expiry time after :attr:`PatientWindow.last_ts`, in
 event time, starts a new window, and a patient reclaimed after that long without input on the
-wall clock drops its window.
+wall clock drops its window (or packs it, while the input is behind).
 """
 
 from __future__ import annotations
