@@ -216,7 +216,10 @@ def production_io(settings: Settings, stats_sink: Sink | None = None) -> Monitor
             batch_size=SOURCE_BATCH_SIZE,
         ),
         anomaly_sink=ElasticSink(settings, settings.anomalies_index),
-        normal_sink=NormalFileSink(settings.normal_dir),
+        normal_sink=NormalFileSink(
+            settings.normal_dir,
+            on_fresh_start=settings.normal_on_fresh_start,  # type: ignore[arg-type]
+        ),
         dlq_sink=ExactlyOnceKafkaSink(settings, settings.dlq_topic),
         alert_sinks=(
             ExactlyOnceKafkaSink(settings, settings.alerts_topic),

@@ -136,6 +136,8 @@ class Settings:
     reading_setting: str = "as_sent"  # "home": every reading is a home measurement
     no_data_hours: float = 48.0  # wall-clock silence that opens a no_data episode
     no_data_lookback_days: float = 7.0  # patients whose last reading is older are not tracked
+    # what the normal-case sink does with existing files when there is no recovery snapshot
+    normal_on_fresh_start: str = "refuse"  # refuse | replace | append
     sim_patients: int = 200
     sim_rate: float = 0.0
     sim_count: int = 10_000
@@ -256,6 +258,9 @@ class Settings:
             reading_setting=_choice(env, "BPWATCH_READING_SETTING", "as_sent", ("as_sent", "home")),
             no_data_hours=_float(env, "BPWATCH_NO_DATA_HOURS", 48.0, lo=0.01),
             no_data_lookback_days=_float(env, "BPWATCH_NO_DATA_LOOKBACK_DAYS", 7.0, lo=0.01),
+            normal_on_fresh_start=_choice(
+                env, "BPWATCH_NORMAL_ON_FRESH_START", "refuse", ("refuse", "replace", "append")
+            ),
             sim_patients=_int(env, "BPWATCH_SIM_PATIENTS", 200, minimum=1),
             sim_rate=_float(env, "BPWATCH_SIM_RATE", 0.0),
             sim_count=_int(env, "BPWATCH_SIM_COUNT", 10_000),

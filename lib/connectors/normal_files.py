@@ -23,16 +23,28 @@ such as Kafka with Bytewax-kept offsets):
   it). Bytewax then re-emits exactly the items after that snapshot, so each line is written
   once. A write that fails half-way leaves at most a partial tail past the snapshot, which
   the same truncation removes.
-* **Fresh start** (no resume state: a new recovery directory, or no recovery at all): the
-  input starts again from its beginning, so by default (``on_fresh_start="replace"``) the
-  shard's existing files are removed and rewritten; a rerun over the same input gives the
-  same files. ``on_fresh_start="append"`` keeps them and appends instead (for inputs that
-  do not replay; at-least-once if the run crashes before its first snapshot).
+* **Fresh start** (no resume state: a new recovery directory, or no recovery at all) over
+  existing files: by default (``on_fresh_start="refuse"``, ``BPWATCH_NORMAL_ON_FRESH_START``)
+  the shard refuses to start with :class:`lib.errors.SinkError` naming the choices, and
+  touches nothing: the input starts again from its beginning, and Kafka no longer holds what
+  is older than its retention, so rewriting the files would lose those readings for good.
+  ``"replace"`` removes the shard's files and rewrites them (a rerun over the same input
+  gives the same files); ``"append"`` keeps them and appends (for inputs that do not replay;
+  at-least-once if the run crashes before its first snapshot). Without existing files all
+  three start the same way. A run that crashed before its recovery store held a snapshot
+  left its own files: a shard marks its fresh start with ``.part-<k>.fresh`` in the folder
+  and removes the mark at its second snapshot (the first epoch is committed by then) or when
+  it closes after a snapshot (a bounded run's end), so a restart that finds the mark replaces
+  the files instead of refusing.
 * Only the files of this sink's shards (``part-<k>.jsonl``) are touched. Readers must not
   rely on a file's tail before the next snapshot: it may still be truncated by a resume.
-* A file shorter than its snapshot (edited outside bpwatch) stops the restart with
-  :class:`lib.errors.SinkError` rather than guessing. An unwritable directory raises
-  :class:`~lib.errors.SinkError` naming ``BPWATCH_NORMAL_DIR`` and the path: never silent loss.
+* A day folder deleted outside bpwatch (a retention job) is forgotten on resume with one log
+  line (``normal_sink_forgot``) when a newer day folder is still there; a day folder gone
+  that is not older than every folder left (the latest days, or all of them), and a file
+  shorter than its snapshot (edited outside bpwatch), stop the restart with
+  :class:`lib.errors.SinkError` rather than guessing. An
+  unwritable directory raises :class:`~lib.errors.SinkError` naming ``BPWATCH_NORMAL_DIR``
+  and the path: never silent loss.
 
 Writes are batched: one ``write`` per file per batch, and one log line per non-empty batch
 (``normal_sink_batch part=part-0 lines=250 files=1``). At most ``max_open_files`` handles are
@@ -133,6 +145,8 @@ class _ShardPartition(StatefulSinkPartition[Mapping[str, Any], ShardState]):
         self._fds: OrderedDict[str, int] = OrderedDict()
         self._dirty: set[str] = set()  # days written since the last snapshot
         self._new_dirs: set[Path] = set()  # folders that gained an entry since then
+        self._fresh_mark = root / f".{part}.fresh"  # a fresh start not yet snapshotted twice
+        self._snapshots = 0
         try:
             root.mkdir(parents=True, exist_ok=True)
             if not os.access(root, os.W_OK | os.X_OK):
@@ -152,7 +166,22 @@ class _ShardPartition(StatefulSinkPartition[Mapping[str, Any], ShardState]):
     def _restore(self, state: ShardState | None, on_fresh_start: str) -> None:
         existing = self._existing()
         removed = truncated = 0
+        forgotten: list[str] = []
         if state is None:
+            ours = self._fresh_mark.exists()  # files of a run that crashed before snapshots
+            if on_fresh_start == "refuse" and existing and not ours:
+                raise SinkError(
+                    f"{self._root} already holds normal-case files ({len(existing)} of "
+                    f"{self._file}) but the monitor starts without a recovery snapshot, so it "
+                    "would read the input from its beginning and Kafka no longer holds what is "
+                    "older than its retention. Move the files away, or set "
+                    "BPWATCH_NORMAL_ON_FRESH_START=replace (remove and rewrite them from what "
+                    "the input still holds) or =append (keep them and add to them); see "
+                    "docs/operations.md"
+                )
+            if on_fresh_start == "refuse":
+                self._fresh_mark.touch()
+                self._new_dirs.add(self._root)
             if on_fresh_start == "append":
                 self._lengths = {day: p.stat().st_size for day, p in existing.items()}
             else:
@@ -161,13 +190,20 @@ class _ShardPartition(StatefulSinkPartition[Mapping[str, Any], ShardState]):
                     path.unlink()
                     self._new_dirs.add(path.parent)
         else:
+            self._fresh_mark.unlink(missing_ok=True)
             for day, path in existing.items():
                 if day not in state:
                     removed += path.stat().st_size
                     path.unlink()
                     self._new_dirs.add(path.parent)
+            # the newest day folder on disk, of any shard: an older one gone is retention
+            newest = max((p.name for p in self._root.glob(f"{_DAY_PREFIX}*")), default="")
             for day, length in state.items():
-                path = self._root / day / self._file
+                folder = self._root / day
+                path = folder / self._file
+                if not folder.exists() and day < newest:
+                    forgotten.append(day)  # a retention job took it: nothing to rewrite
+                    continue
                 size = path.stat().st_size if path.exists() else 0
                 if size < length:
                     raise SinkError(
@@ -181,6 +217,14 @@ class _ShardPartition(StatefulSinkPartition[Mapping[str, Any], ShardState]):
                     self._dirty.add(day)
                 self._lengths[day] = length
         self._sync()
+        if forgotten:
+            logger.warning(
+                "normal_sink_forgot part=%s days=%d oldest=%s newest=%s reason=folder_deleted",
+                self._part,
+                len(forgotten),
+                min(forgotten),
+                max(forgotten),
+            )
         if state is not None or removed:
             logger.info(
                 "normal_sink_resume part=%s files=%d truncated_bytes=%d removed_bytes=%d",
@@ -270,6 +314,9 @@ class _ShardPartition(StatefulSinkPartition[Mapping[str, Any], ShardState]):
     def snapshot(self) -> ShardState:
         try:
             self._sync()
+            self._snapshots += 1
+            if self._snapshots == 2:  # the first epoch's snapshot is committed by now
+                self._fresh_mark.unlink(missing_ok=True)
         except OSError as exc:
             raise _unwritable(self._root, exc) from exc
         return dict(self._lengths)
@@ -277,6 +324,8 @@ class _ShardPartition(StatefulSinkPartition[Mapping[str, Any], ShardState]):
     def close(self) -> None:
         try:
             self._sync()
+            if self._snapshots:  # a clean end after a snapshot: the files are the store's
+                self._fresh_mark.unlink(missing_ok=True)
         finally:
             for fd in self._fds.values():
                 os.close(fd)
@@ -295,7 +344,8 @@ class NormalFileSink(FixedPartitionedSink[Mapping[str, Any], ShardState]):
 
     :arg directory: ``settings.normal_dir``.
     :arg shards: number of fixed partitions; keep it constant across restarts.
-    :arg on_fresh_start: ``"replace"`` (default) or ``"append"``, see the module docstring.
+    :arg on_fresh_start: ``"refuse"`` (default), ``"replace"`` or ``"append"``, see the module
+        docstring.
     :arg max_open_files: open handles kept per shard.
     """
 
@@ -304,13 +354,13 @@ class NormalFileSink(FixedPartitionedSink[Mapping[str, Any], ShardState]):
         directory: Path | str,
         *,
         shards: int = 4,
-        on_fresh_start: Literal["replace", "append"] = "replace",
+        on_fresh_start: Literal["refuse", "replace", "append"] = "refuse",
         max_open_files: int = 8,
     ) -> None:
         if shards < 1:
             raise ValueError("shards must be at least 1")
-        if on_fresh_start not in ("replace", "append"):
-            raise ValueError("on_fresh_start must be 'replace' or 'append'")
+        if on_fresh_start not in ("refuse", "replace", "append"):
+            raise ValueError("on_fresh_start must be 'refuse', 'replace' or 'append'")
         self._root = Path(directory)
         self._shards = shards
         self._on_fresh_start = on_fresh_start

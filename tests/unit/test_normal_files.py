@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import stat
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import orjson
 import pytest
@@ -111,9 +113,10 @@ def test_resume_leaves_other_shards_alone(tmp_path):
     assert len(lines(tmp_path / "date=2026-11-28" / "part-0.jsonl")) == 2
 
 
-def test_fresh_start_replaces_by_default_and_appends_on_request(tmp_path):
+def test_fresh_start_appends_or_replaces_on_request(tmp_path):
     part = NormalFileSink(tmp_path, shards=1).build_part("s", "part-0", None)
     part.write_batch([doc(0), doc(1)])
+    part.snapshot(), part.snapshot()  # snapshotted: these files outlive their store
     part.close()
     stray = tmp_path / "date=2026-11-28" / "notes.txt"
     stray.write_text("not ours")
@@ -129,11 +132,61 @@ def test_fresh_start_replaces_by_default_and_appends_on_request(tmp_path):
     appended.close()
     assert len(list(iter_records(tmp_path))) == 3
 
-    replaced = NormalFileSink(tmp_path, shards=1).build_part("s", "part-0", None)
+    replaced = NormalFileSink(tmp_path, shards=1, on_fresh_start="replace").build_part(
+        "s", "part-0", None
+    )
     replaced.write_batch([doc(0)])
     replaced.close()
     assert [r["observation_id"] for r in iter_records(tmp_path)] == ["obs-0"]
     assert stray.read_text() == "not ours"
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.jsonl"))}
+
+
+def test_a_fresh_start_over_snapshotted_files_refuses_and_touches_nothing(tmp_path):
+    part = NormalFileSink(tmp_path, shards=1).build_part("s", "part-0", None)
+    part.write_batch([doc(0), doc(1)])
+    part.snapshot(), part.snapshot()
+    part.close()
+    before = _tree(tmp_path)
+    with pytest.raises(SinkError) as err:
+        NormalFileSink(tmp_path, shards=1).build_part("s", "part-0", None)
+    for words in ("BPWATCH_NORMAL_ON_FRESH_START=replace", "=append", "Move the files away"):
+        assert words in str(err.value)
+    assert _tree(tmp_path) == before
+
+
+def test_a_restart_after_a_crash_before_the_snapshots_replaces_its_own_files(tmp_path):
+    part = NormalFileSink(tmp_path, shards=1).build_part("s", "part-0", None)
+    part.write_batch([doc(0), doc(1)])
+    part.snapshot()  # one snapshot: its epoch may not be committed yet
+    # kill -9: no close; the store holds no snapshot, the input replays from the start
+    again = NormalFileSink(tmp_path, shards=1).build_part("s", "part-0", None)
+    again.write_batch([doc(0), doc(1)])
+    again.close()
+    assert [r["observation_id"] for r in iter_records(tmp_path)] == ["obs-0", "obs-1"]
+
+
+def test_a_deleted_old_day_folder_does_not_stop_a_resume(tmp_path, caplog):
+    sink = NormalFileSink(tmp_path, shards=1)
+    part = sink.build_part("s", "part-0", None)
+    part.write_batch([
+        doc(0, when=datetime(2026, 11, 27, 8, tzinfo=UTC)),
+        doc(1, when=datetime(2026, 11, 28, 8, tzinfo=UTC)),
+    ])  # fmt: skip
+    state = part.snapshot()
+    part.close()
+    shutil.rmtree(tmp_path / "date=2026-11-27")  # a retention job
+    with caplog.at_level("WARNING"):
+        resumed = sink.build_part("s", "part-0", state)
+    assert set(resumed.snapshot()) == {"date=2026-11-28"}
+    assert "normal_sink_forgot" in caplog.text and "days=1" in caplog.text
+    # the latest day gone too (nothing newer left): that stops the restart
+    shutil.rmtree(tmp_path / "date=2026-11-28")
+    with pytest.raises(SinkError):
+        sink.build_part("s", "part-0", state)
 
 
 def test_file_shorter_than_snapshot_is_refused(tmp_path):

@@ -141,3 +141,11 @@ def test_reading_setting_and_home_index():
         Settings.from_env({"BPWATCH_READING_SETTING": "clinic"})
     s = Settings.from_env({"BPWATCH_NAMESPACE": "ward7"})
     assert s.home_averages_index == "ward7-bp-home-averages"
+
+
+def test_normal_on_fresh_start_refuses_by_default():
+    assert Settings.from_env({}).normal_on_fresh_start == "refuse"
+    env = {"BPWATCH_NORMAL_ON_FRESH_START": "append"}
+    assert Settings.from_env(env).normal_on_fresh_start == "append"
+    with pytest.raises(ConfigError, match="BPWATCH_NORMAL_ON_FRESH_START"):
+        Settings.from_env({"BPWATCH_NORMAL_ON_FRESH_START": "delete"})
