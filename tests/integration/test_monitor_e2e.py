@@ -8,6 +8,7 @@ Elasticsearch and Bytewax; the expected fates come from the simulator's fault gr
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import time
 import uuid
@@ -90,10 +91,11 @@ def test_simulator_kafka_monitor_elasticsearch_files_reconcile(settings_factory,
         expect_normals |= {rec["observation_id"] for _, rec in documents.normal_records(results)}
     fates = collections.Counter(e.fate for m in msgs for e in m.expected)
 
-    def run_monitor() -> dict[str, int]:
+    def run_monitor(on_fresh_start: str = "refuse") -> dict[str, int]:
         stats: list[dict[str, int]] = []
         started = time.perf_counter()
-        run_main(build(settings, model=model, stats_sink=TestingSink(stats)))
+        run = dataclasses.replace(settings, normal_on_fresh_start=on_fresh_start)
+        run_main(build(run, model=model, stats_sink=TestingSink(stats)))
         elapsed = time.perf_counter() - started
         log.warning(
             "monitor e2e: %d messages in %.2fs = %.0f msg/s (Kafka -> ES + files + DLQ)",
@@ -137,7 +139,13 @@ def test_simulator_kafka_monitor_elasticsearch_files_reconcile(settings_factory,
     )
 
     # the same topic again (a fresh start without recovery replays everything): no change
-    again = run_monitor()
+    # the files exist and there is no store: the default refuses, without touching them
+    before = sorted(p.read_bytes() for p in settings.normal_dir.rglob("*.jsonl"))
+    with pytest.raises(Exception) as refused:
+        run_monitor()
+    assert "BPWATCH_NORMAL_ON_FRESH_START" in str(refused.value.__cause__)
+    assert sorted(p.read_bytes() for p in settings.normal_dir.rglob("*.jsonl")) == before
+    again = run_monitor("replace")
     assert again == counts
     index2 = _index(es, settings.anomalies_index)
     assert set(index2) == set(index)
