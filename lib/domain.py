@@ -48,6 +48,7 @@ DEAD_LETTER_REASONS = (
     "parser_error",  # the parser raised although it promises not to (caught around it)
     "no_value",  # a Kafka message without a value (a tombstone)
     "empty_bundle",  # the parser returned no outcome for a message
+    "retention_gap",  # not a message: input offsets the broker deleted before they were read
 )
 
 # Categories and severities of the contract (docs/contract.md).
@@ -163,7 +164,33 @@ class DeadLetter:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
-Outcome = Reading | Retraction | Ignored | Average | Skipped | DeadLetter
+@dataclass(frozen=True, slots=True)
+class RetentionGap:
+    """Offsets ``from_offset`` to ``to_offset - 1`` of an input partition that the broker deleted
+    (retention) before the monitor read them: readings lost before they reached bpwatch.
+
+    Not a message: the input source reports it when a resumed partition's next offset is
+    older than the earliest offset the broker still holds. Counted as ``gap`` (offsets
+    skipped) and written to the dead-letter topic, once per gap, with reason
+    ``retention_gap``.
+    """
+
+    topic: str
+    partition: int
+    from_offset: int
+    to_offset: int
+    key: None = None  # no message key: routed like an outcome without a patient
+
+    @property
+    def skipped(self) -> int:
+        return self.to_offset - self.from_offset
+
+    @property
+    def source(self) -> str:
+        return f"{self.topic}:{self.partition}:{self.from_offset}"
+
+
+Outcome = Reading | Retraction | Ignored | Average | Skipped | DeadLetter | RetentionGap
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +258,9 @@ class Assessment:
 
 
 # What the per-patient step makes of an Outcome: each is counted under one of OUTCOMES.
-Processed = Assessment | Retraction | Ignored | Average | Skipped | DeadLetter | Duplicate
+Processed = (
+    Assessment | Retraction | Ignored | Average | Skipped | DeadLetter | Duplicate | RetentionGap
+)
 
 
 def utc_iso(dt: datetime) -> str:

@@ -21,13 +21,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from bytewax.connectors.kafka import KafkaSource, _KafkaSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from lib.connectors.kafka_produce import ConfirmedProducer, KafkaRecord, producer_config
+from lib.domain import RetentionGap
 from lib.errors import ConfigError, ServiceError
 from lib.settings import Settings
 
@@ -72,17 +73,86 @@ class ObservationSource(KafkaSource):
     """Bytewax's ``KafkaSource`` (pinned 0.21.1: same consumers, configuration, offsets, end
     of partition and resume state) whose partitions emit :class:`SourceRecord` tuples instead
     of frozen ``KafkaSourceMessage`` dataclasses, ~2 µs less per message. A consumer error
-    raises, as the stock source does with ``raise_on_errors`` (the only mode supported)."""
+    raises, as the stock source does with ``raise_on_errors`` (the only mode supported).
+
+    Retention gaps: a resumed partition whose next offset the broker has already deleted
+    (downtime longer than the topic's retention) reads on from the earliest offset still held
+    (``auto.offset.reset=earliest``, always: librdkafka's default, ``latest``, would skip
+    everything to the end) and emits one :class:`lib.domain.RetentionGap` before its first
+    message, logged as an error. The same holds when the consumer falls behind retention while
+    running (an offset jump that the broker's earliest offset explains).
+    """
+
+    def __init__(self, brokers: list[str], topics: list[str], **kwargs: Any) -> None:
+        add_config = {**(kwargs.pop("add_config", None) or {}), "auto.offset.reset": "earliest"}
+        super().__init__(brokers, topics, add_config=add_config, **kwargs)
 
     def build_part(
         self, step_id: str, for_part: str, resume_state: int | None
     ) -> _KafkaSourcePartition:
         part = super().build_part(step_id, for_part, resume_state)
         part.__class__ = _RecordPartition  # the same object, a leaner next_batch
+        cast(_RecordPartition, part).start(resume_state)
         return part
 
 
 class _RecordPartition(_KafkaSourcePartition):
+    _pending: list[Any]  # RetentionGap items to emit before the next messages
+    _expect: int  # the next offset expected (-1: unknown), to see offset jumps
+
+    def start(self, resume_state: int | None) -> None:
+        self._pending = []
+        self._expect = -1
+        low = self._earliest()
+        if resume_state is None or resume_state < 0:
+            if low is not None and low > 0:
+                log.warning(
+                    "kafka_fresh_start topic=%s partition=%d earliest_offset=%d: offsets "
+                    "before it were deleted by retention and are not read (no recovery "
+                    "snapshot: see docs/operations.md)",
+                    self._topic, self._part_idx, low,
+                )  # fmt: skip
+            return
+        self._expect = resume_state
+        if low is not None and low > resume_state:
+            self._gap(resume_state, low)
+
+    def _earliest(self) -> int | None:
+        """The earliest offset the broker holds for this partition (None: no answer)."""
+        try:
+            low, _high = self._consumer.get_watermark_offsets(
+                TopicPartition(self._topic, self._part_idx), timeout=10.0, cached=False
+            )
+        except KafkaException as exc:
+            log.warning(
+                "kafka_watermarks topic=%s partition=%d error=%s: retention gaps cannot be "
+                "checked now",
+                self._topic, self._part_idx, exc.args[0].name(),
+            )  # fmt: skip
+            return None
+        return int(low) if low >= 0 else None
+
+    def _gap(self, from_offset: int, to_offset: int) -> None:
+        gap = RetentionGap(self._topic, self._part_idx, from_offset, to_offset)
+        log.error(
+            "retention_gap topic=%s partition=%d from_offset=%d to_offset=%d skipped=%d: the "
+            "broker deleted these messages before the monitor read them (downtime longer than "
+            "the topic's retention.ms); they are lost to bpwatch. Re-send them from the source "
+            "system if it still holds them; see docs/operations.md",
+            gap.topic, gap.partition, from_offset, to_offset, gap.skipped,
+        )  # fmt: skip
+        self._pending.append(gap)
+        self._expect = to_offset
+        if self._offset < to_offset:
+            self._offset = to_offset  # the snapshot moves past the reported gap
+
+    def _jump(self, expected: int, offset: int) -> None:
+        """An offset after ``expected``: a retention gap if the broker no longer holds
+        ``expected``; else transaction markers or compaction (nothing lost)."""
+        low = self._earliest()
+        if low is not None and low > expected:
+            self._gap(expected, min(low, offset))
+
     def next_batch(self) -> list[Any]:
         # mirrors bytewax.connectors.kafka._KafkaSourcePartition.next_batch (0.21.1)
         if self._eof:
@@ -90,6 +160,7 @@ class _RecordPartition(_KafkaSourcePartition):
         batch: list[Any] = []
         append = batch.append
         last_offset = None
+        expect = self._expect
         for msg in self._consumer.consume(self._batch_size, 0.001):
             error = msg.error()
             if error is not None:
@@ -97,11 +168,26 @@ class _RecordPartition(_KafkaSourcePartition):
                     self._eof = True  # StopIteration at the next call: emit this batch first
                     break
                 raise RuntimeError(f"error consuming from Kafka topic `{self._topic!r}`: {error}")
-            last_offset = msg.offset()
+            last_offset = cast(int, msg.offset())
+            if last_offset != expect and expect >= 0:
+                if last_offset > expect:
+                    self._jump(expect, last_offset)
+                else:
+                    log.warning(
+                        "kafka_offset_back topic=%s partition=%d expected=%d got=%d: the "
+                        "topic was recreated or truncated; reading it again (the outputs are "
+                        "idempotent)",
+                        self._topic, self._part_idx, expect, last_offset,
+                    )  # fmt: skip
+            expect = last_offset + 1
             append(SourceRecord(msg.key(), msg.value(), msg.headers() or [], msg.topic(),
                                 msg.partition(), last_offset, msg.timestamp()))  # fmt: skip
+        self._expect = expect
         if last_offset is not None:
             self._offset = last_offset + 1  # resume after the last message, not at it
+        if self._pending:
+            batch[:0] = self._pending  # a gap goes before the messages that follow it
+            self._pending = []
         return batch
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from lib.domain import Assessment, DeadLetter, Reading, Retraction, utc_iso
+from lib.domain import Assessment, DeadLetter, Reading, RetentionGap, Retraction, utc_iso
 from lib.monitor.alerts import AlertEvent
 from lib.monitor.home import HomeAverage
 from lib.monitor.rules import band_of, news2_systolic
@@ -175,15 +175,54 @@ def _with_qualifiers(doc: dict[str, Any], r: Reading) -> dict[str, Any]:
     return doc
 
 
-def dlq_message(dead: DeadLetter) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
-    """The DLQ message: original key and value unchanged, original headers, then ours."""
-    headers = [h for h in dead.headers if h[0] not in ("error", "error.detail", "source")]
+# Our dead-letter headers; an original header of the same name is kept as ORIGINAL_PREFIX + name
+DLQ_HEADERS = ("error", "error.detail", "source")
+ORIGINAL_PREFIX = "original."
+
+
+def dlq_message(
+    dead: DeadLetter | RetentionGap,
+) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
+    """The DLQ message: original key and value unchanged, original headers, then ours. An
+    original ``error``, ``error.detail`` or ``source`` header (a message that was dead-lettered
+    before, re-sent) is kept as ``original.error`` etc.
+
+    A :class:`RetentionGap` gives one record without a key whose value describes the gap
+    (JSON: topic, partition, from_offset, to_offset, skipped)."""
+    if isinstance(dead, RetentionGap):
+        return _gap_message(dead)
+    headers = [
+        (ORIGINAL_PREFIX + name, value) if name in DLQ_HEADERS else (name, value)
+        for name, value in dead.headers
+    ]
     headers += [
         ("error", dead.reason.encode()),
         ("error.detail", dead.detail.encode()),
         ("source", dead.source.encode()),
     ]
     return (dead.key, dead.raw, headers)
+
+
+def _gap_message(gap: RetentionGap) -> tuple[None, bytes, list[tuple[str, bytes]]]:
+    value = {
+        "topic": gap.topic,
+        "partition": gap.partition,
+        "from_offset": gap.from_offset,
+        "to_offset": gap.to_offset,
+        "skipped": gap.skipped,
+    }
+    # the detail names the gap's start only: a re-detection after a crash (when the broker
+    # may have deleted more) gets the same dead-letter id and is not sent twice
+    detail = (
+        f"offsets from {gap.from_offset} of partition {gap.partition} were deleted by the "
+        "broker's retention before the monitor read them"
+    )
+    headers = [
+        ("error", b"retention_gap"),
+        ("error.detail", detail.encode()),
+        ("source", gap.source.encode()),
+    ]
+    return (None, orjson.dumps(value), headers)
 
 
 KeyedResults = tuple[str, Results]
@@ -236,7 +275,12 @@ def normal_records(batch: list[KeyedResults]) -> list[tuple[str, dict[str, Any]]
 
 def dlq_messages(batch: list[KeyedResults]) -> list[tuple[bytes | None, bytes, list]]:
     """``(original key, original value, headers)`` per dead letter."""
-    return [dlq_message(o) for _, res in batch for o in res.outcomes if type(o) is DeadLetter]
+    return [
+        dlq_message(o)  # type: ignore[arg-type]
+        for _, res in batch
+        for o in res.outcomes
+        if type(o) is DeadLetter or type(o) is RetentionGap
+    ]
 
 
 def outcome_counts(batch: list[KeyedResults]) -> list[tuple[str, dict[str, int]]]:

@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from lib.domain import DeadLetter, Outcome, Reading, Skipped
+from lib.domain import DeadLetter, Outcome, Reading, RetentionGap, Skipped
 from lib.monitor import fhir
 
 __all__ = [
@@ -121,6 +121,9 @@ def parse_messages(messages: Sequence[SourceMessage]) -> list[tuple[str, list[En
     """Parse a batch and group the outcomes by patient, keeping the input order."""
     by_key: defaultdict[str, list[Entry]] = defaultdict(list)
     for msg in messages:
+        if type(msg) is RetentionGap:  # reported by the source: not a message (first = 0)
+            by_key[no_patient_key(None)].append((msg, None, 0))
+            continue
         ingested = _ingested_at(msg)
         first = 1
         for outcome in parse_message(msg):

@@ -29,6 +29,7 @@ from lib.domain import (
     Features,
     Ignored,
     Processed,
+    RetentionGap,
     Retraction,
     Skipped,
 )
@@ -37,8 +38,9 @@ from lib.monitor.home import HomeAverage
 
 __all__ = ["COUNTER_NAMES", "Results", "RiskScorer"]
 
-# "in" (messages) and one counter per outcome: in = the outcomes of its Observations
-COUNTER_NAMES = ("in", *OUTCOMES)
+# "in" (messages) and one counter per outcome: in = the outcomes of its Observations;
+# "gap": input offsets the broker deleted before they were read (lib.domain.RetentionGap)
+COUNTER_NAMES = ("in", *OUTCOMES, "gap")
 
 
 class RiskScorer(Protocol):
@@ -72,7 +74,7 @@ class Results:
 def counts_of(results: Iterable[Results]) -> dict[str, int]:
     """The outcome counters of several Results together (``in`` counts messages)."""
     c = dict.fromkeys(COUNTER_NAMES, 0)
-    messages = normal = anomaly = dead = retracted = ignored = skipped = duplicate = 0
+    messages = normal = anomaly = dead = retracted = ignored = skipped = duplicate = gap = 0
     for res in results:
         messages += res.messages
         for o in res.outcomes:
@@ -90,6 +92,8 @@ def counts_of(results: Iterable[Results]) -> dict[str, int]:
                 ignored += 1
             elif t is Skipped:
                 skipped += 1
+            elif t is RetentionGap:
+                gap += o.skipped  # type: ignore[union-attr]
             else:
                 duplicate += 1
     c.update(
@@ -102,6 +106,7 @@ def counts_of(results: Iterable[Results]) -> dict[str, int]:
             "retracted": retracted,
             "duplicate": duplicate,
             "skipped": skipped,
+            "gap": gap,
         }
     )
     return c

@@ -22,7 +22,7 @@ from sklearn.preprocessing import StandardScaler
 
 from dataflows.monitor import build
 from lib.connectors.normal_files import NormalFileSink, iter_records
-from lib.domain import FEATURE_NAMES, Reading
+from lib.domain import FEATURE_NAMES, Reading, RetentionGap
 from lib.monitor.alerts import AlertPolicy
 from lib.monitor.risk import RiskModel
 from lib.settings import Settings
@@ -175,7 +175,7 @@ def test_each_message_kind_reaches_its_output(model):
     reconciles(run, 6)
     assert run.counts == {
         "in": 6, "normal": 2, "anomaly": 3, "dead_letter": 1,
-        "ignored": 0, "retracted": 0, "duplicate": 0, "skipped": 1,
+        "ignored": 0, "retracted": 0, "duplicate": 0, "skipped": 1, "gap": 0,
     }  # fmt: skip
     assert {r["observation_id"] for _, r in run.normals} == {ok.observation_id, "p3-obs-3"}
     assert all(pid == rec["patient_id"] for pid, rec in run.normals)
@@ -493,3 +493,35 @@ def test_escalation_is_one_event_and_replay_gives_the_same_ids(model):
 def test_normal_patient_raises_no_alert(model):
     run = run_flow(kafka([fhir_msg(reading(i, 112, 72)) for i in range(20)]), model)
     assert run.alerts_es == [] and run.alerts_kafka == []
+
+
+def test_a_retention_gap_from_the_source_is_counted_and_dead_lettered_once(model):
+    """The source reports offsets the broker deleted before they were read: the production
+    graph counts them as ``gap`` (not as messages) and writes one dead letter describing them,
+    keyless, after which the readings go on as usual."""
+    items = kafka([fhir_msg(reading(i, 120 + i, 80)) for i in range(4)])
+    gap = RetentionGap(TOPIC, 0, 100, 137)
+    run = run_flow([items[0], gap, *items[1:]], model)
+    assert run.counts["in"] == 4 and run.counts["normal"] + run.counts["anomaly"] == 4
+    assert run.counts["gap"] == 37 and run.counts["dead_letter"] == 0
+    ((key, value, headers),) = run.dlq
+    h = dict(headers)
+    assert key is None and h["error"] == b"retention_gap"
+    assert h["source"] == f"{TOPIC}:0:100".encode()
+    assert orjson.loads(value) == {
+        "topic": TOPIC, "partition": 0, "from_offset": 100, "to_offset": 137, "skipped": 37,
+    }  # fmt: skip
+
+
+def test_a_re_sent_dead_letter_keeps_its_earlier_reason_under_a_prefix(model):
+    """A message dead-lettered before and sent again (an operator's replay of the DLQ) keeps
+    the headers it carried: ``original.error`` etc., beside this run's own."""
+    (msg,) = kafka([b'{"resourceType": "Observation", '])
+    earlier = [("error", b"bad_unit"), ("source", b"bp.observations:3:9"), ("x-site", b"A")]
+    run = run_flow([replace(msg, headers=msg.headers + earlier)], model)
+    ((_, _, headers),) = run.dlq
+    names = [name for name, _ in headers]
+    assert names.count("error") == 1 and dict(headers)["error"] == b"invalid_json"
+    assert dict(headers)["original.error"] == b"bad_unit"
+    assert dict(headers)["original.source"] == b"bp.observations:3:9"
+    assert dict(headers)["x-site"] == b"A"

@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from lib.domain import FEATURE_NAMES, Assessment, Features, Reading
+from lib.domain import FEATURE_NAMES, Assessment, Features, Reading, RetentionGap
 from lib.monitor import documents
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "infra" / "elasticsearch" / "templates"
@@ -117,3 +117,13 @@ def test_iso_ts_equals_the_datetime_path() -> None:
     others += [1.7e9 + k / 8 for k in range(-8, 9)] + [ms / 1000 + 1e-7 for ms in ms_values[:50]]
     for ts in others:
         assert documents.iso_ts(ts) == documents.iso_ms(datetime.fromtimestamp(ts, UTC)), ts
+
+
+def test_a_retention_gap_detected_twice_has_one_dead_letter_id():
+    """After a crash the gap is found again, maybe longer (the broker deleted more since):
+    the same start gives the same id, so the exactly-once DLQ sink sends it once."""
+    first = documents.dead_letter_item(documents.dlq_message(RetentionGap("t", 2, 50, 80)))
+    again = documents.dead_letter_item(documents.dlq_message(RetentionGap("t", 2, 50, 95)))
+    other = documents.dead_letter_item(documents.dlq_message(RetentionGap("t", 3, 50, 80)))
+    assert first[1][0] == again[1][0] != other[1][0]
+    assert first[1][0].startswith("t:2:50#")

@@ -104,7 +104,8 @@ def set_value(obs: dict[str, Any], index: int, **quantity: Any) -> dict[str, Any
 
 
 # reasons that only lib.monitor.shards (around the parser) or a parser defect produce
-AROUND_THE_PARSER = {"internal_error", "parser_error", "no_value", "empty_bundle"}
+# reasons given around the parser, and by the input source (a gap: not a message)
+AROUND_THE_PARSER = {"internal_error", "parser_error", "no_value", "empty_bundle", "retention_gap"}
 
 
 def test_typical_observation_gives_a_utc_reading_with_all_fields():
