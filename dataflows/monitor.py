@@ -50,6 +50,7 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
+from lib import logs
 from lib.connectors import elastic
 from lib.connectors.elastic import ElasticSink
 from lib.connectors.kafka_once import ExactlyOnceKafkaSink
@@ -219,6 +220,7 @@ def production_io(settings: Settings, stats_sink: Sink | None = None) -> Monitor
         normal_sink=NormalFileSink(
             settings.normal_dir,
             on_fresh_start=settings.normal_on_fresh_start,  # type: ignore[arg-type]
+            retention_days=settings.normal_retention_days,
         ),
         dlq_sink=ExactlyOnceKafkaSink(settings, settings.dlq_topic),
         alert_sinks=(
@@ -270,8 +272,10 @@ def build(
     ruleset = get_ruleset(settings.ruleset)  # resolved once, passed down
     if alert_policy is None:
         threshold = getattr(model, "threshold", None)
+        reminder = settings.alert_reminder_hours
         alert_policy = AlertPolicy(
             open_severity=settings.alert_min_severity,
+            reminder_every=timedelta(hours=reminder) if reminder > 0 else None,
             critical=ruleset.critical,
             **({"risk_threshold": threshold} if threshold else {}),
         )
@@ -406,12 +410,9 @@ def __getattr__(name: str) -> Dataflow:
     """``flow``, built on first access, for ``python -m bytewax.run dataflows.monitor``."""
     if name != "flow":
         raise AttributeError(name)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-        )
-        logging.getLogger("elastic_transport").setLevel(logging.WARNING)  # one line per request
-    flow = build()
+    settings = load_or_exit()
+    logs.configure(settings.log_level)
+    flow = build(settings)
     tune_gc()
     globals()["flow"] = flow
     return flow

@@ -17,7 +17,6 @@ With one worker, the same settings give byte-identical output.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -32,6 +31,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import DynamicSource, StatelessSourcePartition
 from bytewax.outputs import Sink
 
+from lib import logs
 from lib.connectors.kafka import ConfirmedKafkaSink
 from lib.settings import Settings, load_or_exit
 from lib.sim import stream
@@ -163,15 +163,11 @@ def build(
     return flow
 
 
-def _default_logging() -> None:
-    """INFO lines on stderr when run as a program and nobody configured logging."""
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(
-            level=os.environ.get("BPWATCH_LOG_LEVEL", "INFO").upper(),
-            format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        )
+def _main() -> Dataflow:
+    """The flow of ``python -m bytewax.run dataflows.simulate``: settings, logging, build."""
+    settings = load_or_exit()
+    logs.configure(settings.log_level)
+    return build(settings)
 
 
-_default_logging()
-flow = build()
+flow = _main()

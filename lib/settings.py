@@ -138,6 +138,11 @@ class Settings:
     no_data_lookback_days: float = 7.0  # patients whose last reading is older are not tracked
     # what the normal-case sink does with existing files when there is no recovery snapshot
     normal_on_fresh_start: str = "refuse"  # refuse | replace | append
+    normal_retention_days: float = 0.0  # the sink deletes day folders older; 0: keeps all
+    topic_retention_days: float = 7.0  # retention.ms of the observations and alert topics
+    dlq_retention_days: float = 30.0  # retention.ms of the dead-letter topic
+    alert_reminder_hours: float = 0.0  # a reminder event per open episode; 0: none
+    log_level: str = "INFO"
     sim_patients: int = 200
     sim_rate: float = 0.0
     sim_count: int = 10_000
@@ -261,6 +266,13 @@ class Settings:
             normal_on_fresh_start=_choice(
                 env, "BPWATCH_NORMAL_ON_FRESH_START", "refuse", ("refuse", "replace", "append")
             ),
+            normal_retention_days=_float(env, "BPWATCH_NORMAL_RETENTION_DAYS", 0.0),
+            topic_retention_days=_float(env, "BPWATCH_TOPIC_RETENTION_DAYS", 7.0, lo=0.01),
+            dlq_retention_days=_float(env, "BPWATCH_DLQ_RETENTION_DAYS", 30.0, lo=0.01),
+            alert_reminder_hours=_float(env, "BPWATCH_ALERT_REMINDER_HOURS", 0.0),
+            log_level=_choice(
+                env, "BPWATCH_LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")
+            ).upper(),
             sim_patients=_int(env, "BPWATCH_SIM_PATIENTS", 200, minimum=1),
             sim_rate=_float(env, "BPWATCH_SIM_RATE", 0.0),
             sim_count=_int(env, "BPWATCH_SIM_COUNT", 10_000),

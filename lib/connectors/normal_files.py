@@ -36,6 +36,13 @@ such as Kafka with Bytewax-kept offsets):
   and removes the mark at its second snapshot (the first epoch is committed by then) or when
   it closes after a snapshot (a bounded run's end), so a restart that finds the mark replaces
   the files instead of refusing.
+* **Retention** (``retention_days``, ``BPWATCH_NORMAL_RETENTION_DAYS``; 0 keeps every day):
+  each shard deletes its files in day folders older than the retention, by the wall clock's
+  UTC date, at start and then once an hour, and removes a folder left empty; its snapshot
+  forgets those days. A day past the retention that is missing on resume, or whose file is
+  gone, is simply forgotten. One log line per pass (``normal_sink_retention``). A reading
+  older than the retention (a late or replayed one) is written, then deleted at the next
+  pass.
 * Only the files of this sink's shards (``part-<k>.jsonl``) are touched. Readers must not
   rely on a file's tail before the next snapshot: it may still be truncated by a resume.
 * A day folder deleted outside bpwatch (a retention job) is forgotten on resume with one log
@@ -55,10 +62,11 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -78,6 +86,17 @@ _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
 
 # Snapshot of one shard: day folder name ("date=2026-11-28") -> byte length of its file.
 ShardState = dict[str, int]
+
+RETENTION_CHECK_S = 3600.0  # how often a shard applies the retention while it runs
+
+
+def retention_cutoff(now: float, retention_days: float) -> str:
+    """The folder name of the oldest day kept: folders that sort before it are deleted
+    (``""`` when ``retention_days`` is 0: none is)."""
+    if retention_days <= 0:
+        return ""
+    day = (datetime.fromtimestamp(now, UTC) - timedelta(days=retention_days)).date()
+    return _DAY_PREFIX + day.isoformat()
 
 
 def day_of(effective_at: datetime | str) -> str:
@@ -136,8 +155,13 @@ class _ShardPartition(StatefulSinkPartition[Mapping[str, Any], ShardState]):
         resume_state: ShardState | None,
         on_fresh_start: str,
         max_open_files: int,
+        retention_days: float = 0.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._root = root
+        self._retention_days = retention_days
+        self._clock = clock
+        self._next_retention = 0.0
         self._part = part
         self._file = part + _SUFFIX
         self._max_open = max_open_files
@@ -152,8 +176,46 @@ class _ShardPartition(StatefulSinkPartition[Mapping[str, Any], ShardState]):
             if not os.access(root, os.W_OK | os.X_OK):
                 raise PermissionError(13, "Permission denied")
             self._restore(resume_state, on_fresh_start)
+            self._apply_retention(self._clock())
         except OSError as exc:
             raise _unwritable(root, exc) from exc
+
+    # -- retention ------------------------------------------------------------------
+    def _apply_retention(self, now: float) -> None:
+        """Delete this shard's files in day folders older than the retention."""
+        if self._retention_days <= 0:
+            return
+        self._next_retention = now + RETENTION_CHECK_S
+        cutoff = retention_cutoff(now, self._retention_days)
+        old = sorted(
+            {day for day in self._lengths if day < cutoff}
+            | {day for day in self._existing() if day < cutoff}
+        )
+        if not old:
+            return
+        removed = 0
+        for day in old:
+            fd = self._fds.pop(day, None)
+            if fd is not None:
+                os.close(fd)
+            path = self._root / day / self._file
+            if path.exists():
+                removed += path.stat().st_size
+                path.unlink()
+                self._new_dirs.add(path.parent)
+            self._lengths.pop(day, None)
+            self._dirty.discard(day)
+            try:
+                path.parent.rmdir()  # only once every shard's file is gone
+                self._new_dirs.discard(path.parent)
+                self._new_dirs.add(self._root)
+            except OSError:
+                pass
+        logger.info(
+            "normal_sink_retention part=%s days=%d oldest=%s newest=%s removed_bytes=%d "
+            "retention_days=%g",
+            self._part, len(old), old[0], old[-1], removed, self._retention_days,
+        )  # fmt: skip
 
     # -- recovery -------------------------------------------------------------------
     def _existing(self) -> dict[str, Path]:
@@ -198,9 +260,12 @@ class _ShardPartition(StatefulSinkPartition[Mapping[str, Any], ShardState]):
                     self._new_dirs.add(path.parent)
             # the newest day folder on disk, of any shard: an older one gone is retention
             newest = max((p.name for p in self._root.glob(f"{_DAY_PREFIX}*")), default="")
+            cutoff = retention_cutoff(self._clock(), self._retention_days)
             for day, length in state.items():
                 folder = self._root / day
                 path = folder / self._file
+                if day < cutoff:
+                    continue  # past the retention: deleted by _apply_retention, not restored
                 if not folder.exists() and day < newest:
                     forgotten.append(day)  # a retention job took it: nothing to rewrite
                     continue
@@ -257,6 +322,13 @@ class _ShardPartition(StatefulSinkPartition[Mapping[str, Any], ShardState]):
         return fd
 
     def write_batch(self, values: list[Mapping[str, Any]]) -> None:
+        if self._retention_days > 0:
+            now = self._clock()
+            if now >= self._next_retention:
+                try:
+                    self._apply_retention(now)
+                except OSError as exc:
+                    raise _unwritable(self._root, exc) from exc
         by_day: dict[str, list[bytes]] = {}
         dumps = orjson.dumps
         for doc in values:
@@ -347,6 +419,9 @@ class NormalFileSink(FixedPartitionedSink[Mapping[str, Any], ShardState]):
     :arg on_fresh_start: ``"refuse"`` (default), ``"replace"`` or ``"append"``, see the module
         docstring.
     :arg max_open_files: open handles kept per shard.
+    :arg retention_days: delete day folders older than this (wall clock, UTC days); 0 keeps
+        them all.
+    :arg clock: the wall clock (tests).
     """
 
     def __init__(
@@ -356,6 +431,8 @@ class NormalFileSink(FixedPartitionedSink[Mapping[str, Any], ShardState]):
         shards: int = 4,
         on_fresh_start: Literal["refuse", "replace", "append"] = "refuse",
         max_open_files: int = 8,
+        retention_days: float = 0.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if shards < 1:
             raise ValueError("shards must be at least 1")
@@ -365,6 +442,8 @@ class NormalFileSink(FixedPartitionedSink[Mapping[str, Any], ShardState]):
         self._shards = shards
         self._on_fresh_start = on_fresh_start
         self._max_open = max(1, max_open_files)
+        self._retention_days = retention_days
+        self._clock = clock
 
     def list_parts(self) -> list[str]:
         return [f"part-{k}" for k in range(self._shards)]
@@ -376,7 +455,13 @@ class NormalFileSink(FixedPartitionedSink[Mapping[str, Any], ShardState]):
         self, step_id: str, for_part: str, resume_state: ShardState | None
     ) -> _ShardPartition:
         return _ShardPartition(
-            self._root, for_part, resume_state, self._on_fresh_start, self._max_open
+            self._root,
+            for_part,
+            resume_state,
+            self._on_fresh_start,
+            self._max_open,
+            self._retention_days,
+            self._clock,
         )
 
 

@@ -3,7 +3,9 @@
 ``python -m lib.tools.admin setup`` (``make setup``) creates:
 
 * Kafka topics ``bp.observations``, ``bp.observations.dlq``, ``bp.alerts`` (namespaced by
-  ``BPWATCH_NAMESPACE``), each with ``BPWATCH_KAFKA_PARTITIONS`` partitions (keyed by patient);
+  ``BPWATCH_NAMESPACE``), each with ``BPWATCH_KAFKA_PARTITIONS`` partitions (keyed by patient)
+  and ``retention.ms`` from ``BPWATCH_TOPIC_RETENTION_DAYS`` (``BPWATCH_DLQ_RETENTION_DAYS``
+  for the dead-letter topic); an existing topic keeps its own settings;
 * one composable index template per ``infra/elasticsearch/templates/<name>.json`` (strict
   mappings), matching ``<name>*`` and ``*-<name>*`` so namespaced indices get it too;
 * for each template a concrete index ``<index>-v1`` behind a write alias ``<index>``, so a
@@ -71,7 +73,15 @@ def ensure_topics(
     created: list[str] = []
     if missing:
         futures = admin.create_topics(
-            [NewTopic(n, num_partitions=parts, replication_factor=-1) for n in missing],
+            [
+                NewTopic(
+                    n,
+                    num_partitions=parts,
+                    replication_factor=-1,
+                    config={"retention.ms": str(retention_ms(settings, n))},
+                )
+                for n in missing
+            ],
             operation_timeout=timeout,
         )
         for name, fut in futures.items():
@@ -91,6 +101,17 @@ def ensure_topics(
             raise ServiceError(f"topics {names} not visible after {timeout}s")
         time.sleep(0.1)
     return created
+
+
+def retention_ms(settings: Settings, topic: str) -> int:
+    """``retention.ms`` of a topic at creation: ``BPWATCH_DLQ_RETENTION_DAYS`` for the
+    dead-letter topic, ``BPWATCH_TOPIC_RETENTION_DAYS`` for the others."""
+    days = (
+        settings.dlq_retention_days
+        if topic == settings.dlq_topic
+        else settings.topic_retention_days
+    )
+    return int(days * 86_400_000)
 
 
 def delete_topics(settings: Settings, timeout: float = 30.0) -> None:

@@ -85,6 +85,25 @@ def test_setup_is_idempotent(settings):
     assert admin.ensure_elasticsearch(settings) == []
 
 
+def test_setup_creates_topics_with_their_retention(settings):
+    """retention.ms as the broker holds it: the settings' days, the dead letters' longer."""
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    admin_client = AdminClient(settings.kafka_client_config())
+    want = {
+        settings.observations_topic: settings.topic_retention_days,
+        settings.alerts_topic: settings.topic_retention_days,
+        settings.dlq_topic: settings.dlq_retention_days,
+    }
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, t) for t in want]
+    got = {
+        res.name: int(fut.result(timeout=30)["retention.ms"].value)
+        for res, fut in admin_client.describe_configs(resources).items()
+    }
+    assert got == {t: int(days * 86_400_000) for t, days in want.items()}
+    assert got[settings.dlq_topic] > got[settings.observations_topic]
+
+
 def test_setup_adds_new_fields_to_an_index_of_an_earlier_version(settings, es):
     """An index made before a field was added to its strict template refuses documents with
     the field; ``setup`` on the existing index puts the new fields on it."""

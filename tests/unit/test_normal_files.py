@@ -298,3 +298,56 @@ def test_folder_of_a_utc_time_is_its_day_as_day_of_says():
     assert _folder_of("2026-11-28T23:30:00-02:00") == "date=2026-11-29"  # parsed, not cut
     with pytest.raises(ValueError):
         _folder_of("2026-13-45T00:00:00Z")
+
+
+class _Clock:
+    def __init__(self, at: datetime) -> None:
+        self.now = at.timestamp()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_retention_deletes_old_days_while_running_and_the_snapshot_forgets_them(tmp_path, caplog):
+    clock = _Clock(datetime(2026, 12, 4, 12, 0, tzinfo=UTC))
+    sink = NormalFileSink(tmp_path, shards=2, retention_days=5, clock=clock)
+    other = sink.build_part("s", "part-0", None)
+    part = sink.build_part("s", "part-1", None)
+    day = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)  # 7 days before the clock
+    other.write_batch([doc(0, when=day)])
+    part.write_batch([doc(i, when=day + timedelta(days=i)) for i in range(7)])
+    assert len(part.snapshot()) == 7  # written: the next pass is not due yet
+    other.snapshot()
+
+    clock.now += 3600  # an hour later: the pass runs before the next batch is written
+    with caplog.at_level(logging.INFO, logger="lib.connectors.normal_files"):
+        part.write_batch([doc(9, when=datetime(2026, 12, 4, 11, 0, tzinfo=UTC))])
+    state = part.snapshot()
+    assert min(state) == "date=2026-11-29"  # 5 days before 2026-12-04, kept
+    assert "date=2026-11-28" not in state and "date=2026-11-27" not in state
+    assert not (tmp_path / "date=2026-11-28").exists()  # empty: removed
+    assert (tmp_path / "date=2026-11-27" / "part-0.jsonl").exists()  # another shard's file
+    (line,) = [r.getMessage() for r in caplog.records if "normal_sink_retention" in r.getMessage()]
+    assert "part=part-1 days=2 oldest=date=2026-11-27 newest=date=2026-11-28" in line
+    part.close()
+    other.close()
+
+    # resume from the earlier snapshot (a crash before the pass was snapshotted): the
+    # deleted days are past the retention, so they are forgotten, not an error
+    old_state = {f"date=2026-11-{27 + i}": 1 for i in range(2)}
+    resumed = sink.build_part("s", "part-1", {**old_state, **state})
+    assert resumed.snapshot() == state
+    resumed.close()
+    # the other shard applies the same retention at its own start
+    sink.build_part("s", "part-0", {"date=2026-11-27": 1}).close()
+    assert not (tmp_path / "date=2026-11-27").exists()
+
+
+def test_no_retention_keeps_every_day(tmp_path):
+    clock = _Clock(datetime(2030, 1, 1, tzinfo=UTC))
+    part = NormalFileSink(tmp_path, shards=1, clock=clock).build_part("s", "part-0", None)
+    part.write_batch([doc(0, when=datetime(2026, 1, 1, tzinfo=UTC))])
+    clock.now += 10 * 3600
+    part.write_batch([doc(1)])
+    assert set(part.snapshot()) == {"date=2026-01-01", "date=2026-11-28"}
+    part.close()

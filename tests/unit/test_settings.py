@@ -149,3 +149,16 @@ def test_normal_on_fresh_start_refuses_by_default():
     assert Settings.from_env(env).normal_on_fresh_start == "append"
     with pytest.raises(ConfigError, match="BPWATCH_NORMAL_ON_FRESH_START"):
         Settings.from_env({"BPWATCH_NORMAL_ON_FRESH_START": "delete"})
+
+
+def test_log_level_and_retention_settings():
+    s = Settings.from_env({})
+    assert (s.log_level, s.normal_retention_days, s.alert_reminder_hours) == ("INFO", 0.0, 0.0)
+    assert (s.topic_retention_days, s.dlq_retention_days) == (7.0, 30.0)
+    env = {"BPWATCH_LOG_LEVEL": "warning", "BPWATCH_NORMAL_RETENTION_DAYS": "90"}
+    s = Settings.from_env(env)
+    assert (s.log_level, s.normal_retention_days) == ("WARNING", 90.0)
+    with pytest.raises(ConfigError, match="BPWATCH_LOG_LEVEL"):
+        Settings.from_env({"BPWATCH_LOG_LEVEL": "loud"})
+    with pytest.raises(ConfigError, match="BPWATCH_DLQ_RETENTION_DAYS"):
+        Settings.from_env({"BPWATCH_DLQ_RETENTION_DAYS": "0"})
