@@ -525,3 +525,13 @@ def test_a_re_sent_dead_letter_keeps_its_earlier_reason_under_a_prefix(model):
     assert dict(headers)["original.error"] == b"bad_unit"
     assert dict(headers)["original.source"] == b"bp.observations:3:9"
     assert dict(headers)["x-site"] == b"A"
+
+
+@pytest.mark.parametrize(("hours", "reminders"), [(0, 0), (2, 2)])
+def test_alert_reminder_hours_turns_reminders_on(model, hours, reminders):
+    """``BPWATCH_ALERT_REMINDER_HOURS`` reaches the episode policy: a crisis lasting 5 h of
+    readings gives reminders at 2 and 4 h with it set to 2, none by default."""
+    items = kafka([fhir_msg(reading(i, 190, 125, hours=i / 2)) for i in range(11)])
+    run = run_flow(items, model, Settings(alert_reminder_hours=hours))
+    events = [doc["event"] for _, _, doc in run.alerts_es]
+    assert events[0] == "opened" and events.count("reminder") == reminders

@@ -162,3 +162,23 @@ def test_log_level_and_retention_settings():
         Settings.from_env({"BPWATCH_LOG_LEVEL": "loud"})
     with pytest.raises(ConfigError, match="BPWATCH_DLQ_RETENTION_DAYS"):
         Settings.from_env({"BPWATCH_DLQ_RETENTION_DAYS": "0"})
+
+
+def test_every_variable_the_code_reads_is_in_the_contract_and_back():
+    """The contract's settings table is the one list: a variable read by lib/settings.py, or
+    set in infra/ for the dataflows, must be in it, and each of its rows must be read."""
+    import re
+
+    contract = (ROOT / "docs" / "contract.md").read_text()
+    table = contract.split("## Settings", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"BPWATCH_[A-Z_]*[A-Z]", table))
+    read = set(re.findall(r'"(BPWATCH_[A-Z_]*[A-Z])"', (ROOT / "lib" / "settings.py").read_text()))
+    infra = {
+        name
+        for path in (ROOT / "infra").rglob("*")
+        if path.is_file() and path.suffix in (".yml", ".yaml", ".example", ".env")
+        for name in re.findall(r"BPWATCH_[A-Z_]*[A-Z]", path.read_text(errors="replace"))
+    }
+    assert read - documented == set()
+    assert infra - documented == set()
+    assert documented - read - infra == set()
