@@ -28,6 +28,12 @@ so no epoch is committed to the recovery store before its documents are written:
   :class:`~lib.errors.IndexingError` is raised when it is spent (by the worker's next
   write or snapshot); the flow stops before that epoch commits and a restart with recovery
   replays it. Nothing is ever dropped.
+* write blocks (``cluster_block_exception``: ``index.blocks.write``, ``index.blocks.read_only``,
+  or the flood-stage disk watermark's ``index.blocks.read_only_allow_delete``; HTTP 403 or 429,
+  for the whole request or for single items) are retried like an outage, whatever the status,
+  until an operator lifts the block. Instead of one ``es_retry`` line per retry they log one
+  ``es_write_blocked`` line at most every :data:`BLOCK_LOG_EVERY_S` seconds, naming the blocked
+  index, the block and the fix, then one ``es_write_unblocked`` line once writes go through.
 * permanent refusals (400 mapping errors such as ``mapper_parsing_exception`` or
   ``strict_dynamic_mapping_exception``, 404 on index, 413, other 4xx) raise
   :class:`~lib.errors.IndexingError` naming the index and the reason (field values are cut
@@ -43,6 +49,7 @@ Each bulk round of the writer logs one line, however many requests it took (so d
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections import deque
@@ -59,6 +66,7 @@ from lib.errors import IndexingError, ServiceError
 from lib.settings import Settings
 
 __all__ = [
+    "BLOCK_LOG_EVERY_S",
     "MAX_BULK_BYTES",
     "TOOL_RETRIES",
     "Action",
@@ -68,6 +76,7 @@ __all__ = [
     "ElasticWriteLogic",
     "Encoded",
     "RetryPolicy",
+    "WriteBlock",
     "bulk_write",
     "chunks",
     "dedupe_actions",
@@ -93,6 +102,8 @@ _CREDENTIALS_HINT = (
     "set BPWATCH_ES_API_KEY, or BPWATCH_ES_USERNAME and BPWATCH_ES_PASSWORD, to credentials "
     "allowed to write this index"
 )
+# A write block is reported once when first met, then at most once per this many seconds.
+BLOCK_LOG_EVERY_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +187,106 @@ def _credentials_error(index: str, status: int) -> ServiceError:
     )
 
 
+# Elasticsearch's blocks that stop writes, by the id in a cluster_block_exception's reason
+# ("index [bp-anomalies-v1] blocked by: [FORBIDDEN/8/index write (api)];"), and the setting
+# that sets (and lifts) each. Other blocks (no master, index closed...) keep their status's
+# meaning: 503 is retried, 403 is a permanent refusal.
+_WRITE_BLOCKS = {
+    5: "index.blocks.read_only",
+    6: "cluster.blocks.read_only",
+    8: "index.blocks.write",
+    12: "index.blocks.read_only_allow_delete",  # set by the flood-stage disk watermark
+    13: "cluster.blocks.read_only_allow_delete",
+}
+_BLOCK_IDS = re.compile(r"\b[A-Z_]+/(\d+)/")
+_BLOCKED_INDEX = re.compile(r"^index \[([^\]\s]+)\] blocked by")
+_FLOOD_STAGE = "index.blocks.read_only_allow_delete"
+
+
+@dataclass(frozen=True, slots=True)
+class WriteBlock:
+    """Elasticsearch refuses writes until an operator lifts a block: what to log and retry."""
+
+    index: str  # the blocked (concrete) index, "" for a cluster-wide block
+    settings: tuple[str, ...]  # the block settings in force, e.g. ("index.blocks.write",)
+
+    def fix(self) -> str:
+        """What an operator does so that writes go through again."""
+        body = ", ".join(f'"{name}": null' for name in self.settings)
+        if self.index:
+            put = f"PUT {self.index}/_settings {{{body}}}"
+        else:
+            put = f'PUT _cluster/settings {{"persistent": {{{body}}}}}'
+        if _FLOOD_STAGE in self.settings:
+            return (
+                "free disk space on the Elasticsearch data nodes or raise "
+                f"cluster.routing.allocation.disk.watermark.flood_stage, then {put}"
+            )
+        return put
+
+    def __str__(self) -> str:
+        where = f"index {self.index}" if self.index else "the cluster"
+        return f"write block {'+'.join(self.settings)} on {where}: {self.fix()}"
+
+
+def _is_cluster_block(error: Any) -> bool:
+    return isinstance(error, Mapping) and error.get("type") == "cluster_block_exception"
+
+
+def _write_block(error: Any) -> WriteBlock | None:
+    """The write block an Elasticsearch error reports, or None if it reports none."""
+    if not _is_cluster_block(error):
+        return None
+    reason = str(error.get("reason", ""))
+    ids = {int(found) for found in _BLOCK_IDS.findall(reason)}
+    settings = tuple(name for block, name in sorted(_WRITE_BLOCKS.items()) if block in ids)
+    if not settings:
+        return None
+    named = _BLOCKED_INDEX.match(reason)
+    return WriteBlock(named.group(1) if named else "", settings)
+
+
+class _BlockNotice:
+    """Logs a write block when first met and then at most once per ``every_s`` of ``clock``
+    (not once per retry), and its end; one per writer, so the line is one per index."""
+
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, every_s: float = BLOCK_LOG_EVERY_S
+    ) -> None:
+        self._clock = clock
+        self._every_s = every_s
+        self._since: float | None = None  # when the current block was first met
+        self._logged_at = 0.0
+
+    def blocked(self, index: str, block: WriteBlock, pending: int) -> None:
+        now = self._clock()
+        if self._since is not None and now - self._logged_at < self._every_s:
+            return
+        if self._since is None:
+            self._since = now
+        self._logged_at = now
+        logger.warning(
+            "es_write_blocked index=%s blocked_index=%s block=%s pending=%d blocked_for=%.0fs: "
+            "Elasticsearch refuses writes; the documents wait and are retried, none is "
+            "dropped. Fix: %s",
+            index,
+            block.index or "_cluster",
+            "+".join(block.settings),
+            pending,
+            now - self._since,
+            block.fix(),
+        )
+
+    def clear(self, index: str) -> None:
+        """Every action of a request was acknowledged: log the end of a block if one lasted."""
+        if self._since is None:
+            return
+        logger.warning(
+            "es_write_unblocked index=%s blocked_for=%.0fs", index, self._clock() - self._since
+        )
+        self._since = None
+
+
 # One action as the bytes of its NDJSON lines, kept beside the action so that a retry resends
 # exactly the failed ones without encoding them again.
 Encoded = tuple[Action, bytes]
@@ -238,16 +349,20 @@ def bulk_write(
     *,
     retry: RetryPolicy | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> BulkStats:
     """Send ``actions`` to ``index`` in ONE bulk request (plus retries of failed actions).
 
     Returns once every action is acknowledged; raises :class:`IndexingError` or
-    :class:`ServiceError` otherwise (see the module docstring). Logs one line. Callers split
-    large inputs into batches (:class:`ElasticSink` uses ``settings.es_batch_size`` and
-    :data:`MAX_BULK_BYTES`).
+    :class:`ServiceError` otherwise (see the module docstring). Logs one line (and, while a
+    write block lasts, one ``es_write_blocked`` line per :data:`BLOCK_LOG_EVERY_S` of
+    ``clock``). Callers split large inputs into batches (:class:`ElasticSink` uses
+    ``settings.es_batch_size`` and :data:`MAX_BULK_BYTES`).
     """
     pending, superseded = dedupe_actions(actions)
-    stats = _write(client, index, encode_actions(index, pending), retry or RetryPolicy(), sleep)
+    encoded = encode_actions(index, pending)
+    notice = _BlockNotice(clock)
+    stats = _write(client, index, encoded, retry or RetryPolicy(), sleep, notice)
     stats.superseded = superseded
     _log_stats(index, stats)
     return stats
@@ -259,6 +374,7 @@ def _write(
     pending: list[Encoded],
     policy: RetryPolicy,
     sleep: Callable[[float], None],
+    notice: _BlockNotice,
 ) -> BulkStats:
     """One bulk request of deduplicated, encoded actions, then retries of the failed ones."""
     stats = BulkStats(docs=len(pending))
@@ -270,15 +386,22 @@ def _write(
         stats.requests += 1
         failed, problem = _send(client, index, pending, stats)
         if failed:
-            _back_off(index, delays, len(failed), problem, stats, sleep)
+            _back_off(index, delays, len(failed), problem, stats, sleep, notice)
+        else:
+            notice.clear(index)
         pending = failed
     stats.took_s = time.monotonic() - started
     return stats
 
 
+# Why actions wait for a retry: a short name (``ConnectionError``, ``http_503``, ``item_429``)
+# or the write block that refused them.
+Problem = str | WriteBlock
+
+
 def _send(
     client: Any, index: str, actions: list[Encoded], stats: BulkStats
-) -> tuple[list[Encoded], str]:
+) -> tuple[list[Encoded], Problem]:
     """One bulk request: the actions to retry and why; raises on a permanent failure."""
     from elastic_transport import TlsError, TransportError
     from elasticsearch import ApiError
@@ -298,10 +421,14 @@ def _send(
     return _item_failures(index, actions, response, stats)
 
 
-def _transient_refusal(index: str, exc: Any) -> str:
-    """``http_<status>`` of a whole request refused for now (429, 5xx); raises for the rest."""
+def _transient_refusal(index: str, exc: Any) -> Problem:
+    """Why a whole request was refused for now (a write block, 429, 5xx); raises for the rest."""
     status = int(exc.status_code)
-    if status in (401, 403):
+    error = _error_of(exc.body)
+    block = _write_block(error)
+    if block is not None:
+        return block
+    if status in (401, 403) and not _is_cluster_block(error):
         raise _credentials_error(index, status) from None
     if status == 413:
         raise IndexingError(
@@ -309,8 +436,7 @@ def _transient_refusal(index: str, exc: Any) -> str:
         ) from None
     if not _is_transient(status):
         raise IndexingError(
-            f"index={index} refused the bulk request (HTTP {status}): "
-            f"{_safe_reason(_error_of(exc.body))}"
+            f"index={index} refused the bulk request (HTTP {status}): {_safe_reason(error)}"
         ) from None
     return f"http_{status}"
 
@@ -319,11 +445,16 @@ def _back_off(
     index: str,
     delays: Iterator[float],
     failed: int,
-    problem: str,
+    problem: Problem,
     stats: BulkStats,
     sleep: Callable[[float], None],
+    notice: _BlockNotice,
 ) -> None:
-    """Sleep the next delay of the schedule before a retry; raise once the budget is spent."""
+    """Sleep the next delay of the schedule before a retry; raise once the budget is spent.
+
+    Logs one ``es_retry`` line per retry, or for a write block the throttled line of
+    ``notice`` (a block lasts until an operator acts: a line per retry would flood the log).
+    """
     delay = next(delays, None)
     if delay is None:
         raise IndexingError(
@@ -332,14 +463,17 @@ def _back_off(
             "nothing was acknowledged as written for them"
         )
     stats.retries += 1
-    logger.warning(
-        "es_retry index=%s attempt=%d delay=%.2fs pending=%d problem=%s",
-        index,
-        stats.retries,
-        delay,
-        failed,
-        problem,
-    )
+    if isinstance(problem, WriteBlock):
+        notice.blocked(index, problem, failed)
+    else:
+        logger.warning(
+            "es_retry index=%s attempt=%d delay=%.2fs pending=%d problem=%s",
+            index,
+            stats.retries,
+            delay,
+            failed,
+            problem,
+        )
     sleep(delay)
 
 
@@ -368,7 +502,7 @@ def _error_of(body: Any) -> Any:
 
 def _item_failures(
     index: str, sent: Sequence[Encoded], response: Any, stats: BulkStats
-) -> tuple[list[Encoded], str]:
+) -> tuple[list[Encoded], Problem]:
     """Count acknowledged items; return the transiently failed ones; raise on permanent ones."""
     body = response.body if hasattr(response, "body") else response
     items = body.get("items", [])
@@ -377,12 +511,13 @@ def _item_failures(
             f"index={index}: bulk response has {len(items)} items for {len(sent)} actions"
         )
     failed: list[Encoded] = []
-    problem = ""
+    problem: Problem = ""
     for encoded, item in zip(sent, items, strict=True):
         action = encoded[0]
         op = action[0]
         result = item.get(op) or next(iter(item.values()))
         status = int(result.get("status", 500))
+        error = result.get("error")
         if 200 <= status < 300:
             if op == "index":
                 stats.indexed += 1
@@ -390,15 +525,19 @@ def _item_failures(
                 stats.deleted += 1
         elif op == "delete" and status == 404:
             stats.not_found += 1
-        elif status in (401, 403):
+        elif (block := _write_block(error)) is not None:
+            failed.append(encoded)
+            problem = block  # reported rather than a 429 of other items: it needs an operator
+        elif status in (401, 403) and not _is_cluster_block(error):
             raise _credentials_error(index, status)
         elif _is_transient(status):
             failed.append(encoded)
-            problem = f"item_{status}"
+            if not isinstance(problem, WriteBlock):
+                problem = f"item_{status}"
         else:
             raise IndexingError(
                 f"index={index} refused _id={action[1]} ({op}, HTTP {status}): "
-                f"{_safe_reason(result.get('error'))}"
+                f"{_safe_reason(error)}"
             )
     return failed, problem
 
@@ -483,12 +622,14 @@ class BulkWriter:
         *,
         max_pending: int | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
         self._index = index
         self._batch_size = batch_size
         self._retry = retry
         self._sleep = sleep
+        self._notice = _BlockNotice(clock)
         self._max_pending = max_pending or PENDING_BATCHES * batch_size
         self._cv = threading.Condition()
         self._queue: deque[list[Action]] = deque()
@@ -583,7 +724,9 @@ class BulkWriter:
         stats = BulkStats(superseded=superseded)
         encoded = encode_actions(self._index, actions)
         for chunk in chunks(encoded, self._batch_size, MAX_BULK_BYTES):
-            stats.add(_write(self._client, self._index, chunk, self._retry, self._sleep))
+            stats.add(
+                _write(self._client, self._index, chunk, self._retry, self._sleep, self._notice)
+            )
         _log_stats(self._index, stats)
 
 

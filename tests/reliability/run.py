@@ -1,12 +1,14 @@
 """Run the reliability suite against the real local Kafka and Elasticsearch.
 
-    python -m tests.reliability.run --fault crash|kafka-outage|es-outage|disk|fuzz|ordering|all
+    python -m tests.reliability.run --fault FAULT    # crash, kafka-outage, es-outage,
+                                                     # es-write-block, disk, fuzz, ordering, all
     python -m tests.reliability.run --fault all --full     # the sizes of issue 7 (minutes)
 
 Prints one line per fault: runs (monitor processes), faults (kills / outages injected),
 messages, lost, duplicated, and OK or FAIL with the problems found. Exit code 0 only if every
 fault reconciled exactly. ``kafka-outage`` stops and restarts the shared local broker; the
-others leave the services running (the Elasticsearch outage cuts a relay port).
+others leave the services running (the Elasticsearch outage cuts a relay port; the write block
+is set on the scenario's own indices).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 from tests.reliability import scenarios
 from tests.reliability.harness import base_settings
 
-ORDER = ("crash", "es-outage", "disk", "fuzz", "ordering", "kafka-outage")
+ORDER = ("crash", "es-outage", "es-write-block", "disk", "fuzz", "ordering", "kafka-outage")
 
 
 def main(argv: list[str] | None = None) -> int:

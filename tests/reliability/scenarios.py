@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from lib.connectors.elastic import BLOCK_LOG_EVERY_S, make_client
 from lib.settings import Settings
 from lib.sim import cohort, stream
 from tests.reliability import fuzz, ordering
@@ -49,6 +50,7 @@ CI = {
     "crash": Size(readings=12_000, patients=60, kills=3),
     "kafka-outage": Size(readings=3_000, patients=40, outage_s=8.0),
     "es-outage": Size(readings=30_000, patients=100, outage_s=8.0),  # lasts past the first write
+    "es-write-block": Size(readings=30_000, patients=100, outage_s=8.0),
     "disk": Size(readings=3_000, patients=30),
     "fuzz": Size(readings=1_000, patients=20, fuzz=3_000),
     "ordering": Size(readings=2_000, patients=20),
@@ -57,6 +59,7 @@ FULL = {
     "crash": Size(readings=200_000, patients=400, kills=12),
     "kafka-outage": Size(readings=30_000, patients=200, outage_s=20.0),
     "es-outage": Size(readings=60_000, patients=200, outage_s=30.0),
+    "es-write-block": Size(readings=60_000, patients=200, outage_s=75.0),  # two log lines
     "disk": Size(readings=30_000, patients=200),
     "fuzz": Size(readings=10_000, patients=100, fuzz=100_000),
     "ordering": Size(readings=40_000, patients=200),
@@ -269,6 +272,77 @@ def es_outage(base: Settings, work: Path, size: Size, seed: int = 13) -> Tally:
         relay.close()
 
 
+# ----------------------------------------------------------------------------- ES write block
+FLOOD_STAGE = "index.blocks.read_only_allow_delete"
+
+
+def es_write_block(base: Settings, work: Path, size: Size, seed: int = 29) -> Tally:
+    """Elasticsearch refuses writes for ``outage_s`` mid-run: ``index.blocks.write`` on
+    bp-anomalies, the flood-stage disk watermark's block on bp-alerts and bp-home-averages
+    (set by hand: the shared cluster's disk is not filled), then lifted as the log line says.
+
+    The monitor must wait (not crash, not drop), say so in one ``es_write_blocked`` line per
+    blocked index and minute (not one per retry), and catch up once the blocks are lifted.
+    """
+    tally = Tally("es-write-block")
+    with namespace(base, work) as s:
+        s = _sim_settings(s, size, seed, fault_rate=0.05)
+        records = [m.kafka_record() for m in stream.messages(s)]
+        send(s, records)
+        exp = expect(s, records)
+        rec = init_recovery(work / s.namespace / "recovery")
+        logs = work / s.namespace / "monitor.log"
+        mon = monitor(s, rec, logs).start()
+        tally.runs += 1
+        if not _wait_for(logs, f"index={s.anomalies_index}", mon, 120):
+            tally.problems.append("the monitor ended before the block could start")
+        blocks = {
+            s.anomalies_index: "index.blocks.write",
+            s.alerts_index: FLOOD_STAGE,
+            s.home_averages_index: FLOOD_STAGE,
+        }
+        es = make_client(s)
+        rss_before = mon.rss_kb()
+        rss_max = rss_before
+        crashed = False
+        try:
+            for index, setting in blocks.items():
+                es.indices.put_settings(index=index, settings={setting: True})
+            tally.faults += 1
+            blocked_at = time.monotonic()
+            while time.monotonic() - blocked_at < size.outage_s:
+                rss_max = max(rss_max, mon.rss_kb())
+                crashed = crashed or mon.poll() is not None
+                time.sleep(0.5)
+        finally:
+            for index, setting in blocks.items():
+                es.indices.put_settings(index=index, settings={setting: None})
+            es.close()
+        text = logs.read_text(errors="replace")
+        notices = [line for line in text.splitlines() if "es_write_blocked" in line]
+        per_index = {i: sum(f"index={i} " in line for line in notices) for i in blocks}
+        tally.notes.update(
+            outage_s=size.outage_s,
+            blocked_not_crashed=not crashed,
+            es_write_blocked_lines=len(notices),
+            es_retry_lines=text.count("es_retry"),
+            rss_mb_before=round(rss_before / 1024),
+            rss_mb_max_outage=round(rss_max / 1024),
+        )
+        if crashed:
+            tally.problems.append("the monitor stopped during the block instead of waiting")
+        if not per_index[s.anomalies_index]:
+            tally.problems.append("no es_write_blocked line for the blocked bp-anomalies")
+        most = 1 + int(size.outage_s // BLOCK_LOG_EVERY_S) + 1  # + 1: a retry after the lift
+        if max(per_index.values()) > most:
+            tally.problems.append(f"es_write_blocked lines per index {per_index}: over {most}")
+        if "PUT " not in "".join(notices[:1]):
+            tally.problems.append("the es_write_blocked line does not name the fix")
+        restarts = _supervise(s, rec, logs, tally, first=mon)
+        tally.notes["monitor_restarts"] = restarts
+        return _finish(tally, s, exp, [logs])
+
+
 # ----------------------------------------------------------------------------- disk
 def disk(base: Settings, work: Path, size: Size, seed: int = 17) -> Tally:
     """The normal-case folder cannot be written: at start, then mid-run (a day folder blocked).
@@ -411,6 +485,7 @@ SCENARIOS = {
     "crash": crash,
     "kafka-outage": kafka_outage,
     "es-outage": es_outage,
+    "es-write-block": es_write_block,
     "disk": disk,
     "fuzz": fuzzing,
     "ordering": ordering_poison,
