@@ -216,7 +216,7 @@ def production_io(settings: Settings, stats_sink: Sink | None = None) -> Monitor
             add_config={**SOURCE_FETCH_CONFIG, **client_config},
             batch_size=SOURCE_BATCH_SIZE,
         ),
-        anomaly_sink=ElasticSink(settings, settings.anomalies_index),
+        anomaly_sink=_monthly_sink(settings, "bp-anomalies"),
         normal_sink=NormalFileSink(
             settings.normal_dir,
             on_fresh_start=settings.normal_on_fresh_start,  # type: ignore[arg-type]
@@ -225,11 +225,19 @@ def production_io(settings: Settings, stats_sink: Sink | None = None) -> Monitor
         dlq_sink=ExactlyOnceKafkaSink(settings, settings.dlq_topic),
         alert_sinks=(
             ExactlyOnceKafkaSink(settings, settings.alerts_topic),
-            ElasticSink(settings, settings.alerts_index),
+            _monthly_sink(settings, "bp-alerts"),
         ),
         stats_sink=stats_sink,
-        home_sink=ElasticSink(settings, settings.home_averages_index),
+        home_sink=_monthly_sink(settings, "bp-home-averages"),
     )
+
+
+def _monthly_sink(settings: Settings, base: str) -> ElasticSink:
+    """The sink of one alias, written as monthly indices (``lib.connectors.elastic_months``)."""
+    from lib.connectors.elastic_months import MONTH_FIELDS, MonthRouter
+
+    alias = settings.index(base)
+    return ElasticSink(settings, alias, router=MonthRouter(alias, MONTH_FIELDS[base]))
 
 
 def build(

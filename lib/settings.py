@@ -141,6 +141,10 @@ class Settings:
     normal_retention_days: float = 0.0  # the sink deletes day folders older; 0: keeps all
     topic_retention_days: float = 7.0  # retention.ms of the observations and alert topics
     dlq_retention_days: float = 30.0  # retention.ms of the dead-letter topic
+    # ILM: monthly indices are deleted this long after their month (0: kept)
+    anomalies_retention_days: float = 0.0
+    alerts_retention_days: float = 0.0
+    home_averages_retention_days: float = 0.0
     alert_reminder_hours: float = 0.0  # a reminder event per open episode; 0: none
     log_level: str = "INFO"
     sim_patients: int = 200
@@ -270,6 +274,9 @@ class Settings:
             topic_retention_days=_float(env, "BPWATCH_TOPIC_RETENTION_DAYS", 7.0, lo=0.01),
             dlq_retention_days=_float(env, "BPWATCH_DLQ_RETENTION_DAYS", 30.0, lo=0.01),
             alert_reminder_hours=_float(env, "BPWATCH_ALERT_REMINDER_HOURS", 0.0),
+            anomalies_retention_days=_float(env, "BPWATCH_ANOMALIES_RETENTION_DAYS", 0.0),
+            alerts_retention_days=_float(env, "BPWATCH_ALERTS_RETENTION_DAYS", 0.0),
+            home_averages_retention_days=_float(env, "BPWATCH_HOME_AVERAGES_RETENTION_DAYS", 0.0),
             log_level=_choice(
                 env, "BPWATCH_LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")
             ).upper(),

@@ -62,6 +62,7 @@ import orjson
 from bytewax.dataflow import Stream
 from bytewax.operators import StatefulBatchLogic
 
+from lib.connectors.elastic_months import MonthRouter
 from lib.errors import IndexingError, ServiceError
 from lib.settings import Settings
 
@@ -317,6 +318,55 @@ def encode_actions(index: str, actions: Iterable[Action]) -> list[Encoded]:
                 ) from None
         out.append((action, line))
     return out
+
+
+def encode_routed(
+    router: MonthRouter, actions: Iterable[Action], indices: Callable[[], list[str]]
+) -> list[Encoded]:
+    """:func:`encode_actions` for an alias backed by monthly indices
+    (:mod:`lib.connectors.elastic_months`): an ``index`` action goes to the month of its
+    document's time; a ``delete`` goes to each index of the alias (``indices()``, asked once
+    per call and only when needed), and so does a delete of an amended document (version
+    above 1) from the months other than its own, in case its time moved."""
+    dumps = orjson.dumps
+    default = _json_default()
+    out: list[Encoded] = []
+    known: list[str] | None = None
+    heads: dict[tuple[str, str], bytes] = {}
+
+    def head(op: str, index: str) -> bytes:
+        h = heads.get((op, index))
+        if h is None:
+            h = heads[op, index] = orjson.dumps({op: {"_index": index}})[:-2] + b',"_id":'
+        return h
+
+    for action in actions:
+        op, _id, doc = action
+        tail = dumps(_id) + b"}}\n"
+        if op == "index":
+            assert doc is not None
+            target = router.index_of(dict(doc))
+            if _amended(doc):
+                known = indices() if known is None else known
+                delete = ("delete", _id, None)
+                out.extend((delete, head("delete", i) + tail) for i in known if i != target)
+            try:
+                line = head("index", target) + tail + dumps(doc, default=default, option=_NEWLINE)
+            except orjson.JSONEncodeError as exc:
+                raise IndexingError(
+                    f"index={target}: a document cannot be serialised to JSON "
+                    f"({type(exc).__name__})"
+                ) from None
+            out.append((action, line))
+        else:
+            known = indices() if known is None else known
+            out.extend((action, head("delete", i) + tail) for i in known)
+    return out
+
+
+def _amended(doc: Mapping[str, Any]) -> bool:
+    version = doc.get("version")
+    return type(version) is str and version.isdigit() and int(version) > 1
 
 
 def _json_default() -> Callable[[Any], Any]:
@@ -623,9 +673,11 @@ class BulkWriter:
         max_pending: int | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        router: MonthRouter | None = None,
     ) -> None:
         self._client = client
         self._index = index
+        self._router = router
         self._batch_size = batch_size
         self._retry = retry
         self._sleep = sleep
@@ -722,12 +774,40 @@ class BulkWriter:
         # Dedupe across the whole round first, so that chunks never split an id's history.
         actions, superseded = dedupe_actions(items)
         stats = BulkStats(superseded=superseded)
-        encoded = encode_actions(self._index, actions)
+        if self._router is None:
+            encoded = encode_actions(self._index, actions)
+        else:
+            encoded = encode_routed(self._router, actions, self._alias_indices)
         for chunk in chunks(encoded, self._batch_size, MAX_BULK_BYTES):
             stats.add(
                 _write(self._client, self._index, chunk, self._retry, self._sleep, self._notice)
             )
         _log_stats(self._index, stats)
+
+    def _alias_indices(self) -> list[str]:
+        """The indices behind the alias now (none before the first write), retried like a
+        bulk request while Elasticsearch does not answer."""
+        from elastic_transport import TransportError
+        from elasticsearch import ApiError, NotFoundError
+
+        delays = self._retry.delays()
+        while True:
+            try:
+                return sorted(self._client.indices.get_alias(name=self._index).body)
+            except NotFoundError:
+                return []
+            except (ApiError, TransportError) as exc:
+                delay = next(delays, None)
+                if delay is None:
+                    raise ServiceError(
+                        f"index={self._index}: Elasticsearch did not list the alias's indices "
+                        f"({type(exc).__name__}) within the retry budget"
+                    ) from None
+                logger.warning(
+                    "es_retry index=%s what=get_alias error=%s retry_in=%.1fs",
+                    self._index, type(exc).__name__, delay,
+                )  # fmt: skip
+                self._sleep(delay)
 
 
 class ElasticWriteLogic(StatefulBatchLogic[Action, None, None]):
@@ -793,9 +873,11 @@ class ElasticSink:
         *,
         retry: RetryPolicy | None = None,
         client_factory: Callable[[Settings], Any] | None = None,
+        router: MonthRouter | None = None,
     ) -> None:
         self._settings = settings
         self._index = index
+        self._router = router
         self._retry = retry or RetryPolicy()
         self._client_factory = client_factory or make_client
         self._lock = threading.Lock()  # workers are threads of one process
@@ -814,6 +896,7 @@ class ElasticSink:
                     self._index,
                     self._settings.es_batch_size,
                     self._retry,
+                    router=self._router,
                 )
             self._users += 1
             return self._writer

@@ -8,8 +8,11 @@
   for the dead-letter topic); an existing topic keeps its own settings;
 * one composable index template per ``infra/elasticsearch/templates/<name>.json`` (strict
   mappings), matching ``<name>*`` and ``*-<name>*`` so namespaced indices get it too;
-* for each template a concrete index ``<index>-v1`` behind a write alias ``<index>``, so a
-  later mapping change can reindex into ``-v2`` and move the alias without renaming anything.
+* for each template a concrete index ``<index>-v1`` behind the alias ``<index>`` (it holds
+  what versions before monthly indices wrote, and makes the alias exist before any write);
+* for each alias an ILM policy ``<index>-retention`` (``BPWATCH_<INDEX>_RETENTION_DAYS``)
+  and the template of its monthly indices ``<index>-YYYY.MM``, which the monitor writes and
+  Elasticsearch creates on first write (:mod:`lib.connectors.elastic_months`).
 
 Every step checks first and leaves existing resources as they are; running it twice is harmless.
 ``python -m lib.tools.admin teardown`` removes a namespace's topics and indices (tests).
@@ -27,6 +30,13 @@ from typing import Any
 import orjson
 
 from lib.connectors.elastic import TOOL_RETRIES, make_client
+from lib.connectors.elastic_months import (
+    MONTH_FIELDS,
+    MonthRouter,
+    monthly_template,
+    policy_body,
+    policy_name,
+)
 from lib.errors import ServiceError
 from lib.settings import Settings, load_or_exit
 
@@ -136,6 +146,7 @@ def ensure_elasticsearch(settings: Settings, es: Any = None) -> list[str]:
         for base, body in template_bodies().items():
             es.indices.put_index_template(name=f"bpwatch-{base}", **body)
             alias = settings.index(base)
+            _ensure_retention(es, settings, base, alias, body)
             if es.indices.exists_alias(name=alias):
                 _add_new_fields(es, alias, body)
                 continue
@@ -164,6 +175,49 @@ def ensure_elasticsearch(settings: Settings, es: Any = None) -> list[str]:
     return created
 
 
+def retention_days(settings: Settings, base: str) -> float:
+    """``BPWATCH_<INDEX>_RETENTION_DAYS`` of a base index name (0: kept)."""
+    return {
+        "bp-anomalies": settings.anomalies_retention_days,
+        "bp-alerts": settings.alerts_retention_days,
+        "bp-home-averages": settings.home_averages_retention_days,
+    }.get(base, 0.0)
+
+
+def _ensure_retention(
+    es: Any, settings: Settings, base: str, alias: str, body: dict[str, Any]
+) -> None:
+    """The alias's ILM policy (rewritten: a changed retention applies to every monthly index)
+    and the template of its monthly indices (:mod:`lib.connectors.elastic_months`)."""
+    from elasticsearch import BadRequestError
+
+    if base not in MONTH_FIELDS:
+        return
+    days = retention_days(settings, base)
+    # priority above the shared templates (200 + i), whose wildcard patterns overlap these
+    template = monthly_template(alias, body, 300 + sorted(MONTH_FIELDS).index(base))
+    try:
+        es.ilm.put_lifecycle(name=policy_name(alias), policy=policy_body(days))
+    except BadRequestError as exc:
+        if "no handler found" not in str(exc):
+            raise
+        # a build without the ILM module (the integ-test zip of make services)
+        if days > 0:
+            variable = "BPWATCH_" + base[3:].upper().replace("-", "_") + "_RETENTION_DAYS"
+            raise ServiceError(
+                f"Elasticsearch at {settings.es_url} has no index lifecycle management (ILM), "
+                f"so the retention of {alias} ({days:g} days) cannot be applied: use the "
+                f"default distribution (infra/docker-compose.yml), or unset {variable}"
+            ) from None
+        log.warning(
+            "es_no_ilm alias=%s: this Elasticsearch has no index lifecycle management; the "
+            "monthly indices are kept (no retention is set)",
+            alias,
+        )
+        del template["template"]["settings"]["index.lifecycle.name"]
+    es.indices.put_index_template(name=f"bpwatch-{alias}-monthly", **template)
+
+
 def _add_new_fields(es: Any, alias: str, body: dict[str, Any]) -> None:
     """Put the template's fields on an index made by an earlier version: the mappings are
     strict, so a document with a field added since (a new optional field) would be refused.
@@ -180,10 +234,17 @@ def delete_indices(settings: Settings, es: Any = None) -> None:
         names = list(
             es.indices.get(index=f"{alias}*", ignore_unavailable=True, allow_no_indices=True)
         )
-        # only this alias's own indices: "<alias>" and "<alias>-vN", not another namespace's
-        names = [n for n in names if n == alias or n.startswith(alias + "-v")]
+        # only this alias's own indices: "<alias>", "<alias>-vN" and "<alias>-YYYY.MM", not
+        # another namespace's
+        months = MonthRouter(alias, "")
+        names = [
+            n for n in names if n == alias or n.startswith(alias + "-v") or months.is_monthly(n)
+        ]
         if names:
             es.indices.delete(index=",".join(names), ignore_unavailable=True)
+        if base in MONTH_FIELDS and settings.namespace:  # a test's namespace: its own objects
+            es.indices.delete_index_template(name=f"bpwatch-{alias}-monthly", ignore=404)
+            es.ilm.delete_lifecycle(name=policy_name(alias), ignore=(400, 404))  # no ILM: 400
 
 
 def setup(settings: Settings) -> dict[str, list[str]]:

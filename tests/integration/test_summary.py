@@ -13,6 +13,12 @@ from lib.connectors.elastic import make_client
 from lib.tools import summary
 
 
+def _delete(es, alias: str, doc_id: str) -> None:
+    """Delete one document from whichever monthly index of the alias holds it."""
+    (hit,) = es.search(index=alias, query={"ids": {"values": [doc_id]}})["hits"]["hits"]
+    es.delete(index=hit["_index"], id=doc_id, refresh=True)
+
+
 def test_summary_reconciles_a_real_run_and_detects_a_lost_document(settings_factory, tmp_path):
     truth = tmp_path / "truth.jsonl"
     s = settings_factory(
@@ -35,7 +41,7 @@ def test_summary_reconciles_a_real_run_and_detects_a_lost_document(settings_fact
     # remove one anomaly document: the summary must report a lost reading
     es = make_client(s)
     victim = sorted(out.anomaly_ids)[0]
-    es.delete(index=s.anomalies_index, id=victim, refresh=True)
+    _delete(es, s.anomalies_index, victim)
     es.close()
     problems, _ = summary.reconcile(summary.collect(s), truth)
     assert any("lost readings: 1 " in p for p in problems), problems
@@ -79,7 +85,7 @@ def test_summary_reconciles_home_averages_and_no_data_of_a_real_run(settings_fac
     # a home average that goes missing, and a silent patient who sends again, are reported
     es = make_client(s)
     victim = sorted(out.home_docs)[0]
-    es.delete(index=s.home_averages_index, id=victim, refresh=True)
+    _delete(es, s.home_averages_index, victim)
     es.close()
     out = summary.collect(s)
     if compared:  # a silent patient's episode goes missing

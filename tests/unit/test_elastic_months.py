@@ -1,0 +1,107 @@
+"""Monthly indices and their ILM policy (lib.connectors.elastic_months).
+
+The local Elasticsearch (integ-test zip) has no ILM module, so the policy cannot be put there;
+these tests hold the bodies to the rules Elasticsearch applies, taken from its source
+(elastic/elasticsearch, paths below), and the integration tests run the monthly indices
+themselves on the real Elasticsearch."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import replace
+
+import pytest
+
+from lib.connectors.elastic_months import (
+    MONTH_FIELDS,
+    MonthRouter,
+    monthly_template,
+    policy_body,
+    policy_name,
+)
+from lib.settings import Settings
+from lib.tools import admin
+
+# x-pack/plugin/core/src/main/java/org/elasticsearch/xpack/core/ilm/TimeseriesLifecycleType.java:
+# ORDERED_VALID_PHASES and the actions each phase allows (ALLOWED_ACTIONS); min_age must not
+# decrease from one phase to the next (validateMonotonicallyIncreasingPhaseTimings)
+PHASES = ("hot", "warm", "cold", "frozen", "delete")
+DELETE_ACTIONS = {"wait_for_snapshot", "delete"}
+HOT_ACTIONS = {"set_priority", "unfollow", "rollover", "readonly", "downsample", "shrink",
+               "forcemerge", "searchable_snapshot"}  # fmt: skip
+# libs/core/src/main/java/org/elasticsearch/core/TimeValue.java (parseTimeValue): a number and
+# one of these units
+TIME_VALUE = re.compile(r"^\d+(nanos|micros|ms|s|m|h|d)$")
+_UNIT_S = {"ms": 1e-3, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _seconds(value: str) -> float:
+    number, unit = re.match(r"^(\d+)([a-z]+)$", value).groups()  # type: ignore[union-attr]
+    return int(number) * _UNIT_S[unit]
+
+
+@pytest.mark.parametrize("days", [0, 1, 90, 365.5, 2555])
+def test_the_policy_follows_the_timeseries_lifecycle_rules(days):
+    body = policy_body(days)
+    phases = body["phases"]
+    assert list(phases) == [p for p in PHASES if p in phases]
+    assert set(phases["hot"]["actions"]) <= HOT_ACTIONS
+    ages = [_seconds(p["min_age"]) for p in phases.values()]
+    assert all(TIME_VALUE.match(p["min_age"]) for p in phases.values())
+    assert ages == sorted(ages)
+    if days == 0:
+        assert "delete" not in phases  # kept: nothing is ever deleted
+    else:
+        assert set(phases["delete"]["actions"]) <= DELETE_ACTIONS
+        # a month's index is created at its first write: a document of the month's last day
+        # is kept at least `days` days
+        kept = _seconds(phases["delete"]["min_age"]) / 86400
+        assert days + 31 - 1 / 24 <= kept <= days + 31 + 1 / 24
+
+
+def test_monthly_indices_are_named_by_the_document_time_and_recognised():
+    anomalies = MonthRouter("ward7-bp-anomalies", MONTH_FIELDS["bp-anomalies"])
+    doc = {"effective_at": "2026-12-31T23:59:59.999Z"}
+    assert anomalies.index_of(doc) == "ward7-bp-anomalies-2026.12"
+    assert anomalies.index_of({"effective_at": "2027-01-01T00:00:00Z"}) == (
+        "ward7-bp-anomalies-2027.01"
+    )
+    assert anomalies.is_monthly("ward7-bp-anomalies-2026.12")
+    for other in ("ward7-bp-anomalies-v1", "ward7-bp-anomalies", "bp-anomalies-2026.12",
+                  "ward7-bp-anomalies-2026.12-x", "ward7-bp-alerts-2026.12"):  # fmt: skip
+        assert not anomalies.is_monthly(other), other
+    with pytest.raises(ValueError, match="effective_at"):
+        anomalies.index_of({"effective_at": 1_767_225_599})
+
+
+def test_the_monthly_template_matches_its_own_months_only_and_outranks_the_shared_one():
+    """server/src/main/java/org/elasticsearch/cluster/metadata/MetadataIndexTemplateService.java
+    (findConflictingV2Templates): two templates whose patterns overlap must differ in
+    priority, and the higher one alone applies; an index matching none gets no mappings."""
+    bodies = admin.template_bodies()
+    settings = replace(Settings(), namespace="ward7")
+    monthly = {}
+    for i, base in enumerate(sorted(MONTH_FIELDS)):
+        alias = settings.index(base)
+        monthly[base] = monthly_template(alias, bodies[base], 300 + i)
+    shared_priorities = {b["priority"] for b in bodies.values()}
+    for base, tpl in monthly.items():
+        alias = settings.index(base)
+        (pattern,) = tpl["index_patterns"]
+        assert fnmatch.fnmatchcase(f"{alias}-2026.12", pattern)
+        assert not fnmatch.fnmatchcase(f"{alias}-v1", pattern)
+        assert not fnmatch.fnmatchcase(f"x{alias}-2026.12", pattern)
+        assert tpl["priority"] not in shared_priorities
+        # the index is read through the alias and follows the alias's policy
+        assert tpl["template"]["aliases"] == {alias: {}}
+        assert tpl["template"]["settings"]["index.lifecycle.name"] == policy_name(alias)
+        assert tpl["template"]["mappings"] == bodies[base]["template"]["mappings"]
+    assert len({t["priority"] for t in monthly.values()}) == len(monthly)
+
+
+def test_retention_settings_choose_each_policy():
+    s = replace(Settings(), anomalies_retention_days=730, alerts_retention_days=365)
+    assert admin.retention_days(s, "bp-anomalies") == 730
+    assert admin.retention_days(s, "bp-alerts") == 365
+    assert admin.retention_days(s, "bp-home-averages") == 0
