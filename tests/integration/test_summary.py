@@ -74,11 +74,13 @@ def test_summary_reconciles_home_averages_and_no_data_of_a_real_run(settings_fac
     # last reading falls within an hour of the 7-day lookback's edge: not compared there.
     assert fig.silent_designed == 2
     assert fig.no_data_open == fig.no_data_expected >= fig.silent_in_window
+    oldest, newest = now - 7 * 86_400.0, now - 48 * 3600.0
     compared = sorted(
         pid
         for pid in t.silent
-        if min(abs(t.last_reading[pid][0] - (now - 7 * 86_400.0)),
-               abs(t.last_reading[pid][0] - (now - 48 * 3600.0))) >= summary.NO_DATA_EDGE_S
+        if oldest <= t.last_reading[pid][0] <= newest
+        and min(abs(t.last_reading[pid][0] - oldest),
+                abs(t.last_reading[pid][0] - newest)) >= summary.NO_DATA_EDGE_S
     )  # fmt: skip
     assert len(compared) == fig.silent_in_window  # both, unless at an edge
 

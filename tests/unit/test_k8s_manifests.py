@@ -114,8 +114,8 @@ def _all_containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
 
 # ----------------------------------------------------------------------------- settings
 def _documented_variables() -> set[str]:
-    readme = (ROOT / "README.md").read_text()
-    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    contract = (ROOT / "docs" / "contract.md").read_text()
+    table = contract.split("## Settings", 1)[1].split("\n## ", 1)[0]
     return set(re.findall(r"`(BPWATCH_[A-Z_]+)`", table))
 
 
