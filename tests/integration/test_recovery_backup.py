@@ -199,12 +199,6 @@ def test_backup_while_running_lose_the_store_restore_and_resume(
     assert final["dead_letter"] > 0 and final["anomaly"] > 0 and final["normal"] > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ExactlyOnceKafkaSink remembers the ids sent before its snapshot only within one "
-    "execution (lib/connectors/kafka_once.py), and the alert logic gives a re-opened "
-    "episode's second resolution the id of its first (lib/monitor/alerts.py)",
-)
 def test_an_alert_id_computed_twice_is_sent_once_across_a_restart(
     services, settings_factory, tmp_path
 ):
