@@ -7,7 +7,7 @@ BpwatchError
 │   ├── KafkaDeliveryError   a produced message was not confirmed by the broker
 │   └── IndexingError        Elasticsearch refused documents after all retries
 ├── SinkError            a local output (e.g. the normal-case folder) cannot be written
-└── RecoveryError        the recovery store holds state this version cannot read
+└── RecoveryError        the recovery store cannot be resumed, backed up or restored
 """
 
 from __future__ import annotations
@@ -42,4 +42,5 @@ class SinkError(BpwatchError):
 
 
 class RecoveryError(BpwatchError):
-    """The recovery store cannot be resumed by this version; the message names the fix."""
+    """The recovery store cannot be resumed by this version, or a backup or restore of it
+    failed its checks; the message names the fix."""

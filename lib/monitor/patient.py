@@ -162,7 +162,7 @@ class PatientSnapshot(NamedTuple):
             "consumed and then start this version on a new store (python -m "
             "bytewax.recovery NEW_DIR 64), or start on a new store now: the monitor then "
             "re-reads the topic from its earliest offset and rebuilds every patient's "
-            "state, and bp.alerts receives the replayed alerts again (same alert_id). "
+            "state; bp.alerts and the dead-letter topic skip what they already hold (same id). "
             "See docs/operations.md, 'Upgrades'."
         )
 

@@ -4,6 +4,8 @@ Each test runs one scenario of ``tests/reliability/scenarios.py`` at its CI size
 exact reconciliation: expected anomaly ids = documents in ``bp-anomalies``, expected normal
 readings = lines in the files (none twice), expected dead letters = DLQ messages (none twice), no
 alert id twice. The full sizes run with ``python -m tests.reliability.run --full``.
+The ``es-write-block`` scenario's CI size runs in ``test_elastic_write_block.py``, beside the
+sink-level write-block tests.
 """
 
 from __future__ import annotations
