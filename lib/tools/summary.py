@@ -19,7 +19,9 @@ simulator's ground truth is given, checks them against the expected fate of ever
   earlier) and counted. ``make demo`` sets ``BPWATCH_SIM_START`` to a day ago, so the
   simulator's silent patients fall inside the window and everyone else is recent. Episodes
   opened and resolved during the catch-up (a check ran before a patient's later readings
-  were read) are counted, not failures.
+  were read) are counted, not failures;
+* alert quality (a figure, never a failure): the precision, recall and burden of the urgent
+  reading alerts against the truth (:mod:`lib.tools.alert_quality`).
 
 Exit code 0 when everything reconciles, 1 otherwise.
 """
@@ -38,6 +40,7 @@ from typing import Any
 import orjson
 
 from lib.settings import Settings, load_or_exit
+from lib.tools import alert_quality
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +93,7 @@ class RunOutputs:
     normal_files: int = 0
     home_docs: dict[str, bool] = field(default_factory=dict)  # protocol averages: _id -> verdict
     no_data_events: list[tuple[str, str, str]] = field(default_factory=list)  # patient, ep, event
+    alert_docs: list[dict[str, Any]] = field(default_factory=list)  # for lib.tools.alert_quality
 
 
 def topic_size(settings: Settings, topic: str) -> int:
@@ -165,21 +169,24 @@ def read_normals(directory: Path, out: RunOutputs) -> None:
 
 
 def elastic_outputs(settings: Settings, out: RunOutputs) -> None:
-    """Anomaly ids, the number of alert documents, home averages and no-data events."""
+    """Anomaly ids, home averages, the alert documents and their no-data events."""
     from lib.connectors.elastic import TOOL_RETRIES, make_client
 
     es = make_client(settings, max_retries=TOOL_RETRIES)
     try:
         out.anomaly_ids = es_ids(es, settings.anomalies_index)
-        out.alerts_es = len(es_ids(es, settings.alerts_index))
         protocol = {"term": {"origin": "protocol"}}
         for h in es_hits(es, settings.home_averages_index, ["home_hypertension"], protocol):
             out.home_docs[h["_id"]] = bool(h["_source"]["home_hypertension"])
-        no_data = {"term": {"condition": "no_data"}}
-        fields = ["patient_id", "episode_id", "event"]
-        for h in es_hits(es, settings.alerts_index, fields, no_data):
-            src = h["_source"]
-            out.no_data_events.append((src["patient_id"], src["episode_id"], src["event"]))
+        fields = ["patient_id", "episode_id", "condition", "event", "event_at", "tier",
+                  "observation_ids"]  # fmt: skip
+        out.alert_docs = [h["_source"] for h in es_hits(es, settings.alerts_index, fields)]
+        out.alerts_es = len(out.alert_docs)
+        out.no_data_events = [
+            (d["patient_id"], d["episode_id"], d["event"])
+            for d in out.alert_docs
+            if d["condition"] == "no_data"
+        ]
     finally:
         es.close()
 
@@ -337,7 +344,10 @@ def render(
     fates: dict[str, int] | None,
     problems: list[str] | None,
     figures: Figures | None = None,
+    quality: str | None = None,
 ) -> str:
+    """The summary's text; ``quality``: the alert-quality headline
+    (:func:`lib.tools.alert_quality.headline`), printed when given."""
     rows = [
         ("messages in", f"{out.messages_in:,}", settings.observations_topic),
         (
@@ -359,6 +369,8 @@ def render(
     ]
     if figures is not None:
         rows += _figure_rows(settings, figures)
+    if quality is not None:
+        rows.append(("alert quality", quality, settings.alerts_index))
     width = max(len(r[0]) for r in rows)
     lines = ["bpwatch run summary", "-" * 19]
     lines += [f"{name:<{width}}  {value:<40} {where}" for name, value, where in rows]
@@ -393,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     settings = load_or_exit()
     out = collect(settings)
-    fates = problems = figures = None
+    fates = problems = figures = quality = None
     if args.truth and args.truth.exists():
         truth = read_truth(args.truth)
         problems, fates = reconcile(out, truth)
@@ -407,7 +419,9 @@ def main(argv: list[str] | None = None) -> int:
             lookback_days=settings.no_data_lookback_days,
             now=datetime.now(UTC).timestamp(),
         )
-    sys.stdout.write(render(settings, out, fates, problems, figures) + "\n")
+        report = alert_quality.evaluate(alert_quality.read_truth(args.truth), out.alert_docs)
+        quality = alert_quality.headline(report)
+    sys.stdout.write(render(settings, out, fates, problems, figures, quality) + "\n")
     return 1 if problems else 0
 
 

@@ -10,7 +10,9 @@ import pytest
 
 from lib.domain import Assessment, Features, Reading
 from lib.monitor.alerts import AlertEvent, AlertPolicy
+from lib.settings import Settings
 from lib.tools import alert_quality as aq
+from lib.tools import summary
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 
@@ -250,3 +252,10 @@ def test_trade_off_replays_the_episode_tracker_per_knob_value():
     }
     assert [r.base for r in rows] == [True, False, False, True]
     assert "| open_severity | **high** (base) | 1 | 1.000 | 1.000 |" in aq.format_trade_off(rows)
+
+
+def test_the_demo_summary_prints_the_headline(report):
+    text = summary.render(Settings(), summary.RunOutputs(), None, None, None, aq.headline(report))
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("alert quality")]
+    assert "precision 0.67 (2/3), recall 0.67 (2/3), burden 200.0" in line
+    assert "alert quality" not in summary.render(Settings(), summary.RunOutputs(), None, None)
