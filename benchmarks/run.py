@@ -2,16 +2,16 @@
 
     .venv/bin/python -m benchmarks.run [--quick] [--only NAME[,NAME]] [--out FILE]
 
-NAME: inprocess, stages, e2e, naive, latency, memory, scaleout, scale (the order they run in).
-Each has its own command too (``python -m benchmarks.bench_<name>``, ``python -m
-benchmarks.naive``). ``e2e`` includes the I/O ceiling (``benchmarks.bench_ceiling`` on the
-same filled topic).
+NAME: inprocess, stages, e2e, naive, latency, memory, scaleout, scale, alerts (the order they
+run in). Each has its own command too (``python -m benchmarks.bench_<name>``, ``python -m
+benchmarks.naive``, ``python -m benchmarks.alert_quality``). ``e2e`` includes the I/O ceiling
+(``benchmarks.bench_ceiling`` on the same filled topic).
 ``--quick`` runs every benchmark on tiny sizes, to prove the harness works (CI); its figures
 mean nothing. Results go to ``benchmarks/results.json`` (``--out``) with the machine they
 ran on. The e2e, ceiling and naive figures are measured in the same run, on the same messages
 and services, so their ratios are fair; the closing headline gives them with the CPU per
 reading of ``stages``. Needs the local services (``make services``) for all but
-inprocess, stages and memory.
+inprocess, stages, memory and alerts (alert quality against the simulator's truth).
 """
 
 from __future__ import annotations
@@ -27,13 +27,14 @@ from typing import Any
 
 from benchmarks.common import ROOT, Row, machine
 
-NAMES = ("inprocess", "stages", "e2e", "naive", "latency", "memory", "scaleout", "scale")
+NAMES = ("inprocess", "stages", "e2e", "naive", "latency", "memory", "scaleout", "scale", "alerts")
 RESULTS = ROOT / "benchmarks" / "results.json"
 
 
 def _plans(quick: bool) -> dict[str, Callable[[dict[str, Any]], list[Row]]]:
     """name -> runner(shared) (``shared`` passes the e2e rate to the naive comparison)."""
     from benchmarks import (
+        alert_quality,
         bench_e2e,
         bench_inprocess,
         bench_latency,
@@ -79,6 +80,9 @@ def _plans(quick: bool) -> dict[str, Callable[[dict[str, Any]], list[Row]]]:
             64,
             50,
             3 if quick else 120,
+        ),
+        "alerts": lambda _: alert_quality.measure(
+            patients=60 if quick else 500, n_messages=2_000 if quick else 20_000
         ),
     }
 
