@@ -28,7 +28,9 @@ def test_fresh_store_refuses_and_a_deleted_old_day_does_not_stop_a_resume(
     services: Settings, tmp_path: Path
 ) -> None:
     base = replace(services, model_path=(ROOT / services.model_path).resolve())
-    start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
+    # two hours before a UTC midnight: the readings (about 4.5 h) always span two days
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    start = midnight - timedelta(days=2, hours=2)
     with namespace(base, tmp_path) as s:
         # readings over more than one day
         s = replace(s, sim_patients=20, sim_count=240, sim_seed=3, sim_start=start)
