@@ -1,6 +1,6 @@
 """Alert quality on a held-out simulated cohort, through the production monitor dataflow.
 
-    .venv/bin/python -m benchmarks.alert_quality [--seed 7] [--compare-seed 42]
+    .venv/bin/python -m benchmarks.alert_quality [--seed 11] [--compare-seed 42]
         [--patients 500] [--messages 20000] [--fault-rate 0.02] [--home-share 0.1] [--quick]
 
 The demo's cohort (``infra/local/demo.sh``: 500 patients, 20,000 messages, 2 % faulty, a tenth
@@ -17,7 +17,10 @@ demo's own seed for comparison (``--compare-seed``, 0 to skip). For each seed:
 4. the policy trade-off: :class:`lib.monitor.engine.Monitor` (the same per-patient steps,
    without Bytewax) gives each patient's assessments once, and the episode tracker replays
    them for each knob value. The replay of the base policy must reproduce the dataflow's
-   reading alerts, id for id (printed; a mismatch fails the benchmark).
+   reading alerts, id for id (printed; a mismatch fails the benchmark);
+5. the same assessments replayed with the policy before tiers (every episode urgent, no
+   confirmation: ``BPWATCH_ALERT_URGENT=all BPWATCH_ALERT_CONFIRM_READINGS=1``), whose urgent
+   burden the production policy's is compared with (target: at most a fifth).
 
 Monitor settings come from the environment as the monitor reads them (``BPWATCH_RULESET``,
 ``BPWATCH_ALERT_MIN_SEVERITY``, ``BPWATCH_MODEL_PATH``, ...); the simulator's from the flags
@@ -31,18 +34,16 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import timedelta
 from typing import Any
 
 from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from benchmarks.common import Option, Row, command
-from lib.domain import SEVERITIES, Assessment
+from lib.domain import SEVERITIES, TIER_KEYS, Assessment
 from lib.monitor.alerts import HOME_CONDITION, NO_DATA_CONDITION, AlertPolicy, NoDataRule
 from lib.monitor.engine import Monitor
 from lib.monitor.risk import RiskModel
-from lib.monitor.rules import get_ruleset
 from lib.settings import Settings
 from lib.sim import stream
 from lib.tools import alert_quality as aq
@@ -50,7 +51,9 @@ from lib.tools import alert_quality as aq
 TOPIC = "bench.bp.observations"
 BATCH = 1000  # KafkaSource's default batch size
 DEMO_SEED = 42  # infra/local/demo.sh
-HELD_OUT_SEED = 7
+# Seeds 42, 3 and 7 were looked at while the tiered policy was tuned (lib/monitor/alerts.py,
+# "Confirmation"); 11 was run once, after the choice: the held-out seed.
+HELD_OUT_SEED = 11
 
 OPTIONS = (
     Option("--seed", HELD_OUT_SEED, HELD_OUT_SEED),
@@ -66,6 +69,15 @@ KNOBS: dict[str, tuple[Any, ...]] = {
     "open_severity": SEVERITIES,
     "risk_threshold": (0.2, 0.5, 0.8, 0.95, 0.99, 1.0),
     "resolve_after": (1, 3, 6, 12),
+    "confirm_readings": (1, 2, 3),
+    "urgent": (
+        frozenset({"hypertensive_crisis", "combined_critical", "systolic_hypotension"}),
+        frozenset({"hypertensive_crisis", "combined_critical"}),
+        frozenset(
+            {"hypertensive_crisis", "combined_critical", "systolic_hypotension", "high_risk"}
+        ),
+        frozenset(TIER_KEYS),
+    ),
 }
 
 
@@ -81,17 +93,10 @@ class Run:
 
 
 def base_policy(settings: Settings, model: Any) -> AlertPolicy:
-    """The policy ``dataflows.monitor.build`` makes by default from the settings and the model
-    (repeated here for the offline replay, which :func:`evaluate_seed` checks against the
-    dataflow's own alerts)."""
-    threshold = getattr(model, "threshold", None)
-    reminder = settings.alert_reminder_hours
-    return AlertPolicy(
-        open_severity=settings.alert_min_severity,
-        reminder_every=timedelta(hours=reminder) if reminder > 0 else None,
-        critical=get_ruleset(settings.ruleset).critical,
-        **({"risk_threshold": threshold} if threshold else {}),
-    )
+    """The policy ``dataflows.monitor.build`` makes by default (its own function)."""
+    from dataflows.monitor import default_alert_policy
+
+    return default_alert_policy(settings, model)
 
 
 def simulate(settings: Settings) -> tuple[list[KafkaSourceMessage], aq.Truth]:
@@ -138,13 +143,18 @@ def assessments_of(
 ) -> dict[str, list[Assessment]]:
     """Each patient's assessments, in the order the monitor processes them (the engine runs
     the dataflow's per-patient steps; the policy it is given does not change them)."""
+    policy = base_policy(settings, model)
     monitor = Monitor(
         model,
         settings.ruleset,
         window_size=settings.window_size,
         idle_expiry_hours=settings.idle_expiry_hours,
-        policy=base_policy(settings, model),
-        no_data=NoDataRule(settings.no_data_hours, settings.no_data_lookback_days),
+        policy=policy,
+        no_data=NoDataRule(
+            settings.no_data_hours,
+            settings.no_data_lookback_days,
+            tier=policy.tier_of(NO_DATA_CONDITION),
+        ),
         every_home=settings.reading_setting == "home",
     )
     out: dict[str, list[Assessment]] = defaultdict(list)
@@ -171,8 +181,13 @@ def _reading_ids(events: Sequence[Any]) -> set[str]:
     return ids
 
 
-def evaluate_seed(run: Run, model: Any, label: str) -> tuple[aq.Report, str]:
-    """The report of one run and its printed text (tables, headline, trade-off)."""
+def before_tiers(base: AlertPolicy) -> AlertPolicy:
+    """The behaviour before tiers: every episode pages on its first reading."""
+    return replace(base, urgent=frozenset(TIER_KEYS), confirm_readings=1)
+
+
+def evaluate_seed(run: Run, model: Any, label: str) -> tuple[aq.Report, aq.Report, str]:
+    """The report of one run, that of the policy before tiers, and the printed text."""
     s = run.settings
     report = aq.evaluate(run.truth, run.alert_docs)
     base = base_policy(s, model)
@@ -186,6 +201,7 @@ def evaluate_seed(run: Run, model: Any, label: str) -> tuple[aq.Report, str]:
         )
     knobs = {k: v if getattr(base, k) in v else (getattr(base, k), *v) for k, v in KNOBS.items()}
     rows = aq.trade_off(run.truth, run.assessments, base, knobs)
+    before = aq.evaluate(run.truth, aq.replay(run.assessments.values(), before_tiers(base)))
     text = "\n".join(
         [
             f"## seed {s.sim_seed} ({label}): {s.sim_patients} patients, {s.sim_count:,} "
@@ -196,6 +212,7 @@ def evaluate_seed(run: Run, model: Any, label: str) -> tuple[aq.Report, str]:
             aq.format_report(report),
             "",
             f"headline: {aq.headline(report)}",
+            f"before tiers (every episode urgent, no confirmation): {aq.headline(before)}",
             "",
             f"policy trade-off: one knob at a time from the production policy (bold); the "
             f"offline replay of that policy reproduces the dataflow's {len(flow_ids)} reading "
@@ -204,7 +221,7 @@ def evaluate_seed(run: Run, model: Any, label: str) -> tuple[aq.Report, str]:
             aq.format_trade_off(rows),
         ]
     )
-    return report, text
+    return report, before, text
 
 
 def measure(
@@ -237,13 +254,13 @@ def measure(
             sim_fault_rate=fault_rate,
             sim_home_share=home_share,
         )
-        report, text = evaluate_seed(run_seed(s, model), model, label)
+        report, before, text = evaluate_seed(run_seed(s, model), model, label)
         print(f"\n{text}\n", flush=True)
-        rows += _rows(report, sim_seed, held_out=sim_seed == seed)
+        rows += _rows(report, before, sim_seed, held_out=sim_seed == seed)
     return rows
 
 
-def _rows(report: aq.Report, seed: int, *, held_out: bool) -> list[Row]:
+def _rows(report: aq.Report, before: aq.Report, seed: int, *, held_out: bool) -> list[Row]:
     """The headline figures as benchmark rows; the targets apply to the held-out seed."""
     u = report.score(aq.ALL, aq.URGENT)
     tag = f"seed {seed}" + (" held out" if held_out else "")
@@ -258,11 +275,20 @@ def _rows(report: aq.Report, seed: int, *, held_out: bool) -> list[Row]:
         return Row("alert quality", f"{metric} ({tag})", shown, unit, target, met, note)
 
     precision, recall, median = u.precision, u.recall, u.median_readings
+    old = before.score(aq.ALL, aq.URGENT).burden
+    ratio = u.burden / old if u.burden is not None and old else None
     return [
         row("urgent precision", precision, "", ">= 0.5", (precision or 0) >= 0.5),
         row("urgent recall", recall, "", ">= 0.95", (recall or 0) >= 0.95),
         row("median time to alert", median, "readings", "<= 1", (median or 0) <= 1),
         row("urgent burden", u.burden, "per 100 patient-days", "", None),
+        row(
+            "urgent burden / before tiers (same run)",
+            ratio,
+            "x",
+            "<= 0.2",
+            ratio is not None and ratio <= 0.2,
+        ),
     ]
 
 

@@ -55,7 +55,13 @@ from lib.connectors import elastic
 from lib.connectors.elastic import ElasticSink
 from lib.connectors.kafka_once import ExactlyOnceKafkaSink
 from lib.monitor import documents, shards, wakeups
-from lib.monitor.alerts import AlertEvent, AlertPolicy, EpisodeTracker, NoDataRule
+from lib.monitor.alerts import (
+    NO_DATA_CONDITION,
+    AlertEvent,
+    AlertPolicy,
+    EpisodeTracker,
+    NoDataRule,
+)
 from lib.monitor.home import HomeAverage
 from lib.monitor.patient import Patient, PatientContext
 from lib.monitor.rules import get_ruleset
@@ -240,6 +246,21 @@ def _monthly_sink(settings: Settings, base: str) -> ElasticSink:
     return ElasticSink(settings, alias, router=MonthRouter(alias, MONTH_FIELDS[base]))
 
 
+def default_alert_policy(settings: Settings, model: Any) -> AlertPolicy:
+    """The alert policy the monitor runs with: the settings, the rule set's critical values
+    and the model's own alert threshold (``benchmarks/alert_quality.py`` replays it)."""
+    threshold = getattr(model, "threshold", None)
+    reminder = settings.alert_reminder_hours
+    return AlertPolicy(
+        open_severity=settings.alert_min_severity,
+        reminder_every=timedelta(hours=reminder) if reminder > 0 else None,
+        critical=get_ruleset(settings.ruleset).critical,
+        urgent=frozenset(settings.alert_urgent),
+        confirm_readings=settings.alert_confirm_readings,
+        **({"risk_threshold": threshold} if threshold else {}),
+    )
+
+
 def build(
     settings: Settings | None = None,
     *,
@@ -279,19 +300,16 @@ def build(
     io = MonitorIO(source, anomaly_sink, normal_sink, dlq_sink, alert_sinks, stats_sink, home_sink)
     ruleset = get_ruleset(settings.ruleset)  # resolved once, passed down
     if alert_policy is None:
-        threshold = getattr(model, "threshold", None)
-        reminder = settings.alert_reminder_hours
-        alert_policy = AlertPolicy(
-            open_severity=settings.alert_min_severity,
-            reminder_every=timedelta(hours=reminder) if reminder > 0 else None,
-            critical=ruleset.critical,
-            **({"risk_threshold": threshold} if threshold else {}),
-        )
+        alert_policy = default_alert_policy(settings, model)
     ctx = PatientContext(
         ruleset=ruleset,
         score=one_reading_scorer(model),
         tracker=EpisodeTracker(alert_policy),
-        no_data=NoDataRule(settings.no_data_hours, settings.no_data_lookback_days),
+        no_data=NoDataRule(
+            settings.no_data_hours,
+            settings.no_data_lookback_days,
+            tier=alert_policy.tier_of(NO_DATA_CONDITION),
+        ),
         window_size=settings.window_size,
         expiry_s=settings.idle_expiry_hours * 3600.0,
         every_home=settings.reading_setting == "home",

@@ -61,6 +61,20 @@ CATEGORIES = (
     "hypotension",
 )
 SEVERITIES = ("low", "moderate", "high", "critical")
+# Alert tiers and the episode kinds they are decided by (lib.monitor.alerts, "Tiers")
+TIERS = ("urgent", "review")
+TIER_KEYS = (
+    "hypertensive_crisis",
+    "combined_critical",
+    "systolic_hypotension",
+    "diastolic_hypotension",
+    "systolic_hypertension",
+    "diastolic_hypertension",
+    "high_risk",
+    "home_hypertension",
+    "no_data",
+)
+DEFAULT_URGENT = ("hypertensive_crisis", "combined_critical", "systolic_hypotension")
 
 
 @dataclass(slots=True)

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from lib.domain import DEFAULT_URGENT, TIER_KEYS
 from lib.errors import ConfigError
 from lib.monitor.rules import DEFAULT_RULESET, RULESETS
 
@@ -70,6 +71,26 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     if value not in choices:
         raise ConfigError(f"{name}={value!r} is unknown: use one of {', '.join(choices)}")
     return value
+
+
+def _urgent(env: Mapping[str, str]) -> tuple[str, ...]:
+    """``BPWATCH_ALERT_URGENT``: a comma-separated list of TIER_KEYS, ``all`` or ``none``."""
+    name = "BPWATCH_ALERT_URGENT"
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return DEFAULT_URGENT
+    if raw == "all":
+        return TIER_KEYS
+    if raw == "none":
+        return ()
+    keys = tuple(dict.fromkeys(k.strip() for k in raw.split(",") if k.strip()))
+    unknown = [k for k in keys if k not in TIER_KEYS]
+    if unknown:
+        raise ConfigError(
+            f"{name} names {', '.join(unknown)}: use all, none or a comma-separated list of "
+            f"{', '.join(TIER_KEYS)}"
+        )
+    return keys
 
 
 def _datetime(env: Mapping[str, str], name: str) -> datetime | None:
@@ -146,6 +167,8 @@ class Settings:
     alerts_retention_days: float = 0.0
     home_averages_retention_days: float = 0.0
     alert_reminder_hours: float = 0.0  # a reminder event per open episode; 0: none
+    alert_urgent: tuple[str, ...] = DEFAULT_URGENT  # episode kinds that page (the rest: review)
+    alert_confirm_readings: int = 2  # consecutive readings that confirm an urgent page
     log_level: str = "INFO"
     sim_patients: int = 200
     sim_rate: float = 0.0
@@ -274,6 +297,8 @@ class Settings:
             topic_retention_days=_float(env, "BPWATCH_TOPIC_RETENTION_DAYS", 7.0, lo=0.01),
             dlq_retention_days=_float(env, "BPWATCH_DLQ_RETENTION_DAYS", 30.0, lo=0.01),
             alert_reminder_hours=_float(env, "BPWATCH_ALERT_REMINDER_HOURS", 0.0),
+            alert_urgent=_urgent(env),
+            alert_confirm_readings=_int(env, "BPWATCH_ALERT_CONFIRM_READINGS", 2, minimum=1),
             anomalies_retention_days=_float(env, "BPWATCH_ANOMALIES_RETENTION_DAYS", 0.0),
             alerts_retention_days=_float(env, "BPWATCH_ALERTS_RETENTION_DAYS", 0.0),
             home_averages_retention_days=_float(env, "BPWATCH_HOME_AVERAGES_RETENTION_DAYS", 0.0),

@@ -56,6 +56,7 @@ from lib.domain import (
 from lib.errors import RecoveryError
 from lib.monitor import rules
 from lib.monitor.alerts import (
+    HOME_CONDITION,
     AlertEvent,
     EpisodeTracker,
     NoDataRule,
@@ -238,9 +239,13 @@ class Patient:
                 ):
                     avg = average_of(r.patient_id, self.home, ctx.ruleset)
                     if avg is not None:
-                        self._home_average(avg, res)
+                        self._home_average(avg, res, ctx.tracker.policy.tier_of(HOME_CONDITION))
             elif t is Average:
-                self._home_average(reported(cast(Average, outcome), ctx.ruleset), res)
+                self._home_average(
+                    reported(cast(Average, outcome), ctx.ruleset),
+                    res,
+                    ctx.tracker.policy.tier_of(HOME_CONDITION),
+                )
             outcomes.append(cast(Processed, outcome))  # not a Reading: passed on as it is
         res.messages = messages
         return res
@@ -275,7 +280,7 @@ class Patient:
         if ctx.every_home or r.setting == HOME:
             avg = self._home_add(ctx, r)
             if avg is not None:
-                self._home_average(avg, res)
+                self._home_average(avg, res, ctx.tracker.policy.tier_of(HOME_CONDITION))
         self.seen, event = ctx.no_data.observe(self.seen, a, now)
         if event is not None:
             res.events.append(event)
@@ -289,9 +294,9 @@ class Patient:
             return None
         return average_of(r.patient_id, s, ctx.ruleset)
 
-    def _home_average(self, avg: HomeAverage, res: Results) -> None:
+    def _home_average(self, avg: HomeAverage, res: Results, tier: str) -> None:
         res.averages.append(avg)
-        self.home_episode, event = home_step(self.home_episode, avg)
+        self.home_episode, event = home_step(self.home_episode, avg, tier)
         if event is not None:
             res.events.append(event)
 

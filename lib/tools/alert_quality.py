@@ -23,10 +23,13 @@ tier            the alert event's ``tier`` (``urgent`` or ``review``); ``urgent`
 reading alerts  the conditions judged on readings; ``home_hypertension`` and ``no_data`` are
                 counted (opened, burden) but have no truth to score them against, and no
                 ``all`` row includes them
-opened          ``opened`` events, one per episode, grouped by their condition and tier
-precision       true opened / opened, where an opened episode is *true* when its triggering
-                reading (``observation_ids[0]``) is ``in_event`` or ``event_within_horizon``
-                in the truth
+opened          episodes per tier: an episode's first event in a tier (its ``opened``
+                event, or the ``escalated`` event that raised a ``review`` episode to
+                ``urgent``: the page), grouped by the condition and tier of that event. An
+                episode that opens as review and is confirmed urgent counts once in each tier
+precision       true opened / opened, where an opened episode is *true* when the triggering
+                reading (``observation_ids[0]``) of that first event is ``in_event`` or
+                ``event_within_horizon`` in the truth
 covered         a true event is covered by a group of alerts when one of them, ``opened`` or
                 ``escalated``, of the same patient, falls during the event
                 (``start <= event_at <= end``), or when an episode of the group was open at
@@ -310,9 +313,11 @@ def evaluate(truth: Truth, events: Iterable[AlertEvent | Mapping[str, Any]]) -> 
     opened: dict[Group, int] = defaultdict(int)
     true_opened: dict[Group, int] = defaultdict(int)
     unknown = 0
+    paged: set[tuple[str, str]] = set()  # (episode, tier) already counted
     for a in alerts:
-        if a.event != "opened":
+        if a.event not in _COVERING or (a.episode_id, a.tier) in paged:
             continue
+        paged.add((a.episode_id, a.tier))
         groups = [(a.condition, a.tier)]
         if a.condition not in _NOT_SCORED:
             groups.append((ALL, a.tier))

@@ -30,6 +30,10 @@ _VERDICT = {
     "hypo": (82.0, 50.0, "hypotension", ("hypotension",), "high"),
 }
 
+# The episode mechanics (opening, escalation, hysteresis, reminders, ids) are tested with
+# urgent pages unconfirmed, as before tiers; tiers and confirmation have their own tests.
+IMMEDIATE = AlertPolicy(confirm_readings=1)
+
 
 def assessment(patient: str, i: int, kind: str, risk: float = 0.2) -> Assessment:
     sys, dia, category, types, severity = _VERDICT[kind]
@@ -41,7 +45,7 @@ def assessment(patient: str, i: int, kind: str, risk: float = 0.2) -> Assessment
 
 
 def build_flow(source_items, out: list, tracker: EpisodeTracker | None = None) -> Dataflow:
-    tracker = tracker or EpisodeTracker()
+    tracker = tracker or EpisodeTracker(IMMEDIATE)
     flow = Dataflow("alerts_test")
     assessed = op.input("assessments", flow, TestingSource(source_items))
     keyed = op.key_on("by_patient", assessed, lambda a: a.reading.patient_id)
@@ -102,7 +106,7 @@ def test_replay_gives_the_same_alert_ids_and_no_duplicates():
 
 
 def test_reminders_inside_the_flow():
-    tracker = EpisodeTracker(AlertPolicy(reminder_every=timedelta(hours=2)))
+    tracker = EpisodeTracker(AlertPolicy(confirm_readings=1, reminder_every=timedelta(hours=2)))
     out = run([assessment("crisis-pt", i, "crisis") for i in range(50)], tracker)
     # 50 readings 10 min apart span 8 h 10 min: opening + reminders at 2, 4, 6, 8 h
     assert [e.event for e in out] == ["opened"] + ["reminder"] * 4

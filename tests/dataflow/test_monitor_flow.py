@@ -22,7 +22,7 @@ from sklearn.preprocessing import StandardScaler
 
 from dataflows.monitor import build
 from lib.connectors.normal_files import NormalFileSink, iter_records
-from lib.domain import FEATURE_NAMES, Reading, RetentionGap
+from lib.domain import FEATURE_NAMES, TIER_KEYS, Reading, RetentionGap
 from lib.monitor.alerts import AlertPolicy
 from lib.monitor.risk import RiskModel
 from lib.settings import Settings
@@ -535,3 +535,25 @@ def test_alert_reminder_hours_turns_reminders_on(model, hours, reminders):
     run = run_flow(items, model, Settings(alert_reminder_hours=hours))
     events = [doc["event"] for _, _, doc in run.alerts_es]
     assert events[0] == "opened" and events.count("reminder") == reminders
+
+
+def test_tiers_and_confirmation_follow_the_settings(model):
+    """The production graph's default alert policy comes from the settings: by default
+    systolic hypotension pages (``urgent``) on its confirming reading, after opening as
+    ``review``; with ``BPWATCH_ALERT_URGENT=all`` and ``BPWATCH_ALERT_CONFIRM_READINGS=1``, it
+    pages on the first reading, as before tiers."""
+    values = [fhir_msg(reading(i, 112, 72)) for i in range(4)]  # the patient's baseline
+    values += [fhir_msg(reading(4 + i, 84, 58)) for i in range(3)]  # 28 below it
+
+    def events(settings: Settings) -> list[tuple[str, str, str]]:
+        run = run_flow(kafka(values), model, settings)
+        docs = [d for d in _alert_docs(run) if d["condition"] != "high_risk"]
+        assert {i for _, (i, *_r) in run.alerts_kafka} == run.alert_ids
+        return [(d["event"], d["condition"], d["tier"]) for d in docs]
+
+    assert events(Settings()) == [
+        ("opened", "hypotension", "review"),
+        ("escalated", "hypotension", "urgent"),  # the second reading confirms: the page
+    ]
+    before = Settings(alert_urgent=TIER_KEYS, alert_confirm_readings=1)
+    assert events(before) == [("opened", "hypotension", "urgent")]

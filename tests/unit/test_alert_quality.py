@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from lib.domain import Assessment, Features, Reading
+from lib.domain import TIER_KEYS, Assessment, Features, Reading
 from lib.monitor.alerts import AlertEvent, AlertPolicy
 from lib.settings import Settings
 from lib.tools import alert_quality as aq
@@ -182,7 +182,9 @@ def test_an_escalation_during_the_event_covers_it_and_a_later_alert_does_not():
     assert (r.score().covered, r.score().readings, r.score().minutes) == (1, (1,), (15.0,))
     assert r.score("hypertensive_crisis").covered == 1
     assert r.score(aq.ALL, aq.REVIEW).readings == (0,)
-    assert r.score().opened == 0 and r.score(aq.ALL, aq.REVIEW).opened == 1
+    # the escalation into urgent is the urgent tier's page: counted there, and true (r2)
+    assert (r.score().opened, r.score().true_opened) == (1, 1)
+    assert r.score(aq.ALL, aq.REVIEW).opened == 1
 
 
 def test_alert_events_and_documents_score_alike_and_tier_defaults_to_urgent():
@@ -234,7 +236,10 @@ def test_trade_off_replays_the_episode_tracker_per_knob_value():
     truth = aq.truth_from_records(
         [rec(f"p-r{i}", "p", 10 * i, in_event=i in (1, 2), kind="crisis") for i in range(7)]
     )
-    base = AlertPolicy(open_severity="high", risk_threshold=1.0)
+    # every episode urgent at once (the policy before tiers): the urgent row sees them all
+    base = AlertPolicy(
+        open_severity="high", risk_threshold=1.0, urgent=frozenset(TIER_KEYS), confirm_readings=1
+    )
     rows = aq.trade_off(
         truth,
         {"p": patient},

@@ -45,6 +45,10 @@ _KINDS = {
     "hypo_crit": (70.0, 40.0, "hypotension", ("hypotension",), "critical"),
 }
 
+# The episode mechanics (opening, escalation, hysteresis, reminders, ids) are tested with
+# urgent pages unconfirmed, as before tiers; tiers and confirmation have their own tests.
+IMMEDIATE = AlertPolicy(confirm_readings=1)
+
 
 def _features(sys: float, dia: float) -> Features:
     return Features(1, sys, dia, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0.0, sys, dia)
@@ -72,7 +76,7 @@ def make(
 
 
 def run(kinds: list[str], tracker: EpisodeTracker | None = None, **kw):
-    tracker = tracker or EpisodeTracker()
+    tracker = tracker or EpisodeTracker(IMMEDIATE)
     state = None
     events = []
     for i, kind in enumerate(kinds):
@@ -153,7 +157,7 @@ def test_reopen_after_resolution_is_a_new_episode():
 
 @pytest.mark.parametrize("resolve_after", [1, 2, 5])
 def test_resolve_after_is_configurable(resolve_after):
-    tracker = EpisodeTracker(AlertPolicy(resolve_after=resolve_after))
+    tracker = EpisodeTracker(AlertPolicy(confirm_readings=1, resolve_after=resolve_after))
     kinds = ["stage2"] + ["normal"] * 6
     _, events = run(kinds, tracker)
     resolved = [e for e in events if e.event == "resolved"]
@@ -163,7 +167,7 @@ def test_resolve_after_is_configurable(resolve_after):
 
 
 def test_reminders_follow_event_time_not_reading_count():
-    tracker = EpisodeTracker(AlertPolicy(reminder_every=timedelta(hours=1)))
+    tracker = EpisodeTracker(AlertPolicy(confirm_readings=1, reminder_every=timedelta(hours=1)))
     # 15-minute spacing: readings 4 and 8 are 1 h and 2 h after the opening
     _, events = run(["crisis"] * 10, tracker)
     assert [e.event for e in events] == ["opened", "reminder", "reminder"]
@@ -171,7 +175,10 @@ def test_reminders_follow_event_time_not_reading_count():
                                                  timedelta(hours=2)]  # fmt: skip
     assert len({e.alert_id for e in events}) == 3
     # no reminder when readings are spaced closer than... the same data with a 3 h interval
-    _, quiet = run(["crisis"] * 10, EpisodeTracker(AlertPolicy(reminder_every=timedelta(hours=3))))
+    _, quiet = run(
+        ["crisis"] * 10,
+        EpisodeTracker(AlertPolicy(confirm_readings=1, reminder_every=timedelta(hours=3))),
+    )
     assert [e.event for e in quiet] == ["opened"]
 
 
@@ -202,7 +209,7 @@ def test_high_risk_alone_opens_but_is_suppressed_during_acute_episode():
         "hypertensive_crisis", "systolic_hypertension", "combined_critical", "high_risk",
     )  # fmt: skip
     # either acute family suppresses it: a hypotension episode, then high risk alone
-    tracker = EpisodeTracker()
+    tracker = EpisodeTracker(IMMEDIATE)
     state, events = tracker.step(None, make("hypo", 0))
     assert [(e.event, e.condition) for e in events] == [("opened", "hypotension")]
     state, events = tracker.step(state, make("normal", 1, risk=0.9))
@@ -210,13 +217,13 @@ def test_high_risk_alone_opens_but_is_suppressed_during_acute_episode():
 
 
 def test_open_severity_gates_opening_but_not_keeping_open():
-    tracker = EpisodeTracker(AlertPolicy(open_severity="high"))
+    tracker = EpisodeTracker(AlertPolicy(confirm_readings=1, open_severity="high"))
     _, events = run(["stage1", "stage1", "stage2", "stage1", "stage1", "stage1", "normal"], tracker)
     assert [(e.event, e.observation_ids) for e in events] == [("opened", ("p1-obs-2",))]
 
 
 def test_same_reading_twice_is_ignored():
-    tracker = EpisodeTracker()
+    tracker = EpisodeTracker(IMMEDIATE)
     state, first = tracker.step(None, make("stage2", 0))
     state, again = tracker.step(state, make("stage2", 0))
     assert len(first) == 1 and again == []
@@ -226,7 +233,7 @@ def test_same_reading_twice_is_ignored():
 
 
 def test_late_reading_does_not_count_towards_resolution():
-    tracker = EpisodeTracker()
+    tracker = EpisodeTracker(IMMEDIATE)
     state = None
     events = []
     # clear readings at t=1,2 then a late clear reading at t=-5 (before the episode) then t=3
@@ -249,7 +256,7 @@ def test_alert_ids_are_deterministic_and_patient_scoped():
 
 def test_state_is_picklable_and_resumes_identically():
     kinds = ["stage2", "crisis", "crisis", "normal", "normal", "normal", "hypo", "hypo_crit"]
-    tracker = EpisodeTracker(AlertPolicy(reminder_every=timedelta(minutes=30)))
+    tracker = EpisodeTracker(AlertPolicy(confirm_readings=1, reminder_every=timedelta(minutes=30)))
     _, straight = run(kinds, tracker)
     state = None
     resumed = []
@@ -267,8 +274,9 @@ def test_doc_and_connector_items():
     assert set(doc) == {
         "alert_id", "episode_id", "patient_id", "condition", "event", "severity", "opened_at",
         "event_at", "observation_ids", "systolic", "diastolic", "risk_score", "ruleset",
-        "conditions",
+        "conditions", "tier",
     }  # fmt: skip
+    assert doc["tier"] == "urgent"  # a crisis, unconfirmed (IMMEDIATE)
     assert doc["event_at"] == "2025-03-01T08:00:00.000Z"
     assert doc["observation_ids"] == ["p1-obs-0"]
     key, value, headers = kafka_item(events[0])
@@ -324,3 +332,106 @@ def test_invariants_on_random_sequences(kinds, risk):
             if fam in last_open:
                 assert index - last_open[fam] >= 4
             last_open[fam] = index
+
+
+# -- tiers and confirmation (the default policy) ---------------------------------------------
+
+
+def reading_with_baseline(i: int, sys: float, dia: float, baseline: float, **kw) -> Assessment:
+    """A hypotension reading whose window's *other* 5 readings average ``baseline`` systolic."""
+    a = make("hypo", i, **kw)
+    n = 6
+    mean = (baseline * (n - 1) + sys) / n
+    f = Features(n, mean, dia, 0.0, 0.0, 0.0, 0.0, 0.0, 1, 0.25, sys, dia)
+    r = a.reading
+    reading = Reading(r.observation_id, r.patient_id, r.effective_at, sys, dia)
+    severity = "critical" if sys < 70 or dia < 40 else "high"
+    return Assessment(reading, f, "hypotension", ("hypotension",), severity, 0.1, "aha2017")
+
+
+def steps(assessments: list[Assessment], policy: AlertPolicy | None = None):
+    tracker = EpisodeTracker(policy or AlertPolicy())
+    state, events = None, []
+    for a in assessments:
+        state, out = tracker.step(state, a)
+        events.extend(out)
+    return state, events
+
+
+def test_a_crisis_pages_on_its_confirming_reading_once():
+    _, events = run(["crisis"] * 50, EpisodeTracker(AlertPolicy()))
+    assert [(e.event, e.tier) for e in events] == [("opened", "review"), ("escalated", "urgent")]
+    assert events[1].observation_ids == ("p1-obs-1",)  # the second reading confirms
+    assert events[0].episode_id == events[1].episode_id
+    assert events[0].alert_id != events[1].alert_id
+
+
+def test_an_unconfirmed_crisis_stays_review_and_resolves_as_review():
+    _, events = run(
+        ["crisis", "stage2", "normal", "normal", "normal"], EpisodeTracker(AlertPolicy())
+    )
+    assert [(e.event, e.tier) for e in events] == [("opened", "review"), ("resolved", "review")]
+
+
+def test_combined_critical_pages_at_once_unless_confirmation_is_asked():
+    _, events = run(["both_crit", "both_crit"], EpisodeTracker(AlertPolicy()))
+    assert [(e.event, e.tier) for e in events] == [("opened", "urgent")]
+    _, waited = run(["both_crit", "both_crit"], EpisodeTracker(AlertPolicy(confirm_critical=True)))
+    assert [(e.event, e.tier) for e in waited] == [("opened", "review"), ("escalated", "urgent")]
+
+
+def test_stage2_diastolic_low_and_high_risk_never_page():
+    for kinds in (["stage2"] * 6, ["dia2"] * 6, ["normal"] * 6):
+        _, events = run(kinds, EpisodeTracker(AlertPolicy()), risk=0.95)
+        assert events and {e.tier for e in events} == {"review"}, kinds
+    # diastolic-only low (systolic >= 90): review, however far below the baseline
+    low_dia = [reading_with_baseline(i, 104.0, 52.0, baseline=150.0) for i in range(6)]
+    _, events = steps(low_dia)
+    assert [(e.event, e.tier) for e in events] == [("opened", "review")]
+
+
+def test_systolic_hypotension_confirmed_below_the_patients_baseline():
+    # 84 systolic twice, 20 below the baseline: confirmed on the second reading
+    _, events = steps([reading_with_baseline(i, 84.0, 58.0, baseline=104.0) for i in range(3)])
+    assert [(e.event, e.tier) for e in events] == [("opened", "review"), ("escalated", "urgent")]
+    # the same values in a patient whose usual systolic is 89: noise, not a page
+    _, events = steps([reading_with_baseline(i, 84.0, 58.0, baseline=89.0) for i in range(6)])
+    assert [(e.event, e.tier) for e in events] == [("opened", "review")]
+    # a fall of >= 40 mm Hg below the baseline pages at once (ACCP/SCCM)
+    _, events = steps([reading_with_baseline(0, 80.0, 55.0, baseline=121.0)])
+    assert [(e.event, e.tier) for e in events] == [("opened", "urgent")]
+    # a severe-band reading (< 70) pages at once too
+    _, events = steps([reading_with_baseline(0, 66.0, 45.0, baseline=90.0)])
+    assert [(e.event, e.tier) for e in events] == [("opened", "urgent")]
+
+
+def test_a_reading_out_of_range_restarts_the_confirmation():
+    kinds = ["crisis", "stage2", "crisis", "stage2", "crisis", "crisis"]
+    _, events = run(kinds, EpisodeTracker(AlertPolicy()))
+    assert [(e.event, e.tier) for e in events] == [("opened", "review"), ("escalated", "urgent")]
+    assert events[1].observation_ids == ("p1-obs-5",)
+
+
+def test_before_tiers_is_reachable_by_settings():
+    """BPWATCH_ALERT_URGENT=all and BPWATCH_ALERT_CONFIRM_READINGS=1: the events, ids and
+    tiers of the policy before tiers (every episode pages on its first reading)."""
+    from lib.domain import TIER_KEYS
+
+    kinds = ["stage2", "crisis", "crisis", "normal", "normal", "normal", "dia2", "normal"]
+    old = EpisodeTracker(AlertPolicy(urgent=frozenset(TIER_KEYS), confirm_readings=1))
+    _, events = run(kinds, old, risk=0.95)
+    assert events and {e.tier for e in events} == {"urgent"}
+    assert [e.event for e in events if e.condition != "high_risk"] == [
+        "opened", "escalated", "resolved", "opened"
+    ]  # fmt: skip
+
+
+def test_an_episode_snapshotted_before_tiers_resumes_as_urgent():
+    from lib.monitor.alerts import _Episode
+
+    ep = _Episode("hypertensive_crisis", "critical", (2, 3), "o1", T0, T0)
+    state = ep.__getstate__()
+    old = _Episode.__new__(_Episode)
+    old.__setstate__(state[:-2])  # the fields a snapshot before tiers holds
+    assert (old.tier, old.urgent_run, old.condition) == ("urgent", 0, "hypertensive_crisis")
+    assert pickle.loads(pickle.dumps(ep)) == ep

@@ -182,3 +182,20 @@ def test_every_variable_the_code_reads_is_in_the_contract_and_back():
     assert read - documented == set()
     assert infra - documented == set()
     assert documented - read - infra == set()
+
+
+def test_alert_tiers_from_the_environment():
+    default = Settings.from_env({})
+    assert default.alert_urgent == (
+        "hypertensive_crisis", "combined_critical", "systolic_hypotension"
+    )  # fmt: skip
+    assert default.alert_confirm_readings == 2
+    every = Settings.from_env({"BPWATCH_ALERT_URGENT": "ALL"}).alert_urgent
+    assert "no_data" in every and "diastolic_hypotension" in every and len(every) == 9
+    assert Settings.from_env({"BPWATCH_ALERT_URGENT": "none"}).alert_urgent == ()
+    listed = Settings.from_env({"BPWATCH_ALERT_URGENT": " high_risk , combined_critical,high_risk"})
+    assert listed.alert_urgent == ("high_risk", "combined_critical")
+    with pytest.raises(ConfigError, match="BPWATCH_ALERT_URGENT names crisis: use all, none"):
+        Settings.from_env({"BPWATCH_ALERT_URGENT": "crisis"})
+    with pytest.raises(ConfigError, match="BPWATCH_ALERT_CONFIRM_READINGS=0 is below 1"):
+        Settings.from_env({"BPWATCH_ALERT_CONFIRM_READINGS": "0"})
