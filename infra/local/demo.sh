@@ -16,6 +16,9 @@ cd "$ROOT"
 PY=.venv/bin/python
 
 export BPWATCH_NAMESPACE=${BPWATCH_NAMESPACE-demo}
+# Quiet by default: one line per stage and the summary. BPWATCH_LOG_LEVEL=INFO shows the
+# per-batch lines that the monitor logs in production.
+export BPWATCH_LOG_LEVEL=${BPWATCH_LOG_LEVEL:-WARNING}
 export BPWATCH_SIM_COUNT=${BPWATCH_SIM_COUNT:-20000}
 export BPWATCH_SIM_PATIENTS=${BPWATCH_SIM_PATIENTS:-500}
 export BPWATCH_SIM_FAULT_RATE=${BPWATCH_SIM_FAULT_RATE:-0.02}
@@ -39,7 +42,7 @@ bash infra/local/services.sh start
 step "2/6 reset the demo namespace '${BPWATCH_NAMESPACE}' and set up topics, templates, aliases"
 $PY -m lib.tools.admin teardown >/dev/null 2>&1 || true
 rm -rf "$DEMO_DIR" && mkdir -p "$DEMO_DIR"
-$PY -m lib.tools.admin setup
+$PY -m lib.tools.admin setup && echo "topics, index templates and aliases ready"
 
 step "3/6 risk model"
 model=${BPWATCH_MODEL_PATH:-models/bp_risk.joblib}

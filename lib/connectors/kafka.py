@@ -23,9 +23,10 @@ import time
 from collections.abc import Iterable
 from typing import Any, NamedTuple, cast
 
-from bytewax.connectors.kafka import KafkaSource, _KafkaSourcePartition
+from bytewax.connectors.kafka import KafkaSource, _KafkaSourcePartition, _list_parts
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from lib.connectors.kafka_produce import ConfirmedProducer, KafkaRecord, producer_config
 from lib.domain import RetentionGap
@@ -86,6 +87,13 @@ class ObservationSource(KafkaSource):
     def __init__(self, brokers: list[str], topics: list[str], **kwargs: Any) -> None:
         add_config = {**(kwargs.pop("add_config", None) or {}), "auto.offset.reset": "earliest"}
         super().__init__(brokers, topics, add_config=add_config, **kwargs)
+
+    def list_parts(self) -> list[str]:
+        """``KafkaSource.list_parts`` without the consumer-only ``auto.offset.reset`` in its
+        admin client's configuration (librdkafka warns about it on every start otherwise)."""
+        config = {"bootstrap.servers": ",".join(self._brokers), **self._add_config}
+        config.pop("auto.offset.reset")
+        return list(_list_parts(AdminClient(config), self._topics))
 
     def build_part(
         self, step_id: str, for_part: str, resume_state: int | None

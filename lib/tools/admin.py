@@ -38,6 +38,7 @@ from lib.connectors.elastic_months import (
     policy_name,
 )
 from lib.errors import ServiceError
+from lib.logs import configure
 from lib.settings import Settings, load_or_exit
 
 log = logging.getLogger(__name__)
@@ -209,7 +210,7 @@ def _ensure_retention(
                 f"so the retention of {alias} ({days:g} days) cannot be applied: use the "
                 f"default distribution (infra/docker-compose.yml), or unset {variable}"
             ) from None
-        log.warning(
+        log.info(  # no retention was asked for (days == 0), so nothing is lost: not a warning
             "es_no_ilm alias=%s: this Elasticsearch has no index lifecycle management; the "
             "monthly indices are kept (no retention is set)",
             alias,
@@ -262,9 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("command", choices=["setup", "teardown"])
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("elastic_transport").setLevel(logging.WARNING)
     settings = load_or_exit()
+    configure(settings.log_level)
     try:
         if args.command == "setup":
             done = setup(settings)
