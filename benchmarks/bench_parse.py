@@ -24,6 +24,7 @@ import orjson
 
 from lib.domain import Reading
 from lib.monitor import fhir, rules
+from lib.monitor.fhir import fastpath
 
 
 def observation(i: int, *, kpa: bool = False) -> dict:
@@ -121,7 +122,7 @@ def main() -> None:
     print(f"python {platform.python_version()} on {platform.machine()}, {len(typical[0])} B/msg")
     bench("json.loads only (reference)", typical, json.loads, n)
     bench("orjson.loads only (reference)", typical, orjson.loads, n)
-    bench("msgspec decode only (fast path)", typical, fhir._decode_common, n)
+    bench("msgspec decode only (fast path)", typical, fastpath._decode_common, n)
     bench("parse: typical Observation", typical, fhir.parse, n)
     bench("parse: kPa Observation", kpa, fhir.parse, n)
     per_bundle = bench("parse: Bundle of 10", bundles, fhir.parse, max(n // 10, 1000))

@@ -1,13 +1,14 @@
 """The parser's fast path for the common shape gives exactly what the general path gives.
 
-``lib.monitor.fhir._common_outcomes`` (msgspec structs) either declines (None) or returns the
-very Readings that the general path ``lib.monitor.fhir._parse_json`` (orjson + the FHIR rules)
-returns for the same bytes; and ``fhir.parse`` (fast path, else general path) gives the same
-outcome list as the general path alone, dead letters included. Checked on the simulator's own
-messages (faults included), the real-world shapes, crafted JSON edge cases (UTF-8, numbers out
-of range, duplicate keys, nesting), seeded mutations of a typical Observation and of a Bundle
-(one field deleted or replaced by a value of another type or content, nested anywhere),
-byte-level mutations, and hypothesis-drawn JSON anywhere in the message.
+``lib.monitor.fhir.fastpath._common_outcomes`` (msgspec structs) either declines (None) or
+returns the very Readings that the general path ``lib.monitor.fhir.general._parse_json``
+(orjson + the FHIR rules) returns for the same bytes; and ``fhir.parse`` (fast path, else
+general path) gives the same outcome list as the general path alone, dead letters included.
+Checked on the simulator's own messages (faults included), the real-world shapes, crafted JSON
+edge cases (UTF-8, numbers out of range, duplicate keys, nesting), seeded mutations of a
+typical Observation and of a Bundle (one field deleted or replaced by a value of another type
+or content, nested anywhere), byte-level mutations, and hypothesis-drawn JSON anywhere in the
+message.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from hypothesis import strategies as st
 
 from lib.domain import DeadLetter, Outcome, Reading
 from lib.monitor import fhir
+from lib.monitor.fhir import fastpath
+from lib.monitor.fhir import general as general_path
 from tests.fixtures import realworld
 from tests.unit.test_fhir import bp
 from tests.unit.test_fhir_fuzz import json_values
@@ -144,8 +147,8 @@ def assert_same(value: bytes, source: str = "t:0:1") -> list[Outcome] | None:
 
     Returns the fast path's Readings (None when it declined)."""
     key, headers = b"k", (("h", b"v"),)
-    general = fhir._parse_json(value, key, source, headers)
-    fast = fhir._common_outcomes(value, source)
+    general = general_path._parse_json(value, key, source, headers)
+    fast = fastpath._common_outcomes(value, source)
     if fast is not None:
         assert fast and all(type(r) is Reading for r in fast)
         assert fast == general
@@ -229,7 +232,7 @@ def test_shapes_the_fast_path_leaves_to_the_general_path() -> None:
     extra = typical()
     extra["note"] = [{"text": "after exercise"}]
     for res in (swapped, three, text_value, int_version, null_comparator, extra):
-        assert fhir._common_outcomes(encode(res), "") is None
+        assert fastpath._common_outcomes(encode(res), "") is None
         assert assert_same(encode(res)) is None
     # the general path still reads most of them
     assert type(fhir.parse(encode(swapped))[0]) is Reading
@@ -291,7 +294,7 @@ def test_bundles_the_fast_path_leaves_to_the_general_path() -> None:
         {"entry": two_readings()["entry"], "resourceType": "Bundle"},  # tag not first: fine
     ):
         assert_same(encode(doc))
-    assert fhir._common_outcomes(encode(mixed), "") is None
+    assert fastpath._common_outcomes(encode(mixed), "") is None
     outcomes = fhir.parse(encode(one_bad))
     assert [type(o) for o in outcomes] == [Reading, DeadLetter]
     (dead,) = fhir.parse(encode(too_many))
@@ -457,7 +460,7 @@ def test_values_msgspec_skips_unchecked_are_never_taken_unread() -> None:
     for hidden in (b"1e400", b"9" * 400, b'"\xff"', b'["\xc0\xaf"]'):
         for field in (b'"note"', b'"valueString"', b'"x"'):
             value = text.replace(b'"status"', field + b":" + hidden + b',"status"', 1)
-            assert fhir._common_outcomes(value, "") is None
+            assert fastpath._common_outcomes(value, "") is None
             assert assert_same(value) is None
         inside = text.replace(b'"device":{', b'"device":{"x":' + hidden + b",", 1)
         assert assert_same(inside) is None

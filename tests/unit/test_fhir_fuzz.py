@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from lib.domain import Average, DeadLetter, Ignored, Reading, Retraction, Skipped
 from lib.monitor import fhir
+from lib.monitor.fhir import general
 from tests.unit.test_fhir import bp
 
 OUTCOME_TYPES = (Reading, Retraction, Ignored, Average, Skipped, DeadLetter)
@@ -60,7 +61,7 @@ def check(value: bytes, entries: int | None = None) -> list[Any]:
     outcomes = fhir.parse(value, key=b"k", source="t:0:1")
     assert isinstance(outcomes, list) and len(outcomes) >= 1
     # the fast path takes a message only to give what the general path gives
-    assert repr(outcomes) == repr(fhir._parse_json(value, b"k", "t:0:1", ()))
+    assert repr(outcomes) == repr(general._parse_json(value, b"k", "t:0:1", ()))
     dead = [o for o in outcomes if isinstance(o, DeadLetter)]
     assert len(dead) <= 1 and (not dead or outcomes[-1] is dead[0])  # one, after the others
     if entries is not None:
