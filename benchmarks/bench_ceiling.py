@@ -238,7 +238,7 @@ def rows(ceiling: dict, monitor: dict | None = None) -> list[Row]:
 
 
 def measure(n_messages: int, patients: int) -> list[Row]:
-    from benchmarks.bench_e2e import expected_outputs, fill
+    from benchmarks.common import expected_outputs, fill
 
     msgs = messages(patients, n_messages)
     expected = expected_outputs(msgs)

@@ -18,44 +18,20 @@ topic, and the monitor's ratio to it is reported.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from benchmarks import common
-from benchmarks.common import MESSAGES, PATIENTS, Message, Row, count_docs, load_model, messages
+from benchmarks.common import (
+    MESSAGES,
+    PATIENTS,
+    Row,
+    count_docs,
+    expected_outputs,
+    fill,
+    messages,
+)
 from lib.settings import Settings
-
-
-def expected_outputs(msgs: Sequence[Message], topic: str = "") -> dict[str, int]:
-    """What the monitor must write for ``msgs``: computed with lib.monitor.state in-process."""
-    from benchmarks.bench_inprocess import BATCH, source_messages
-    from lib.monitor import documents, engine
-
-    monitor = engine.Monitor(load_model(), "aha2017")
-    items = source_messages(msgs)
-    docs: dict[str, bool] = {}
-    normal = dead = observations = anomalies = 0
-    for i in range(0, len(items), BATCH):
-        results = monitor.process(items[i : i + BATCH])
-        for op, _id, _ in documents.elastic_actions(results):
-            if op == "index":
-                docs[_id] = True
-            else:
-                docs.pop(_id, None)
-        normal += len(documents.normal_records(results))
-        dead += len(documents.dlq_messages(results))
-        for _, counts in documents.outcome_counts(results):
-            observations += sum(v for k, v in counts.items() if k != "in")
-            anomalies += counts["anomaly"]
-    return {
-        "messages": len(msgs),
-        "docs": len(docs),
-        "normal_lines": normal,
-        "dead_letters": dead,
-        "observations": observations,
-        "anomalies": anomalies,
-    }
 
 
 def normal_lines(directory: Path) -> int:
@@ -97,14 +73,6 @@ def run_monitor(
 def startup_seconds(settings: Settings) -> float:
     """The monitor's fixed cost (imports, model load, Kafka/ES clients) on an empty topic."""
     return run_monitor(settings)
-
-
-def fill(settings: Settings, msgs: Sequence[Message]) -> float:
-    from lib.connectors.kafka import produce_all
-
-    start = time.perf_counter()
-    produce_all(settings, settings.observations_topic, common.kafka_records(msgs))
-    return time.perf_counter() - start
 
 
 def check_outputs(settings: Settings, es: Any, expected: dict[str, int]) -> list[str]:

@@ -20,8 +20,8 @@ from typing import Any
 
 import orjson
 
-from benchmarks.bench_e2e import fill, run_monitor
-from benchmarks.common import MESSAGES, PATIENTS, Row, command, messages, namespace
+from benchmarks.bench_e2e import run_monitor
+from benchmarks.common import MESSAGES, PATIENTS, Row, command, fill, messages, namespace
 from lib.settings import Settings
 
 
@@ -93,7 +93,7 @@ def dlq(settings: Settings, expected: int) -> collections.Counter:
 
 
 def measure(n_messages: int, patients: int) -> list[Row]:
-    from benchmarks.bench_e2e import expected_outputs
+    from benchmarks.common import expected_outputs
     from lib.connectors.elastic import make_client
 
     msgs = messages(patients, n_messages)

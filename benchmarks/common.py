@@ -276,3 +276,45 @@ def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     k = max(0, min(len(ordered) - 1, math.ceil(q / 100.0 * len(ordered)) - 1))
     return ordered[k]
+
+
+# -- shared by the end-to-end benchmarks (bench_e2e, bench_ceiling, bench_scaleout, naive) --
+
+
+def expected_outputs(msgs: Sequence[Message], topic: str = "") -> dict[str, int]:
+    """What the monitor must write for ``msgs``: computed with lib.monitor.engine in-process."""
+    from benchmarks.bench_inprocess import BATCH, source_messages
+    from lib.monitor import documents, engine
+
+    monitor = engine.Monitor(load_model(), "aha2017")
+    items = source_messages(msgs)
+    docs: dict[str, bool] = {}
+    normal = dead = observations = anomalies = 0
+    for i in range(0, len(items), BATCH):
+        results = monitor.process(items[i : i + BATCH])
+        for op, _id, _ in documents.elastic_actions(results):
+            if op == "index":
+                docs[_id] = True
+            else:
+                docs.pop(_id, None)
+        normal += len(documents.normal_records(results))
+        dead += len(documents.dlq_messages(results))
+        for _, counts in documents.outcome_counts(results):
+            observations += sum(v for k, v in counts.items() if k != "in")
+            anomalies += counts["anomaly"]
+    return {
+        "messages": len(msgs),
+        "docs": len(docs),
+        "normal_lines": normal,
+        "dead_letters": dead,
+        "observations": observations,
+        "anomalies": anomalies,
+    }
+
+
+def fill(settings: Settings, msgs: Sequence[Message]) -> float:
+    from lib.connectors.kafka import produce_all
+
+    start = time.perf_counter()
+    produce_all(settings, settings.observations_topic, kafka_records(msgs))
+    return time.perf_counter() - start

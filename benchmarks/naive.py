@@ -130,7 +130,7 @@ def _anomaly_doc(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def measure(n_messages: int, patients: int, limit: int) -> tuple[list[Row], float]:
-    from benchmarks.bench_e2e import fill
+    from benchmarks.common import fill
 
     msgs = messages(patients, n_messages)[:limit]
     with namespace("naive") as settings:

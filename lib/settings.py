@@ -244,6 +244,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
+        d = DEFAULTS  # every default is written once: in the fields above
         ruleset = env.get("BPWATCH_RULESET", "").strip().lower() or DEFAULT_RULESET
         if ruleset not in RULESETS:
             raise ConfigError(
@@ -258,10 +259,10 @@ class Settings:
             raise ConfigError(
                 "BPWATCH_NAMESPACE must be lower case (Elasticsearch index names are)"
             )
-        brokers = env.get("BPWATCH_KAFKA_BROKERS", "127.0.0.1:9092").strip()
+        brokers = env.get("BPWATCH_KAFKA_BROKERS", d.kafka_brokers).strip()
         if not brokers or any(":" not in b for b in brokers.split(",")):
             raise ConfigError(f"BPWATCH_KAFKA_BROKERS={brokers!r} must be host:port[,host:port...]")
-        es_url = env.get("BPWATCH_ES_URL", "http://127.0.0.1:9200").strip().rstrip("/")
+        es_url = env.get("BPWATCH_ES_URL", d.es_url).strip().rstrip("/")
         if not es_url.startswith(("http://", "https://")):
             raise ConfigError(f"BPWATCH_ES_URL={es_url!r} must start with http:// or https://")
         ca = env.get("BPWATCH_ES_CA_CERTS") or None
@@ -270,52 +271,86 @@ class Settings:
         return cls(
             kafka_brokers=brokers,
             kafka_config=_kafka_config(env),
-            kafka_tail=_bool(env, "BPWATCH_KAFKA_TAIL", True),
-            kafka_partitions=_int(env, "BPWATCH_KAFKA_PARTITIONS", 6, minimum=1),
+            kafka_tail=_bool(env, "BPWATCH_KAFKA_TAIL", d.kafka_tail),
+            kafka_partitions=_int(env, "BPWATCH_KAFKA_PARTITIONS", d.kafka_partitions, minimum=1),
             es_url=es_url,
             es_api_key=env.get("BPWATCH_ES_API_KEY") or None,
             es_username=env.get("BPWATCH_ES_USERNAME") or None,
             es_password=env.get("BPWATCH_ES_PASSWORD") or None,
             es_ca_certs=ca,
-            normal_dir=Path(env.get("BPWATCH_NORMAL_DIR") or "data/normal_cases"),
-            model_path=Path(env.get("BPWATCH_MODEL_PATH") or "models/bp_risk.joblib"),
+            normal_dir=Path(env.get("BPWATCH_NORMAL_DIR") or d.normal_dir),
+            model_path=Path(env.get("BPWATCH_MODEL_PATH") or d.model_path),
             ruleset=ruleset,
             namespace=namespace,
-            window_size=_int(env, "BPWATCH_WINDOW_SIZE", 12, minimum=2),
-            idle_expiry_hours=_float(env, "BPWATCH_IDLE_EXPIRY_HOURS", 72.0, lo=0.01),
-            es_batch_size=_int(env, "BPWATCH_ES_BATCH_SIZE", 500, minimum=1),
+            window_size=_int(env, "BPWATCH_WINDOW_SIZE", d.window_size, minimum=2),
+            idle_expiry_hours=_float(
+                env, "BPWATCH_IDLE_EXPIRY_HOURS", d.idle_expiry_hours, lo=0.01
+            ),
+            es_batch_size=_int(env, "BPWATCH_ES_BATCH_SIZE", d.es_batch_size, minimum=1),
             alert_min_severity=_choice(
-                env, "BPWATCH_ALERT_MIN_SEVERITY", "high", ("low", "moderate", "high", "critical")
+                env,
+                "BPWATCH_ALERT_MIN_SEVERITY",
+                d.alert_min_severity,
+                ("low", "moderate", "high", "critical"),
             ),
-            reading_setting=_choice(env, "BPWATCH_READING_SETTING", "as_sent", ("as_sent", "home")),
-            no_data_hours=_float(env, "BPWATCH_NO_DATA_HOURS", 48.0, lo=0.01),
-            no_data_lookback_days=_float(env, "BPWATCH_NO_DATA_LOOKBACK_DAYS", 7.0, lo=0.01),
+            reading_setting=_choice(
+                env, "BPWATCH_READING_SETTING", d.reading_setting, ("as_sent", "home")
+            ),
+            no_data_hours=_float(env, "BPWATCH_NO_DATA_HOURS", d.no_data_hours, lo=0.01),
+            no_data_lookback_days=_float(
+                env, "BPWATCH_NO_DATA_LOOKBACK_DAYS", d.no_data_lookback_days, lo=0.01
+            ),
             normal_on_fresh_start=_choice(
-                env, "BPWATCH_NORMAL_ON_FRESH_START", "refuse", ("refuse", "replace", "append")
+                env,
+                "BPWATCH_NORMAL_ON_FRESH_START",
+                d.normal_on_fresh_start,
+                ("refuse", "replace", "append"),
             ),
-            normal_retention_days=_float(env, "BPWATCH_NORMAL_RETENTION_DAYS", 0.0),
-            topic_retention_days=_float(env, "BPWATCH_TOPIC_RETENTION_DAYS", 7.0, lo=0.01),
-            dlq_retention_days=_float(env, "BPWATCH_DLQ_RETENTION_DAYS", 30.0, lo=0.01),
-            alert_reminder_hours=_float(env, "BPWATCH_ALERT_REMINDER_HOURS", 0.0),
+            normal_retention_days=_float(
+                env, "BPWATCH_NORMAL_RETENTION_DAYS", d.normal_retention_days
+            ),
+            topic_retention_days=_float(
+                env, "BPWATCH_TOPIC_RETENTION_DAYS", d.topic_retention_days, lo=0.01
+            ),
+            dlq_retention_days=_float(
+                env, "BPWATCH_DLQ_RETENTION_DAYS", d.dlq_retention_days, lo=0.01
+            ),
+            alert_reminder_hours=_float(
+                env, "BPWATCH_ALERT_REMINDER_HOURS", d.alert_reminder_hours
+            ),
             alert_urgent=_urgent(env),
-            alert_confirm_readings=_int(env, "BPWATCH_ALERT_CONFIRM_READINGS", 2, minimum=1),
-            anomalies_retention_days=_float(env, "BPWATCH_ANOMALIES_RETENTION_DAYS", 0.0),
-            alerts_retention_days=_float(env, "BPWATCH_ALERTS_RETENTION_DAYS", 0.0),
-            home_averages_retention_days=_float(env, "BPWATCH_HOME_AVERAGES_RETENTION_DAYS", 0.0),
+            alert_confirm_readings=_int(
+                env, "BPWATCH_ALERT_CONFIRM_READINGS", d.alert_confirm_readings, minimum=1
+            ),
+            anomalies_retention_days=_float(
+                env, "BPWATCH_ANOMALIES_RETENTION_DAYS", d.anomalies_retention_days
+            ),
+            alerts_retention_days=_float(
+                env, "BPWATCH_ALERTS_RETENTION_DAYS", d.alerts_retention_days
+            ),
+            home_averages_retention_days=_float(
+                env, "BPWATCH_HOME_AVERAGES_RETENTION_DAYS", d.home_averages_retention_days
+            ),
             log_level=_choice(
-                env, "BPWATCH_LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")
+                env,
+                "BPWATCH_LOG_LEVEL",
+                d.log_level,
+                ("debug", "info", "warning", "error", "critical"),
             ).upper(),
-            sim_patients=_int(env, "BPWATCH_SIM_PATIENTS", 200, minimum=1),
-            sim_rate=_float(env, "BPWATCH_SIM_RATE", 0.0),
-            sim_count=_int(env, "BPWATCH_SIM_COUNT", 10_000),
-            sim_seed=_int(env, "BPWATCH_SIM_SEED", 42),
-            sim_fault_rate=_float(env, "BPWATCH_SIM_FAULT_RATE", 0.0, lo=0.0, hi=1.0),
-            sim_output=env.get("BPWATCH_SIM_OUTPUT", "kafka").strip() or "kafka",
+            sim_patients=_int(env, "BPWATCH_SIM_PATIENTS", d.sim_patients, minimum=1),
+            sim_rate=_float(env, "BPWATCH_SIM_RATE", d.sim_rate),
+            sim_count=_int(env, "BPWATCH_SIM_COUNT", d.sim_count),
+            sim_seed=_int(env, "BPWATCH_SIM_SEED", d.sim_seed),
+            sim_fault_rate=_float(env, "BPWATCH_SIM_FAULT_RATE", d.sim_fault_rate, lo=0.0, hi=1.0),
+            sim_output=env.get("BPWATCH_SIM_OUTPUT", "").strip() or d.sim_output,
             sim_truth=Path(env["BPWATCH_SIM_TRUTH"]) if env.get("BPWATCH_SIM_TRUTH") else None,
-            sim_bundle=_int(env, "BPWATCH_SIM_BUNDLE", 1, minimum=1),
-            sim_home_share=_float(env, "BPWATCH_SIM_HOME_SHARE", 0.0, lo=0.0, hi=1.0),
+            sim_bundle=_int(env, "BPWATCH_SIM_BUNDLE", d.sim_bundle, minimum=1),
+            sim_home_share=_float(env, "BPWATCH_SIM_HOME_SHARE", d.sim_home_share, lo=0.0, hi=1.0),
             sim_start=_datetime(env, "BPWATCH_SIM_START"),
         )
+
+
+DEFAULTS = Settings()  # the defaults, for code that takes settings one by one
 
 
 def load_or_exit() -> Settings:

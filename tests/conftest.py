@@ -6,7 +6,6 @@ TestingSource/TestingSink), tests/integration (the real local Kafka and Elastics
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -18,9 +17,6 @@ if str(ROOT) not in sys.path:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    slow_ok = os.environ.get("BPWATCH_SLOW") == "1"
     for item in items:
         if "/integration/" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
-        if "slow" in item.keywords and not slow_ok:
-            item.add_marker(pytest.mark.skip(reason="slow: set BPWATCH_SLOW=1 to run"))

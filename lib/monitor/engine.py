@@ -15,6 +15,7 @@ from lib.monitor.patient import Patient, PatientContext
 from lib.monitor.rules import DEFAULT_RULESET, RuleSet, get_ruleset
 from lib.monitor.shards import SourceMessage, parse_messages
 from lib.monitor.state import Results, RiskScorer, one_reading_scorer
+from lib.settings import DEFAULTS
 
 __all__ = ["Monitor"]
 
@@ -29,8 +30,8 @@ class Monitor:
         model: RiskScorer,
         ruleset: str | RuleSet = DEFAULT_RULESET,
         *,
-        window_size: int = 12,
-        idle_expiry_hours: float = 72.0,
+        window_size: int = DEFAULTS.window_size,
+        idle_expiry_hours: float = DEFAULTS.idle_expiry_hours,
         policy: AlertPolicy | None = None,
         no_data: NoDataRule | None = None,
         every_home: bool = False,

@@ -2,7 +2,7 @@
 
     python -m tests.reliability.run --fault FAULT    # crash, kafka-outage, es-outage,
                                                      # es-write-block, disk, fuzz, ordering, all
-    python -m tests.reliability.run --fault all --full     # the sizes of issue 7 (minutes)
+    python -m tests.reliability.run --fault all --full     # the full sizes (minutes)
 
 Prints one line per fault: runs (monitor processes), faults (kills / outages injected),
 messages, lost, duplicated, and OK or FAIL with the problems found. Exit code 0 only if every
