@@ -83,7 +83,7 @@ class Reading:
 
     A value: never changed after it is made. Not ``frozen`` (as Assessment is not) because one
     is made per reading on the hot path, and a frozen dataclass's ``__init__`` costs a call per
-    field (measured: the in-process monitor runs ~8-11 % faster).
+    field (benchmarks/README.md has the measurement).
     """
 
     observation_id: str
@@ -135,7 +135,8 @@ class Ignored:
 class Average:
     """An average blood pressure (LOINC 96607-7) over a period: accepted, not a reading.
 
-    Counted as ``ignored`` (reason ``average``) until the home-BP protocol scores it.
+    Counted as ``ignored`` (reason ``average``); it gives its own ``bp-home-averages``
+    document (``origin`` ``reported``) and may open or resolve a home-hypertension episode.
     """
 
     observation_id: str

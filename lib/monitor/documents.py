@@ -5,7 +5,8 @@ Documents: :func:`anomaly_doc` (``bp-anomalies``), :func:`normal_record` (JSON L
 Batch extractors, used as ``flat_map_batch`` steps over ``(patient id, Results)`` items:
 :func:`keyed_elastic_actions`, :func:`normal_records`, :func:`dlq_messages`,
 :func:`outcome_counts`.
-Alert items: :func:`alert_message` (``bp.alerts``) and :func:`alert_doc` (``bp-alerts``).
+Alert items: :func:`once_item` (``bp.alerts``, with its id), :func:`kafka_item` and
+:func:`elastic_item` (``bp-alerts``); dead letters with their ids: :func:`dead_letter_item`.
 Adding a sink means adding its document and extractor here.
 """
 

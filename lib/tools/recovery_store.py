@@ -5,37 +5,13 @@ monitor runs on it; ``python -m lib.tools.recovery_store restore BACKUP_DIR DEST
 puts a backup in place of a lost store. The procedure around them is in
 ``docs/operations.md`` ("Backup and restore of the recovery store").
 
-What Bytewax 0.21.1 resumes from (``src/recovery.rs``): every partition file holds its own
-snapshots (``snaps``) plus a share of the progress tables, sharded by key over the partitions:
-the executions (``exs``) and each worker's frontier (``fronts``). The resume epoch ``R`` is the
-smallest frontier of the latest execution's workers (a worker without a row counts as that
-execution's start epoch), wherever those rows happen to be; each key then resumes from its
-newest snapshot *before* ``R``. After each epoch, a partition is garbage-collected
-(``commits``): its snapshots older than the newest one at or before ``epoch - ceil(b / s)`` are
-deleted (``-b``, the backup interval). Besides the partition count, the only check across
-partitions is that none was collected past ``R``.
-
-So a set of files copied at different moments is resumable only if:
-
-1. every copy holds every snapshot before ``R``: a copy made before the copy that holds the
-   frontier rows may lack the latest epochs, and Bytewax does not notice;
-2. no copy was collected up to ``R`` or beyond. Bytewax refuses a collection *past* ``R``, but
-   accepts one *at* ``R``, which has deleted the snapshot before ``R`` of every key that changed
-   in epoch ``R``: those keys resume empty.
-
-:func:`backup` makes sure of both. It reads the progress first (resume epoch ``L``), copies
-the partitions that hold the frontier rows first, each with SQLite's online backup API (one
-read transaction per file: a consistent copy of a live WAL database, where a file copy is
-not), then computes ``R`` from the copies. The copy is accepted when ``R == L`` or when one
-partition, copied first, holds every frontier row (one worker): either way every copy was
-made after the frontier it resumes from. It also requires every copy's collection epoch to be
-below ``R``, which holds when ``-b`` is longer than the copy took. Otherwise it tries again.
-Each copy passes ``PRAGMA integrity_check``; a manifest (``manifest.json``) records the
-files, their SHA-256, the partition count and the resume point.
-
-:func:`restore` checks a backup the same way, refuses a destination that holds files (or,
-with ``--force``, one that a running monitor has open), deletes the old partitions with their
-``-wal`` and ``-shm`` files, and writes the new ones under temporary names first.
+How a copy of a live store is checked (what Bytewax 0.21.1 resumes from, and why partitions
+copied one after the other can fail to resume) is in ``docs/operations.md``, "How the backup
+tool checks a copy". In short, :func:`backup` copies the partitions holding the frontier rows
+first with SQLite's online backup API, accepts the copy only when every partition was copied
+after the frontier it resumes from and none was garbage-collected up to it (else it tries
+again), checks each copy's integrity and writes a manifest; :func:`restore` checks a backup the
+same way and replaces a store only when asked.
 """
 
 from __future__ import annotations
