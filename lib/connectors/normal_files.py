@@ -74,6 +74,7 @@ import orjson
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from lib.errors import SinkError
+from lib.memo import remember
 
 __all__ = ["NormalFileSink", "day_of", "iter_records", "shard_files"]
 
@@ -122,9 +123,7 @@ def _folder_of(effective_at: datetime | str) -> str:
             return folder
         day = day_of(effective_at)
         if day == effective_at[:10]:
-            if len(_folders) >= _FOLDERS_MAX:
-                _folders.clear()
-            _folders[day] = _DAY_PREFIX + day
+            remember(_folders, day, _DAY_PREFIX + day, _FOLDERS_MAX)
         return _DAY_PREFIX + day
     return _DAY_PREFIX + day_of(effective_at)
 

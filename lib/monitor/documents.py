@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from lib.domain import Assessment, DeadLetter, Reading, RetentionGap, Retraction, utc_iso
+from lib.memo import remember
 from lib.monitor.alerts import AlertEvent
 from lib.monitor.home import HomeAverage
 from lib.monitor.rules import band_of, news2_systolic
@@ -86,10 +87,7 @@ def iso_ts(ts: float) -> str:
 def _remember_prefix(key: tuple[int, ...] | int, at: datetime) -> str:
     """``YYYY-MM-DDTHH:MM:`` of the UTC datetime ``at``, cached under ``key`` (the minute as
     date fields, or as minutes since the epoch)."""
-    if len(_ISO_PREFIXES) >= _ISO_PREFIXES_MAX:
-        _ISO_PREFIXES.clear()
-    prefix = _ISO_PREFIXES[key] = at.isoformat()[:17]
-    return prefix
+    return remember(_ISO_PREFIXES, key, at.isoformat()[:17], _ISO_PREFIXES_MAX)
 
 
 def anomaly_doc(assessment: Assessment, ingested_at: datetime | None) -> dict[str, Any]:

@@ -78,6 +78,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import astuple, dataclass, field, replace
 
 from lib.domain import CATEGORIES, SEVERITIES, Features, Reading
+from lib.memo import remember
 
 ANOMALY_TYPES = (
     "hypertensive_crisis",
@@ -223,9 +224,7 @@ class RuleSet:
             stage_1 = _cut_hit(self.stage_1, value, diastolic)
             severe = _cut_hit(self.severe_hypotension, value, diastolic)
             code = 4 * first + 2 * stage_1 + severe
-            if len(memo) >= _MEMO_MAX:
-                memo.clear()
-            memo[value] = code
+            remember(memo, value, code, _MEMO_MAX)
         return code
 
     def _single_rules(self, cs: int, cd: int) -> _Single:

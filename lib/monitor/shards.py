@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from lib.domain import DeadLetter, Outcome, Reading, RetentionGap, Skipped
+from lib.memo import remember
 from lib.monitor import fhir
 
 __all__ = [
@@ -62,9 +63,8 @@ def shard_of(patient_id: str) -> str:
     """Stable shard key of a patient (the same in every process and run)."""
     shard = _shard_cache.get(patient_id)
     if shard is None:
-        if len(_shard_cache) >= _SHARD_CACHE_MAX:
-            _shard_cache.clear()
-        shard = _shard_cache[patient_id] = _SHARD_KEYS[zlib.crc32(patient_id.encode()) % SHARDS]
+        shard = _SHARD_KEYS[zlib.crc32(patient_id.encode()) % SHARDS]
+        remember(_shard_cache, patient_id, shard, _SHARD_CACHE_MAX)
     return shard
 
 

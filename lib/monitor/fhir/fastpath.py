@@ -14,6 +14,7 @@ from lib.domain import (
     Outcome,
     Reading,
 )
+from lib.memo import remember
 from lib.monitor.fhir.fields import (
     _LOINC_SYSTEMS,
     _UNIT_FACTORS,
@@ -290,9 +291,7 @@ def _raw_qualifiers(ext: bytes, site: bytes, device: bytes) -> tuple[str, str, s
             qualifiers = _qualifiers_of(_raw_json(ext), _raw_json(site), _raw_json(device))
         except orjson.JSONDecodeError:
             return None
-        if len(_raw_qualifiers_cache) >= _RAW_QUALIFIERS_CACHE_MAX:
-            _raw_qualifiers_cache.clear()
-        _raw_qualifiers_cache[key] = qualifiers
+        remember(_raw_qualifiers_cache, key, qualifiers, _RAW_QUALIFIERS_CACHE_MAX)
     return qualifiers
 
 

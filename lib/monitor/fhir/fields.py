@@ -15,6 +15,7 @@ from lib.domain import (
     DEAD_LETTER_REASONS,
     DeadLetter,
 )
+from lib.memo import remember
 
 MAX_MESSAGE_BYTES = 1_048_576
 MAX_BUNDLE_ENTRIES = 1_000
@@ -155,9 +156,7 @@ def _patient_of_reference(ref: str) -> str | None:
             if not _valid_id(candidate):
                 return None
             patient_id = candidate
-        if len(_patient_refs) >= _PATIENT_REFS_MAX:
-            _patient_refs.clear()
-        _patient_refs[ref] = patient_id
+        remember(_patient_refs, ref, patient_id, _PATIENT_REFS_MAX)
     return patient_id
 
 
