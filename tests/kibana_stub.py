@@ -16,8 +16,9 @@ never looser:
 * request bodies are checked like ``@kbn/config-schema`` checks them: unknown keys, missing
   keys and wrong types are refused;
 * a rule's ``params`` must pass its rule type's schema (``.es-query`` with ``searchType``
-  ``esQuery``, ``.index-threshold``); its actions must name existing connectors, valid action
-  groups and carry a ``frequency``;
+  ``esQuery``, grouped by one ``termField`` or several, ``.index-threshold``); its actions
+  must name existing connectors, valid action groups and carry a ``frequency``;
+* deleting a rule that does not exist is a 404; a deleted rule is gone (204);
 * an import refuses objects of unknown types, objects with a ``typeMigrationVersion`` newer
   than the type's latest known version, and objects whose references resolve nowhere.
 """
@@ -36,6 +37,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 VERSION = "8.19.21"
+NO_CONTENT = object()  # a route's reply for 204 No Content
 
 
 class Refused(Exception):
@@ -97,10 +99,6 @@ def boolean(value: Any, path: str) -> Any:
     return value
 
 
-def anything(value: Any, path: str) -> Any:
-    return value
-
-
 def record(value: Any, path: str) -> Any:
     if not isinstance(value, dict):
         raise _type_error(path, "Object", value)
@@ -108,13 +106,33 @@ def record(value: Any, path: str) -> Any:
 
 
 def array(item: Check, min_size: int = 0, max_size: int | None = None) -> Check:
+    # .../kbn-config-schema/src/types/array_type.ts handleError
     def check(value: Any, path: str) -> Any:
         if not isinstance(value, list):
-            raise _type_error(path, "Array", value)
-        if len(value) < min_size or (max_size is not None and len(value) > max_size):
-            raise _fail(path, f"array size is [{len(value)}], but must be between "
-                        f"[{min_size}] and [{max_size}]")  # fmt: skip
+            raise _type_error(path, "array", value)
+        if len(value) < min_size:
+            raise _fail(path, f"array size is [{len(value)}], but cannot be smaller than "
+                        f"[{min_size}]")  # fmt: skip
+        if max_size is not None and len(value) > max_size:
+            raise _fail(path, f"array size is [{len(value)}], but cannot be greater than "
+                        f"[{max_size}]")  # fmt: skip
         return [item(v, f"{path}.{i}") for i, v in enumerate(value)]
+
+    return check
+
+
+def one_of(*alternatives: Check) -> Check:
+    """.../kbn-config-schema/src/types/union_type.ts: the first alternative that validates;
+    when none does, "types that failed validation:" and each alternative's error."""
+
+    def check(value: Any, path: str) -> Any:
+        errors = []
+        for i, alternative in enumerate(alternatives):
+            try:
+                return alternative(value, f"{path}.{i}")
+            except Refused as exc:
+                errors.append(f"- {exc.message}")
+        raise _fail(path, "types that failed validation:\n" + "\n".join(errors))
 
     return check
 
@@ -167,6 +185,8 @@ AGG_TYPES = ("count", "avg", "min", "max", "sum")
 GROUP_BY = ("all", "top", "row")
 ES_QUERY_MAX_HITS_PER_EXECUTION = 10000
 MAX_GROUPS = 1000
+MAX_SELECTABLE_SOURCE_FIELDS = 5
+MAX_SELECTABLE_GROUP_BY_TERMS = 4
 
 
 def _core_query_errors(p: dict[str, Any]) -> str | None:
@@ -216,17 +236,31 @@ _THRESHOLD = {
 
 # rule_params/es_query/v1.ts EsQueryRuleParamsSchema; searchType "searchSource" and
 # "esqlQuery" take other keys (schema.conditional) and are not modelled: refused here.
+# termField: one field, or 2 to MAX_SELECTABLE_GROUP_BY_TERMS fields (a multi_terms group);
+# Kibana ignores excludeHitsFromPreviousRun when a termField groups the rule
+# (stack_alerts/server/rule_types/es_query/executor.ts keeps latestTimestamp for ungrouped
+# rules only), but does not refuse it.
 ES_QUERY_PARAMS = obj(
     {
         **_THRESHOLD,
         "size": Key(number(minimum=0, maximum=ES_QUERY_MAX_HITS_PER_EXECUTION)),
         "excludeHitsFromPreviousRun": Key(boolean, default=True),
-        "termField": optional(anything),
+        "termField": optional(
+            one_of(
+                string(min_length=1),
+                array(string(), min_size=2, max_size=MAX_SELECTABLE_GROUP_BY_TERMS),
+            )
+        ),
         "searchType": Key(string(allowed=("esQuery",)), default="esQuery"),
         "timeField": Key(string(min_length=1)),
         "esQuery": Key(string(min_length=1)),
         "index": Key(array(string(min_length=1), min_size=1)),
-        "sourceFields": optional(array(record, max_size=5)),
+        "sourceFields": optional(
+            array(
+                obj({"label": Key(string()), "searchPath": Key(string())}),
+                max_size=MAX_SELECTABLE_SOURCE_FIELDS,
+            )
+        ),
     },
     _es_query_errors,
 )
@@ -418,6 +452,10 @@ class KibanaStub:
                 body = self.rfile.read(length) if length else b""
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 status, reply = stub.handle(self.command, self.path, headers, body)
+                if status == 204:
+                    self.send_response(status)
+                    self.end_headers()
+                    return
                 data = json.dumps(reply).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -454,7 +492,8 @@ class KibanaStub:
             # createXsrfPostAuthHandler: state-changing requests need kbn-xsrf
             if method not in ("GET", "HEAD") and "kbn-xsrf" not in headers:
                 raise Refused(400, "Request must contain a kbn-xsrf header.")
-            return 200, self._route(method, path, headers, body)
+            reply = self._route(method, path, headers, body)
+            return (204, None) if reply is NO_CONTENT else (200, reply)
         except Refused as exc:
             error = {401: "Unauthorized", 404: "Not Found", 409: "Conflict"}.get(
                 exc.status, "Bad Request"
@@ -537,10 +576,15 @@ class KibanaStub:
     # ------------------------------------------------------------------ rules
     def _rule(self, method: str, rule_id: str, payload: Any) -> Any:
         # x-pack/platform/plugins/shared/alerting/server/routes/rule/apis/{get,create,update}
-        if method == "GET":
+        if method in ("GET", "DELETE"):
             if rule_id not in self.rules:
                 raise Refused(404, f"Saved object [alert/{rule_id}] not found")
-            return self.rules[rule_id]
+            if method == "GET":
+                return self.rules[rule_id]
+            # .../routes/rule/apis/delete/delete_rule_route.ts: get (404 when missing), delete,
+            # then res.noContent()
+            del self.rules[rule_id]
+            return NO_CONTENT
         if method == "POST":
             body = CREATE_RULE(payload, "request body")
             rule_type_id = body["rule_type_id"]

@@ -8,6 +8,8 @@
 2. For every connector and rule of ``rules.json``: ``GET`` it by id, then ``POST`` (create,
    404) or ``PUT`` (update) the same id. Rule and connector types cannot change on update,
    so the PUT bodies leave ``rule_type_id`` / ``connector_type_id`` / ``consumer`` out.
+3. ``DELETE`` the rules of ``retired_rules`` (rules of earlier versions, such as the
+   per-reading stage-2 rules that paged before alert tiers), so that they stop firing.
 
 The connector id is a fixed UUID v4: Kibana 8.x refuses any other predefined id for a
 connector, whose saved object has encrypted attributes (rule ids may be any string since
@@ -17,9 +19,10 @@ object, data view and rule the id ``NS-<id>`` and a title ending in `` [NS]``, a
 data views and rules at ``NS-bp-anomalies*`` / ``NS-bp-alerts*`` (the namespaced test/demo
 indices), so several namespaces share one Kibana space; the connector is shared by all.
 
-The module also holds :func:`es_query_search` and :func:`index_threshold_search`: the search
-each rule type runs, built the way Kibana's stack rules build it, so the rules can be
-executed against a real Elasticsearch without Kibana (tests/integration/test_kibana_rules.py).
+The module also holds :func:`es_query_search`, :func:`es_query_groups` and
+:func:`index_threshold_search`: the search each rule type runs and the alerts it reports,
+built the way Kibana's stack rules build them, so the rules can be executed against a real
+Elasticsearch without Kibana (tests/integration/test_kibana_rules.py).
 """
 
 from __future__ import annotations
@@ -40,13 +43,17 @@ from pathlib import Path
 from typing import Any
 
 from infra.kibana import objects
-from lib.monitor.rules import RULESETS
 
 log = logging.getLogger("bpwatch.kibana")
 
 HERE = Path(__file__).resolve().parent
 RULES_FILE = HERE / "rules.json"
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+_DATE = "strict_date_optional_time"
+# x-pack/platform/plugins/shared/alerting/server/config.ts DEFAULT_MAX_ALERTS (the setting
+# xpack.alerting.rules.run.alerts.max) and triggers_actions_ui/common/data/lib/build_agg.ts
+ALERT_LIMIT = 1000
+DEFAULT_GROUPS = 100
 
 
 # ----------------------------------------------------------------------------- definitions
@@ -54,36 +61,18 @@ def load_saved_objects(namespace: str = "") -> list[dict[str, Any]]:
     return objects.saved_objects(namespace)
 
 
-def critical_clauses() -> list[dict[str, Any]]:
-    """One query clause per rule set of the registry: both values at or above its
-    combined-critical thresholds (``RuleSet.critical``, as ``lib.monitor.alerts`` pages)."""
-    return [
-        {"bool": {"filter": [
-            {"term": {"ruleset": rs.name}},
-            {"range": {"systolic": {"gte": rs.critical[0]}}},
-            {"range": {"diastolic": {"gte": rs.critical[1]}}},
-        ]}}
-        for rs in RULESETS.values()
-    ]  # fmt: skip
-
-
-def load_definitions(namespace: str = "") -> dict[str, list[dict[str, Any]]]:
-    """``{"connectors": [...], "rules": [...]}`` from rules.json, rules namespaced.
-
-    The combined-critical rule gets its per-rule-set thresholds from the registry
-    (:func:`critical_clauses`), so a new rule set needs no edit here.
-    """
+def load_definitions(namespace: str = "") -> dict[str, list[Any]]:
+    """``{"connectors": [...], "rules": [...], "retired": [ids]}`` from rules.json, the rules
+    and retired rule ids namespaced."""
     data = json.loads(RULES_FILE.read_text())
     for rule in data["rules"]:
-        if rule["id"] == "bpwatch-combined-critical":
-            query = rule["params"]["esQuery"]["query"]["bool"]
-            query["should"] = critical_clauses() + query["should"]
         rule["id"] = objects.namespaced_id(rule["id"], namespace)
         rule["name"] = objects.namespaced_title(rule["name"], namespace)
         rule["params"]["index"] = [
             objects.namespaced_pattern(i, namespace) for i in rule["params"]["index"]
         ]
-    return {"connectors": data["connectors"], "rules": data["rules"]}
+    retired = [objects.namespaced_id(r, namespace) for r in data.get("retired_rules", [])]
+    return {"connectors": data["connectors"], "rules": data["rules"], "retired": retired}
 
 
 def rule_by_id(rule_id: str, namespace: str = "") -> dict[str, Any]:
@@ -106,33 +95,109 @@ def _iso(dt: datetime) -> str:
 def es_query_search(
     rule: dict[str, Any], now: datetime, previous_latest: datetime | None = None
 ) -> dict[str, Any]:
-    """The search body an ``.es-query`` rule (searchType esQuery) runs at ``now``.
+    """The search body an ``.es-query`` rule (searchType esQuery, aggType count) runs at
+    ``now``, as Kibana builds it (stack_alerts/server/rule_types/es_query/lib/
+    fetch_es_query.ts, common/build_sorted_events_query.ts, and triggers_actions_ui/common/
+    data/lib/build_agg.ts for the groups).
 
-    As Kibana builds it: the user's query in a bool filter together with the time window
-    ``[now - window, now]`` on ``timeField``; with ``excludeHitsFromPreviousRun`` also
-    ``timeField > latest hit of the previous run``. Sorted newest first, ``size`` hits.
+    The user's query, and the time window ``[now - window, now]`` on ``timeField``. With
+    ``excludeHitsFromPreviousRun`` and the previous run's newest hit (``previous_latest``;
+    Kibana keeps it only for ungrouped rules), also ``not timeField <= previous_latest``.
+    Ungrouped: ``size`` hits, newest first; Kibana counts the total. Grouped (``termField``):
+    no hits, a ``terms`` aggregation whose ``bucket_selector`` keeps the groups that meet the
+    threshold, each group one Kibana alert (:func:`es_query_groups`).
     """
     params = rule["params"]
+    if params.get("aggType", "count") != "count":
+        raise ValueError("only aggType=count is translated")
     field = params["timeField"]
-    time_range: dict[str, Any] = {
-        "gte": _iso(now - _window(params)),
-        "lte": _iso(now),
-        "format": "strict_date_optional_time",
-    }
-    filters: list[dict[str, Any]] = [
-        copy.deepcopy(params["esQuery"]["query"]),
-        {"range": {field: time_range}},
-    ]
-    if previous_latest is not None and params.get("excludeHitsFromPreviousRun"):
-        filters.append(
-            {"range": {field: {"gt": _iso(previous_latest), "format": "strict_date_optional_time"}}}
-        )
-    return {
-        "size": params["size"],
+    grouped = bool(params.get("termField"))
+    query: dict[str, Any] = copy.deepcopy(params["esQuery"]["query"])
+    if previous_latest is not None and params.get("excludeHitsFromPreviousRun", True):
+        seen = {"range": {field: {"lte": _iso(previous_latest), "format": _DATE}}}
+        query = _filter(query, {"bool": {"must_not": [_filter(seen)]}})
+    window = {"gte": _iso(now - _window(params)), "lte": _iso(now), "format": _DATE}
+    body: dict[str, Any] = {
+        "size": 0 if grouped else params["size"],
         "track_total_hits": True,
-        "query": {"bool": {"filter": filters}},
-        "sort": [{field: {"order": "desc", "format": "strict_date_optional_time||epoch_millis"}}],
+        "docvalue_fields": [{"field": field, "format": _DATE}],
+        "query": _filter(query, _filter({"range": {field: window}})),
+        "sort": [{field: {"order": "desc", "format": f"{_DATE}||epoch_millis"}}],
     }
+    if grouped:
+        body["aggs"] = _group_aggs(params)
+    return body
+
+
+def _filter(*clauses: dict[str, Any]) -> dict[str, Any]:
+    return {"bool": {"filter": list(clauses)}}
+
+
+def _group_aggs(params: dict[str, Any]) -> dict[str, Any]:
+    """build_agg.ts for aggType count with a group: a terms (or multi_terms) aggregation of
+    at most the alert limit + 1 groups, filtered by the threshold condition."""
+    term_field = params["termField"]
+    size = params.get("termSize") or DEFAULT_GROUPS
+    size = ALERT_LIMIT + 1 if size > ALERT_LIMIT else size
+    if isinstance(term_field, list):
+        group: dict[str, Any] = {
+            "multi_terms": {"terms": [{"field": f} for f in term_field], "size": size}
+        }
+    else:
+        group = {"terms": {"field": term_field, "size": size}}
+    script = comparator_script(params["thresholdComparator"], params["threshold"])
+    group["aggs"] = {
+        "conditionSelector": {
+            "bucket_selector": {"buckets_path": {"compareValue": "_count"}, "script": script}
+        }
+    }
+    if params["size"]:
+        group["aggs"]["topHitsAgg"] = {"top_hits": {"size": min(params["size"], 100)}}
+    return {
+        "groupAgg": group,
+        "groupAggCount": {"stats_bucket": {"buckets_path": "groupAgg._count"}},
+    }
+
+
+def comparator_script(comparator: str, threshold: list[float]) -> str:
+    """stack_alerts/common/comparator.ts getComparatorScript, on the bucket's count."""
+    value = "params.compareValue"
+
+    def num(x: float) -> str:
+        return f"{int(x)}L" if float(x).is_integer() else f"{x}"
+
+    lo, hi = num(threshold[0]), num(threshold[-1])
+    scripts = {
+        "<": f"{value} < {lo}",
+        "<=": f"{value} <= {lo}",
+        ">": f"{value} > {lo}",
+        ">=": f"{value} >= {lo}",
+        "between": f"{value} >= {lo} && {value} <= {hi}",
+        "notBetween": f"{value} < {lo} || {value} > {hi}",
+    }
+    return scripts[comparator]
+
+
+def es_query_groups(rule: dict[str, Any], result: dict[str, Any]) -> dict[str, int]:
+    """``{alert id: document count}``: the alerts an ``.es-query`` rule reports for the
+    response to :func:`es_query_search` (es_query/executor.ts with triggers_actions_ui's
+    parse_aggregation_results.ts). Ungrouped: one alert, ``query matched``, when the total
+    meets the threshold; grouped: one alert per group the bucket selector kept, up to the
+    alert limit. The selector's condition is checked again on each group's count, so the
+    result is the same from an Elasticsearch without the ``bucket_selector`` aggregation
+    (the integ-test build of ``make services``), sent the search without it."""
+    params = rule["params"]
+    if not params.get("termField"):
+        total = result["hits"]["total"]["value"]
+        return {"query matched": total} if threshold_met(rule, total) else {}
+    buckets = result["aggregations"]["groupAgg"]["buckets"]
+    met = [b for b in buckets if threshold_met(rule, b["doc_count"])][:ALERT_LIMIT]
+    return {_group_name(b["key"]): b["doc_count"] for b in met}
+
+
+def _group_name(key: Any) -> str:
+    # a multi_terms key is a list; JavaScript's `${key}` joins it with commas
+    return ",".join(str(k) for k in key) if isinstance(key, list) else str(key)
 
 
 def index_threshold_search(rule: dict[str, Any], now: datetime) -> dict[str, Any]:
@@ -309,9 +374,15 @@ class Kibana:
         self.request("PUT", path, update_body(kind, item))
         return "updated"
 
+    def delete_rule(self, rule_id: str) -> str:
+        """Delete a rule by id if it exists; returns deleted|absent."""
+        status, _ = self.request("DELETE", f"/api/alerting/rule/{rule_id}", ok_missing=True)
+        return "absent" if status == 404 else "deleted"
+
 
 def apply(kibana: Kibana, namespace: str = "") -> dict[str, Any]:
-    """Import saved objects, then upsert connectors and rules. Safe to run again."""
+    """Import saved objects, upsert connectors and rules, delete retired rules. Safe to run
+    again."""
     summary: dict[str, Any] = {}
     result = kibana.import_saved_objects(objects.to_ndjson(load_saved_objects(namespace)))
     summary["saved_objects"] = result.get("successCount", 0)
@@ -320,6 +391,8 @@ def apply(kibana: Kibana, namespace: str = "") -> dict[str, Any]:
         summary[connector["id"]] = kibana.upsert("connector", connector)
     for rule in definitions["rules"]:
         summary[rule["id"]] = kibana.upsert("rule", rule)
+    for rule_id in definitions["retired"]:
+        summary[rule_id] = kibana.delete_rule(rule_id)
     return summary
 
 

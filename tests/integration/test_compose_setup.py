@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from infra.kibana import objects
+from infra.kibana import setup as kibana_setup
 from lib.settings import Settings
 from lib.tools import admin
 from tests.kibana_stub import KibanaStub
@@ -84,12 +86,14 @@ def test_setup_steps_against_local_services_and_kibana_stub(services, namespaced
         proc = run_steps(env, "topics", "kibana")
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
         ns = namespaced.namespace
-        assert len(kibana.rules) == 4 and all(r.startswith(f"{ns}-") for r in kibana.rules)
-        assert len(kibana.connectors) == 1 and len(kibana.saved_objects) == 12
+        rules = {r["id"] for r in kibana_setup.load_definitions(ns)["rules"]}
+        saved = len(objects.saved_objects(ns))
+        assert set(kibana.rules) == rules and all(r.startswith(f"{ns}-") for r in rules)
+        assert len(kibana.connectors) == 1 and len(kibana.saved_objects) == saved
         # a second `up` runs the setup again: everything is updated in place
         again = run_steps(env, "topics", "kibana")
         assert again.returncode == 0, again.stderr[-3000:]
-        assert len(kibana.rules) == 4 and len(kibana.saved_objects) == 12
+        assert set(kibana.rules) == rules and len(kibana.saved_objects) == saved
     assert es.indices.exists_alias(name=namespaced.anomalies_index)
     assert es.indices.exists_alias(name=namespaced.alerts_index)
 

@@ -13,6 +13,7 @@ import json
 import re
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ from infra.kibana import objects, setup
 from tests import kibana_stub
 from tests.kibana_stub import KibanaStub
 
+URGENT, REVIEW = "bpwatch-urgent-alerts", "bpwatch-review-daily"
+SAVED_OBJECTS = 12  # 3 data views, the Lens panels, 1 dashboard
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "infra" / "elasticsearch" / "templates"
 NUMERIC = {"float", "double", "half_float", "scaled_float", "integer", "long", "short", "byte"}
@@ -229,37 +232,122 @@ def test_rules_reference_existing_fields_and_connectors():
                 assert field in mapping, f"{rule['id']}: {field}"
                 want = {"keyword"} if kind in ("term", "terms") else NUMERIC | {"date"}
                 assert mapping[field] in want, f"{rule['id']}: {kind} on {field}"
+            if params.get("termField"):
+                assert mapping[params["termField"]] == "keyword", rule["id"]
         names.add(rule["name"])
-    assert {r["id"] for r in defs["rules"]} == {
+    assert [r["id"] for r in defs["rules"]] == [URGENT, REVIEW, "bpwatch-anomaly-spike"]
+    assert len(names) == 3
+    assert not {r["id"] for r in defs["rules"]} & set(defs["retired"])
+
+
+def _filters(rule: dict[str, Any]) -> dict[str, Any]:
+    """``{field: value or values}`` of a rule's ``bool.filter`` of term / terms clauses."""
+    out: dict[str, Any] = {}
+    for clause in rule["params"]["esQuery"]["query"]["bool"]["filter"]:
+        ((kind, spec),) = clause.items()
+        ((field, value),) = spec.items()
+        out[field] = set(value) if kind == "terms" else value
+    return out
+
+
+def test_only_urgent_alert_events_page():
+    """One rule pages: urgent alert events that open or escalate an episode, one Kibana alert
+    (one page) per alert event. The per-reading rules on bp-anomalies are retired."""
+    from lib.domain import TIERS
+    from lib.monitor.alerts import EVENTS
+
+    defs = setup.load_definitions()
+    pages = [r for r in defs["rules"] if "page" in r["tags"]]
+    assert [r["id"] for r in pages] == [URGENT]
+    (rule,) = pages
+    params = rule["params"]
+    assert (params["index"], params["timeField"]) == (["bp-alerts*"], "event_at")
+    assert _filters(rule) == {"tier": "urgent", "event": {"opened", "escalated"}}
+    assert {"urgent", "review"} == set(TIERS) and {"opened", "escalated"} < set(EVENTS)
+    # one Kibana alert per alert event, notified when it becomes active, never again
+    assert (params["groupBy"], params["termField"]) == ("top", "alert_id")
+    assert params["termSize"] == setup.ALERT_LIMIT == kibana_stub.MAX_GROUPS
+    assert params["excludeHitsFromPreviousRun"] is False  # Kibana ignores it when grouped
+    ((action),) = rule["actions"]
+    assert action["frequency"]["notify_when"] == "onActionGroupChange"
+    assert action["params"]["level"] == "error"
+    # every run sees an event for several runs: a late index or a Kibana restart is covered
+    assert setup._window(params) > 10 * timedelta(minutes=int(rule["schedule"]["interval"][:-1]))
+    # nothing else writes at the paging level, and no rule reads the per-reading anomalies
+    # for a clinical condition (the spike rule counts volume only)
+    others = [r for r in defs["rules"] if r is not rule]
+    assert all(a["params"]["level"] != "error" for r in others for a in r["actions"])
+    assert all(
+        "esQuery" not in r["params"] for r in others if "bp-anomalies*" in r["params"]["index"]
+    )
+    assert set(defs["retired"]) == {
         "bpwatch-systolic-hypertension",
         "bpwatch-diastolic-hypertension",
         "bpwatch-combined-critical",
-        "bpwatch-anomaly-spike",
     }
-    assert len(names) == 4
 
 
-def test_combined_critical_rule_has_the_registrys_thresholds_for_every_rule_set():
-    from lib.monitor.rules import RULESETS
+def test_review_rule_is_a_daily_summary_by_condition():
+    rule = setup.rule_by_id(REVIEW)
+    params = rule["params"]
+    assert "page" not in rule["tags"] and "review" in rule["tags"]
+    assert _filters(rule) == {"tier": "review", "event": "opened"}
+    assert rule["schedule"]["interval"] == "1d" and setup._window(params) == timedelta(days=1)
+    assert params["excludeHitsFromPreviousRun"] is False  # the window is the day
+    assert (params["groupBy"], params["termField"]) == ("top", "condition")
+    ((action),) = rule["actions"]
+    assert action["params"]["level"] == "info"
+    assert action["frequency"]["notify_when"] == "onActiveAlert"  # every day with news
 
-    rule = setup.rule_by_id("bpwatch-combined-critical")
-    clauses = rule["params"]["esQuery"]["query"]["bool"]["should"]
-    by_ruleset = {}
-    for clause in clauses:
-        filters = clause["bool"].get("filter", [])
-        terms = [f["term"]["ruleset"] for f in filters if "ruleset" in f.get("term", {})]
-        if terms:
-            ranges = {k: v["gte"] for f in filters for k, v in f.get("range", {}).items()}
-            by_ruleset[terms[0]] = (ranges["systolic"], ranges["diastolic"])
-    assert by_ruleset == {name: rs.critical for name, rs in RULESETS.items()}
-    assert by_ruleset["aha2025"] == (180.0, 120.0)
+
+def test_grouped_search_is_the_search_kibana_builds():
+    """fetch_es_query.ts + build_sorted_events_query.ts + build_agg.ts, for the paging rule."""
+    rule = setup.rule_by_id(URGENT)
+    now = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+    body = setup.es_query_search(rule, now, previous_latest=now)  # ignored: grouped in Kibana
+    assert body["size"] == 0 and body["track_total_hits"] is True
+    query, time_filter = body["query"]["bool"]["filter"]
+    assert query == rule["params"]["esQuery"]["query"]
+    assert time_filter == {"bool": {"filter": [{"range": {"event_at": {
+        "gte": "2025-03-01T11:00:00.000Z", "lte": "2025-03-01T12:00:00.000Z",
+        "format": "strict_date_optional_time",
+    }}}]}}  # fmt: skip
+    group = body["aggs"]["groupAgg"]
+    assert group["terms"] == {"field": "alert_id", "size": 1000}
+    selector = group["aggs"]["conditionSelector"]["bucket_selector"]
+    assert selector == {"buckets_path": {"compareValue": "_count"},
+                        "script": "params.compareValue > 0L"}  # fmt: skip
+    assert "topHitsAgg" not in group["aggs"]  # size 0: no documents travel with the alert
+    assert body["aggs"]["groupAggCount"] == {"stats_bucket": {"buckets_path": "groupAgg._count"}}
+    # termSize above the alert limit asks for one group more, to see the limit was reached
+    rule["params"]["termSize"] = 5000
+    assert setup.es_query_search(rule, now)["aggs"]["groupAgg"]["terms"]["size"] == 1001
+    assert setup.comparator_script("between", [1, 2.5]) == (
+        "params.compareValue >= 1L && params.compareValue <= 2.5"
+    )
+    # an ungrouped rule excludes the previous run's hits, as Kibana's must_not range
+    rule["params"].update(termField=None, groupBy="all", excludeHitsFromPreviousRun=True)
+    ungrouped = setup.es_query_search(rule, now, previous_latest=now)
+    assert "aggs" not in ungrouped and ungrouped["size"] == rule["params"]["size"]
+    assert ungrouped["query"]["bool"]["filter"][0]["bool"]["filter"][1] == {"bool": {"must_not": [
+        {"bool": {"filter": [{"range": {"event_at": {
+            "lte": "2025-03-01T12:00:00.000Z", "format": "strict_date_optional_time"
+        }}}]}}
+    ]}}  # fmt: skip
 
 
 def test_namespace_changes_ids_names_and_patterns():
     defs = setup.load_definitions("t123")
-    assert all(r["params"]["index"] == ["t123-bp-anomalies*"] for r in defs["rules"])
+    base = setup.load_definitions()
+    assert [r["params"]["index"] for r in defs["rules"]] == [
+        [f"t123-{i}" for i in r["params"]["index"]] for r in base["rules"]
+    ]
+    assert {i for r in defs["rules"] for i in r["params"]["index"]} == {
+        "t123-bp-alerts*", "t123-bp-anomalies*",
+    }  # fmt: skip
     assert all(r["id"].startswith("t123-bpwatch-") for r in defs["rules"])
     assert all(r["name"].endswith(" [t123]") for r in defs["rules"])
+    assert defs["retired"] == [f"t123-{r}" for r in base["retired"]]
     saved = setup.load_saved_objects("t123")
     titles = {o["attributes"]["title"] for o in saved if o["type"] == "index-pattern"}
     assert titles == {"t123-bp-anomalies*", "t123-bp-alerts*", "t123-bp-home-averages*"}
@@ -268,10 +356,10 @@ def test_namespace_changes_ids_names_and_patterns():
     assert all(o["attributes"].get("title", "").endswith("[t123]") for o in saved
                if o["type"] != "index-pattern")  # fmt: skip
     # without a namespace nothing changes
-    assert setup.load_definitions()["rules"][0]["params"]["index"] == ["bp-anomalies*"]
+    assert base["rules"][0]["params"]["index"] == ["bp-alerts*"]
     assert setup.rule_by_id("bpwatch-anomaly-spike", "t123")["id"] == "t123-bpwatch-anomaly-spike"
-    base = {o["id"] for o in setup.load_saved_objects()}
-    assert not base & {o["id"] for o in saved}
+    base_ids = {o["id"] for o in setup.load_saved_objects()}
+    assert not base_ids & {o["id"] for o in saved}
 
 
 # ----------------------------------------------------------------------------- stub Kibana
@@ -283,30 +371,41 @@ def stub() -> Iterator[KibanaStub]:
 
 def test_setup_creates_then_updates_by_fixed_id(stub):
     kibana = setup.Kibana(stub.url, username="elastic", password="pw")
+    rules = [URGENT, REVIEW, "bpwatch-anomaly-spike"]
+    # a Kibana set up by an earlier version, whose per-reading rules paged on stage 2
+    for old in ("bpwatch-systolic-hypertension", "bpwatch-combined-critical"):
+        stub.rules[old] = {"id": old, "rule_type_id": ".es-query", "consumer": "stackAlerts"}
     first = setup.apply(kibana)
-    assert first["saved_objects"] == 12 == len(stub.saved_objects)
-    assert {v for k, v in first.items() if k != "saved_objects"} == {"created"}
+    assert first["saved_objects"] == SAVED_OBJECTS == len(stub.saved_objects)
+    (connector_id,) = stub.connectors
+    assert {first[k] for k in [connector_id, *rules]} == {"created"}
+    assert first["bpwatch-systolic-hypertension"] == first["bpwatch-combined-critical"]
+    assert first["bpwatch-combined-critical"] == "deleted"
+    assert first["bpwatch-diastolic-hypertension"] == "absent"
+    assert sorted(stub.rules) == sorted(rules)
     calls = [(r.method, r.path) for r in stub.requests]
     assert calls[0] == ("POST", "/api/saved_objects/_import?overwrite=true")
-    assert ("POST", "/api/alerting/rule/bpwatch-combined-critical") in calls
+    assert ("POST", f"/api/alerting/rule/{URGENT}") in calls
+    assert ("DELETE", "/api/alerting/rule/bpwatch-combined-critical") in calls
     # the import is multipart with the NDJSON file; every call carries kbn-xsrf and auth
     first_call = stub.requests[0]
     assert first_call.headers["content-type"].startswith("multipart/form-data; boundary=")
     assert b'"id": "bpwatch-overview"' in first_call.body
     assert all(r.headers.get("kbn-xsrf") for r in stub.requests)
-    created = stub.rules["bpwatch-systolic-hypertension"]
+    created = stub.rules[URGENT]
     assert created["rule_type_id"] == ".es-query" and created["consumer"] == "stackAlerts"
     assert json.loads(created["params"]["esQuery"])["query"]["bool"]["filter"]
-    (connector_id,) = stub.connectors
+    assert created["params"]["termField"] == "alert_id"
     assert all(a["id"] == connector_id for r in stub.rules.values() for a in r["actions"])
 
     stub.requests.clear()
     second = setup.apply(kibana)
-    assert {v for k, v in second.items() if k != "saved_objects"} == {"updated"}
+    assert {second[k] for k in [connector_id, *rules]} == {"updated"}
+    assert {second[k] for k in setup.load_definitions()["retired"]} == {"absent"}
     puts = [r for r in stub.requests if r.method == "PUT"]
-    assert len(puts) == 5  # 1 connector + 4 rules, no POST create the second time
+    assert len(puts) == 4  # 1 connector + 3 rules, no POST create the second time
     assert not [r for r in stub.requests if r.method == "POST" and "/_import" not in r.path]
-    assert len(stub.rules) == 4 and len(stub.saved_objects) == 12
+    assert len(stub.rules) == 3 and len(stub.saved_objects) == SAVED_OBJECTS
 
 
 def test_connector_ids_are_ids_kibana_8_accepts():
@@ -322,7 +421,8 @@ def test_two_namespaces_share_one_space_without_overwriting(stub):
     before = {key: json.dumps(o, sort_keys=True) for key, o in stub.saved_objects.items()}
     rules_before = {k: json.dumps(v, sort_keys=True) for k, v in stub.rules.items()}
     setup.apply(kibana, "beta")
-    assert len(stub.saved_objects) == 24 and len(stub.rules) == 8 and len(stub.connectors) == 1
+    assert len(stub.saved_objects) == 2 * SAVED_OBJECTS
+    assert len(stub.rules) == 6 and len(stub.connectors) == 1
     for key, text in before.items():  # alpha's objects and rules are untouched
         assert json.dumps(stub.saved_objects[key], sort_keys=True) == text
     for key, text in rules_before.items():
@@ -335,7 +435,7 @@ def test_two_namespaces_share_one_space_without_overwriting(stub):
         "beta-bpwatch-home-averages",
     }
     names = [r["name"] for r in stub.rules.values()]
-    assert len(set(names)) == 8
+    assert len(set(names)) == 6
 
 
 def test_setup_cli_reports_a_refusal(stub, monkeypatch, capsys):

@@ -17,7 +17,7 @@ import pytest
 from infra.kibana import objects, setup
 from tests.kibana_stub import KibanaStub
 
-ES_QUERY, THRESHOLD = "bpwatch-systolic-hypertension", "bpwatch-anomaly-spike"
+ES_QUERY, THRESHOLD = "bpwatch-urgent-alerts", "bpwatch-anomaly-spike"
 SERVER_LOG = {"connector_type_id": ".server-log", "name": "log", "config": {}, "secrets": {}}
 
 
@@ -81,15 +81,11 @@ def test_connector_body_schema(kibana):
 
 def test_rule_naming_a_missing_connector_is_refused(kibana):
     stub, client = kibana
-    body = rule_body("bpwatch-systolic-hypertension", str(uuid.uuid4()))
+    body = rule_body(ES_QUERY, str(uuid.uuid4()))
     message = refused(client, "POST", "/api/alerting/rule/r1", body)
     assert message.startswith("Failed to load action") and "not found" in message
     assert not stub.rules
-    client.request(
-        "POST",
-        "/api/alerting/rule/r1",
-        rule_body("bpwatch-systolic-hypertension", connector(client)),
-    )
+    client.request("POST", "/api/alerting/rule/r1", rule_body(ES_QUERY, connector(client)))
     assert list(stub.rules) == ["r1"]
 
 
@@ -118,7 +114,15 @@ def test_rule_actions_need_valid_groups_and_frequency(kibana):
         (ES_QUERY, {"timeWindowUnit": "w"}, "[timeWindowUnit]"),
         (ES_QUERY, {"timeField": None}, "[timeField]"),
         (ES_QUERY, {"thresholdComparator": "between"}, "must have two elements"),
-        (ES_QUERY, {"groupBy": "top"}, "[termField]: termField required"),
+        (ES_QUERY, {"termField": None}, "[termField]: termField required"),
+        (ES_QUERY, {"termSize": None}, "[termSize]: termSize required"),
+        (ES_QUERY, {"termSize": 1001}, "[termSize]: must be less than or equal to 1000"),
+        (ES_QUERY, {"termField": ""}, "[termField]: types that failed validation"),
+        (ES_QUERY, {"termField": ["alert_id"]}, "but cannot be smaller than [2]"),
+        (ES_QUERY, {"termField": list("abcde")}, "but cannot be greater than [4]"),
+        (ES_QUERY, {"termField": ["alert_id", 7]}, "[termField.1.1]: expected value of type"),
+        (ES_QUERY, {"groupBy": "row"}, "[groupBy]: groupBy should be all or top"),
+        (ES_QUERY, {"sourceFields": [{"label": "x"}]}, "[sourceFields.0.searchPath]"),
         (ES_QUERY, {"searchType": "searchSource"}, "[searchType]"),
         (THRESHOLD, {"searchType": "esQuery"}, "[searchType]: definition for this key is missing"),
         (THRESHOLD, {"aggType": "avg"}, "[aggField]: must have a value"),
@@ -138,7 +142,7 @@ def test_rule_params_schemas(kibana, rule_id, change, expected):
 
 def test_rule_body_schemas_and_unknown_rule_types(kibana):
     _, client = kibana
-    body = rule_body("bpwatch-combined-critical", connector(client))
+    body = rule_body(ES_QUERY, connector(client))
     assert "is not registered" in refused(
         client, "POST", "/api/alerting/rule/z", {**body, "rule_type_id": ".nope"}
     )
@@ -156,6 +160,27 @@ def test_rule_body_schemas_and_unknown_rule_types(kibana):
         "/api/alerting/rule/z",
         {k: v for k, v in body.items() if k not in ("rule_type_id", "consumer")},
     )
+
+
+def test_es_query_groups_by_one_field_or_two_to_four(kibana):
+    """rule_params/es_query/v1.ts termField: a field name, or 2 to 4 of them."""
+    _, client = kibana
+    for i, term_field in enumerate(["alert_id", ["alert_id", "condition"], list("abcd")]):
+        body = rule_body(ES_QUERY, connector(client))
+        body["params"]["termField"] = term_field
+        client.request("POST", f"/api/alerting/rule/g{i}", body)
+    body["params"]["termField"] = {"field": "alert_id"}
+    assert "types that failed validation" in refused(client, "POST", "/api/alerting/rule/g", body)
+
+
+def test_deleting_a_rule(kibana):
+    stub, client = kibana
+    message = refused(client, "DELETE", "/api/alerting/rule/gone", None, status=404)
+    assert message == "Saved object [alert/gone] not found"
+    client.request("POST", "/api/alerting/rule/d1", rule_body(THRESHOLD, connector(client)))
+    assert client.request("DELETE", "/api/alerting/rule/d1") == (204, None)
+    assert not stub.rules
+    refused(client, "GET", "/api/alerting/rule/d1", None, status=404)
 
 
 def test_writes_need_kbn_xsrf(kibana):
