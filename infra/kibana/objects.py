@@ -12,8 +12,10 @@ Objects (Kibana 8.x format: ``coreMigrationVersion`` 8.8.0, Lens ``formBased`` d
 * Lens panels: anomaly-type distribution, anomalies over time (by severity), recent critical
   cases (table), risk-score distribution, risk over time (average and maximum), alert events
   over time (by condition), home BP averages (table, latest series per patient), no-data
-  episodes (table, last ``no_data`` event per patient: ``opened`` = still silent);
-* dashboard ``bpwatch-overview`` holding the eight panels.
+  episodes (table, last ``no_data`` event per patient: ``opened`` = still silent), alert
+  episodes by tier (table, last event per episode: ``urgent`` pages, ``review`` is the
+  worklist);
+* dashboard ``bpwatch-overview`` holding the nine panels.
 
 With a namespace ``NS`` (``saved_objects("NS")``) every id becomes ``NS-<id>``, every title
 and name ends in `` [NS]`` and the data views cover ``NS-bp-anomalies*`` (and the others),
@@ -254,6 +256,23 @@ class _Lens:
             ALERTS_VIEW, columns, "latest", query='condition : "no_data"',
         )  # fmt: skip
 
+    def alert_episodes(self) -> dict[str, Any]:
+        """The last event of each alert episode, with its tier: ``urgent`` (paged) or
+        ``review`` (the worklist); ``opened`` or ``escalated`` means still open."""
+        at = "event_at"
+        columns = {
+            "episode": _terms("episode_id", "latest", size=100, label="Episode"),
+            "latest": _metric("max", at, "Last event", data_type="date"),
+            "tier": _last_value("tier", "Tier", "string", at),
+            "event": _last_value("event", "Event", "string", at),
+            "condition": _last_value("condition", "Condition", "string", at),
+            "patient": _last_value("patient_id", "Patient", "string", at),
+        }
+        return self.table(
+            "bpwatch-alert-episodes", "Alert episodes by tier (last event per episode)",
+            ALERTS_VIEW, columns, "latest",
+        )  # fmt: skip
+
     def critical_cases(self) -> dict[str, Any]:
         columns = {
             "observation": _terms("observation_id", "latest", size=50, label="Observation"),
@@ -299,7 +318,7 @@ class _Lens:
 
 
 def lens_objects(namespace: str = "") -> list[dict[str, Any]]:
-    """The eight dashboard panels, in dashboard order."""
+    """The nine dashboard panels, in dashboard order."""
     lens = _Lens(namespace)
     anomaly_types = lens.panel(
         "bpwatch-anomaly-types",
@@ -347,6 +366,7 @@ def lens_objects(namespace: str = "") -> list[dict[str, Any]]:
         alerts_time,
         lens.home_averages(),
         lens.no_data(),
+        lens.alert_episodes(),
     ]
 
 
@@ -377,6 +397,7 @@ def data_views(namespace: str = "") -> list[dict[str, Any]]:
 def dashboard(panels: list[dict[str, Any]], namespace: str = "") -> dict[str, Any]:
     layout = [(0, 0, 24, 15), (24, 0, 24, 15), (0, 15, 48, 16), (0, 31, 24, 15)]
     layout += [(24, 31, 24, 15), (0, 46, 48, 14), (0, 60, 24, 16), (24, 60, 24, 16)]
+    layout += [(0, 76, 48, 16)]
     entries = []
     references = []
     for i, (panel, (x, y, w, h)) in enumerate(zip(panels, layout, strict=True), start=1):

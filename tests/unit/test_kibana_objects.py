@@ -24,7 +24,7 @@ from tests import kibana_stub
 from tests.kibana_stub import KibanaStub
 
 URGENT, REVIEW = "bpwatch-urgent-alerts", "bpwatch-review-daily"
-SAVED_OBJECTS = 12  # 3 data views, the Lens panels, 1 dashboard
+SAVED_OBJECTS = 13  # 3 data views, 9 Lens panels, 1 dashboard
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "infra" / "elasticsearch" / "templates"
 NUMERIC = {"float", "double", "half_float", "scaled_float", "integer", "long", "short", "byte"}
@@ -119,7 +119,7 @@ def test_objects_parse_and_references_resolve(saved):
     titles = {o["attributes"]["title"] for o in saved if o["type"] == "lens"}
     for expected in ("Anomaly types", "Anomalies over time", "Recent critical cases",
                      "Risk score distribution", "Risk over time", "Home BP averages",
-                     "No-data episodes"):  # fmt: skip
+                     "No-data episodes", "Alert episodes by tier"):  # fmt: skip
         assert any(t.startswith(expected) for t in titles), expected
     # panels do not overlap on the 48-column grid
     cells = set()
@@ -207,6 +207,21 @@ def test_home_and_no_data_panels_read_their_own_data():
     ns = {o["id"] for o in objects.saved_objects("w7")}
     assert {"w7-bpwatch-home-latest", "w7-bpwatch-home-averages", "w7-bpwatch-no-data"} <= ns
     assert len(by_id) == len(saved)  # ids are unique across types too
+
+
+def test_alert_episodes_panel_shows_each_episodes_tier_and_last_event():
+    (panel,) = [o for o in objects.saved_objects() if o["id"] == "bpwatch-alert-episodes"]
+    views = {o["id"]: o["attributes"]["title"] for o in objects.saved_objects()}
+    assert views[panel["references"][0]["id"]] == "bp-alerts*"
+    state = panel["attributes"]["state"]
+    assert state["query"]["query"] == ""  # every tier and condition
+    columns = state["datasourceStates"]["formBased"]["layers"]["layer1"]["columns"]
+    assert columns["episode"]["sourceField"] == "episode_id"
+    for name in ("tier", "event", "condition", "patient"):
+        assert columns[name]["operationType"] == "last_value"
+        assert columns[name]["params"]["sortField"] == "event_at"
+    assert (columns["tier"]["sourceField"], columns["event"]["sourceField"]) == ("tier", "event")
+    assert mapping_for("bp-alerts*")["tier"] == "keyword"
 
 
 def test_rules_reference_existing_fields_and_connectors():
