@@ -15,7 +15,9 @@ cases, risk-score distribution, risk over time (average and maximum) as embedded
   (a home-BP week reaches back that far), the latest per patient, with the number of series
   and of those with home hypertension;
 * no-data episodes (``bp-alerts``, condition ``no_data``): the episodes open at ``to``
-  (opened before it, not resolved before it), and the openings and resolutions in range.
+  (opened before it, not resolved before it) with their tier (``review`` unless
+  ``BPWATCH_ALERT_URGENT`` makes ``no_data`` urgent; empty for events from before tiers), and
+  the openings and resolutions in range.
 
 This module is a tool, so it does I/O; :func:`collect` (Elasticsearch -> :class:`ReportData`)
 and :func:`render_html` (-> str) are separate so each can be tested. matplotlib is the
@@ -64,7 +66,7 @@ HOME_COLUMNS = (
     "home_hypertension",
     "ruleset",
 )
-NO_DATA_COLUMNS = ("patient_id", "opened_at", "observation_ids")
+NO_DATA_COLUMNS = ("patient_id", "opened_at", "observation_ids", "tier")
 CRITICAL_COLUMNS = (
     "effective_at",
     "patient_id",

@@ -162,6 +162,7 @@ def _home(patient: str, end: datetime, hypertension: bool) -> dict[str, Any]:
 
 
 def _alert(episode: str, patient: str, event: str, at: datetime, condition: str = "no_data"):
+    tier = "urgent" if patient == "pat-d" else "review"  # pat-d: no_data set to page
     return {
         "alert_id": f"{episode}-{event}",
         "episode_id": episode,
@@ -177,6 +178,7 @@ def _alert(episode: str, patient: str, event: str, at: datetime, condition: str 
         "risk_score": 0.0,
         "ruleset": "",
         "conditions": [condition],
+        "tier": tier,
     }
 
 
@@ -248,3 +250,5 @@ def test_html_shows_the_home_and_no_data_views(settings, es, home_and_silence, t
     assert "pat&lt;b&gt;" in home and "pat<b>" not in home
     silent = page.split('<section id="no_data">')[1].split("</section>")[0]
     assert silent.count("<tr><td>") == 3 and "last-pat-c" in silent
+    assert "<th>tier</th>" in silent
+    assert silent.count("<td>review</td>") == 2 and silent.count("<td>urgent</td>") == 1
