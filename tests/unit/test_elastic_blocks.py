@@ -13,14 +13,8 @@ from typing import Any
 import pytest
 from elasticsearch import ApiError, AuthorizationException
 
-from lib.connectors.elastic import (
-    Action,
-    BulkWriter,
-    RetryPolicy,
-    WriteBlock,
-    _write_block,
-    bulk_write,
-)
+from lib.connectors.elastic import Action, BulkWriter, RetryPolicy, WriteBlock, bulk_write
+from lib.connectors.elastic.blocks import write_block
 from lib.errors import IndexingError, ServiceError
 from tests.unit.test_elastic_bulk import INDEX, ScriptedClient, action_lines, api_error, ok_item
 
@@ -101,7 +95,7 @@ def lines(caplog: pytest.LogCaptureFixture, prefix: str) -> list[str]:
     ],
 )
 def test_index_blocks_are_recognised_with_the_blocked_index(reason, settings):
-    block = _write_block(block_error(reason))
+    block = write_block(block_error(reason))
     assert block is not None
     assert block.index == CONCRETE
     assert block.settings == settings
@@ -110,14 +104,14 @@ def test_index_blocks_are_recognised_with_the_blocked_index(reason, settings):
 def test_the_fix_names_the_setting_to_lift_and_for_the_flood_stage_the_disk():
     write = WriteBlock(CONCRETE, ("index.blocks.write",))
     assert write.fix() == f'PUT {CONCRETE}/_settings {{"index.blocks.write": null}}'
-    flood = _write_block(block_error(FLOOD_REASON))
+    flood = write_block(block_error(FLOOD_REASON))
     assert flood is not None
     assert flood.fix() == (
         "free disk space on the Elasticsearch data nodes or raise "
         "cluster.routing.allocation.disk.watermark.flood_stage, then "
         f'PUT {CONCRETE}/_settings {{"index.blocks.read_only_allow_delete": null}}'
     )
-    cluster = _write_block(block_error(CLUSTER_REASON))
+    cluster = write_block(block_error(CLUSTER_REASON))
     assert cluster == WriteBlock("", ("cluster.blocks.read_only_allow_delete",))
     assert cluster.fix() == (
         'PUT _cluster/settings {"persistent": {"cluster.blocks.read_only_allow_delete": null}}'
@@ -139,7 +133,7 @@ def test_the_fix_names_the_setting_to_lift_and_for_the_flood_stage_the_disk():
     ],
 )
 def test_other_errors_are_not_write_blocks(error):
-    assert _write_block(error) is None
+    assert write_block(error) is None
 
 
 # -- waiting the block out --------------------------------------------------------------------

@@ -22,7 +22,14 @@ from elastic_transport import (
 )
 from elasticsearch import ApiError, AuthenticationException
 
-from lib.connectors.elastic import ElasticSink, RetryPolicy, bulk_write, dedupe_actions
+from lib.connectors.elastic import (
+    BulkWriter,
+    ElasticSink,
+    FailureLatch,
+    RetryPolicy,
+    bulk_write,
+    dedupe_actions,
+)
 from lib.errors import IndexingError, ServiceError
 from lib.settings import Settings
 
@@ -83,6 +90,17 @@ def all_ok(operations: list[dict]) -> dict:
         for op, _id in action_lines(operations)
     ]
     return {"errors": False, "items": items}
+
+
+def sink_of(client: Any, failures: FailureLatch | None = None, **settings: Any) -> ElasticSink:
+    """A sink writing with ``client``; its writer's failures latch apart from every other
+    test's (``failures``, or its own)."""
+    return ElasticSink(
+        Settings(**settings),
+        INDEX,
+        client_factory=lambda _s: client,
+        failures=failures or FailureLatch(),
+    )
 
 
 def docs(n: int) -> list[tuple[str, str, dict]]:
@@ -226,7 +244,7 @@ def test_one_log_line_per_request_without_documents(caplog):
 
 def test_sink_splits_batches_by_settings_and_dedupes_across_them():
     client = ScriptedClient()
-    sink = ElasticSink(Settings(es_batch_size=3), INDEX, client_factory=lambda _s: client)
+    sink = sink_of(client, es_batch_size=3)
     part = sink.logic()
     items = [*docs(7), ("delete", "obs-0", None)]
     part.on_batch(items)
@@ -241,7 +259,7 @@ def test_sink_splits_batches_by_settings_and_dedupes_across_them():
 def test_sink_logs_one_line_per_batch_however_many_requests(caplog):
     caplog.set_level(logging.INFO, logger="lib.connectors.elastic")
     client = ScriptedClient()
-    part = ElasticSink(Settings(es_batch_size=3), INDEX, client_factory=lambda _s: client).logic()
+    part = sink_of(client, es_batch_size=3).logic()
     part.on_batch([*docs(7), ("delete", "obs-0", None)])
     part.on_batch([])
     part.snapshot()
@@ -278,16 +296,26 @@ def test_unserialisable_document_is_a_permanent_error_naming_the_index():
         bulk_write(ScriptedClient(), INDEX, [("index", "x", {"v": object()})])
 
 
-def test_sink_splits_requests_by_bytes_as_well_as_count(monkeypatch):
-    from lib.connectors import elastic
+def test_writer_splits_requests_by_bytes_as_well_as_count():
+    from lib.connectors.elastic import encode_actions
 
     client = ScriptedClient()
-    part = ElasticSink(Settings(es_batch_size=100), INDEX, client_factory=lambda _s: client).logic()
-    one = len(elastic.encode_actions(INDEX, docs(1))[0][1])
-    monkeypatch.setattr(elastic, "MAX_BULK_BYTES", 3 * one + 1)
-    part.on_batch(docs(7))
-    part.on_eof()
+    one = len(encode_actions(INDEX, docs(1))[0][1])
+    writer = BulkWriter(client, INDEX, 100, RetryPolicy(), max_bytes=3 * one + 1)
+    writer.wait(writer.submit(docs(7)))
+    writer.close()
     assert [len(action_lines(c)) for c in client.calls] == [3, 3, 1]
+
+
+def test_large_documents_are_cut_at_the_sinks_byte_limit():
+    from lib.connectors.elastic import MAX_BULK_BYTES
+
+    client = ScriptedClient()
+    part = sink_of(client, es_batch_size=100).logic()
+    big = "x" * (MAX_BULK_BYTES // 3)  # three such documents do not fit one request
+    part.on_batch([("index", f"obs-{i}", {"note": big}) for i in range(4)])
+    part.on_eof()
+    assert [len(action_lines(c)) for c in client.calls] == [2, 2]
 
 
 # -- the background writer: asynchronous within an epoch, complete at its end ---------------
@@ -312,7 +340,7 @@ class GatedClient(ScriptedClient):
 
 
 def gated_part(client: GatedClient, **settings: Any) -> Any:
-    sink = ElasticSink(Settings(**settings), INDEX, client_factory=lambda _s: client)
+    sink = sink_of(client, **settings)
     return sink, sink.logic()
 
 
@@ -351,7 +379,7 @@ def test_on_batch_returns_before_the_bulk_is_acknowledged_and_snapshot_waits_for
 def test_a_permanent_refusal_in_the_writer_is_raised_by_the_next_snapshot():
     refusal = err_item("index", 400, "strict_dynamic_mapping_exception", "field [x] not allowed")
     client = ScriptedClient(lambda ops: {"errors": True, "items": [refusal]})
-    part = ElasticSink(Settings(), INDEX, client_factory=lambda _s: client).logic()
+    part = sink_of(client).logic()
     part.on_batch(docs(1))
     with pytest.raises(IndexingError, match=f"index={INDEX} refused _id=obs-0"):
         part.snapshot()
@@ -378,7 +406,7 @@ def test_writer_blocks_the_worker_once_max_pending_actions_wait():
 
 def test_rounds_keep_the_order_of_batches_so_a_later_delete_wins():
     client = ScriptedClient()
-    sink = ElasticSink(Settings(es_batch_size=2), INDEX, client_factory=lambda _s: client)
+    sink = sink_of(client, es_batch_size=2)
     a, b = sink.logic(), sink.logic()
     a.on_batch(docs(3))
     b.on_batch([("delete", "obs-1", None)])
@@ -395,9 +423,15 @@ def test_rounds_keep_the_order_of_batches_so_a_later_delete_wins():
 def test_keys_of_one_sink_share_one_writer_closed_by_the_last():
     client = GatedClient()
     client.gate.set()
-    sink = ElasticSink(Settings(), INDEX, client_factory=lambda _s: client)
+    clients: list[GatedClient] = []
+
+    def client_factory(_settings: Settings) -> GatedClient:
+        clients.append(client)
+        return client
+
+    sink = ElasticSink(Settings(), INDEX, client_factory=client_factory)
     parts = [sink.logic() for _ in range(8)]
-    assert len({id(p._writer) for p in parts}) == 1
+    assert len(clients) == 1  # one writer (thread and client) for every key of the process
     for p in parts[:-1]:
         p.on_eof()
     assert not client.closed
@@ -405,19 +439,9 @@ def test_keys_of_one_sink_share_one_writer_closed_by_the_last():
     assert client.closed
 
 
-@pytest.fixture(autouse=True)
-def _fresh_process_flag():
-    """Each test is a fresh process as far as "a writer failure was raised" goes."""
-    from lib.connectors import elastic
-
-    elastic._FAILURE_RAISED.clear()
-    yield
-    elastic._FAILURE_RAISED.clear()
-
-
-def _refusing_sink() -> tuple[ElasticSink, ScriptedClient]:
+def _refusing_sink(failures: FailureLatch | None = None) -> tuple[ElasticSink, ScriptedClient]:
     client = ScriptedClient(api_error(401, cls=AuthenticationException))
-    return ElasticSink(Settings(), INDEX, client_factory=lambda _s: client), client
+    return sink_of(client, failures), client
 
 
 def test_a_failure_raised_once_is_not_raised_again_by_the_partitions_close(caplog):
@@ -446,8 +470,9 @@ def test_a_failure_first_seen_at_close_is_raised_by_one_close_only():
 
 
 def test_after_one_sink_failed_another_sinks_close_does_not_raise_a_second_error():
-    first, _ = _refusing_sink()
-    second, _ = _refusing_sink()
+    process = FailureLatch()  # the writers of one process share one latch
+    first, _ = _refusing_sink(process)
+    second, _ = _refusing_sink(process)
     a, b = first.logic(), second.logic()
     a.on_batch(docs(1))
     b.on_batch(docs(1))

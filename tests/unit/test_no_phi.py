@@ -20,7 +20,7 @@ from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from dataflows import monitor
-from lib.connectors.elastic import _safe_reason
+from lib.connectors.elastic.bulk import _safe_reason
 from lib.monitor import fhir, shards
 from lib.monitor.risk import RiskModel
 from lib.settings import Settings
