@@ -10,8 +10,9 @@ demo's own seed for comparison (``--compare-seed``, 0 to skip). For each seed:
 
 1. the simulator's messages and ground truth (``lib.sim.stream``: the records
    ``BPWATCH_SIM_TRUTH`` holds);
-2. ``dataflows.monitor.build`` with ``TestingSource`` and ``TestingSink`` for every output, as
-   ``tests/dataflow`` run it (no Kafka, no Elasticsearch), the production model and the
+2. ``dataflows.monitor.build`` with ``recording_io`` (``TestingSource`` in, every output
+   recorded behind the production steps), as ``tests/dataflow`` run it (no Kafka, no
+   Elasticsearch), the production model and the
    production alert policy (``build``'s default from the settings);
 3. the ``bp-alerts`` documents scored by :mod:`lib.tools.alert_quality`;
 4. the policy trade-off: :class:`lib.monitor.engine.Monitor` (the same per-patient steps,
@@ -37,7 +38,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from bytewax.connectors.kafka import KafkaSourceMessage
-from bytewax.testing import TestingSink, TestingSource, run_main
+from bytewax.testing import TestingSource, run_main
 
 from benchmarks.common import Option, Row, command
 from lib.domain import SEVERITIES, TIER_KEYS, Assessment
@@ -120,22 +121,11 @@ def run_dataflow(
     settings: Settings, items: list[KafkaSourceMessage], model: Any
 ) -> list[dict[str, Any]]:
     """The production monitor dataflow over ``items``: its ``bp-alerts`` documents."""
-    from dataflows.monitor import build
+    from dataflows.monitor import build, recording_io
 
-    sinks: dict[str, list[Any]] = defaultdict(list)
-    flow = build(
-        settings,
-        source=TestingSource(items, batch_size=BATCH),
-        anomaly_sink=TestingSink(sinks["anomalies"]),
-        normal_sink=TestingSink(sinks["normals"]),
-        dlq_sink=TestingSink(sinks["dlq"]),
-        alert_sinks=(TestingSink(sinks["alerts_kafka"]), TestingSink(sinks["alerts_es"])),
-        stats_sink=TestingSink(sinks["stats"]),
-        home_sink=TestingSink(sinks["home"]),
-        model=model,
-    )
-    run_main(flow)
-    return [doc for _action, _id, doc in sinks["alerts_es"]]
+    io, out = recording_io(TestingSource(items, batch_size=BATCH))
+    run_main(build(settings, io=io, model=model))
+    return [doc for _action, _id, doc in out.alerts_es]  # type: ignore[misc]
 
 
 def assessments_of(

@@ -3,11 +3,12 @@
     .venv/bin/python -m benchmarks.bench_inprocess [--messages 200000] [--patients 2000] [--quick]
 
 Pre-encoded simulator messages (Kafka-like, batches of 1,000 as ``KafkaSource`` delivers them)
-go through ``dataflows.monitor.build`` with ``TestingSource`` and in-memory sinks
-(``run_main``: one worker), and through :class:`lib.monitor.engine.Monitor` plus the same output
-extractors without Bytewax. Both do the same per-reading work (parse, window, rules, risk,
-output documents); the ratio is flow / plain. Each figure is the best of ``--repeats`` runs
-(wall time; the machine should otherwise be idle).
+go through ``dataflows.monitor.build`` with ``TestingSource`` and in-memory sinks behind the
+production steps (``recording_io``; ``run_main``: one worker), and through
+:class:`lib.monitor.engine.Monitor` plus the same output extractors without Bytewax. Both do
+the same per-reading work (parse, window, rules, risk, output documents); the ratio is flow /
+plain. Each figure is the best of ``--repeats`` runs (wall time; the machine should otherwise
+be idle).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import replace
 from typing import Any
 
 from bytewax.connectors.kafka import KafkaSourceMessage
-from bytewax.testing import TestingSink, TestingSource, run_main
+from bytewax.testing import TestingSource, run_main
 
 from benchmarks.common import (
     MESSAGES,
@@ -86,29 +87,16 @@ def production_gc() -> Iterator[None]:
 
 def run_flow(items: list[KafkaSourceMessage], model: Any) -> tuple[float, dict[str, int]]:
     """Seconds for the whole flow over ``items``; the final counters (+ alerts)."""
-    from dataflows.monitor import build
+    from dataflows.monitor import build, recording_io
 
-    anomalies: list = []
-    normals: list = []
-    dead: list = []
-    stats: list = []
-    alerts: list = []
-    alert_docs: list = []
-    flow = build(
-        SETTINGS,
-        source=TestingSource(items, batch_size=BATCH),
-        anomaly_sink=TestingSink(anomalies),
-        normal_sink=TestingSink(normals),
-        dlq_sink=TestingSink(dead),
-        alert_sinks=(TestingSink(alerts), TestingSink(alert_docs)),
-        stats_sink=TestingSink(stats),
-        model=model,
-    )
+    io, out = recording_io(TestingSource(items, batch_size=BATCH))
+    flow = build(SETTINGS, io=io, model=model)
     with production_gc():
         start = time.perf_counter()
         run_main(flow)
         took = time.perf_counter() - start
-    return took, {**stats[-1], "alerts": len(alerts), "alert_docs": len(alert_docs)}
+    alerts = {"alerts": len(out.alerts_kafka), "alert_docs": len(out.alerts_es)}
+    return took, {**out.stats[-1], **alerts}
 
 
 def run_plain(items: list[KafkaSourceMessage], model: Any) -> tuple[float, dict[str, int]]:

@@ -4,8 +4,8 @@
         [--parts 64] [--trickle-rate 50] [--trickle-seconds 120] [--quick]
 
 Each size runs in a fresh subprocess: ``dataflows.monitor.build`` (the production dataflow)
-with a synthetic source and counting sinks, in one worker, with a recovery store of
-``--parts`` partitions and a snapshot every 10 s, as ``python -m bytewax.run
+with a synthetic source and counting sinks behind the production steps, in one worker, with a
+recovery store of ``--parts`` partitions and a snapshot every 10 s, as ``python -m bytewax.run
 dataflows.monitor -r DIR -s 10 -b 0`` runs it. The source is a plain load generator, not the
 simulator: FHIR BP Observations round-robin over the patients, 5 minutes apart per patient,
 the last one about now; values drawn from a hash of the reading's index (a few percent
@@ -87,7 +87,8 @@ def _child(args: argparse.Namespace) -> dict[str, Any]:
 
     from benchmarks.bench_inprocess import production_gc
     from benchmarks.common import load_model
-    from dataflows.monitor import build
+    from dataflows.monitor import MonitorIO, build
+    from lib.connectors.elastic import ElasticSink
     from lib.connectors.kafka import SourceRecord
     from lib.settings import Settings
 
@@ -110,15 +111,37 @@ def _child(args: argparse.Namespace) -> dict[str, Any]:
     cpu_first: list[float] = []
     outputs = Counter[str]()
 
+    def count(name: str, items: list[Any]) -> None:
+        if items and not first_output:
+            first_output.append(time.perf_counter())
+            cpu_first.append(time.process_time())
+        outputs[name] += len(items)
+
     class _Count(StatelessSinkPartition):
         def __init__(self, name: str) -> None:
             self.name = name
 
         def write_batch(self, items: list[Any]) -> None:
-            if items and not first_output:
-                first_output.append(time.perf_counter())
-                cpu_first.append(time.process_time())
-            outputs[self.name] += len(items)
+            count(self.name, items)
+
+    class _CountWriter:
+        """The Elasticsearch write steps' writer: counts the actions, keeps none."""
+
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def submit(self, actions: list[Any]) -> int:
+            count(self.name, actions)
+            return 0
+
+        def wait(self, ticket: int | None = None) -> None:
+            return None
+
+        def finish(self, ticket: int | None = None) -> None:
+            return None
+
+        def close(self) -> None:
+            return None
 
     class CountSink(DynamicSink):
         def __init__(self, name: str) -> None:
@@ -170,18 +193,20 @@ def _child(args: argparse.Namespace) -> dict[str, Any]:
         def build_part(self, step_id: str, for_part: str, resume: int | None) -> _Part:
             return _Part(resume)
 
+    def count_docs(name: str) -> ElasticSink:
+        return ElasticSink(settings, name, writer_factory=lambda: _CountWriter(name))
+
     settings = replace(Settings(), normal_dir=Path(args.store) / "unused")
-    flow = build(
-        settings,
+    io = MonitorIO(
         source=GenSource(),
-        anomaly_sink=CountSink("anomaly"),
+        anomaly_sink=count_docs("anomaly"),
         normal_sink=CountSink("normal"),
         dlq_sink=CountSink("dlq"),
-        alert_sinks=(CountSink("alert"), CountSink("alert_doc")),
-        home_sink=CountSink("home"),
+        alert_sinks=(CountSink("alert"), count_docs("alert_doc")),
+        home_sink=count_docs("home"),
         stats_sink=CountSink("stats"),
-        model=load_model(),
     )
+    flow = build(settings, io=io, model=load_model())
     rss_before = _rss()
     cpu0 = time.process_time()
     start = time.perf_counter()

@@ -40,7 +40,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -52,8 +52,7 @@ from bytewax.outputs import Sink
 
 from lib import logs
 from lib.connectors import elastic
-from lib.connectors.elastic import ElasticSink
-from lib.connectors.kafka_once import ExactlyOnceKafkaSink
+from lib.connectors.elastic import Action, ElasticSink
 from lib.monitor import documents, shards, wakeups
 from lib.monitor.alerts import (
     NO_DATA_CONDITION,
@@ -70,7 +69,7 @@ from lib.monitor.state import COUNTER_NAMES, Results, RiskScorer, one_reading_sc
 from lib.monitor.wakeups import Bucket, Registration
 from lib.settings import Settings, load_or_exit
 
-__all__ = ["MonitorIO", "build", "monitor_flow", "production_io"]
+__all__ = ["MonitorIO", "RecordedOutputs", "build", "monitor_flow", "production_io", "recording_io"]
 
 logger = logging.getLogger("bpwatch.monitor")
 
@@ -171,30 +170,33 @@ class _CountersLogic(StatefulBatchLogic[dict[str, int], dict[str, int], dict[str
 
 @dataclass(frozen=True, slots=True)
 class MonitorIO:
-    """The monitor's edges: one source and the sinks of its outputs.
+    """The monitor's edges: one source and the sinks of its outputs. Production
+    (:func:`production_io`) and tests (:func:`recording_io`) plug theirs into the same graph.
 
     :arg source: items are Kafka-like messages (``KafkaSourceMessage``).
-    :arg anomaly_sink: ``("index", _id, doc)`` / ``("delete", _id, None)`` items, or an
-        :class:`~lib.connectors.elastic.ElasticSink` (here and below), which the flow writes
-        with in a step keyed by patient shard, on the worker that made the actions.
+    :arg anomaly_sink: written with ``("index", _id, doc)`` / ``("delete", _id, None)``
+        actions in a step keyed by patient shard, on the worker that made them
+        (:func:`lib.connectors.elastic.write`); here and below, tests use a
+        :class:`~lib.connectors.elastic.testing.TestingElasticSink`.
     :arg normal_sink: ``(patient_id, record)`` items.
-    :arg dlq_sink: ``(key, value, headers)`` items, or an ``ExactlyOnceKafkaSink`` (then
-        the items get their deterministic ids in the ``dead_letter_ids`` step).
+    :arg dlq_sink: ``(routing key, (id, key, value, headers))`` items: each dead letter with
+        its deterministic id (the ``dead_letter_ids`` step), as the idempotent Kafka sink
+        takes them.
     :arg alert_sinks: ``(kafka_sink, elastic_sink)``: the first receives
-        ``(patient_id, (alert_id, key, value, headers))`` items (``ExactlyOnceKafkaSink``),
-        the second ``("index", alert_id, doc)`` items.
+        ``(patient_id, (alert_id, key, value, headers))`` items, the second
+        ``("index", alert_id, doc)`` actions.
     :arg stats_sink: receives the running outcome counters (dicts) at each log line and at
         the end of a bounded run (tests reconcile with it).
-    :arg home_sink: ``("index", _id, doc)`` items for ``bp-home-averages``; None drops them.
+    :arg home_sink: ``("index", _id, doc)`` actions for ``bp-home-averages``; None drops them.
     """
 
     source: Source
-    anomaly_sink: Sink | ElasticSink
+    anomaly_sink: ElasticSink
     normal_sink: Sink
     dlq_sink: Sink
-    alert_sinks: tuple[Sink, Sink | ElasticSink]
+    alert_sinks: tuple[Sink, ElasticSink]
     stats_sink: Sink | None = None
-    home_sink: Sink | ElasticSink | None = None
+    home_sink: ElasticSink | None = None
 
 
 def production_io(settings: Settings, stats_sink: Sink | None = None) -> MonitorIO:
@@ -207,6 +209,7 @@ def production_io(settings: Settings, stats_sink: Sink | None = None) -> Monitor
         ObservationSource,
         preflight,
     )
+    from lib.connectors.kafka_once import ExactlyOnceKafkaSink
     from lib.connectors.normal_files import NormalFileSink
 
     # Wrong credentials: one clear error now, not KafkaSource's endless retries.
@@ -238,6 +241,51 @@ def production_io(settings: Settings, stats_sink: Sink | None = None) -> Monitor
     )
 
 
+@dataclass(slots=True)
+class RecordedOutputs:
+    """What the monitor wrote through :func:`recording_io`'s sinks, per output, in order (the
+    Elasticsearch actions in the order the write steps submitted them)."""
+
+    anomalies: list[Action] = field(default_factory=list)
+    normals: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    dead_letters: list[tuple[str, tuple[str, bytes | None, bytes, list]]] = field(
+        default_factory=list
+    )
+    alerts_kafka: list[tuple[str, tuple[str, bytes | None, bytes, list]]] = field(
+        default_factory=list
+    )
+    alerts_es: list[Action] = field(default_factory=list)
+    home: list[Action] = field(default_factory=list)
+    stats: list[dict[str, int]] = field(default_factory=list)
+
+
+def recording_io(
+    source: Source, *, outputs: RecordedOutputs | None = None, normal_sink: Sink | None = None
+) -> tuple[MonitorIO, RecordedOutputs]:
+    """The monitor's edges for tests and in-process benchmarks: ``source`` in (a
+    ``TestingSource`` of ``KafkaSourceMessage`` items), every output recorded into lists
+    (``outputs``, new by default; pass the same one to resume a run). Every sink takes the
+    items its production counterpart takes, through the same steps: the Elasticsearch sinks
+    are :class:`~lib.connectors.elastic.testing.TestingElasticSink`, the others
+    ``TestingSink``. ``normal_sink`` replaces the normal readings' list (e.g. a
+    ``NormalFileSink``)."""
+    from bytewax.testing import TestingSink
+
+    from lib.connectors.elastic.testing import TestingElasticSink
+
+    out = outputs if outputs is not None else RecordedOutputs()
+    io = MonitorIO(
+        source=source,
+        anomaly_sink=TestingElasticSink(out.anomalies, "bp-anomalies"),
+        normal_sink=normal_sink if normal_sink is not None else TestingSink(out.normals),
+        dlq_sink=TestingSink(out.dead_letters),
+        alert_sinks=(TestingSink(out.alerts_kafka), TestingElasticSink(out.alerts_es, "bp-alerts")),
+        stats_sink=TestingSink(out.stats),
+        home_sink=TestingElasticSink(out.home, "bp-home-averages"),
+    )
+    return io, out
+
+
 def _monthly_sink(settings: Settings, base: str) -> ElasticSink:
     """The sink of one alias, written as monthly indices (``lib.connectors.elastic_months``)."""
     from lib.connectors.elastic_months import MONTH_FIELDS, MonthRouter
@@ -264,19 +312,13 @@ def default_alert_policy(settings: Settings, model: Any) -> AlertPolicy:
 def build(
     settings: Settings | None = None,
     *,
-    source: Source | None = None,
-    anomaly_sink: Sink | ElasticSink | None = None,
-    normal_sink: Sink | None = None,
-    dlq_sink: Sink | None = None,
-    alert_sinks: tuple[Sink, Sink | ElasticSink] | None = None,
+    io: MonitorIO | None = None,
     model: RiskScorer | None = None,
-    stats_sink: Sink | None = None,
     alert_policy: AlertPolicy | None = None,
-    home_sink: Sink | ElasticSink | None = None,
 ) -> Dataflow:
-    """The monitor dataflow. I/O left as None is the production I/O from ``settings``
-    (the I/O arguments are those of :class:`MonitorIO`).
+    """The monitor dataflow.
 
+    :arg io: the source and sinks; default :func:`production_io` of ``settings``.
     :arg model: anything with ``predict_proba(matrix)``; default ``settings.model_path``.
     :arg alert_policy: episode policy; default ``AlertPolicy`` opening at
         ``BPWATCH_ALERT_MIN_SEVERITY`` (high: stage 2, hypotension, crisis), with the rule set's
@@ -288,16 +330,8 @@ def build(
         from lib.monitor.risk import RiskModel
 
         model = RiskModel.load_parameters(settings.model_path)  # scikit-learn not imported
-    if None in (source, anomaly_sink, normal_sink, dlq_sink, alert_sinks):
-        prod = production_io(settings, stats_sink)
-        source = source or prod.source
-        anomaly_sink = anomaly_sink or prod.anomaly_sink
-        normal_sink = normal_sink or prod.normal_sink
-        dlq_sink = dlq_sink or prod.dlq_sink
-        alert_sinks = alert_sinks or prod.alert_sinks
-        home_sink = home_sink or prod.home_sink
-    assert source and anomaly_sink and normal_sink and dlq_sink and alert_sinks
-    io = MonitorIO(source, anomaly_sink, normal_sink, dlq_sink, alert_sinks, stats_sink, home_sink)
+    if io is None:
+        io = production_io(settings)
     ruleset = get_ruleset(settings.ruleset)  # resolved once, passed down
     if alert_policy is None:
         alert_policy = default_alert_policy(settings, model)
@@ -374,12 +408,9 @@ def monitor_flow(io: MonitorIO, ctx: PatientContext) -> Dataflow:
 
     dead = op.flat_map_batch("dead_letters", results, documents.dlq_messages)
     # (original key, original value, headers + error / error.detail / source)
-    if isinstance(io.dlq_sink, ExactlyOnceKafkaSink):
-        with_ids = op.map("dead_letter_ids", dead, documents.dead_letter_item)
-        # (original key as routing key, (source#digest, key, value, headers))
-        op.output("write_dead_letters", with_ids, io.dlq_sink)
-    else:
-        op.output("write_dead_letters", dead, io.dlq_sink)
+    with_ids = op.map("dead_letter_ids", dead, documents.dead_letter_item)
+    # (original key as routing key, (source#digest, key, value, headers))
+    op.output("write_dead_letters", with_ids, io.dlq_sink)
 
     counts = op.flat_map_batch("count_outcomes", results, documents.outcome_counts)
     totals = op.stateful_batch("counters", counts, _CountersLogic)
@@ -404,15 +435,11 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def _to_elastic(step_id: str, actions: op.Stream, sink: Sink | ElasticSink) -> None:
-    """Write ``(patient id, action)`` items: an :class:`ElasticSink` in a step keyed by
-    patient shard (a writer per shard, on the worker that made the actions); any other sink
-    (tests) gets the bare actions."""
-    if isinstance(sink, ElasticSink):
-        by_shard = op.map(f"{step_id}_by_shard", actions, _by_shard)
-        elastic.write(step_id, by_shard, sink)
-    else:
-        op.output(step_id, op.key_rm(f"{step_id}_unkeyed", actions), sink)
+def _to_elastic(step_id: str, actions: op.Stream, sink: ElasticSink) -> None:
+    """Write ``(patient id, action)`` items in a step keyed by patient shard: a writer per
+    sink and process, fed on the worker that made the actions."""
+    by_shard = op.map(f"{step_id}_by_shard", actions, _by_shard)
+    elastic.write(step_id, by_shard, sink)
 
 
 def _by_shard(item: tuple[str, Any]) -> tuple[str, Any]:

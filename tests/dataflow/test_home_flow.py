@@ -8,9 +8,9 @@ from typing import Any
 
 import orjson
 import pytest
-from bytewax.testing import TestingSink, TestingSource, run_main
+from bytewax.testing import TestingSource, run_main
 
-from dataflows.monitor import build
+from dataflows.monitor import build, recording_io
 from lib.domain import Reading
 from lib.settings import Settings
 from lib.sim import fhir_writer as obs
@@ -56,24 +56,11 @@ def msgs(readings: list[Reading], setting: str | None = "home") -> list[Any]:
 
 class HomeRun:
     def __init__(self, items: list[Any], model: Any, settings: Settings | None = None) -> None:
-        self.home: list[tuple[str, str, dict[str, Any]]] = []
-        self.alerts_es: list[tuple[str, str, dict[str, Any]]] = []
-        self.stats: list[dict[str, int]] = []
-        es: list[Any] = []
-        normals: list[Any] = []
-        flow = build(
-            settings or Settings(),
-            source=TestingSource(items, batch_size=5),
-            anomaly_sink=TestingSink(es),
-            normal_sink=TestingSink(normals),
-            dlq_sink=TestingSink([]),
-            alert_sinks=(TestingSink([]), TestingSink(self.alerts_es)),
-            stats_sink=TestingSink(self.stats),
-            home_sink=TestingSink(self.home),
-            model=model,
-        )
-        run_main(flow)
-        self.counts = self.stats[-1]
+        io, out = recording_io(TestingSource(items, batch_size=5))
+        run_main(build(settings or Settings(), io=io, model=model))
+        self.home = out.home
+        self.alerts_es = out.alerts_es
+        self.counts = out.stats[-1]
 
     def final(self) -> dict[str, dict[str, Any]]:
         """What bp-home-averages holds at the end (the last write of each _id)."""

@@ -15,12 +15,12 @@ import orjson
 import pytest
 from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.recovery import RecoveryConfig
-from bytewax.testing import TestingSink, TestingSource, run_main
+from bytewax.testing import TestingSource, run_main
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from dataflows.monitor import build
+from dataflows.monitor import RecordedOutputs, build, recording_io
 from lib.connectors.normal_files import NormalFileSink, iter_records
 from lib.domain import FEATURE_NAMES, TIER_KEYS, Reading, RetentionGap
 from lib.monitor.alerts import AlertPolicy
@@ -81,20 +81,40 @@ def kafka(values: list[bytes | tuple[bytes | None, bytes]]) -> list[KafkaSourceM
 
 
 class Run:
-    def __init__(self) -> None:
-        self.es: list[tuple[str, str, dict[str, Any] | None]] = []
-        self.normals: list[tuple[str, dict[str, Any]]] = []
-        self.dlq: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]] = []
-        self.stats: list[dict[str, int]] = []
-        self.alerts_kafka: list[tuple[str, tuple[str, bytes, bytes, list]]] = []
-        self.alerts_es: list[tuple[str, str, dict[str, Any]]] = []
+    """What a run of the production graph wrote (:func:`dataflows.monitor.recording_io`)."""
+
+    def __init__(self, outputs: RecordedOutputs | None = None) -> None:
+        self.out = outputs or RecordedOutputs()
+
+    @property
+    def es(self) -> list[tuple[str, str, dict[str, Any] | None]]:
+        """The ``bp-anomalies`` actions, in the order the write step submitted them."""
+        return self.out.anomalies  # type: ignore[return-value]
+
+    @property
+    def normals(self) -> list[tuple[str, dict[str, Any]]]:
+        return self.out.normals
+
+    @property
+    def dlq(self) -> list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]:
+        """The dead letters as ``(key, value, headers)`` (their ids: ``out.dead_letters``)."""
+        return [(key, value, headers) for _, (_id, key, value, headers) in self.out.dead_letters]
+
+    @property
+    def stats(self) -> list[dict[str, int]]:
+        return self.out.stats
+
+    @property
+    def alerts_kafka(self) -> list[tuple[str, tuple[str, bytes | None, bytes, list]]]:
+        return self.out.alerts_kafka
+
+    @property
+    def alerts_es(self) -> list[tuple[str, str, dict[str, Any]]]:
+        return self.out.alerts_es  # type: ignore[return-value]
 
     @property
     def alert_ids(self) -> set[str]:
         return {_id for _, _id, _ in self.alerts_es}
-
-    def sinks(self) -> tuple[TestingSink, TestingSink]:
-        return TestingSink(self.alerts_kafka), TestingSink(self.alerts_es)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -116,20 +136,16 @@ class Run:
 
 
 def run_flow(items: list, model: RiskModel, settings: Settings | None = None, **kw: Any) -> Run:
-    out = Run()
+    """The production graph over ``items``: ``build`` with :func:`recording_io`."""
+    io, out = recording_io(
+        TestingSource(items, batch_size=kw.pop("batch_size", 7)),
+        normal_sink=kw.pop("normal_sink", None),
+    )
     flow = build(
-        settings or Settings(),
-        source=TestingSource(items, batch_size=kw.pop("batch_size", 7)),
-        anomaly_sink=TestingSink(out.es),
-        normal_sink=kw.pop("normal_sink", None) or TestingSink(out.normals),
-        dlq_sink=TestingSink(out.dlq),
-        alert_sinks=out.sinks(),
-        stats_sink=TestingSink(out.stats),
-        model=model,
-        alert_policy=kw.pop("alert_policy", None),
+        settings or Settings(), io=io, model=model, alert_policy=kw.pop("alert_policy", None)
     )
     run_main(flow, **kw)
-    return out
+    return Run(out)
 
 
 def reconciles(run: Run, n_messages: int) -> None:
@@ -149,6 +165,33 @@ def reconciles(run: Run, n_messages: int) -> None:
     )
     assert deletes == c["retracted"] + superseding
     assert c["dead_letter"] == len(run.dlq)
+
+
+# -- the graph under test is the production graph ----------------------------------------------
+def _steps(step: Any) -> list[tuple[str, str]]:
+    """Every step of a flow, nested ones included: (step id, operator)."""
+    out = []
+    for sub in step.substeps:
+        out += [(sub.step_id, type(sub).__name__), *_steps(sub)]
+    return out
+
+
+def test_the_tests_run_the_production_graph(model, monkeypatch, tmp_path):
+    """``recording_io`` changes the sinks behind the steps, not the steps: the Elasticsearch
+    write steps (keyed by patient shard) and ``dead_letter_ids`` run in every test here."""
+    from bytewax.testing import TestingSink
+
+    from dataflows.monitor import production_io
+    from lib.connectors import kafka as kafka_connector
+
+    monkeypatch.setattr(kafka_connector, "preflight", lambda settings: None)  # no broker here
+    settings = Settings(normal_dir=tmp_path)
+    production = build(settings, io=production_io(settings, TestingSink([])), model=model)
+    io, _ = recording_io(TestingSource([]))
+    tested = build(settings, io=io, model=model)
+    assert _steps(tested) == _steps(production)
+    ids = {step_id.rsplit(".", 1)[-1] for step_id, _ in _steps(tested)}
+    assert {"dead_letter_ids", "write_anomalies", "index_alerts", "write_home_averages"} <= ids
 
 
 # -- parsing cases and statuses ------------------------------------------------------------
@@ -194,6 +237,9 @@ def test_each_message_kind_reaches_its_output(model):
     assert headers["error"] == b"invalid_json" and headers["source"] == f"{TOPIC}:0:4".encode()
     assert headers["content-type"] == b"application/fhir+json" and headers["error.detail"]
     assert not_obs not in by_value  # a Patient is valid FHIR: skipped, never a dead letter
+    # each dead letter reaches its sink with its deterministic id, routed by its original key
+    ((route, (dead_id, *_)),) = run.out.dead_letters
+    assert route == "p9" and dead_id.startswith(f"{TOPIC}:0:4#")
 
 
 @pytest.mark.parametrize("status", ["preliminary", "registered", "cancelled", "unknown"])
@@ -422,17 +468,13 @@ def test_abort_and_resume_equals_an_uninterrupted_run(model, tmp_path):
     ]
     crashed = Run()
     for source_items in executions:  # crash, crash, run to the end
-        flow = build(
-            Settings(),
-            source=TestingSource(source_items, batch_size=7),
-            anomaly_sink=TestingSink(crashed.es),
+        io, _ = recording_io(
+            TestingSource(source_items, batch_size=7),
+            outputs=crashed.out,
             normal_sink=NormalFileSink(crash_dir),
-            dlq_sink=TestingSink(crashed.dlq),
-            alert_sinks=crashed.sinks(),
-            stats_sink=TestingSink(crashed.stats),
-            model=model,
         )
-        run_main(flow, epoch_interval=epoch, recovery_config=recovery)
+        run_main(build(Settings(), io=io, model=model), epoch_interval=epoch,
+                 recovery_config=recovery)  # fmt: skip
 
     # counters come back with the state: nothing counted twice, nothing missed
     assert crashed.counts == clean.counts

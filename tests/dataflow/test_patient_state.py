@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 from bytewax.recovery import RecoveryConfig
-from bytewax.testing import TestingSink, TestingSource, run_main
+from bytewax.testing import TestingSource, run_main
 
-from dataflows.monitor import MonitorIO, build, monitor_flow
+from dataflows.monitor import build, monitor_flow, recording_io
 from lib.domain import Reading
 from lib.monitor.alerts import AlertPolicy, EpisodeTracker, NoDataRule
 from lib.monitor.patient import PatientContext, PatientSnapshot
@@ -44,20 +44,10 @@ def _rows(path: Path, step: str) -> list[tuple[str, bytes | None]]:
     return rows
 
 
-def _run(items: list[Any], model: Any, recovery: RecoveryConfig | None = None) -> dict[str, list]:
-    out: dict[str, list] = {k: [] for k in ("es", "normal", "dlq", "alerts", "docs", "stats")}
-    flow = build(
-        Settings(),
-        source=TestingSource(items, batch_size=4),
-        anomaly_sink=TestingSink(out["es"]),
-        normal_sink=TestingSink(out["normal"]),
-        dlq_sink=TestingSink(out["dlq"]),
-        alert_sinks=(TestingSink(out["alerts"]), TestingSink(out["docs"])),
-        stats_sink=TestingSink(out["stats"]),
-        model=model,
-    )
-    run_main(flow, epoch_interval=timedelta(0), recovery_config=recovery)
-    return out
+def _run(items: list[Any], model: Any, recovery: RecoveryConfig | None = None) -> None:
+    io, _ = recording_io(TestingSource(items, batch_size=4))
+    run_main(build(Settings(), io=io, model=model), epoch_interval=timedelta(0),
+             recovery_config=recovery)  # fmt: skip
 
 
 def _readings(patients: list[str], n: int) -> list[Any]:
@@ -112,7 +102,6 @@ def test_the_wheel_opens_no_data_while_the_input_is_quiet(model):
         [(r.patient_id.encode(), fhir_msg(r)) for r in quiet]
     )  # fmt: skip
     later = kafka([(b"q", fhir_msg(back))])[0]
-    alerts: list[Any] = []
     ctx = PatientContext(
         ruleset=get_ruleset("aha2017"),
         score=one_reading_scorer(model),
@@ -121,13 +110,9 @@ def test_the_wheel_opens_no_data_while_the_input_is_quiet(model):
         no_data=NoDataRule(30 / 3600, 7.0, 3, catch_up_grace_s=0.5),
         expiry_s=3600.0,
     )
-    io = MonitorIO(
-        source=TestingSource([*items, TestingSource.PAUSE(timedelta(seconds=4)), later]),
-        anomaly_sink=TestingSink([]),
-        normal_sink=TestingSink([]),
-        dlq_sink=TestingSink([]),
-        alert_sinks=(TestingSink([]), TestingSink(alerts)),
+    io, out = recording_io(
+        TestingSource([*items, TestingSource.PAUSE(timedelta(seconds=4)), later])
     )
     run_main(monitor_flow(io, ctx))
-    events = [(d["condition"], d["event"]) for _, _, d in alerts]
+    events = [(d["condition"], d["event"]) for _, _, d in out.alerts_es]
     assert events == [("no_data", "opened"), ("no_data", "resolved")]

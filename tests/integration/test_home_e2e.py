@@ -13,7 +13,7 @@ import pytest
 from bytewax.recovery import RecoveryConfig
 from bytewax.testing import TestingSink, run_main
 
-from dataflows.monitor import build
+from dataflows.monitor import build, production_io
 from lib.connectors.kafka import produce_all
 from lib.domain import Reading
 from lib.sim import fhir_writer as obs
@@ -41,7 +41,7 @@ def _cohort() -> list[tuple[bytes, bytes, list]]:
 
 def _run(settings: Any, model: Any, **kw: Any) -> dict[str, int]:
     stats: list[dict[str, int]] = []
-    run_main(build(settings, model=model, stats_sink=TestingSink(stats)), **kw)
+    run_main(build(settings, io=production_io(settings, TestingSink(stats)), model=model), **kw)
     return stats[-1]
 
 

@@ -23,7 +23,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from dataflows.monitor import build
+from dataflows.monitor import build, production_io
 from lib.connectors.kafka import produce_all
 from lib.connectors.normal_files import iter_records
 from lib.domain import FEATURE_NAMES
@@ -95,7 +95,7 @@ def test_simulator_kafka_monitor_elasticsearch_files_reconcile(settings_factory,
         stats: list[dict[str, int]] = []
         started = time.perf_counter()
         run = dataclasses.replace(settings, normal_on_fresh_start=on_fresh_start)
-        run_main(build(run, model=model, stats_sink=TestingSink(stats)))
+        run_main(build(run, io=production_io(run, TestingSink(stats)), model=model))
         elapsed = time.perf_counter() - started
         log.warning(
             "monitor e2e: %d messages in %.2fs = %.0f msg/s (Kafka -> ES + files + DLQ)",

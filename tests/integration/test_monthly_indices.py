@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from bytewax.testing import TestingSink, run_main
 
-from dataflows.monitor import build
+from dataflows.monitor import build, production_io
 from lib.connectors.kafka import produce_all
 from lib.domain import Reading
 from lib.sim import fhir_writer as obs
@@ -38,7 +38,7 @@ def _reading(
 
 def _run(settings: Any, model: Any) -> dict[str, int]:
     stats: list[dict[str, int]] = []
-    run_main(build(settings, model=model, stats_sink=TestingSink(stats)))
+    run_main(build(settings, io=production_io(settings, TestingSink(stats)), model=model))
     return stats[-1]
 
 

@@ -18,7 +18,7 @@ import orjson
 import pytest
 from bytewax.testing import TestingSink, run_main
 
-from dataflows.monitor import build
+from dataflows.monitor import build, production_io
 from lib.connectors.kafka import produce_all
 from lib.connectors.normal_files import iter_records
 from lib.monitor import fhir
@@ -32,7 +32,7 @@ HEADERS = [("content-type", b"application/fhir+json")]
 
 def _run(settings: Any, model: Any) -> dict[str, int]:
     stats: list[dict[str, int]] = []
-    run_main(build(settings, model=model, stats_sink=TestingSink(stats)))
+    run_main(build(settings, io=production_io(settings, TestingSink(stats)), model=model))
     return stats[-1]
 
 

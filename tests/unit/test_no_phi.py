@@ -54,41 +54,19 @@ def test_monitor_logs_hold_no_names_and_no_payloads(
         KafkaSourceMessage(m.key, m.value, topic=TOPIC, partition=0, offset=i)
         for i, m in enumerate(msgs)
     ]
-    out: dict[str, list] = {k: [] for k in ("anomaly", "normal", "dlq", "ak", "ae", "stats")}
     settings = Settings(normal_dir=tmp_path / "normal")
     caplog.set_level(logging.DEBUG)
-    run_main(
-        monitor.build(
-            settings,
-            source=TestingSource(items, batch_size=100),
-            anomaly_sink=TestingSink(out["anomaly"]),
-            normal_sink=TestingSink(out["normal"]),
-            dlq_sink=TestingSink(out["dlq"]),
-            alert_sinks=(TestingSink(out["ak"]), TestingSink(out["ae"])),
-            model=RiskModel.load(ROOT / "models" / "bp_risk.joblib"),
-            stats_sink=TestingSink(out["stats"]),
-        )
-    )
-    assert out["stats"][-1]["in"] == len(msgs)
-    assert out["dlq"] and out["anomaly"] and out["normal"]
+    io, out = monitor.recording_io(TestingSource(items, batch_size=100))
+    model = RiskModel.load(ROOT / "models" / "bp_risk.joblib")
+    run_main(monitor.build(settings, io=io, model=model))
+    assert out.stats[-1]["in"] == len(msgs)
+    assert out.dead_letters and out.anomalies and out.normals
     text = caplog.text
     assert "counters" in text  # the monitor did log
     assert phi_leaks(text, names) == []
     # dead-letter details travel in Kafka headers: no names there either
-    details = b" ".join(dict(h)["error.detail"] for _, _, h in _dlq_records(out["dlq"]))
+    details = b" ".join(dict(h)["error.detail"] for _, (_id, _k, _v, h) in out.dead_letters)
     assert phi_leaks(details.decode("utf-8", "replace"), names) == []
-
-
-def _dlq_records(items: list) -> list:
-    # ExactlyOnceKafkaSink items are (route, (id, key, value, headers)); plain ones (k, v, h)
-    out = []
-    for item in items:
-        if len(item) == 2:
-            _, (_id, key, value, headers) = item
-            out.append((key, value, headers))
-        else:
-            out.append(item)
-    return out
 
 
 def test_simulator_logs_hold_no_names(
