@@ -5,9 +5,13 @@ scoring."""
 from __future__ import annotations
 
 import collections
+import os
 import pickle
+import subprocess
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,7 +91,16 @@ def process(ctx: PatientContext, patients: dict[str, Patient], *outcomes) -> Res
 
 
 def test_shard_of_is_stable_and_spread():
-    assert shards.shard_of("pat-1") == shards.shard_of("pat-1")
+    # pinned: a patient's shard keys the write steps' state in every process, run and version
+    ids = ["pat-1", "pat-2", "Patient/abc", ""]
+    assert [shards.shard_of(p) for p in ids] == ["13", "23", "16", "0"]
+    other_process = subprocess.run(
+        [sys.executable, "-c", f"from lib.monitor import shards; "
+         f"print(*[shards.shard_of(p) for p in {ids!r}])"],
+        env={**os.environ, "PYTHONHASHSEED": "12345"}, cwd=Path(__file__).resolve().parents[2],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert other_process.stdout.split() == ["13", "23", "16", "0"]
     spread = collections.Counter(shards.shard_of(f"pat-{i}") for i in range(3200))
     assert len(spread) == shards.SHARDS
     assert max(spread.values()) < 2 * 3200 / shards.SHARDS
