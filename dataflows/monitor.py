@@ -5,8 +5,9 @@ Elasticsearch ``bp-alerts``.
 
 Delivery: Elasticsearch writes are idempotent by ``_id``; the normal-case files are truncated
 back to their snapshot on resume; the dead-letter and alert topics are written by
-:class:`lib.connectors.kafka_once.ExactlyOnceKafkaSink`, which skips what a resumed run had
-already sent. With recovery on, a crash and restart therefore loses and duplicates nothing.
+:class:`lib.connectors.kafka.IdempotentKafkaSink`, idempotent by record id, which skips what a
+resumed run had already sent. With recovery on, a crash and restart therefore loses and
+duplicates nothing.
 
 Run it (with recovery, so that a crash and restart loses and duplicates nothing)::
 
@@ -206,10 +207,10 @@ def production_io(settings: Settings, stats_sink: Sink | None = None) -> Monitor
     from lib.connectors.kafka import (
         SOURCE_BATCH_SIZE,
         SOURCE_FETCH_CONFIG,
+        IdempotentKafkaSink,
         ObservationSource,
         preflight,
     )
-    from lib.connectors.kafka_once import ExactlyOnceKafkaSink
     from lib.connectors.normal_files import NormalFileSink
 
     # Wrong credentials: one clear error now, not KafkaSource's endless retries.
@@ -231,9 +232,9 @@ def production_io(settings: Settings, stats_sink: Sink | None = None) -> Monitor
             on_fresh_start=settings.normal_on_fresh_start,  # type: ignore[arg-type]
             retention_days=settings.normal_retention_days,
         ),
-        dlq_sink=ExactlyOnceKafkaSink(settings, settings.dlq_topic),
+        dlq_sink=IdempotentKafkaSink(settings, settings.dlq_topic),
         alert_sinks=(
-            ExactlyOnceKafkaSink(settings, settings.alerts_topic),
+            IdempotentKafkaSink(settings, settings.alerts_topic),
             _monthly_sink(settings, "bp-alerts"),
         ),
         stats_sink=stats_sink,

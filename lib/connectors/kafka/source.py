@@ -1,55 +1,25 @@
-"""Kafka output that confirms every delivery, the credentials preflight, and the monitor's
-Kafka input (:class:`ObservationSource`).
+"""The monitor's Kafka input: :class:`ObservationSource`, Bytewax's ``KafkaSource`` emitting
+lean :class:`SourceRecord` tuples and reporting retention gaps, and the fetch settings its
+consumers read with.
 
-Bytewax's stock ``KafkaSink`` only logs messages the broker did not accept; bpwatch must never
-lose a reading, so :class:`ConfirmedKafkaSink` waits, at the end of every batch, until the broker
-has acknowledged each message (``acks=all``, idempotent producer; the produce-and-confirm path
-of :mod:`lib.connectors.kafka_produce`) and raises :class:`lib.errors.KafkaDeliveryError`
-otherwise, which stops the dataflow instead of dropping data. Delivery guarantee:
-at-least-once (a restart may resend a batch). Each batch logs one line
-(``kafka_batch worker=0 topic=bp.observations msgs=1000 took=0.012s``).
-
-:func:`preflight` checks once, before any data moves, that the brokers answer and accept the
-credentials of ``BPWATCH_KAFKA_CONFIG``: wrong SASL credentials give one
-:class:`lib.errors.ServiceError` naming that variable, instead of librdkafka's endless
-reconnect-and-log loop (a retry storm against the broker). The sinks here call it in
-``build()``; entry points that build a ``KafkaSource`` should call it first.
+Entry points that build it call :func:`~.preflight.preflight` first (wrong credentials: one
+clear error, not the consumers' endless retries).
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Iterable
 from typing import Any, NamedTuple, cast
 
 from bytewax.connectors.kafka import KafkaSource, _KafkaSourcePartition, _list_parts
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from lib.connectors.kafka_produce import ConfirmedProducer, KafkaRecord, producer_config
 from lib.domain import RetentionGap
-from lib.errors import ConfigError, ServiceError
-from lib.settings import Settings
 
-log = logging.getLogger(__name__)
+__all__ = ["SOURCE_BATCH_SIZE", "SOURCE_FETCH_CONFIG", "ObservationSource", "SourceRecord"]
 
-# librdkafka errors that no retry can fix: the credentials or the security setup are wrong.
-_FATAL_SETUP = {
-    KafkaError._AUTHENTICATION: "refused the credentials",
-    KafkaError.SASL_AUTHENTICATION_FAILED: "refused the credentials",
-    KafkaError.UNSUPPORTED_SASL_MECHANISM: "does not support the SASL mechanism",
-    KafkaError.ILLEGAL_SASL_STATE: "rejected the SASL handshake",
-    KafkaError._SSL: "failed the TLS handshake",
-}
-_CONFIG_HINT = (
-    "fix security.protocol / sasl.mechanism / sasl.username / sasl.password in "
-    "BPWATCH_KAFKA_CONFIG (a JSON object or @path/to/file.json)"
-)
-_quiet_librdkafka = logging.getLogger("bpwatch.kafka.preflight.librdkafka")
-_quiet_librdkafka.setLevel(logging.CRITICAL)  # the preflight reports the one error itself
-_quiet_librdkafka.propagate = False
+log = logging.getLogger("lib.connectors.kafka")  # one logger for the whole package
 
 # What the monitor's KafkaSource reads at once: messages per batch, and the librdkafka fetch
 # settings of its consumers (added to the client configuration; see production_io in
@@ -197,110 +167,3 @@ class _RecordPartition(_KafkaSourcePartition):
             batch[:0] = self._pending  # a gap goes before the messages that follow it
             self._pending = []
         return batch
-
-
-def preflight(settings: Settings, timeout: float = 5.0) -> int | None:
-    """Check that the brokers accept the credentials: the number of topics seen, or None.
-
-    One client, polled every 0.25 s: an authentication or TLS failure raises
-    :class:`ServiceError` naming ``BPWATCH_KAFKA_CONFIG`` at its first occurrence (no retry
-    storm); an unknown librdkafka setting raises :class:`ConfigError`.
-    Brokers that do not answer within ``timeout`` are *not* an error here (they may be
-    restarting): one warning, None, and the caller's own delivery timeouts decide.
-    Messages never hold the password.
-    """
-    from confluent_kafka.admin import AdminClient
-
-    errors: list[KafkaError] = []
-    config = {
-        **settings.kafka_client_config(),
-        "error_cb": errors.append,
-        "logger": _quiet_librdkafka,
-    }
-    try:
-        admin = AdminClient(config)
-    except KafkaException as exc:
-        raise ConfigError(
-            f"BPWATCH_KAFKA_CONFIG is not a valid librdkafka configuration "
-            f"({exc.args[0].str()}): {_CONFIG_HINT}"
-        ) from None
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            topics = len(admin.list_topics(timeout=0.25).topics)
-        except KafkaException:
-            pass
-        else:
-            admin.poll(0)
-            return topics
-        admin.poll(0)  # serves error_cb
-        for err in errors:
-            problem = _FATAL_SETUP.get(err.code())
-            if problem is not None:
-                raise ServiceError(
-                    f"Kafka at {settings.kafka_brokers} {problem} ({err.name()}): {_CONFIG_HINT}"
-                )
-        if time.monotonic() >= deadline:
-            log.warning(
-                "kafka_preflight brokers=%s answer=none after=%.0fs last_error=%s",
-                settings.kafka_brokers,
-                timeout,
-                errors[-1].name() if errors else "none",
-            )
-            return None
-
-
-class _ConfirmedKafkaPartition(StatelessSinkPartition[KafkaRecord]):
-    def __init__(self, config: dict[str, Any], topic: str, worker_index: int) -> None:
-        self._producer = ConfirmedProducer(config)
-        self._topic = topic
-        self._worker = worker_index
-
-    def write_batch(self, items: list[KafkaRecord]) -> None:
-        if not items:
-            return
-        started = time.monotonic()
-        confirmed = self._producer.send(self._topic, items)
-        log.info(
-            "kafka_batch worker=%d topic=%s msgs=%d took=%.3fs",
-            self._worker,
-            self._topic,
-            confirmed,
-            time.monotonic() - started,
-        )
-
-    def close(self) -> None:
-        self._producer.close()
-
-
-class ConfirmedKafkaSink(DynamicSink[KafkaRecord]):
-    """Write ``(key, value, headers)`` items to one topic; every message is confirmed.
-
-    Unit of parallelism: one producer per worker. Delivery guarantee: at-least-once; a batch
-    returns only after the broker acknowledged every message of it (``acks=all``,
-    ``enable.idempotence=true``), and any failure raises :class:`KafkaDeliveryError`.
-    """
-
-    def __init__(self, settings: Settings, topic: str, **producer_overrides: Any) -> None:
-        self._settings = settings
-        self._config = producer_config(settings, **producer_overrides)
-        self._topic = topic
-
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _ConfirmedKafkaPartition:
-        preflight(self._settings)  # wrong credentials: one clear error, not a retry storm
-        return _ConfirmedKafkaPartition(self._config, self._topic, worker_index)
-
-
-def produce_all(
-    settings: Settings, topic: str, items: Iterable[KafkaRecord], **producer_overrides: Any
-) -> int:
-    """Produce every ``(key, value, headers)`` item and wait for the broker: the confirmed count.
-
-    Raises :class:`KafkaDeliveryError` if any message is not confirmed. For tests and tools.
-    """
-    preflight(settings)
-    producer = ConfirmedProducer(producer_config(settings, **producer_overrides))
-    try:
-        return producer.send(topic, items)
-    finally:
-        producer.close()
