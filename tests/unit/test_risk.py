@@ -13,15 +13,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from lib.domain import FEATURE_NAMES, Features
 from lib.errors import ModelError
 from lib.monitor.risk import (
+    DERIVED_NAMES,
+    HIGH_DIA,
+    HIGH_SYS,
+    LOW_DIA,
+    LOW_SYS,
     RiskModel,
+    _derived_one,
     feature_matrix,
+    input_bounds,
     linear_parameters,
     metadata_path,
+    model_inputs,
     reference_proba,
 )
 
@@ -286,3 +294,159 @@ def test_the_shipped_model_loads_without_scikit_learn():
     lean = RiskModel.load_parameters(root / "models" / "bp_risk.joblib")
     X = np.random.default_rng(4).normal(120.0, 30.0, size=(200, N))
     assert np.array_equal(lean.predict_proba(X), full.predict_proba(X))
+
+
+# -- derived inputs: deviation from the patient's own baseline, in the guideline bands -------
+def _window(n, mean_sys, mean_dia, last_sys, last_dia) -> Features:
+    """Features whose other fields do not enter the derived inputs."""
+    return Features(n, mean_sys, mean_dia, 5.0, 3.0, 4.0, 0.5, 0.2, 0, 0.5, last_sys, last_dia)
+
+
+# (window, expected dev_sys_high, dev_sys_low, dev_dia_high, dev_dia_low), by hand:
+# baseline = (mean * n - last) / (n - 1), deviation = last - baseline
+HAND = [
+    # 140, 140, 140, 180 / 80, 80, 80, 100: baselines 140 and 80, a rise into both high bands
+    (_window(4, 150.0, 85.0, 180.0, 100.0), (40.0, 0.0, 20.0, 0.0)),
+    # 120, 120, 120, 80 / 75, 75, 75, 55: baselines 120 and 75, a fall into both low bands
+    (_window(4, 110.0, 70.0, 80.0, 55.0), (0.0, -40.0, 0.0, -20.0)),
+    # a chronically high patient in the band at the baseline: no deviation
+    (_window(6, 165.0, 95.0, 165.0, 95.0), (0.0, 0.0, 0.0, 0.0)),
+    # a rise of 10 that stays below the bands (130 / 85): gated out
+    (_window(3, 123.3333333333333, 81.0, 130.0, 85.0), (0.0, 0.0, 0.0, 0.0)),
+    # the cuts themselves: systolic 140 is in the high band, 90 is not in the low one;
+    # 100, 140 -> mean 120, baseline 100, deviation 40; 70, 90 -> baseline 70, deviation 20
+    (_window(2, 120.0, 80.0, 140.0, 90.0), (40.0, 0.0, 20.0, 0.0)),
+    (_window(2, 100.0, 65.0, 90.0, 60.0), (0.0, 0.0, 0.0, 0.0)),
+    # a patient's first reading has no baseline
+    (_window(1, 200.0, 130.0, 200.0, 130.0), (0.0, 0.0, 0.0, 0.0)),
+]
+
+
+def test_derived_names_follow_the_window_features():
+    assert DERIVED_NAMES == ("dev_sys_high", "dev_sys_low", "dev_dia_high", "dev_dia_low")
+    assert (HIGH_SYS, HIGH_DIA, LOW_SYS, LOW_DIA) == (140.0, 90.0, 90.0, 60.0)
+
+
+@pytest.mark.parametrize(("window", "expected"), HAND)
+def test_model_inputs_by_hand(window: Features, expected):
+    out = model_inputs(feature_matrix([window]))
+    assert out.shape == (1, N + len(DERIVED_NAMES))
+    assert out[0, :N].tolist() == list(window.vector())  # the window features, unchanged
+    np.testing.assert_allclose(out[0, N:], expected, rtol=0, atol=1e-9)
+    assert _derived_one(window) == pytest.approx(expected, abs=1e-9)  # the per-reading twin
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(min_value=1, max_value=12),
+    st.lists(st.floats(min_value=30.0, max_value=260.0, allow_nan=False), min_size=4, max_size=4),
+)
+def test_one_reading_derivation_is_bit_identical_to_the_matrix_one(n, values):
+    window = _window(n, *values)
+    assert _derived_one(window) == tuple(model_inputs(feature_matrix([window]))[0, N:].tolist())
+
+
+def test_model_inputs_clips_every_column_to_the_bounds():
+    window = _window(4, 150.0, 85.0, 180.0, 100.0)
+    lower = [0.0] * (N + 4)
+    upper = [1000.0] * (N + 4)
+    upper[FEATURE_NAMES.index("last_sys")] = 170.0  # and dev_sys_high (40) to 30
+    upper[N] = 30.0
+    lower[FEATURE_NAMES.index("slope_dia_per_h")] = 1.0
+    out = model_inputs(feature_matrix([window]), lower, upper)[0]
+    assert out[FEATURE_NAMES.index("last_sys")] == 170.0
+    assert out[N] == 30.0
+    assert out[FEATURE_NAMES.index("slope_dia_per_h")] == 1.0
+    assert out[FEATURE_NAMES.index("mean_sys")] == 150.0  # inside: unchanged
+
+
+def _fit_derived_pipeline(seed: int = 5) -> Pipeline:
+    """A pipeline as models/train.py fits it: model_inputs (clipped to the training range),
+    scaler, multinomial logistic regression; the classes depend on the derived inputs."""
+    rng = np.random.default_rng(seed)
+    n = rng.integers(1, 13, size=600).astype(float)
+    mean_sys = rng.normal(130.0, 20.0, size=600)
+    mean_dia = mean_sys * 0.6 + rng.normal(0.0, 5.0, size=600)
+    last_sys = mean_sys + rng.normal(0.0, 25.0, size=600)
+    last_dia = mean_dia + rng.normal(0.0, 12.0, size=600)
+    X = rng.normal(5.0, 2.0, size=(600, N))
+    for name, col in (
+        ("n", n), ("mean_sys", mean_sys), ("mean_dia", mean_dia),
+        ("last_sys", last_sys), ("last_dia", last_dia),
+    ):  # fmt: skip
+        X[:, FEATURE_NAMES.index(name)] = col
+    derived = model_inputs(X)[:, N:]
+    y = np.where(derived[:, 0] > 15.0, 1, np.where(derived[:, 1] < -10.0, 2, 0))
+    inputs = model_inputs(X)
+    bounds = {"lower": inputs.min(axis=0).tolist(), "upper": inputs.max(axis=0).tolist()}
+    return Pipeline(
+        [
+            ("inputs", FunctionTransformer(model_inputs, kw_args=bounds)),
+            ("scale", StandardScaler()),
+            ("logit", LogisticRegression(class_weight="balanced", max_iter=1000)),
+        ]
+    ).fit(X, y)
+
+
+_DERIVED_PIPE = _fit_derived_pipeline()
+
+
+def _write_derived(out: Path, **overrides) -> Path:
+    bounds = input_bounds(_DERIVED_PIPE)
+    assert bounds is not None
+    meta = {"derived_features": list(DERIVED_NAMES), "input_min": bounds[0], "input_max": bounds[1]}
+    return _write(_DERIVED_PIPE, out, **{**meta, **overrides})
+
+
+def test_a_pipeline_with_derived_inputs_scores_like_scikit_learn():
+    model = RiskModel.from_pipeline(_DERIVED_PIPE)
+    assert model.derived == DERIVED_NAMES and model.coef.shape == (3, N + 4)
+    rng = np.random.default_rng(6)
+    X = rng.normal(120.0, 40.0, size=(400, N))
+    X[:, 0] = rng.integers(1, 13, size=400)
+    X = np.vstack([X, np.full((1, N), 1e6), np.full((1, N), -1e6)])  # far outside: clipped
+    expected = reference_proba(_DERIVED_PIPE, X)
+    one = np.array([model.predict_proba_one(_features(row)) for row in X])
+    np.testing.assert_allclose(model.predict_proba(X), expected, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(one, expected, rtol=0, atol=1e-9)
+    # the derived inputs carry the signal: a rise into the high band is scored above a flat one
+    rise = model.predict_proba_one(_window(6, 150.0, 85.0, 190.0, 100.0))
+    flat = model.predict_proba_one(_window(6, 190.0, 100.0, 190.0, 100.0))
+    assert rise > flat
+
+
+def test_inputs_outside_the_training_range_score_as_at_its_edge():
+    model = RiskModel.from_pipeline(_DERIVED_PIPE)
+    assert model.upper is not None
+    hours = FEATURE_NAMES.index("hours_since_prev")
+    edge = _window(6, 150.0, 85.0, 170.0, 95.0)._replace(hours_since_prev=model.upper[hours])
+    far = edge._replace(hours_since_prev=model.upper[hours] + 13.0)
+    assert model.predict_proba_one(far) == model.predict_proba_one(edge)
+
+
+def test_derived_artifact_loads_both_ways_alike(tmp_path: Path):
+    out = _write_derived(tmp_path / "bp_risk.joblib")
+    full, lean = RiskModel.load(out), RiskModel.load_parameters(out)
+    assert full.derived == lean.derived == DERIVED_NAMES
+    X = np.random.default_rng(7).normal(120.0, 30.0, size=(300, N))
+    assert np.array_equal(lean.predict_proba(X), full.predict_proba(X))
+    f = _features(X[0])
+    assert lean.predict_proba_one(f) == full.predict_proba_one(f)
+
+
+def test_unknown_derived_inputs_are_refused(tmp_path: Path):
+    out = _write_derived(tmp_path / "bp_risk.joblib", derived_features=["dev_sys", "z_slope"])
+    for load in (RiskModel.load, RiskModel.load_parameters):
+        with pytest.raises(ModelError, match=r"derived inputs .*make train"):
+            load(out)
+
+
+def test_metadata_bounds_must_be_the_pipelines(tmp_path: Path):
+    lower = input_bounds(_DERIVED_PIPE)[0]  # type: ignore[index]
+    lower[0] -= 1.0
+    out = _write_derived(tmp_path / "bp_risk.joblib", input_min=lower)
+    with pytest.raises(ModelError, match="own input bounds"):
+        RiskModel.load(out)
+    short = _write_derived(tmp_path / "short.joblib", input_min=lower[:-1])
+    with pytest.raises(ModelError, match="input bounds do not fit"):
+        RiskModel.load_parameters(short)
