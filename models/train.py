@@ -1,17 +1,22 @@
 """Train the bpwatch risk model on a simulated cohort and evaluate it on held-out patients.
 
-    python -m models.train [--seed S] [--patients N] [--hours H] [--out models/bp_risk.joblib]
+    python -m models.train [--seed S] [--patients N] [--hours H] [--precision-target P]
+        [--out models/bp_risk.joblib]
 
 Phases (one progress line each):
 
 1. simulate   ``lib.sim.cohort.generate`` with ground truth (deterministic for the seed)
 2. features   ``lib.monitor.window.features_of`` per patient: the very code the monitor runs
 3. split      by patient (never by reading): a seeded permutation of the sorted patient ids
-4. fit        ``Pipeline(StandardScaler, LogisticRegression(class_weight="balanced"))``,
-              multinomial over {no event, crisis, hypotension}, then a prior correction of
-              the intercepts so that the score is a probability again
+4. fit        ``Pipeline(FunctionTransformer(model_inputs), StandardScaler,
+              LogisticRegression(class_weight="balanced"))``: the window features and the
+              inputs ``lib.monitor.risk.model_inputs`` derives from them, each clipped to
+              the range of the training rows, multinomial over {no event, crisis,
+              hypotension}, then a prior correction of the intercepts so that the score is
+              a probability again
 5. evaluate   AUROC, AUPRC, Brier and a decile calibration table on the held-out patients, for
-              the model and for two baselines; lead time before each held-out event
+              the model and for two baselines; the alert threshold and the precision-recall
+              curve beside the rules' urgent conditions (below); lead time before each event
 6. write      ``bp_risk.joblib`` + ``bp_risk.json`` (metadata with the artifact's sha256)
 
 Label: ``GroundTruth.event_within_horizon`` (an acute event, hypertensive crisis or hypotensive
@@ -25,6 +30,15 @@ starts, 2 = a hypotensive episode starts (``GroundTruth.event_kind``). The two k
 pressure in opposite directions, so a single binary logit (risk rising with systolic pressure)
 cannot see both; the multinomial model gives each kind its own logit and the score is the
 event mass ``1 - P(no event)``: still the probability of the binary label above.
+
+Alert threshold: an alert is judged as ``lib.tools.alert_quality`` judges it, *true* when its
+reading is in an event or one starts within the horizon. On every reading of the held-out
+patients, the threshold is the lowest score whose alerts (``score >= threshold``) reach
+``--precision-target``; when none does, the score of the highest precision, recorded as not
+reached. Beside the model's precision-recall curve on those readings stand the rules' urgent
+conditions per reading (hypertensive crisis, systolic below the hypotension cut), so that the
+two compare at equal recall. The threshold is chosen on the readings it is reported on;
+``benchmarks/alert_quality.py`` checks it on cohorts of other seeds.
 
 Deterministic: no wall clock and no unseeded randomness reach the artifact or the metadata, so
 the same arguments give the same metrics and, with the same library versions, the same bytes.
@@ -50,16 +64,22 @@ import sklearn
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from lib.domain import FEATURE_NAMES, GroundTruth, Reading
 from lib.monitor import rules, window
-from lib.monitor.risk import RiskModel, metadata_path, reference_proba, sha256_bytes
+from lib.monitor.risk import (
+    RiskModel,
+    metadata_path,
+    model_inputs,
+    reference_proba,
+    sha256_bytes,
+)
 from lib.sim import cohort
 
 DEFAULT_OUT = Path("models/bp_risk.joblib")
-RULES_ALERT_CATEGORIES = ("hypertensive_crisis", "hypotension")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: derived inputs, a threshold for a precision target
+PR_THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 0.9)  # points of the reported curve
 
 
 @dataclass(frozen=True)
@@ -73,6 +93,7 @@ class TrainConfig:
     c: float = 1.0
     max_iter: int = 1000
     window_size: int = 12  # BPWATCH_WINDOW_SIZE the monitor runs with
+    precision_target: float = 0.5  # of the alert threshold, on the held-out readings
 
 
 @dataclass
@@ -89,6 +110,12 @@ class Dataset:
     category: list[str]
     event_kind: list[str]
 
+    @property
+    def true_alert(self) -> np.ndarray:
+        """An alert on the reading would be true: in an event, or one starts within the
+        horizon (the definition of ``lib.tools.alert_quality``)."""
+        return self.y | self.in_event
+
 
 @dataclass
 class TrainResult:
@@ -100,6 +127,17 @@ class TrainResult:
     metrics: dict[str, Any]
     threshold: float
     timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """An alert threshold and what its alerts (``score >= threshold``) achieve."""
+
+    threshold: float
+    reached: bool  # precision >= the target
+    precision: float
+    recall: float
+    alerts: int
 
 
 # -- phases -------------------------------------------------------------------------------
@@ -178,8 +216,12 @@ def split_patients(
     return train, test
 
 
-def fit(X: np.ndarray, labels: np.ndarray, cfg: TrainConfig) -> Pipeline:
+def fit(X: np.ndarray, labels: np.ndarray, cfg: TrainConfig, *, derive: bool = True) -> Pipeline:
     """Balanced-weight logistic regression, intercepts corrected back to the true priors.
+
+    ``derive``: ``X`` holds the window features and the pipeline's first step adds the
+    derived inputs (``lib.monitor.risk.model_inputs``) and clips every input to the range
+    these rows span; else ``X`` is used as it is.
 
     ``class_weight="balanced"`` fits as if every class were equally common, which keeps the
     rare event classes from being ignored, but it shifts each class's log-odds by
@@ -187,17 +229,21 @@ def fit(X: np.ndarray, labels: np.ndarray, cfg: TrainConfig) -> Pipeline:
     Zeng's prior correction) restores calibrated probabilities; the ranking of a binary
     model is unchanged.
     """
-    pipeline = Pipeline(
-        [
-            ("scale", StandardScaler()),
-            (
-                "logit",
-                LogisticRegression(
-                    C=cfg.c, class_weight="balanced", max_iter=cfg.max_iter, solver="lbfgs"
-                ),
+    steps: list[tuple[str, Any]] = []
+    if derive:
+        inputs = model_inputs(X)
+        bounds = {"lower": inputs.min(axis=0).tolist(), "upper": inputs.max(axis=0).tolist()}
+        steps.append(("inputs", FunctionTransformer(model_inputs, kw_args=bounds)))
+    steps += [
+        ("scale", StandardScaler()),
+        (
+            "logit",
+            LogisticRegression(
+                C=cfg.c, class_weight="balanced", max_iter=cfg.max_iter, solver="lbfgs"
             ),
-        ]
-    )
+        ),
+    ]
+    pipeline = Pipeline(steps)
     pipeline.fit(X, labels)
     clf = pipeline.named_steps["logit"]
     priors = np.array([np.mean(labels == c) for c in clf.classes_])
@@ -250,16 +296,72 @@ def score_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
     }
 
 
-def choose_threshold(scores: np.ndarray, budget: float) -> float:
-    """Score above which a share ``budget`` of ``scores`` lies (alerts are ``score >= t``).
+def _ranked(scores: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each distinct score, highest first: (threshold, alerts, true alerts) of the alerts
+    ``score >= threshold``."""
+    order = np.argsort(-scores, kind="stable")
+    ordered = scores[order]
+    true = np.cumsum(truth[order])
+    ends = np.flatnonzero(np.r_[ordered[1:] != ordered[:-1], True])  # the last of each tie
+    return ordered[ends], ends + 1, true[ends]
 
-    Called with the training rows where no event follows (false alarms if alerted) and the
-    rules' false-alarm rate on the same rows: the model then pages as often in vain as the
-    rules do, and the lead-time comparison is at an equal false-alarm burden.
-    """
-    ordered = np.sort(scores)[::-1]
-    k = min(max(int(budget * len(ordered)), 1), len(ordered))
-    return float(ordered[k - 1])
+
+def precision_threshold(scores: np.ndarray, truth: np.ndarray, target: float) -> ThresholdChoice:
+    """The lowest threshold whose alerts (``score >= threshold``) reach ``precision >= target``
+    on these readings; when none does, the threshold of the highest precision (the lowest of
+    equals), with ``reached`` False. Candidates are the scores themselves."""
+    if len(scores) == 0:
+        raise ValueError("no scores to choose a threshold from")
+    thresholds, alerts, true = _ranked(scores, truth)
+    precision = true / alerts
+    ok = np.flatnonzero(precision >= target)
+    reached = len(ok) > 0
+    i = int(ok[-1]) if reached else int(np.flatnonzero(precision == precision.max())[-1])
+    positives = int(true[-1])
+    return ThresholdChoice(
+        threshold=float(thresholds[i]),
+        reached=reached,
+        precision=_r(float(precision[i])),
+        recall=_r(float(true[i]) / positives) if positives else 0.0,
+        alerts=int(alerts[i]),
+    )
+
+
+def alert_figures(alert: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
+    """Precision and recall of per-reading alerts against the truth of the same readings."""
+    n, hits, positives = int(alert.sum()), int((alert & truth).sum()), int(truth.sum())
+    return {
+        "alerts": n,
+        "precision": _r(hits / n) if n else None,
+        "recall": _r(hits / positives) if positives else None,
+    }
+
+
+def pr_curve(
+    scores: np.ndarray, truth: np.ndarray, thresholds: Sequence[float] = PR_THRESHOLDS
+) -> list[dict[str, Any]]:
+    """The model's precision and recall at a few thresholds."""
+    return [{"threshold": t, **alert_figures(scores >= t, truth)} for t in thresholds]
+
+
+def at_recall(scores: np.ndarray, truth: np.ndarray, recall: float) -> dict[str, Any]:
+    """The highest threshold whose alerts reach ``recall``, and their precision and recall:
+    the model at the recall of another alerting method."""
+    thresholds, _, true = _ranked(scores, truth)
+    positives = int(true[-1])
+    i = int(np.argmax(true >= recall * positives)) if positives else len(thresholds) - 1
+    t = float(thresholds[i])
+    return {"threshold": _r(t), **alert_figures(scores >= t, truth)}
+
+
+def rules_urgent(data: Dataset, ruleset: str) -> np.ndarray:
+    """Readings on which the rules' urgent conditions hold: a hypertensive crisis, or a
+    systolic below the rule set's hypotension cut (the default urgent tier of
+    ``lib.monitor.alerts``, before confirmation)."""
+    low = rules.cuts_at(rules.get_ruleset(ruleset), "hypotension")[0]
+    systolic = data.X[:, FEATURE_NAMES.index("last_sys")]
+    crisis = np.array([c == "hypertensive_crisis" for c in data.category], dtype=bool)
+    return crisis | (systolic < low)
 
 
 def lead_times(
@@ -420,12 +522,13 @@ def evaluate(
     data: Dataset, split: Split, model: RiskModel, cfg: TrainConfig
 ) -> tuple[dict[str, Any], float]:
     """Held-out metrics of the model and the baselines, and the model's alert threshold."""
-    train_rows, test_rows, held_out = split.train_rows, split.test_rows, split.held_out
-    y_train, y_test = data.y[train_rows], data.y[test_rows]
+    test_rows, held_out = split.test_rows, split.held_out
+    y_test = data.y[test_rows]
     scores = model.predict_proba(data.X)
-    rules_alert = np.array([c in RULES_ALERT_CATEGORIES for c in data.category], dtype=bool)
-    quiet_train = train_rows[~y_train]
-    threshold = choose_threshold(scores[quiet_train], float(rules_alert[quiet_train].mean()))
+    rules_alert = rules_urgent(data, cfg.ruleset)
+    truth = data.true_alert
+    alerting = alert_metrics(scores[held_out], rules_alert[held_out], truth[held_out], cfg)
+    threshold = alerting["threshold"]["threshold"]
     model_alert = scores >= threshold
     rates, by_category, single_reading = baseline_scores(data, split, cfg)
     metrics = {
@@ -439,6 +542,7 @@ def evaluate(
         "baseline_rules_category": score_metrics(y_test, by_category[test_rows]),
         "baseline_single_reading_lr": score_metrics(y_test, single_reading[test_rows]),
         "baseline_category_rates": {k: _r(v) for k, v in rates.items()},
+        "alerting": alerting,
         "false_alarm_rate": {
             "model": false_alarm_rate(model_alert, data, held_out),
             "rules": false_alarm_rate(rules_alert, data, held_out),
@@ -449,6 +553,36 @@ def evaluate(
         ),
     }
     return metrics, threshold
+
+
+def alert_metrics(
+    scores: np.ndarray, rules_alert: np.ndarray, truth: np.ndarray, cfg: TrainConfig
+) -> dict[str, Any]:
+    """The alert threshold for ``cfg.precision_target`` and the precision-recall figures of
+    the model and of the rules' urgent conditions, on the same readings (every reading of the
+    held-out patients) against the same truth (``Dataset.true_alert``)."""
+    choice = precision_threshold(scores, truth, cfg.precision_target)
+    model_alert = scores >= choice.threshold
+    rules = alert_figures(rules_alert, truth)
+    outside = ~rules_alert
+    both_kinds = bool(truth.any()) and bool((~truth).any())
+    return {
+        "truth": "in_event or event_within_horizon (a true alert of lib.tools.alert_quality)",
+        "rows": len(truth),
+        "positives": int(truth.sum()),
+        "model_auprc": _r(float(average_precision_score(truth, scores))) if both_kinds else None,
+        "threshold": {"precision_target": cfg.precision_target, **asdict(choice)},
+        "pr_curve": pr_curve(scores, truth),
+        "rules_urgent": rules,
+        "model_at_rules_recall": at_recall(scores, truth, rules["recall"] or 0.0),
+        "rules_or_model": alert_figures(rules_alert | model_alert, truth),
+        # what the model's alerts add: the readings the rules' urgent conditions leave out
+        "model_outside_rules": {
+            "rows": int(outside.sum()),
+            "positives": int(truth[outside].sum()),
+            **alert_figures(model_alert[outside], truth[outside]),
+        },
+    }
 
 
 def baseline_scores(
@@ -462,7 +596,7 @@ def baseline_scores(
     prior = float(np.mean(y_train))
     by_category = np.array([rates.get(c, prior) for c in data.category])
     last = _cols("last_sys", "last_dia")
-    single = fit(data.X[train_rows][:, last], data.label[train_rows], cfg)
+    single = fit(data.X[train_rows][:, last], data.label[train_rows], cfg, derive=False)
     return rates, by_category, reference_proba(single, data.X[:, last])
 
 
@@ -492,14 +626,19 @@ def build_metadata(result: TrainResult, blob: bytes) -> dict[str, Any]:
         "sha256": sha256_bytes(blob),
         "size_bytes": len(blob),
         "feature_names": list(model.feature_names),
+        "derived_features": list(model.derived),
+        "input_min": None if model.lower is None else model.lower.tolist(),
+        "input_max": None if model.upper is None else model.upper.tolist(),
         "scaler_mean": model.mean.tolist(),
         "scaler_scale": model.scale.tolist(),
         "coefficients": model.coef.tolist(),
         "intercept": model.intercept.tolist(),
-        "threshold": _r(result.threshold),
+        "threshold": result.threshold,  # exact: the figures below hold at this very value
         "threshold_rule": (
-            "equal false-alarm burden: on training readings with no event ahead, the model "
-            "alerts (score >= threshold) as often as the rules (crisis or hypotension category)"
+            f"precision target {result.config.precision_target:g}: the lowest score whose "
+            "alerts (score >= threshold) on every reading of the held-out patients are true "
+            "(in an event, or one starts within the horizon) at least that often; else the "
+            "score of the highest precision (metrics.alerting.threshold.reached false)"
         ),
         "classes": list(CLASSES),
         "score": "1 - P(class 0 'none') = P(an acute event starts within the horizon)",
@@ -532,7 +671,12 @@ def write_artifact(pipeline: Pipeline, out: Path, metadata: dict[str, Any]) -> d
 
 
 def _cli_args(cfg: TrainConfig) -> list[str]:
-    return [f"--seed {cfg.seed}", f"--patients {cfg.patients}", f"--hours {cfg.hours:g}"]
+    return [
+        f"--seed {cfg.seed}",
+        f"--patients {cfg.patients}",
+        f"--hours {cfg.hours:g}",
+        f"--precision-target {cfg.precision_target:g}",
+    ]
 
 
 def summary_table(metrics: dict[str, Any], threshold: float) -> str:
@@ -557,6 +701,36 @@ def summary_table(metrics: dict[str, Any], threshold: float) -> str:
             f"  (p25 {s['p25_lead_h']}, p75 {s['p75_lead_h']})  false-alarm rate {rate}"
         )
     lines.append(f"  model alerted before the rules on {lt['model_earlier_than_rules']} events")
+    lines.append("")
+    lines.append(alerting_table(metrics["alerting"]))
+    return "\n".join(lines)
+
+
+def alerting_table(a: dict[str, Any]) -> str:
+    """The threshold choice and the precision-recall points of the model and the rules."""
+    t = a["threshold"]
+    verdict = "reached" if t["reached"] else "NOT reached: best precision kept"
+    lines = [
+        f"alerts on {a['rows']} held-out readings, {a['positives']} true (in an event or one "
+        f"within the horizon); model AUPRC {a['model_auprc']}",
+        f"threshold {t['threshold']:.4f}: precision target {t['precision_target']:g} {verdict}"
+        f" (precision {t['precision']}, recall {t['recall']}, {t['alerts']} alerts)",
+        f"  {'alerting':<50}{'precision':>10}{'recall':>8}{'alerts':>8}",
+    ]
+
+    def row(name: str, f: dict[str, Any]) -> None:
+        p = "-" if f["precision"] is None else f"{f['precision']:.3f}"
+        r = "-" if f["recall"] is None else f"{f['recall']:.3f}"
+        lines.append(f"  {name:<50}{p:>10}{r:>8}{f['alerts']:>8}")
+
+    for point in a["pr_curve"]:
+        row(f"model >= {point['threshold']:g}", point)
+    row("rules urgent (crisis, sys < cut)", a["rules_urgent"])
+    m = a["model_at_rules_recall"]
+    row(f"model at the rules' recall (>= {m['threshold']:.4f})", m)
+    row("rules or model (threshold)", a["rules_or_model"])
+    o = a["model_outside_rules"]
+    row(f"model (threshold) outside rules, {o['positives']}/{o['rows']} true", o)
     return "\n".join(lines)
 
 
@@ -570,6 +744,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--hours", type=float, default=d.hours)
     parser.add_argument("--horizon", type=float, default=d.horizon_hours, help="hours")
     parser.add_argument("--test-fraction", type=float, default=d.test_fraction)
+    parser.add_argument(
+        "--precision-target",
+        type=float,
+        default=d.precision_target,
+        help="precision of the alert threshold on the held-out readings (0..1)",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     cfg = TrainConfig(
@@ -578,7 +758,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         hours=args.hours,
         horizon_hours=args.horizon,
         test_fraction=args.test_fraction,
+        precision_target=args.precision_target,
     )
+    if not 0.0 < cfg.precision_target <= 1.0:
+        parser.error("--precision-target must be in (0, 1]")
     result = train(cfg, progress=True)
     blob = pipeline_bytes(result.pipeline)
     metadata = write_artifact(result.pipeline, args.out, build_metadata(result, blob))

@@ -11,7 +11,7 @@ import pytest
 
 from lib.domain import FEATURE_NAMES, GroundTruth
 from lib.errors import ModelError
-from lib.monitor.risk import RiskModel, metadata_path, reference_proba
+from lib.monitor.risk import DERIVED_NAMES, RiskModel, metadata_path, model_inputs, reference_proba
 from models import train as T
 
 # Small enough for a unit test (a few seconds), large enough to hold events in both halves.
@@ -83,7 +83,16 @@ def test_metadata_matches_artifact(written: Path, result: T.TrainResult):
     np.testing.assert_array_equal(np.array(meta["scaler_scale"]), scaler.scale_)
     assert meta["classes"] == list(T.CLASSES) and list(clf.classes_) == [0, 1, 2]
     assert meta["training"]["seed"] == SMALL.seed
-    assert meta["threshold"] == pytest.approx(result.threshold, abs=1e-6)
+    assert meta["threshold"] == result.threshold  # exact: the figures hold at this value
+    assert meta["derived_features"] == list(DERIVED_NAMES)
+    inputs = result.pipeline.named_steps["inputs"]
+    assert inputs.func is model_inputs
+    assert [meta["input_min"], meta["input_max"]] == [
+        inputs.kw_args["lower"],
+        inputs.kw_args["upper"],
+    ]
+    assert len(meta["input_min"]) == len(FEATURE_NAMES) + len(DERIVED_NAMES)
+    assert "--precision-target 0.5" in meta["training"]["command"]
 
 
 def test_written_artifact_loads_and_scores_like_sklearn(written: Path, result: T.TrainResult):
@@ -124,13 +133,42 @@ def test_scores_are_calibrated_probabilities(medium: T.TrainResult):
     assert table[-1]["observed_rate"] > 3 * table[0]["observed_rate"]
 
 
-def test_threshold_matches_the_rules_false_alarm_burden(medium: T.TrainResult):
-    rates = medium.metrics["false_alarm_rate"]
-    assert 0.0 < rates["model"] < 2.5 * rates["rules"]
-    assert rates["rules_or_model"] >= max(rates["model"], rates["rules"])
+def test_threshold_reaches_the_precision_target_on_held_out_readings(medium: T.TrainResult):
+    a = medium.metrics["alerting"]
+    choice = a["threshold"]
+    assert choice["reached"] and choice["precision"] >= MEDIUM.precision_target
+    assert choice["threshold"] == medium.threshold
+    # the lowest such threshold: the curve's points below it fall short of the target
+    below = [p for p in a["pr_curve"] if p["threshold"] < medium.threshold]
+    assert below and all(p["precision"] < MEDIUM.precision_target for p in below)
+    assert a["rows"] > a["positives"] > 0
     lead = medium.metrics["lead_time"]
     assert lead["events"] > 0
     assert lead["rules_or_model"]["detected"] >= lead["rules"]["detected"]
+
+
+def test_model_beats_the_rules_urgent_conditions_at_equal_recall(medium: T.TrainResult):
+    """Per held-out reading, against the alert-quality truth (in an event or one ahead)."""
+    a = medium.metrics["alerting"]
+    rules, model = a["rules_urgent"], a["model_at_rules_recall"]
+    assert model["recall"] >= rules["recall"]
+    assert model["precision"] > rules["precision"]
+
+
+def test_precision_target_flag_reaches_the_metadata(tmp_path: Path, monkeypatch):
+    seen = {}
+
+    def fake_train(cfg, progress):
+        seen["cfg"] = cfg
+        raise SystemExit(0)
+
+    monkeypatch.setattr(T, "train", fake_train)
+    with pytest.raises(SystemExit):
+        T.main(["--precision-target", "0.7", "--out", str(tmp_path / "m.joblib")])
+    assert seen["cfg"].precision_target == 0.7
+    with pytest.raises(SystemExit) as exc:
+        T.main(["--precision-target", "1.5"])
+    assert exc.value.code == 2
 
 
 # -- pure helpers ---------------------------------------------------------------------------
@@ -143,11 +181,90 @@ def test_label_of_maps_event_kinds():
     assert T.label_of(truth(True, "hypotension")) == 2
 
 
-def test_choose_threshold_gives_the_budgeted_alert_share():
-    scores = np.random.default_rng(1).random(1000)
-    t = T.choose_threshold(scores, 0.05)
-    assert np.mean(scores >= t) == pytest.approx(0.05, abs=0.002)
-    assert T.choose_threshold(scores, 0.0) == scores.max()  # at least one alert
+# Alerts are score >= threshold. Descending, with the true ones marked *:
+#   score      0.9* 0.8  0.7* 0.6* 0.5  0.4  0.3* 0.2
+#   precision  1/1  1/2  2/3  3/4  3/5  3/6  4/7  4/8
+SCORES = np.array([0.4, 0.9, 0.2, 0.7, 0.5, 0.3, 0.8, 0.6])  # any order
+TRUTH = np.array([0, 1, 0, 1, 0, 1, 0, 1], dtype=bool)
+
+
+@pytest.mark.parametrize(
+    ("target", "threshold", "precision", "recall", "alerts"),
+    [
+        (0.55, 0.3, 4 / 7, 1.0, 7),  # the lowest that reaches it, not the first from the top
+        (0.5, 0.2, 0.5, 1.0, 8),  # every reading
+        (0.7, 0.6, 0.75, 0.75, 4),
+        (0.8, 0.9, 1.0, 0.25, 1),
+        (1.0, 0.9, 1.0, 0.25, 1),
+    ],
+)
+def test_precision_threshold_by_hand(target, threshold, precision, recall, alerts):
+    got = T.precision_threshold(SCORES, TRUTH, target)
+    assert got.reached
+    assert got.threshold == threshold
+    assert got.precision == pytest.approx(precision, abs=1e-6)
+    assert got.recall == pytest.approx(recall)
+    assert got.alerts == alerts == int(np.sum(got.threshold <= SCORES))
+
+
+def test_precision_threshold_never_splits_a_tie_and_says_when_it_falls_short():
+    scores = np.array([0.5, 0.5, 0.4])
+    truth = np.array([1, 0, 1], dtype=bool)
+    # 0.5 alerts on both tied readings (1/2); 0.4 on all three (2/3)
+    assert T.precision_threshold(scores, truth, 0.6) == T.ThresholdChoice(
+        0.4, True, pytest.approx(2 / 3, abs=1e-6), 1.0, 3
+    )
+    short = T.precision_threshold(scores, truth, 0.9)  # unreachable: the best is kept
+    assert (short.reached, short.threshold, short.alerts) == (False, 0.4, 3)
+    top_false = T.precision_threshold(np.array([0.9, 0.1]), np.array([0, 1], dtype=bool), 0.9)
+    assert (top_false.reached, top_false.threshold, top_false.precision) == (False, 0.1, 0.5)
+
+
+def test_at_recall_and_pr_curve_by_hand():
+    # recall 3/4 is first reached at 0.6 (0.9, 0.7, 0.6 true): 4 alerts, 3 true
+    assert T.at_recall(SCORES, TRUTH, 0.75) == {
+        "threshold": 0.6,
+        "alerts": 4,
+        "precision": 0.75,
+        "recall": 0.75,
+    }
+    curve = T.pr_curve(SCORES, TRUTH, (0.65, 0.95))
+    assert curve == [
+        {
+            "threshold": 0.65,
+            "alerts": 3,
+            "precision": pytest.approx(2 / 3, abs=1e-6),
+            "recall": 0.5,
+        },
+        {"threshold": 0.95, "alerts": 0, "precision": None, "recall": 0.0},
+    ]
+
+
+def test_rules_urgent_is_crisis_or_systolic_below_the_hypotension_cut():
+    data = _hand_dataset(
+        last_sys=[185.0, 150.0, 89.0, 95.0, 90.0],
+        category=["hypertensive_crisis", "hypertension_stage_2", "hypotension", "hypotension",
+                  "hypotension"],
+    )  # fmt: skip
+    # 95 / 55 and 90 / 58 are hypotension on the diastolic alone: review, not urgent
+    assert T.rules_urgent(data, "aha2017").tolist() == [True, False, True, False, False]
+
+
+def _hand_dataset(last_sys: list[float], category: list[str]) -> T.Dataset:
+    n = len(last_sys)
+    X = np.zeros((n, len(FEATURE_NAMES)))
+    X[:, FEATURE_NAMES.index("last_sys")] = last_sys
+    return T.Dataset(
+        patient_ids=["p"],
+        X=X,
+        y=np.zeros(n, dtype=bool),
+        label=np.zeros(n, dtype=np.int64),
+        in_event=np.zeros(n, dtype=bool),
+        patient=np.zeros(n, dtype=np.int64),
+        ts=np.arange(n) * 3600.0,
+        category=category,
+        event_kind=[""] * n,
+    )
 
 
 def test_category_rates_are_smoothed_event_rates():
