@@ -121,3 +121,13 @@ def test_kafka_broker_outage(base: Settings, tmp_path: Path) -> None:
     assert tally.faults == 1
     assert tally.notes["outage_s"] >= scenarios.CI["kafka-outage"].outage_s
     _check(tally)
+
+
+def test_elasticsearch_process_stopped_and_resumed(base: Settings, tmp_path: Path) -> None:
+    """``kill -STOP`` the local Elasticsearch for 8 s mid-run (hung requests, not refused
+    ones), then ``kill -CONT``: nothing lost or duplicated, the monitor never stopped."""
+    tally = scenarios.es_stop(base, tmp_path, scenarios.CI["es-stop"])
+    assert tally.faults == 1
+    assert tally.notes["blocked_not_crashed"] is True
+    assert tally.notes["monitor_restarts"] == 0
+    _check(tally)

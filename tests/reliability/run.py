@@ -1,7 +1,8 @@
 """Run the reliability suite against the real local Kafka and Elasticsearch.
 
     python -m tests.reliability.run --fault FAULT    # crash, kafka-outage, es-outage,
-                                                     # es-write-block, disk, fuzz, ordering, all
+                                                     # es-write-block, es-stop, disk, fuzz,
+                                                     # ordering, all
     python -m tests.reliability.run --fault all --full     # the full sizes (minutes)
 
 Prints one line per fault: runs (monitor processes), faults (kills / outages injected),
@@ -23,7 +24,16 @@ from pathlib import Path
 from tests.reliability import scenarios
 from tests.reliability.harness import base_settings
 
-ORDER = ("crash", "es-outage", "es-write-block", "disk", "fuzz", "ordering", "kafka-outage")
+ORDER = (
+    "crash",
+    "es-outage",
+    "es-write-block",
+    "es-stop",
+    "disk",
+    "fuzz",
+    "ordering",
+    "kafka-outage",
+)
 
 
 def main(argv: list[str] | None = None) -> int:

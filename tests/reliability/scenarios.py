@@ -9,7 +9,9 @@ repeated with the same ``seed``.
 from __future__ import annotations
 
 import logging
+import os
 import random
+import signal
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,6 +21,7 @@ from lib.settings import Settings
 from lib.sim import cohort, stream
 from tests.reliability import fuzz, ordering
 from tests.reliability.harness import (
+    ROOT,
     Proc,
     Tally,
     expect,
@@ -51,6 +54,7 @@ CI = {
     "kafka-outage": Size(readings=3_000, patients=40, outage_s=8.0),
     "es-outage": Size(readings=30_000, patients=100, outage_s=8.0),  # lasts past the first write
     "es-write-block": Size(readings=30_000, patients=100, outage_s=8.0),
+    "es-stop": Size(readings=30_000, patients=100, outage_s=8.0),
     "disk": Size(readings=3_000, patients=30),
     "fuzz": Size(readings=1_000, patients=20, fuzz=3_000),
     "ordering": Size(readings=2_000, patients=20),
@@ -60,6 +64,7 @@ FULL = {
     "kafka-outage": Size(readings=30_000, patients=200, outage_s=20.0),
     "es-outage": Size(readings=60_000, patients=200, outage_s=30.0),
     "es-write-block": Size(readings=60_000, patients=200, outage_s=75.0),  # two log lines
+    "es-stop": Size(readings=60_000, patients=200, outage_s=45.0),  # past a 30 s request timeout
     "disk": Size(readings=30_000, patients=200),
     "fuzz": Size(readings=10_000, patients=100, fuzz=100_000),
     "ordering": Size(readings=40_000, patients=200),
@@ -270,6 +275,47 @@ def es_outage(base: Settings, work: Path, size: Size, seed: int = 13) -> Tally:
             return _finish(tally, s, exp, [logs])
     finally:
         relay.close()
+
+
+# ----------------------------------------------------------------------------- ES process stop
+ES_PID_FILE = ROOT / ".cache" / "run" / "es-pid" / "es.pid"
+
+
+def es_stop(base: Settings, work: Path, size: Size, seed: int = 31) -> Tally:
+    """Stop the Elasticsearch process itself (``kill -STOP``) for ``outage_s`` mid-run, then
+    let it go on (``kill -CONT``): connections stay open and requests hang, unlike the relay
+    cut of ``es_outage``, where they fail at once. The monitor must wait (time out and retry,
+    or get its answers late), not crash and not drop, and reconcile exactly once the process
+    runs again. Needs the local Elasticsearch of ``make services`` (its pid file)."""
+    tally = Tally("es-stop")
+    pid = int(ES_PID_FILE.read_text().strip())
+    with namespace(base, work) as s:
+        s = _sim_settings(s, size, seed, fault_rate=0.05)
+        records = [m.kafka_record() for m in stream.messages(s)]
+        send(s, records)
+        exp = expect(s, records)
+        rec = init_recovery(work / s.namespace / "recovery")
+        logs = work / s.namespace / "monitor.log"
+        mon = monitor(s, rec, logs).start()
+        tally.runs += 1
+        if not _wait_for(logs, f"index={s.anomalies_index}", mon, 120):
+            tally.problems.append("the monitor ended before the stop could start")
+        os.kill(pid, signal.SIGSTOP)
+        tally.faults += 1
+        crashed = False
+        try:
+            stopped_at = time.monotonic()
+            while time.monotonic() - stopped_at < size.outage_s:
+                crashed = crashed or mon.poll() is not None
+                time.sleep(0.5)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        tally.notes.update(outage_s=size.outage_s, blocked_not_crashed=not crashed)
+        if crashed:
+            tally.problems.append("the monitor stopped while Elasticsearch was stopped")
+        restarts = _supervise(s, rec, logs, tally, first=mon)
+        tally.notes["monitor_restarts"] = restarts
+        return _finish(tally, s, exp, [logs])
 
 
 # ----------------------------------------------------------------------------- ES write block
@@ -486,6 +532,7 @@ SCENARIOS = {
     "kafka-outage": kafka_outage,
     "es-outage": es_outage,
     "es-write-block": es_write_block,
+    "es-stop": es_stop,
     "disk": disk,
     "fuzz": fuzzing,
     "ordering": ordering_poison,
