@@ -309,7 +309,7 @@ def home_item(average: HomeAverage) -> tuple[str, str, dict[str, Any]]:
 
 
 def once_item(event: AlertEvent) -> tuple[str, tuple[str, bytes, bytes, list[tuple[str, bytes]]]]:
-    """``(routing key, (id, key, value, headers))`` for ``ExactlyOnceKafkaSink`` (bp.alerts)."""
+    """``(routing key, (id, key, value, headers))`` for ``IdempotentKafkaSink`` (bp.alerts)."""
     key, value, headers = kafka_item(event)
     return (event.patient_id, (event.alert_id, key, value, headers))
 
@@ -318,7 +318,7 @@ def once_item(event: AlertEvent) -> tuple[str, tuple[str, bytes, bytes, list[tup
 def dead_letter_item(
     record: tuple[bytes | None, bytes, list[tuple[str, bytes]]],
 ) -> tuple[str, tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]]:
-    """A DLQ ``(key, value, headers)`` record as an ``ExactlyOnceKafkaSink`` item
+    """A DLQ ``(key, value, headers)`` record as an ``IdempotentKafkaSink`` item
     ``(routing key, (id, key, value, headers))``.
 
     Its id is the message's ``source`` (topic:partition:offset) plus a digest of the reason and

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from lib.connectors.kafka_once import ID_HEADER
+from lib.connectors.kafka import ID_HEADER
 from lib.settings import Settings
 from lib.sim import stream
 from lib.tools import recovery_store
