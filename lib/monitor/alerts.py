@@ -61,15 +61,42 @@ patients currently in an episode.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from lib.domain import DEFAULT_URGENT, SEVERITIES, TIER_KEYS, TIERS, Assessment, utc_iso
-from lib.monitor.home import HomeAverage
+from lib.domain import DEFAULT_URGENT, SEVERITIES, TIER_KEYS, Assessment
+from lib.monitor.alert_events import EVENTS, REVIEW, URGENT, AlertEvent, _digest
+from lib.monitor.home_alerts import HOME_CONDITION, HOME_FAMILY, _HomeEpisode, home_step
+from lib.monitor.no_data import NO_DATA_CONDITION, NO_DATA_FAMILY, NoDataRule, _LastSeen
 from lib.monitor.rules import cuts_at, get_ruleset
+
+# Re-exported: the episode kinds beside the reading episodes (their own modules), and the
+# names earlier snapshots pickled under this module (``_HomeEpisode``, ``_LastSeen``).
+__all__ = [
+    "CONDITIONS",
+    "EVENTS",
+    "FAMILIES",
+    "HOME_CONDITION",
+    "HOME_FAMILY",
+    "NO_DATA_CONDITION",
+    "NO_DATA_FAMILY",
+    "REVIEW",
+    "URGENT",
+    "AlertEvent",
+    "AlertPolicy",
+    "EpisodeTracker",
+    "NoDataRule",
+    "PatientAlertState",
+    "_HomeEpisode",
+    "_LastSeen",
+    "_digest",
+    "conditions_of",
+    "drop_below_baseline",
+    "home_step",
+    "tier_key",
+]
 
 CONDITIONS = (
     "hypertensive_crisis",
@@ -79,7 +106,6 @@ CONDITIONS = (
     "hypotension",
     "high_risk",
 )
-EVENTS = ("opened", "escalated", "reminder", "resolved")
 FAMILIES = ("hypertension", "hypotension", "high_risk")
 
 # condition -> (family, rank within the family); the rank orders escalation
@@ -146,7 +172,6 @@ _SEV_RANK = {name: i for i, name in enumerate(SEVERITIES)}
 # dips below it with measurement noise. The 8 mm Hg is a tuning of this project, not a
 # guideline value: chosen on simulated seeds 42 and 3 with benchmarks/alert_quality.py, then
 # checked once on the held-out seed 11.
-URGENT, REVIEW = TIERS
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,58 +245,6 @@ def tier_key(family: str, condition: str, systolic: float, ruleset: str) -> str:
     return condition
 
 
-@dataclass(frozen=True, slots=True)
-class AlertEvent:
-    """One alert event; :meth:`to_doc` is its documented JSON (``bp.alerts``, ``bp-alerts``).
-
-    Fields: ``alert_id`` (deterministic, see module docstring), ``episode_id`` (the same for
-    every event of one episode), ``patient_id``, ``condition`` (the episode's highest
-    condition so far), ``event`` (opened | escalated | reminder | resolved), ``severity``
-    (the episode's highest severity so far), ``opened_at`` (event time of the first reading
-    of the episode), ``event_at`` (event time of the reading that triggered this event),
-    ``observation_ids`` (the triggering readings: one for opened / escalated / reminder,
-    the ``resolve_after`` clear readings for resolved), ``systolic``, ``diastolic``,
-    ``risk_score`` (of the triggering reading), ``ruleset``, ``conditions`` (all
-    conditions active on the triggering reading; empty when resolved), ``tier`` (``urgent``:
-    a page; ``review``: the worklist; the episode's tier at this event, see "Tiers").
-    """
-
-    alert_id: str
-    episode_id: str
-    patient_id: str
-    condition: str
-    event: str
-    severity: str
-    opened_at: datetime
-    event_at: datetime
-    observation_ids: tuple[str, ...]
-    systolic: float
-    diastolic: float
-    risk_score: float
-    ruleset: str
-    conditions: tuple[str, ...] = ()
-    tier: str = URGENT
-
-    def to_doc(self) -> dict[str, Any]:
-        return {
-            "alert_id": self.alert_id,
-            "episode_id": self.episode_id,
-            "patient_id": self.patient_id,
-            "condition": self.condition,
-            "event": self.event,
-            "severity": self.severity,
-            "opened_at": utc_iso(self.opened_at),
-            "event_at": utc_iso(self.event_at),
-            "observation_ids": list(self.observation_ids),
-            "systolic": self.systolic,
-            "diastolic": self.diastolic,
-            "risk_score": self.risk_score,
-            "ruleset": self.ruleset,
-            "conditions": list(self.conditions),
-            "tier": self.tier,
-        }
-
-
 _DEFAULT_POLICY = AlertPolicy()
 
 
@@ -337,10 +310,6 @@ def conditions_of(assessment: Assessment, policy: AlertPolicy | None = None) -> 
     if high_risk:
         active.append("high_risk")
     return tuple(active)
-
-
-def _digest(*parts: str) -> str:
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
 
 @lru_cache(maxsize=1024)  # a few hundred keys: families x sets of conditions x severities
@@ -547,191 +516,4 @@ class EpisodeTracker:
             ruleset=assessment.ruleset,
             conditions=conditions,
             tier=episode.tier,
-        )
-
-
-HOME_FAMILY = "home"
-HOME_CONDITION = "home_hypertension"
-
-
-@dataclass(frozen=True, slots=True)
-class _HomeEpisode:
-    key: str  # doc id of the home average that opened it (patient | series start)
-    opened_at: datetime
-
-
-def home_step(
-    episode: _HomeEpisode | None, avg: HomeAverage, tier: str = REVIEW
-) -> tuple[_HomeEpisode | None, AlertEvent | None]:
-    """One patient's ``home_hypertension`` episode after one more home average, and its event
-    if any.
-
-    Opened by the first home average (``lib.monitor.home.HomeAverage``) with
-    ``home_hypertension``; resolved by an average of a *later* series (another ``doc_id``)
-    below the threshold (a series whose average drops below the threshold as it grows does not
-    resolve its own episode: home averages of one series are not independent). Severity
-    ``moderate`` (home hypertension is the out-of-office counterpart of stage 1); the event
-    carries the means as ``systolic`` / ``diastolic``, ``risk_score`` 0 (no model involved) and
-    the Average Observation's id, if any, in ``observation_ids``. Ids are deterministic:
-    ``sha256(patient | home | opening average's doc id | event)``.
-    """
-    if episode is None:
-        if avg.home_hypertension:
-            episode = _HomeEpisode(avg.doc_id, avg.series_start)
-            return episode, _home_event(episode, avg, "opened", tier)
-        return None, None
-    if not avg.home_hypertension and avg.doc_id != episode.key:
-        return None, _home_event(episode, avg, "resolved", tier)
-    return episode, None
-
-
-def _home_event(episode: _HomeEpisode, avg: HomeAverage, event: str, tier: str) -> AlertEvent:
-    patient = avg.patient_id
-    return AlertEvent(
-        alert_id=_digest(patient, HOME_FAMILY, episode.key, event),
-        episode_id=_digest(patient, HOME_FAMILY, episode.key),
-        patient_id=patient,
-        condition=HOME_CONDITION,
-        event=event,
-        severity="moderate",
-        opened_at=episode.opened_at,
-        event_at=avg.series_end,
-        observation_ids=(avg.observation_id,) if avg.observation_id else (),
-        systolic=avg.mean_systolic,
-        diastolic=avg.mean_diastolic,
-        risk_score=0.0,
-        ruleset=avg.ruleset,
-        conditions=(HOME_CONDITION,) if event != "resolved" else (),
-        tier=tier,
-    )
-
-
-NO_DATA_FAMILY = "no_data"
-NO_DATA_CONDITION = "no_data"
-_HOUR = 3600.0
-
-
-@dataclass(slots=True)
-class _LastSeen:
-    ts: float  # event time of the patient's latest reading (POSIX s)
-    observation_id: str
-    readings: int  # readings seen, counted up to NoDataRule.min_readings
-    open_key: str = ""  # the observation id an open no_data episode started after
-    seen_at: float = 0.0  # wall clock when the latest reading was processed (0: unknown)
-
-
-class NoDataRule:
-    """``no_data`` episodes of one patient: a patient who has sent at least ``min_readings``
-    readings and then none for ``silence_hours`` of *wall-clock* time.
-
-    :meth:`observe` records a reading (event time) processed at wall-clock ``now``, and gives
-    a ``resolved`` event when the patient's episode was open; :meth:`check` is given the wall
-    clock ``now`` and opens an episode for a silent patient. Only patients whose latest
-    reading lies within ``lookback_days`` of ``now`` are tracked (a replay of old data does not
-    flood). While the monitor catches up (after downtime, or replaying the last week at
-    start), a patient's newer readings may still be on the way: an episode opens only once
-    ``catch_up_grace_s`` of wall-clock time has passed since the patient's latest reading was
-    *processed*, or at the end of a bounded run (caught up). The ids do not depend on when:
-    the episode and its ids derive from the last reading before the silence,
-    ``sha256(patient | no_data | last observation id | event)``, and ``event_at`` is that
-    reading's time + ``silence_hours`` (opened) or the new reading's time (resolved), so a
-    replay or a resumed run that opens or resolves the same episode emits the same ids.
-
-    :meth:`due` is the wall-clock time at which :meth:`check` can first open an episode after
-    a reading: the monitor wakes the patient then (``lib.monitor.wakeups``).
-    """
-
-    __slots__ = ("grace_s", "lookback_s", "min_readings", "silence_s", "tier")
-
-    def __init__(
-        self,
-        silence_hours: float = 48.0,
-        lookback_days: float = 7.0,
-        min_readings: int = 3,
-        catch_up_grace_s: float = 900.0,
-        tier: str = REVIEW,
-    ) -> None:
-        self.tier = tier  # of its events (a silent patient is a call, not a page: "Tiers")
-        self.grace_s = catch_up_grace_s
-        self.silence_s = silence_hours * _HOUR
-        self.lookback_s = lookback_days * 24 * _HOUR
-        self.min_readings = min_readings
-
-    def tracked(self, ts: float, now: float) -> bool:
-        """Is a reading at event time ``ts`` recent enough to be tracked at ``now``?"""
-        return ts >= now - self.lookback_s
-
-    def due(self, ts: float, now: float) -> float:
-        """When a check can first open an episode after a reading at ``ts`` processed at
-        ``now`` (both POSIX s, wall clock for ``now``)."""
-        return max(ts + self.silence_s, now + self.grace_s)
-
-    def observe(
-        self, seen: _LastSeen | None, assessment: Assessment, now: float
-    ) -> tuple[_LastSeen | None, AlertEvent | None]:
-        """The patient's tracking after one more reading, and a ``resolved`` event if an
-        episode was open. Every reading counts, however old: whether the patient is tracked
-        is decided by its *latest* reading, at :meth:`check`."""
-        r = assessment.reading
-        ts = r.effective_at.timestamp()
-        if seen is None:
-            return _LastSeen(ts, r.observation_id, 1, "", now), None
-        seen.seen_at = now
-        event = None
-        if seen.open_key:
-            event = self._event(r.patient_id, seen, "resolved", assessment)
-            seen.open_key = ""
-        if ts >= seen.ts:
-            seen.ts, seen.observation_id = ts, r.observation_id
-        if seen.readings < self.min_readings:
-            seen.readings += 1
-        return seen, event
-
-    def check(
-        self, patient: str, seen: _LastSeen, now: float, caught_up: bool = False
-    ) -> tuple[_LastSeen | None, AlertEvent | None]:
-        """Open an episode if the patient is silent; None (forgotten) beyond the lookback.
-
-        ``caught_up``: the input is exhausted (the end of a bounded run), so no newer reading
-        can still be on the way and the catch-up grace does not apply.
-        """
-        if seen.ts < now - self.lookback_s:
-            return (seen if seen.open_key else None), None
-        if (
-            not seen.open_key
-            and seen.readings >= self.min_readings
-            and now - seen.ts >= self.silence_s
-            and (caught_up or seen.seen_at <= now - self.grace_s)
-        ):
-            seen.open_key = seen.observation_id
-            return seen, self._event(patient, seen, "opened", None)
-        return seen, None
-
-    def _event(
-        self, patient: str, seen: _LastSeen, event: str, assessment: Assessment | None
-    ) -> AlertEvent:
-        key = seen.open_key
-        opened_at = datetime.fromtimestamp(seen.ts + self.silence_s, UTC)
-        if assessment is None:
-            event_at, ids, values, ruleset = opened_at, (key,), (0.0, 0.0), ""
-        else:
-            r = assessment.reading
-            event_at, ids, ruleset = r.effective_at, (r.observation_id,), assessment.ruleset
-            values = (r.systolic, r.diastolic)
-        return AlertEvent(
-            alert_id=_digest(patient, NO_DATA_FAMILY, key, event),
-            episode_id=_digest(patient, NO_DATA_FAMILY, key),
-            patient_id=patient,
-            condition=NO_DATA_CONDITION,
-            event=event,
-            severity="moderate",
-            opened_at=opened_at,
-            event_at=event_at,
-            observation_ids=ids,
-            systolic=values[0],
-            diastolic=values[1],
-            risk_score=0.0,
-            ruleset=ruleset,
-            conditions=(NO_DATA_CONDITION,) if event == "opened" else (),
-            tier=self.tier,
         )
