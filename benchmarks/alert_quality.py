@@ -173,7 +173,7 @@ def _reading_ids(events: Sequence[Any]) -> set[str]:
 
 def before_tiers(base: AlertPolicy) -> AlertPolicy:
     """The behaviour before tiers: every episode pages on its first reading."""
-    return replace(base, urgent=frozenset(TIER_KEYS), confirm_readings=1)
+    return replace(base, urgent=frozenset(TIER_KEYS), confirm_readings=1, critical_risk=None)
 
 
 def evaluate_seed(run: Run, model: Any, label: str) -> tuple[aq.Report, aq.Report, str]:

@@ -306,6 +306,7 @@ def default_alert_policy(settings: Settings, model: Any) -> AlertPolicy:
         critical=get_ruleset(settings.ruleset).critical,
         urgent=frozenset(settings.alert_urgent),
         confirm_readings=settings.alert_confirm_readings,
+        critical_risk=settings.alert_critical_risk,
         **({"risk_threshold": threshold} if threshold else {}),
     )
 

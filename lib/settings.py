@@ -169,6 +169,7 @@ class Settings:
     alert_reminder_hours: float = 0.0  # a reminder event per open episode; 0: none
     alert_urgent: tuple[str, ...] = DEFAULT_URGENT  # episode kinds that page (the rest: review)
     alert_confirm_readings: int = 2  # consecutive readings that confirm an urgent page
+    alert_critical_risk: float = 0.5  # a crisis at this risk score is combined critical
     log_level: str = "INFO"
     sim_patients: int = 200
     sim_rate: float = 0.0
@@ -319,6 +320,9 @@ class Settings:
                 env, "BPWATCH_ALERT_REMINDER_HOURS", d.alert_reminder_hours
             ),
             alert_urgent=_urgent(env),
+            alert_critical_risk=_float(
+                env, "BPWATCH_ALERT_CRITICAL_RISK", d.alert_critical_risk, lo=0.0, hi=1.0
+            ),
             alert_confirm_readings=_int(
                 env, "BPWATCH_ALERT_CONFIRM_READINGS", d.alert_confirm_readings, minimum=1
             ),

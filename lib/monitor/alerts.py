@@ -13,7 +13,7 @@ Conditions (detected on every :class:`lib.domain.Assessment`)
 ``diastolic_hypertension``  anomaly type ``diastolic_hypertension``
 ``combined_critical``       systolic *and* diastolic in the critical range of the rule set
                             (at or above ``AlertPolicy.critical``), or a crisis with
-                            ``risk_score >= risk_threshold``
+                            ``risk_score >= critical_risk``
 ``hypotension``             category or anomaly type ``hypotension``
 ``high_risk``               ``risk_score >= risk_threshold``
 
@@ -129,8 +129,11 @@ _SEV_RANK = {name: i for i, name in enumerate(SEVERITIES)}
 #                                   6.2: severe hypertension >180 and/or >120 mm Hg needs prompt
 #                                   evaluation for acute target-organ damage; 2017 ACC/AHA
 #                                   section 11.2 (hypertensive crisis) likewise
-#   combined_critical      urgent   both values in that range (or a crisis the model scores at
-#                                   high risk): the same source
+#   combined_critical      urgent   both values in that range: the same source; or a crisis the
+#                                   model scores at >= critical_risk (0.5: its calibrated
+#                                   probability of an event within the horizon is more likely
+#                                   than not; at the alert threshold of 0.16, 23 of the 100
+#                                   held-out urgent pages were such crises, nearly all false)
 #   systolic_hypotension   urgent   systolic below the rule set's hypotension cut (90): NEWS2
 #                                   (Royal College of Physicians, National Early Warning Score 2,
 #                                   2017, chart 1) scores systolic <=90 with 3, its highest
@@ -181,6 +184,9 @@ class AlertPolicy:
     resolve_after: int = 3
     reminder_every: timedelta | None = None
     risk_threshold: float = 0.8
+    # a crisis whose risk score reaches this is combined critical (None: risk_threshold, as
+    # before tiers); 0.5: the calibrated model finds an event more likely than not
+    critical_risk: float | None = 0.5
     open_severity: str = "low"
     # (systolic, diastolic) at or above which both values are "combined critical"; None: the
     # thresholds of the assessment's rule set (the monitor passes its rule set's, resolved once)
@@ -210,6 +216,8 @@ class AlertPolicy:
             raise ValueError(f"open_severity must be one of {SEVERITIES}")
         if not 0.0 <= self.risk_threshold <= 1.0:
             raise ValueError("risk_threshold must be between 0 and 1")
+        if self.critical_risk is not None and not 0.0 <= self.critical_risk <= 1.0:
+            raise ValueError("critical_risk must be between 0 and 1")
 
     def critical_for(self, ruleset: str) -> tuple[float, float]:
         """The combined-critical thresholds; an unknown rule set name raises ValueError."""
@@ -303,7 +311,10 @@ def conditions_of(assessment: Assessment, policy: AlertPolicy | None = None) -> 
         active.append("systolic_hypertension")
     if diastolic_ht:
         active.append("diastolic_hypertension")
-    if (reading.systolic >= crit_sys and reading.diastolic >= crit_dia) or (crisis and high_risk):
+    critical_risk = policy.risk_threshold if policy.critical_risk is None else policy.critical_risk
+    if (reading.systolic >= crit_sys and reading.diastolic >= crit_dia) or (
+        crisis and assessment.risk_score >= critical_risk
+    ):
         active.append("combined_critical")
     if hypotension:
         active.append("hypotension")

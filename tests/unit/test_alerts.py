@@ -91,8 +91,12 @@ def test_conditions_detected_per_reading():
     assert conditions_of(make("crisis", 0)) == ("hypertensive_crisis", "systolic_hypertension")
     assert "combined_critical" in conditions_of(make("both_crit", 0))
     # a crisis becomes combined critical through a high model risk
-    assert "combined_critical" not in conditions_of(make("crisis", 0, risk=0.5))
-    assert "combined_critical" in conditions_of(make("crisis", 0, risk=0.9))
+    assert "combined_critical" not in conditions_of(make("crisis", 0, risk=0.49))
+    assert "combined_critical" in conditions_of(make("crisis", 0, risk=0.5))  # critical_risk
+    # before tiers, the model's alert threshold made it (critical_risk=None)
+    old = AlertPolicy(risk_threshold=0.8, critical_risk=None)
+    assert "combined_critical" not in conditions_of(make("crisis", 0, risk=0.79), old)
+    assert "combined_critical" in conditions_of(make("crisis", 0, risk=0.8), old)
     assert conditions_of(make("normal", 0, risk=0.85)) == ("high_risk",)
     assert conditions_of(make("hypo", 0)) == ("hypotension",)
     # ESH 2023 has a lower diastolic critical bound (110)

@@ -29,12 +29,13 @@ def reference_conditions(a: Assessment, policy: AlertPolicy) -> tuple[str, ...]:
     crisis = a.category == "hypertensive_crisis" or "hypertensive_crisis" in types
     crit_sys, crit_dia = policy.critical_for(a.ruleset)
     high_risk = a.risk_score >= policy.risk_threshold
+    critical_risk = policy.risk_threshold if policy.critical_risk is None else policy.critical_risk
     active = {
         "hypertensive_crisis": crisis,
         "systolic_hypertension": "systolic_hypertension" in types,
         "diastolic_hypertension": "diastolic_hypertension" in types,
         "combined_critical": (a.reading.systolic >= crit_sys and a.reading.diastolic >= crit_dia)
-        or (crisis and high_risk),
+        or (crisis and a.risk_score >= critical_risk),
         "hypotension": a.category == "hypotension" or "hypotension" in types,
         "high_risk": high_risk,
     }
@@ -67,7 +68,13 @@ def calm(i: int, patient: str) -> Assessment:
 
 def test_conditions_match_the_plain_definition() -> None:
     rng = random.Random(11)
-    policies = [AlertPolicy(), AlertPolicy(risk_threshold=0.5), AlertPolicy(risk_threshold=1.0)]
+    policies = [
+        AlertPolicy(),
+        AlertPolicy(risk_threshold=0.5),
+        AlertPolicy(risk_threshold=1.0),
+        AlertPolicy(risk_threshold=0.8, critical_risk=None),
+        AlertPolicy(critical_risk=0.95),
+    ]
     seen: set[tuple[str, ...]] = set()
     for i, policy in itertools.product(range(4000), policies):
         a = assessment(rng, i)

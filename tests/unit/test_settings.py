@@ -190,6 +190,10 @@ def test_alert_tiers_from_the_environment():
         "hypertensive_crisis", "combined_critical", "systolic_hypotension"
     )  # fmt: skip
     assert default.alert_confirm_readings == 2
+    assert default.alert_critical_risk == 0.5
+    assert Settings.from_env({"BPWATCH_ALERT_CRITICAL_RISK": "0.16"}).alert_critical_risk == 0.16
+    with pytest.raises(ConfigError, match=r"BPWATCH_ALERT_CRITICAL_RISK=1\.5 is out of range"):
+        Settings.from_env({"BPWATCH_ALERT_CRITICAL_RISK": "1.5"})
     every = Settings.from_env({"BPWATCH_ALERT_URGENT": "ALL"}).alert_urgent
     assert "no_data" in every and "diastolic_hypotension" in every and len(every) == 9
     assert Settings.from_env({"BPWATCH_ALERT_URGENT": "none"}).alert_urgent == ()
