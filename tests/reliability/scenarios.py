@@ -81,6 +81,20 @@ def _sim_settings(s: Settings, size: Size, seed: int, fault_rate: float = 0.1) -
     )
 
 
+def _prepare(s: Settings, work: Path, size: Size, seed: int, fault_rate: float = 0.05):
+    """Send the cohort: ``(settings, expected outputs, recovery dir, monitor log)``."""
+    s = _sim_settings(s, size, seed, fault_rate=fault_rate)
+    records = [m.kafka_record() for m in stream.messages(s)]
+    send(s, records)
+    exp = expect(s, records)
+    return (
+        s,
+        exp,
+        init_recovery(work / s.namespace / "recovery"),
+        work / s.namespace / "monitor.log",
+    )
+
+
 def _names(s: Settings) -> list[str]:
     return [p.name for p in cohort.cohort(s.sim_patients, s.sim_seed)]
 
@@ -105,12 +119,7 @@ def crash(base: Settings, work: Path, size: Size, seed: int = 7) -> Tally:
     rng = random.Random(seed)
     tally = Tally("crash")
     with namespace(base, work) as s:
-        s = _sim_settings(s, size, seed, fault_rate=0.1)
-        records = [m.kafka_record() for m in stream.messages(s)]
-        send(s, records)
-        exp = expect(s, records)
-        rec = init_recovery(work / s.namespace / "recovery")
-        logs = work / s.namespace / "monitor.log"
+        s, exp, rec, logs = _prepare(s, work, size, seed, fault_rate=0.1)
         started = time.monotonic()
         rc = None
         mid_output = 0
@@ -236,12 +245,7 @@ def es_outage(base: Settings, work: Path, size: Size, seed: int = 13) -> Tally:
     relay = Relay("127.0.0.1", int(base.es_url.rsplit(":", 1)[1].split("/")[0])).start()
     try:
         with namespace(base, work) as s:
-            s = _sim_settings(s, size, seed, fault_rate=0.05)
-            records = [m.kafka_record() for m in stream.messages(s)]
-            send(s, records)
-            exp = expect(s, records)
-            rec = init_recovery(work / s.namespace / "recovery")
-            logs = work / s.namespace / "monitor.log"
+            s, exp, rec, logs = _prepare(s, work, size, seed, fault_rate=0.05)
             via_relay = replace(s, es_url=relay.url)
             mon = monitor(via_relay, rec, logs).start()
             tally.runs += 1
@@ -277,6 +281,18 @@ def es_outage(base: Settings, work: Path, size: Size, seed: int = 13) -> Tally:
         relay.close()
 
 
+def _mid_run(s: Settings, work: Path, size: Size, seed: int, tally: Tally, what: str):
+    """Send the cohort, start the monitor with recovery and wait until it has written
+    anomalies: ``(settings, expected, recovery dir, log, running monitor)``, for a fault to
+    strike mid-run."""
+    s, exp, rec, logs = _prepare(s, work, size, seed)
+    mon = monitor(s, rec, logs).start()
+    tally.runs += 1
+    if not _wait_for(logs, f"index={s.anomalies_index}", mon, 120):
+        tally.problems.append(f"the monitor ended before the {what} could start")
+    return s, exp, rec, logs, mon
+
+
 # ----------------------------------------------------------------------------- ES process stop
 ES_PID_FILE = ROOT / ".cache" / "run" / "es-pid" / "es.pid"
 
@@ -290,16 +306,7 @@ def es_stop(base: Settings, work: Path, size: Size, seed: int = 31) -> Tally:
     tally = Tally("es-stop")
     pid = int(ES_PID_FILE.read_text().strip())
     with namespace(base, work) as s:
-        s = _sim_settings(s, size, seed, fault_rate=0.05)
-        records = [m.kafka_record() for m in stream.messages(s)]
-        send(s, records)
-        exp = expect(s, records)
-        rec = init_recovery(work / s.namespace / "recovery")
-        logs = work / s.namespace / "monitor.log"
-        mon = monitor(s, rec, logs).start()
-        tally.runs += 1
-        if not _wait_for(logs, f"index={s.anomalies_index}", mon, 120):
-            tally.problems.append("the monitor ended before the stop could start")
+        s, exp, rec, logs, mon = _mid_run(s, work, size, seed, tally, "stop")
         os.kill(pid, signal.SIGSTOP)
         tally.faults += 1
         crashed = False
@@ -332,16 +339,7 @@ def es_write_block(base: Settings, work: Path, size: Size, seed: int = 29) -> Ta
     """
     tally = Tally("es-write-block")
     with namespace(base, work) as s:
-        s = _sim_settings(s, size, seed, fault_rate=0.05)
-        records = [m.kafka_record() for m in stream.messages(s)]
-        send(s, records)
-        exp = expect(s, records)
-        rec = init_recovery(work / s.namespace / "recovery")
-        logs = work / s.namespace / "monitor.log"
-        mon = monitor(s, rec, logs).start()
-        tally.runs += 1
-        if not _wait_for(logs, f"index={s.anomalies_index}", mon, 120):
-            tally.problems.append("the monitor ended before the block could start")
+        s, exp, rec, logs, mon = _mid_run(s, work, size, seed, tally, "block")
         blocks = {
             s.anomalies_index: "index.blocks.write",
             s.alerts_index: FLOOD_STAGE,
@@ -398,12 +396,7 @@ def disk(base: Settings, work: Path, size: Size, seed: int = 17) -> Tally:
     """
     tally = Tally("disk")
     with namespace(base, work) as s:
-        s = _sim_settings(s, size, seed, fault_rate=0.05)
-        records = [m.kafka_record() for m in stream.messages(s)]
-        send(s, records)
-        exp = expect(s, records)
-        rec = init_recovery(work / s.namespace / "recovery")
-        logs = work / s.namespace / "monitor.log"
+        s, exp, rec, logs = _prepare(s, work, size, seed, fault_rate=0.05)
 
         # 1. unwritable at start: a path below a regular file (root ignores permission bits)
         blocker = work / s.namespace / "not-a-folder"
