@@ -35,10 +35,10 @@ from lib.settings import Settings
 
 
 def normal_lines(directory: Path) -> int:
-    from lib.connectors.normal_files import shard_files
+    from lib.connectors.normal_files import part_files
 
     total = 0
-    for path in shard_files(directory):
+    for path in part_files(directory):
         with path.open("rb") as f:
             total += sum(1 for _ in f)
     return total

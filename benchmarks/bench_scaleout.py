@@ -55,11 +55,11 @@ def _strip_ns(source: str, settings: Settings) -> str:
 
 
 def normal_files(settings: Settings) -> dict[str, collections.Counter]:
-    from lib.connectors.normal_files import shard_files
+    from lib.connectors.normal_files import part_files
 
     root = Path(settings.normal_dir)
     out: dict[str, collections.Counter] = {}
-    for path in shard_files(root):
+    for path in part_files(root):
         lines: collections.Counter = collections.Counter()
         for line in path.read_bytes().splitlines():
             rec = orjson.loads(line)

@@ -1,49 +1,49 @@
 """Normal readings as JSON Lines under ``BPWATCH_NORMAL_DIR``, exactly once with recovery.
 
-Layout: one folder per UTC day of ``effective_at`` and one file per shard inside it::
+Layout: one folder per UTC day of ``effective_at`` and one file per part inside it::
 
     <dir>/date=2026-11-28/part-0.jsonl
     <dir>/date=2026-11-28/part-1.jsonl
     <dir>/date=2026-11-29/part-0.jsonl
 
-Each line is one reading (``orjson``, datetimes as ISO 8601 with ``Z``). A shard is the unit
+Each line is one reading (``orjson``, datetimes as ISO 8601 with ``Z``). A part is the unit
 of parallelism: :class:`NormalFileSink` is a Bytewax ``FixedPartitionedSink`` whose
-partitions are the shards ``part-0 .. part-<shards-1>``; an item is routed to a shard by a
+partitions are the parts ``part-0 .. part-<parts-1>``; an item is routed to a part by a
 stable hash (``zlib.crc32``) of its key, which must be the patient id, so all of a patient's
-readings land in one shard, in the order the flow emits them.
+readings land in one part, in the order the flow emits them.
 
 Delivery guarantee (with a Bytewax ``RecoveryConfig`` and a replayable, deterministic input
 such as Kafka with Bytewax-kept offsets):
 
-* **Exactly once per line after a crash and restart.** A shard's snapshot is the byte length
+* **Exactly once per line after a crash and restart.** A part's snapshot is the byte length
   of each of its files. Snapshots are taken at the end of an epoch, after ``fsync`` of every
   file written in that epoch (and of any folder that gained a file), so a snapshot never
-  points past durable data. On resume the shard truncates each of its files back to the
+  points past durable data. On resume the part truncates each of its files back to the
   snapshotted length and removes its files that the snapshot does not know (created after
   it). Bytewax then re-emits exactly the items after that snapshot, so each line is written
   once. A write that fails half-way leaves at most a partial tail past the snapshot, which
   the same truncation removes.
 * **Fresh start** (no resume state: a new recovery directory, or no recovery at all) over
   existing files: by default (``on_fresh_start="refuse"``, ``BPWATCH_NORMAL_ON_FRESH_START``)
-  the shard refuses to start with :class:`lib.errors.SinkError` naming the choices, and
+  the part refuses to start with :class:`lib.errors.SinkError` naming the choices, and
   touches nothing: the input starts again from its beginning, and Kafka no longer holds what
   is older than its retention, so rewriting the files would lose those readings for good.
-  ``"replace"`` removes the shard's files and rewrites them (a rerun over the same input
+  ``"replace"`` removes the part's files and rewrites them (a rerun over the same input
   gives the same files); ``"append"`` keeps them and appends (for inputs that do not replay;
   at-least-once if the run crashes before its first snapshot). Without existing files all
   three start the same way. A run that crashed before its recovery store held a snapshot
-  left its own files: a shard marks its fresh start with ``.part-<k>.fresh`` in the folder
+  left its own files: a part marks its fresh start with ``.part-<k>.fresh`` in the folder
   and removes the mark at its second snapshot (the first epoch is committed by then) or when
   it closes after a snapshot (a bounded run's end), so a restart that finds the mark replaces
   the files instead of refusing.
 * **Retention** (``retention_days``, ``BPWATCH_NORMAL_RETENTION_DAYS``; 0 keeps every day):
-  each shard deletes its files in day folders older than the retention, by the wall clock's
+  each part deletes its files in day folders older than the retention, by the wall clock's
   UTC date, at start and then once an hour, and removes a folder left empty; its snapshot
   forgets those days. A day past the retention that is missing on resume, or whose file is
   gone, is simply forgotten. One log line per pass (``normal_sink_retention``). A reading
   older than the retention (a late or replayed one) is written, then deleted at the next
   pass.
-* Only the files of this sink's shards (``part-<k>.jsonl``) are touched. Readers must not
+* Only the files of this sink's parts (``part-<k>.jsonl``) are touched. Readers must not
   rely on a file's tail before the next snapshot: it may still be truncated by a resume.
 * A day folder deleted outside bpwatch (a retention job) is forgotten on resume with one log
   line (``normal_sink_forgot``) when a newer day folder is still there; a day folder gone
@@ -55,7 +55,7 @@ such as Kafka with Bytewax-kept offsets):
 
 Writes are batched: one ``write`` per file per batch, and one log line per non-empty batch
 (``normal_sink_batch part=part-0 lines=250 files=1``). At most ``max_open_files`` handles are
-kept open per shard (the least recently written are closed).
+kept open per part (the least recently written are closed).
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from lib.errors import SinkError
 from lib.memo import remember
 
-__all__ = ["NormalFileSink", "day_of", "iter_records", "shard_files"]
+__all__ = ["NormalFileSink", "day_of", "iter_records", "part_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,10 +85,10 @@ _SUFFIX = ".jsonl"
 _OPTS = orjson.OPT_UTC_Z | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
 
-# Snapshot of one shard: day folder name ("date=2026-11-28") -> byte length of its file.
+# Snapshot of one part: day folder name ("date=2026-11-28") -> byte length of its file.
 ShardState = dict[str, int]
 
-RETENTION_CHECK_S = 3600.0  # how often a shard applies the retention while it runs
+RETENTION_CHECK_S = 3600.0  # how often a part applies the retention while it runs
 
 
 def retention_cutoff(now: float, retention_days: float) -> str:
@@ -145,7 +145,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 class _ShardPartition(StatefulSinkPartition[Mapping[str, Any], ShardState]):
-    """One shard: its day files, their lengths, and a small cache of open handles."""
+    """One part: its day files, their lengths, and a small cache of open handles."""
 
     def __init__(
         self,
@@ -181,7 +181,7 @@ class _ShardPartition(StatefulSinkPartition[Mapping[str, Any], ShardState]):
 
     # -- retention ------------------------------------------------------------------
     def _apply_retention(self, now: float) -> None:
-        """Delete this shard's files in day folders older than the retention."""
+        """Delete this part's files in day folders older than the retention."""
         if self._retention_days <= 0:
             return
         self._next_retention = now + RETENTION_CHECK_S
@@ -205,7 +205,7 @@ class _ShardPartition(StatefulSinkPartition[Mapping[str, Any], ShardState]):
             self._lengths.pop(day, None)
             self._dirty.discard(day)
             try:
-                path.parent.rmdir()  # only once every shard's file is gone
+                path.parent.rmdir()  # only once every part's file is gone
                 self._new_dirs.discard(path.parent)
                 self._new_dirs.add(self._root)
             except OSError:
@@ -257,7 +257,7 @@ class _ShardPartition(StatefulSinkPartition[Mapping[str, Any], ShardState]):
                     removed += path.stat().st_size
                     path.unlink()
                     self._new_dirs.add(path.parent)
-            # the newest day folder on disk, of any shard: an older one gone is retention
+            # the newest day folder on disk, of any part: an older one gone is retention
             newest = max((p.name for p in self._root.glob(f"{_DAY_PREFIX}*")), default="")
             cutoff = retention_cutoff(self._clock(), self._retention_days)
             for day, length in state.items():
@@ -409,15 +409,15 @@ class NormalFileSink(FixedPartitionedSink[Mapping[str, Any], ShardState]):
     Items are ``(patient_id, reading_dict)`` pairs (a keyed stream, e.g. straight after a
     stateful step keyed by patient); the dict holds at least ``observation_id``,
     ``patient_id``, ``effective_at`` (aware datetime or ISO 8601 string), ``systolic``,
-    ``diastolic``, ``category`` and ``risk_score``. The unit of parallelism is the shard; the
+    ``diastolic``, ``category`` and ``risk_score``. The unit of parallelism is the part; the
     directory must be the same folder for every worker (one machine or a shared mount).
     See the module docstring for the exact guarantee.
 
     :arg directory: ``settings.normal_dir``.
-    :arg shards: number of fixed partitions; keep it constant across restarts.
+    :arg parts: number of fixed partitions; keep it constant across restarts.
     :arg on_fresh_start: ``"refuse"`` (default), ``"replace"`` or ``"append"``, see the module
         docstring.
-    :arg max_open_files: open handles kept per shard.
+    :arg max_open_files: open handles kept per part.
     :arg retention_days: delete day folders older than this (wall clock, UTC days); 0 keeps
         them all.
     :arg clock: the wall clock (tests).
@@ -427,25 +427,25 @@ class NormalFileSink(FixedPartitionedSink[Mapping[str, Any], ShardState]):
         self,
         directory: Path | str,
         *,
-        shards: int = 4,
+        parts: int = 4,
         on_fresh_start: Literal["refuse", "replace", "append"] = "refuse",
         max_open_files: int = 8,
         retention_days: float = 0.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if shards < 1:
-            raise ValueError("shards must be at least 1")
+        if parts < 1:
+            raise ValueError("parts must be at least 1")
         if on_fresh_start not in ("refuse", "replace", "append"):
             raise ValueError("on_fresh_start must be 'refuse', 'replace' or 'append'")
         self._root = Path(directory)
-        self._shards = shards
+        self._parts = parts
         self._on_fresh_start = on_fresh_start
         self._max_open = max(1, max_open_files)
         self._retention_days = retention_days
         self._clock = clock
 
     def list_parts(self) -> list[str]:
-        return [f"part-{k}" for k in range(self._shards)]
+        return [f"part-{k}" for k in range(self._parts)]
 
     def part_fn(self, item_key: str) -> int:
         return zlib.crc32(item_key.encode("utf-8"))
@@ -464,14 +464,14 @@ class NormalFileSink(FixedPartitionedSink[Mapping[str, Any], ShardState]):
         )
 
 
-def shard_files(directory: Path | str) -> list[Path]:
+def part_files(directory: Path | str) -> list[Path]:
     """Every ``date=*/part-*.jsonl`` file under ``directory``, sorted."""
     return sorted(Path(directory).glob(f"{_DAY_PREFIX}*/part-*{_SUFFIX}"))
 
 
 def iter_records(directory: Path | str) -> Iterator[dict[str, Any]]:
     """Read back every line written by :class:`NormalFileSink` (tests, reports, tools)."""
-    for path in shard_files(directory):
+    for path in part_files(directory):
         with path.open("rb") as f:
             for line in f:
                 if line.strip():

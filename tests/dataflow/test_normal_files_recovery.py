@@ -12,7 +12,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSource, run_main
 
-from lib.connectors.normal_files import NormalFileSink, iter_records, shard_files
+from lib.connectors.normal_files import NormalFileSink, iter_records, part_files
 
 START = datetime(2026, 11, 27, 20, 0, tzinfo=UTC)
 N = 240
@@ -46,12 +46,12 @@ def build_flow(inp: list, out_dir: Path, seen: list[str], stall_at: str = "") ->
     docs = op.map("count", docs, count)
     keyed = op.key_on("key_on_patient", docs, lambda d: d["patient_id"])
     # (patient_id, reading dict)
-    op.output("normal_out", keyed, NormalFileSink(out_dir, shards=3))
+    op.output("normal_out", keyed, NormalFileSink(out_dir, parts=3))
     return flow
 
 
 def file_lines(out_dir: Path) -> dict[str, list[bytes]]:
-    return {str(p.relative_to(out_dir)): p.read_bytes().splitlines() for p in shard_files(out_dir)}
+    return {str(p.relative_to(out_dir)): p.read_bytes().splitlines() for p in part_files(out_dir)}
 
 
 @pytest.mark.parametrize("abort_at", [35, 121, 200])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lib.connectors.normal_files import shard_files
+from lib.connectors.normal_files import part_files
 from lib.settings import Settings
 from lib.sim import stream
 from tests.reliability.harness import ROOT, init_recovery, monitor, namespace, send
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 
 def _tree(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in shard_files(root)}
+    return {str(p.relative_to(root)): p.read_bytes() for p in part_files(root)}
 
 
 def test_fresh_store_refuses_and_a_deleted_old_day_does_not_stop_a_resume(
@@ -38,7 +38,7 @@ def test_fresh_store_refuses_and_a_deleted_old_day_does_not_stop_a_resume(
         store = init_recovery(tmp_path / "store-a")
         log = tmp_path / "monitor.log"
         assert monitor(s, store, log).start().wait(300) == 0
-        days = sorted({p.parent.name for p in shard_files(s.normal_dir)})
+        days = sorted({p.parent.name for p in part_files(s.normal_dir)})
         assert len(days) >= 2, days  # the oldest can go; the newest stays
         before = _tree(s.normal_dir)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from lib.connectors.normal_files import NormalFileSink, day_of, iter_records, shard_files
+from lib.connectors.normal_files import NormalFileSink, day_of, iter_records, part_files
 from lib.errors import SinkError
 
 
@@ -43,7 +43,7 @@ def test_day_of_normalises_offsets_to_utc():
 
 
 def test_write_partitions_by_utc_day_and_keeps_order(tmp_path):
-    part = NormalFileSink(tmp_path, shards=2).build_part("s", "part-1", None)
+    part = NormalFileSink(tmp_path, parts=2).build_part("s", "part-1", None)
     batch = [doc(i) for i in range(4)]  # 23:00, 23:30, 00:00 (+1 day), 00:30
     part.write_batch(batch)
     state = part.snapshot()
@@ -58,7 +58,7 @@ def test_write_partitions_by_utc_day_and_keeps_order(tmp_path):
         "date=2026-11-28": first.stat().st_size,
         "date=2026-11-29": second.stat().st_size,
     }
-    assert shard_files(tmp_path) == [first, second]
+    assert part_files(tmp_path) == [first, second]
     assert sorted(r["observation_id"] for r in iter_records(tmp_path)) == [
         f"obs-{i}" for i in range(4)
     ]
@@ -80,7 +80,7 @@ def test_one_write_per_file_per_batch(tmp_path, monkeypatch):
 
 
 def test_resume_truncates_to_snapshot_and_removes_later_files(tmp_path):
-    sink = NormalFileSink(tmp_path, shards=1)
+    sink = NormalFileSink(tmp_path, parts=1)
     part = sink.build_part("s", "part-0", None)
     part.write_batch([doc(0), doc(1)])
     state = part.snapshot()
@@ -98,8 +98,8 @@ def test_resume_truncates_to_snapshot_and_removes_later_files(tmp_path):
     assert len(ids) == len(set(ids))
 
 
-def test_resume_leaves_other_shards_alone(tmp_path):
-    sink = NormalFileSink(tmp_path, shards=2)
+def test_resume_leaves_other_parts_alone(tmp_path):
+    sink = NormalFileSink(tmp_path, parts=2)
     p0 = sink.build_part("s", "part-0", None)
     p1 = sink.build_part("s", "part-1", None)
     p0.write_batch([doc(0)])
@@ -114,14 +114,14 @@ def test_resume_leaves_other_shards_alone(tmp_path):
 
 
 def test_fresh_start_appends_or_replaces_on_request(tmp_path):
-    part = NormalFileSink(tmp_path, shards=1).build_part("s", "part-0", None)
+    part = NormalFileSink(tmp_path, parts=1).build_part("s", "part-0", None)
     part.write_batch([doc(0), doc(1)])
     part.snapshot(), part.snapshot()  # snapshotted: these files outlive their store
     part.close()
     stray = tmp_path / "date=2026-11-28" / "notes.txt"
     stray.write_text("not ours")
 
-    appended = NormalFileSink(tmp_path, shards=1, on_fresh_start="append").build_part(
+    appended = NormalFileSink(tmp_path, parts=1, on_fresh_start="append").build_part(
         "s", "part-0", None
     )
     appended.write_batch([doc(2)])
@@ -132,7 +132,7 @@ def test_fresh_start_appends_or_replaces_on_request(tmp_path):
     appended.close()
     assert len(list(iter_records(tmp_path))) == 3
 
-    replaced = NormalFileSink(tmp_path, shards=1, on_fresh_start="replace").build_part(
+    replaced = NormalFileSink(tmp_path, parts=1, on_fresh_start="replace").build_part(
         "s", "part-0", None
     )
     replaced.write_batch([doc(0)])
@@ -146,31 +146,31 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 
 def test_a_fresh_start_over_snapshotted_files_refuses_and_touches_nothing(tmp_path):
-    part = NormalFileSink(tmp_path, shards=1).build_part("s", "part-0", None)
+    part = NormalFileSink(tmp_path, parts=1).build_part("s", "part-0", None)
     part.write_batch([doc(0), doc(1)])
     part.snapshot(), part.snapshot()
     part.close()
     before = _tree(tmp_path)
     with pytest.raises(SinkError) as err:
-        NormalFileSink(tmp_path, shards=1).build_part("s", "part-0", None)
+        NormalFileSink(tmp_path, parts=1).build_part("s", "part-0", None)
     for words in ("BPWATCH_NORMAL_ON_FRESH_START=replace", "=append", "Move the files away"):
         assert words in str(err.value)
     assert _tree(tmp_path) == before
 
 
 def test_a_restart_after_a_crash_before_the_snapshots_replaces_its_own_files(tmp_path):
-    part = NormalFileSink(tmp_path, shards=1).build_part("s", "part-0", None)
+    part = NormalFileSink(tmp_path, parts=1).build_part("s", "part-0", None)
     part.write_batch([doc(0), doc(1)])
     part.snapshot()  # one snapshot: its epoch may not be committed yet
     # kill -9: no close; the store holds no snapshot, the input replays from the start
-    again = NormalFileSink(tmp_path, shards=1).build_part("s", "part-0", None)
+    again = NormalFileSink(tmp_path, parts=1).build_part("s", "part-0", None)
     again.write_batch([doc(0), doc(1)])
     again.close()
     assert [r["observation_id"] for r in iter_records(tmp_path)] == ["obs-0", "obs-1"]
 
 
 def test_a_deleted_old_day_folder_does_not_stop_a_resume(tmp_path, caplog):
-    sink = NormalFileSink(tmp_path, shards=1)
+    sink = NormalFileSink(tmp_path, parts=1)
     part = sink.build_part("s", "part-0", None)
     part.write_batch([
         doc(0, when=datetime(2026, 11, 27, 8, tzinfo=UTC)),
@@ -190,7 +190,7 @@ def test_a_deleted_old_day_folder_does_not_stop_a_resume(tmp_path, caplog):
 
 
 def test_file_shorter_than_snapshot_is_refused(tmp_path):
-    sink = NormalFileSink(tmp_path, shards=1)
+    sink = NormalFileSink(tmp_path, parts=1)
     part = sink.build_part("s", "part-0", None)
     part.write_batch([doc(0), doc(1)])
     state = part.snapshot()
@@ -238,7 +238,7 @@ def test_read_only_directory_raises_sink_error(tmp_path):
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
 def test_disk_full_raises_sink_error_and_resume_restores_whole_lines(tmp_path):
-    sink = NormalFileSink(tmp_path, shards=1)
+    sink = NormalFileSink(tmp_path, parts=1)
     part = sink.build_part("s", "part-0", None)
     part.write_batch([doc(0)])
     state = part.snapshot()
@@ -268,20 +268,20 @@ def test_open_handles_are_bounded_and_closed_files_still_synced(tmp_path, monkey
     assert len(synced) >= 6 + 6  # six files (four of them reopened) and six new folders
     part.close()
     assert len(state) == 6
-    assert len(shard_files(tmp_path)) == 6
+    assert len(part_files(tmp_path)) == 6
 
 
 def test_routing_is_stable_and_spreads_patients():
-    sink = NormalFileSink("unused", shards=4)
+    sink = NormalFileSink("unused", parts=4)
     keys = [f"patient-{i}" for i in range(200)]
     first = [sink.part_fn(k) % 4 for k in keys]
-    assert first == [NormalFileSink("other", shards=4).part_fn(k) % 4 for k in keys]
+    assert first == [NormalFileSink("other", parts=4).part_fn(k) % 4 for k in keys]
     assert set(first) == {0, 1, 2, 3}
 
 
 def test_one_key_value_log_line_per_batch_and_none_for_an_empty_one(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="lib.connectors.normal_files")
-    part = NormalFileSink(tmp_path, shards=2).build_part("s", "part-1", None)
+    part = NormalFileSink(tmp_path, parts=2).build_part("s", "part-1", None)
     caplog.clear()
     part.write_batch([doc(i) for i in range(4)])  # two days: two files, one line
     part.write_batch([])
@@ -310,7 +310,7 @@ class _Clock:
 
 def test_retention_deletes_old_days_while_running_and_the_snapshot_forgets_them(tmp_path, caplog):
     clock = _Clock(datetime(2026, 12, 4, 12, 0, tzinfo=UTC))
-    sink = NormalFileSink(tmp_path, shards=2, retention_days=5, clock=clock)
+    sink = NormalFileSink(tmp_path, parts=2, retention_days=5, clock=clock)
     other = sink.build_part("s", "part-0", None)
     part = sink.build_part("s", "part-1", None)
     day = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)  # 7 days before the clock
@@ -326,7 +326,7 @@ def test_retention_deletes_old_days_while_running_and_the_snapshot_forgets_them(
     assert min(state) == "date=2026-11-29"  # 5 days before 2026-12-04, kept
     assert "date=2026-11-28" not in state and "date=2026-11-27" not in state
     assert not (tmp_path / "date=2026-11-28").exists()  # empty: removed
-    assert (tmp_path / "date=2026-11-27" / "part-0.jsonl").exists()  # another shard's file
+    assert (tmp_path / "date=2026-11-27" / "part-0.jsonl").exists()  # another part's file
     (line,) = [r.getMessage() for r in caplog.records if "normal_sink_retention" in r.getMessage()]
     assert "part=part-1 days=2 oldest=date=2026-11-27 newest=date=2026-11-28" in line
     part.close()
@@ -338,14 +338,14 @@ def test_retention_deletes_old_days_while_running_and_the_snapshot_forgets_them(
     resumed = sink.build_part("s", "part-1", {**old_state, **state})
     assert resumed.snapshot() == state
     resumed.close()
-    # the other shard applies the same retention at its own start
+    # the other part applies the same retention at its own start
     sink.build_part("s", "part-0", {"date=2026-11-27": 1}).close()
     assert not (tmp_path / "date=2026-11-27").exists()
 
 
 def test_no_retention_keeps_every_day(tmp_path):
     clock = _Clock(datetime(2030, 1, 1, tzinfo=UTC))
-    part = NormalFileSink(tmp_path, shards=1, clock=clock).build_part("s", "part-0", None)
+    part = NormalFileSink(tmp_path, parts=1, clock=clock).build_part("s", "part-0", None)
     part.write_batch([doc(0, when=datetime(2026, 1, 1, tzinfo=UTC))])
     clock.now += 10 * 3600
     part.write_batch([doc(1)])
