@@ -370,12 +370,6 @@ class RiskModel:
         exps = np.exp(logits - logits.max(axis=1, keepdims=True))
         return exps[:, 1:].sum(axis=1) / exps.sum(axis=1)
 
-    def predict_proba_many(self, features: Sequence[Features]) -> np.ndarray:
-        """Risks for a batch of Features (one numpy pass)."""
-        if not features:
-            return np.empty(0, dtype=np.float64)
-        return self.predict_proba(feature_matrix(features))
-
 
 def _verified(path: Path | str) -> tuple[Path, bytes, dict[str, Any], tuple[str, ...]]:
     """(artifact, its bytes, metadata, feature names) once the bytes' sha256 equals the
@@ -519,11 +513,4 @@ def _derived_one(f: Features) -> tuple[float, float, float, float]:
         dev_s if s < LOW_SYS else 0.0,
         dev_d if d >= HIGH_DIA else 0.0,
         dev_d if d < LOW_DIA else 0.0,
-    )
-
-
-def feature_matrix(features: Sequence[Features]) -> np.ndarray:
-    """Stack Features into the model's input matrix, columns in FEATURE_NAMES order."""
-    return np.array([f.vector() for f in features], dtype=np.float64).reshape(
-        len(features), len(FEATURE_NAMES)
     )

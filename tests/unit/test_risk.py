@@ -25,7 +25,6 @@ from lib.monitor.risk import (
     LOW_SYS,
     RiskModel,
     _derived_one,
-    feature_matrix,
     input_bounds,
     linear_parameters,
     metadata_path,
@@ -34,6 +33,12 @@ from lib.monitor.risk import (
 )
 
 N = len(FEATURE_NAMES)
+
+
+def feature_matrix(features: list[Features]) -> np.ndarray:
+    """The model's input matrix of some windows, columns in FEATURE_NAMES order (the tests'
+    oracle: the monitor scores one reading at a time)."""
+    return np.array([f.vector() for f in features], dtype=np.float64).reshape(len(features), N)
 
 
 def _fit_pipeline(seed: int = 3, multinomial: bool = True) -> Pipeline:
@@ -217,13 +222,13 @@ def test_one_and_batch_agree_with_pipeline(vec):
         assert abs(float(model.predict_proba(np.array([vec]))[0]) - expected) <= 1e-9, kind
 
 
-def test_predict_proba_many_and_feature_matrix(model: RiskModel, pipe: Pipeline):
+def test_the_batch_and_one_reading_paths_agree(model: RiskModel, pipe: Pipeline):
     rng = np.random.default_rng(8)
     feats = [_features(row) for row in rng.normal(100.0, 25.0, size=(30, N))]
-    X = feature_matrix(feats)
-    assert X.shape == (30, N)
-    np.testing.assert_allclose(model.predict_proba_many(feats), reference_proba(pipe, X))
-    assert model.predict_proba_many([]).shape == (0,)
+    X = np.array([f.vector() for f in feats], dtype=np.float64)  # columns in FEATURE_NAMES order
+    batch = model.predict_proba(X)
+    np.testing.assert_allclose(batch, reference_proba(pipe, X))
+    np.testing.assert_allclose([model.predict_proba_one(f) for f in feats], batch, atol=1e-9)
 
 
 def test_wrong_matrix_shape_is_a_value_error(model: RiskModel):
