@@ -43,6 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from infra.kibana import objects
+from lib.logs import configure
+from lib.settings import load_or_exit
 
 log = logging.getLogger("bpwatch.kibana")
 
@@ -397,15 +399,16 @@ def apply(kibana: Kibana, namespace: str = "") -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    settings = load_or_exit()  # BPWATCH_NAMESPACE and BPWATCH_LOG_LEVEL, validated
     parser = argparse.ArgumentParser(prog="python -m infra.kibana.setup", description=__doc__)
     parser.add_argument(
         "--kibana-url", default=os.environ.get("KIBANA_URL", "http://127.0.0.1:5601")
     )
-    parser.add_argument("--namespace", default=os.environ.get("BPWATCH_NAMESPACE", ""))
+    parser.add_argument("--namespace", default=settings.namespace)
     parser.add_argument("--space", default="", help="Kibana space id (default space if empty)")
     parser.add_argument("--wait", type=float, default=0.0, help="seconds to wait for Kibana")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
+    configure(settings.log_level)
     kibana = Kibana(
         args.kibana_url,
         api_key=os.environ.get("KIBANA_API_KEY") or None,
