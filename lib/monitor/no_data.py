@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from lib.domain import Assessment
 from lib.monitor.alert_events import REVIEW, AlertEvent, _digest
 
+MIN_READINGS = 3  # readings a patient must have sent before silence opens an episode
 NO_DATA_FAMILY = "no_data"
 NO_DATA_CONDITION = "no_data"
 _HOUR = 3600.0
@@ -50,7 +51,7 @@ class NoDataRule:
         self,
         silence_hours: float = 48.0,
         lookback_days: float = 7.0,
-        min_readings: int = 3,
+        min_readings: int = MIN_READINGS,
         catch_up_grace_s: float = 900.0,
         tier: str = REVIEW,
     ) -> None:

@@ -39,6 +39,7 @@ from typing import Any
 
 import orjson
 
+from lib.monitor.no_data import MIN_READINGS
 from lib.settings import Settings, load_or_exit
 from lib.tools import alert_quality
 
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 
 
 NO_DATA_EDGE_S = 3600.0  # patients this close to an edge of the no-data window are not compared
-NO_DATA_MIN_READINGS = 3  # as lib.monitor.alerts.NoDataRule
+NO_DATA_MIN_READINGS = MIN_READINGS  # the monitor's own rule (lib.monitor.no_data)
 
 
 @dataclass
