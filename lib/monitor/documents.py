@@ -293,7 +293,11 @@ def kafka_item(event: AlertEvent) -> tuple[bytes, bytes, list[tuple[str, bytes]]
     return (
         event.patient_id.encode(),
         orjson.dumps(event.to_doc()),
-        [("alert_id", event.alert_id.encode()), ("event", event.event.encode())],
+        [
+            ("alert_id", event.alert_id.encode()),
+            ("event", event.event.encode()),
+            ("tier", event.tier.encode()),  # a pager can route on it without parsing JSON
+        ],
     )
 
 
@@ -314,7 +318,7 @@ def once_item(event: AlertEvent) -> tuple[str, tuple[str, bytes, bytes, list[tup
     return (event.patient_id, (event.alert_id, key, value, headers))
 
 
-# -- dead letters: bp.observations.dlq through the exactly-once Kafka sink ----------------
+# -- dead letters: bp.observations.dlq through the idempotent Kafka sink -------------------
 def dead_letter_item(
     record: tuple[bytes | None, bytes, list[tuple[str, bytes]]],
 ) -> tuple[str, tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]]:

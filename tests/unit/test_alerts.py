@@ -286,6 +286,7 @@ def test_doc_and_connector_items():
     key, value, headers = kafka_item(events[0])
     assert key == b"p1" and orjson.loads(value) == doc
     assert ("alert_id", doc["alert_id"].encode()) in headers
+    assert ("tier", b"urgent") in headers and ("event", b"opened") in headers
     assert elastic_item(events[1]) == ("index", events[1].alert_id, events[1].to_doc())
     assert orjson.loads(orjson.dumps(events[1].to_doc()))["event"] == "resolved"
 
