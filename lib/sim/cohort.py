@@ -19,22 +19,28 @@ Acute events are scheduled as a Poisson process per profile and have three phase
 Ground truth per reading (:class:`lib.domain.GroundTruth`): ``event_within_horizon`` is true when
 an acute event *starts* in ``(t, t + horizon_hours]``, the label the risk model learns.
 
-Randomness comes only from ``numpy.random.Generator`` objects seeded from ``(seed, patient index)``,
-so a patient's stream does not depend on which worker generates it or on the other patients.
+Randomness comes only from numbered draws of ``(seed, patient index, purpose)``
+(:mod:`lib.sim.draws`), and shares (profiles, the home cohort) are exact within blocks of 100
+consecutive patients, so a patient's stream depends neither on which worker generates it, nor
+on the other patients, nor on the cohort's size: patient ``i`` sends the same readings in a
+cohort of 1,000 as in one of 1,000,000. A patient's whole state is a few numbers
+(:class:`Trajectory`), so a simulator can hold a million of them.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
+import struct
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from lib.domain import GroundTruth, Reading, utc_iso
+from lib.sim import draws
 
 DEFAULT_START = datetime(2025, 3, 3, tzinfo=UTC)
 
@@ -106,8 +112,7 @@ class Patient:
     arm: str
 
 
-@dataclass(frozen=True, slots=True)
-class _Event:
+class _Event(NamedTuple):
     kind: str  # crisis | hypotension | surge
     onset: float  # hours: start of the prodrome
     start: float  # hours: start of the acute phase (the labelled moment)
@@ -117,6 +122,7 @@ class _Event:
     dia_ratio: float  # diastolic excess = ratio * systolic excess
     tau: float  # recovery time constant, hours
     gradual: float  # share of the excess reached by the end of the prodrome
+    next_after: float  # hours: the next event's prodrome starts after this (refractory end)
 
     @property
     def acute(self) -> bool:
@@ -127,10 +133,21 @@ def patient_id(seed: int, index: int) -> str:
     return f"pat-{seed}-{index:05d}"
 
 
+# Draw streams, one per purpose (the ``tag`` of lib.sim.draws.stream_key).
+_TAG_NAME, _TAG_ATTRS, _TAG_PROFILE, _TAG_TRAJ, _TAG_EVENTS = 0x4E, 0x50, 0x9F, 0x7A, 0xE7
+_TAG_HOME, _TAG_HOME_SILENT, _TAG_HOME_DRAWS = 0x40E, 0x40F, 0x40
+_BLOCK = 100  # shares are exact within each block of this many consecutive patient indexes
+_EVENT_DRAWS = 16  # draws reserved per event of a patient's event chain
+
+
+def _pick(table: tuple[Any, ...], u: float) -> Any:
+    return table[min(int(u * len(table)), len(table) - 1)]
+
+
 def patient_name(seed: int, index: int) -> str:
     """A deterministic fake display name, e.g. ``"Greta Okafor"``."""
-    rng = np.random.default_rng([seed, index, 0x4E])
-    return f"{_GIVEN[rng.integers(len(_GIVEN))]} {_FAMILY[rng.integers(len(_FAMILY))]}"
+    key = draws.stream_key(seed, _TAG_NAME, index)
+    return f"{_pick(_GIVEN, draws.uniform(key, 0))} {_pick(_FAMILY, draws.uniform(key, 1))}"
 
 
 def normalize_mix(mix: Mapping[str, float] | None) -> dict[str, float]:
@@ -145,113 +162,207 @@ def normalize_mix(mix: Mapping[str, float] | None) -> dict[str, float]:
     return {name: float(mix.get(name, 0.0)) / total for name in PROFILES}
 
 
-def _exact_counts(shares: Mapping[str, float], n: int) -> dict[str, int]:
-    """``n`` split by ``shares`` (summing to 1) with the largest-remainder method."""
-    raw = {name: share * n for name, share in shares.items()}
-    counts = {name: math.floor(v) for name, v in raw.items()}
-    rest = n - sum(counts.values())
-    for name in sorted(raw, key=lambda k: (counts[k] - raw[k], k))[:rest]:
-        counts[name] += 1
-    return counts
+def stratified(seed: int, tag: int, indexes: np.ndarray) -> np.ndarray:
+    """One uniform in [0, 1) per patient, stratified within blocks of :data:`_BLOCK` indexes.
+
+    The patients of a block take one stratum ``[k/B, (k+1)/B)`` each (a seeded permutation),
+    so a share ``s`` of them falls below ``s`` up to one per block, whatever the cohort's
+    size: a patient's value depends only on the seed and its block, never on the cohort.
+    """
+    indexes = np.asarray(indexes, dtype=np.int64)
+    blocks = np.unique(indexes // _BLOCK)
+    members = (blocks[:, None] * _BLOCK + np.arange(_BLOCK)).ravel()
+    order = draws.uniforms(seed, tag, members, 0).reshape(-1, _BLOCK)
+    rank = np.argsort(np.argsort(order, axis=1, kind="stable"), axis=1, kind="stable")
+    jitter = draws.uniforms(seed, tag, members, 1).reshape(-1, _BLOCK)
+    u = ((rank + jitter) / _BLOCK).ravel()
+    return u[np.searchsorted(blocks, indexes // _BLOCK) * _BLOCK + indexes % _BLOCK]
+
+
+def _categories(u: np.ndarray, shares: Mapping[str, float]) -> np.ndarray:
+    """Index into ``shares`` (in its order) of each uniform ``u``."""
+    cum = np.cumsum(list(shares.values()))
+    return np.minimum(np.searchsorted(cum, u, side="right"), len(shares) - 1)
+
+
+def profile_codes(
+    seed: int, indexes: np.ndarray, mix: Mapping[str, float] | None = None
+) -> np.ndarray:
+    """Profile of each patient as an index into :data:`PROFILES` (exact shares per block)."""
+    return _categories(stratified(seed, _TAG_PROFILE, indexes), normalize_mix(mix))
 
 
 def assign_profiles(
     n_patients: int, seed: int, mix: Mapping[str, float] | None = None
 ) -> list[str]:
-    """Profiles of patients ``0..n-1``: exact shares (largest remainder), shuffled by seed."""
-    counts = _exact_counts(normalize_mix(mix), n_patients)
-    profiles = [name for name in PROFILES for _ in range(counts[name])]
-    order = np.random.default_rng([seed, 0x9F]).permutation(n_patients)
-    return [profiles[i] for i in order]
+    """Profiles of patients ``0..n-1``: the mix's shares, exact within each block of 100.
+
+    Patient ``i`` has the same profile in every cohort of the seed that holds it."""
+    names = list(PROFILES)
+    return [names[c] for c in profile_codes(seed, np.arange(n_patients), mix)]
+
+
+class Attributes(NamedTuple):
+    """Per-patient attributes of many patients as small integer arrays (indexes into the
+    module's tables), for a simulator that holds a million patients."""
+
+    indexes: np.ndarray  # int64 patient indexes
+    profile: np.ndarray  # into PROFILES
+    utc_offset: np.ndarray  # into _UTC_OFFSETS_MIN
+    interval: np.ndarray  # into _INTERVALS_MIN
+    device: np.ndarray  # into _DEVICES
+    arm: np.ndarray  # into _ARMS
+
+
+def attributes(
+    seed: int, indexes: np.ndarray, mix: Mapping[str, float] | None = None
+) -> Attributes:
+    """The attributes of the patients ``indexes`` (vectorised; the same as :func:`patient`)."""
+    indexes = np.asarray(indexes, dtype=np.int64)
+
+    def pick(n: int, size: int) -> np.ndarray:
+        u = draws.uniforms(seed, _TAG_ATTRS, indexes, n)
+        return np.minimum((u * size).astype(np.int64), size - 1).astype(np.uint8)
+
+    return Attributes(
+        indexes,
+        profile_codes(seed, indexes, mix).astype(np.uint8),
+        pick(0, len(_UTC_OFFSETS_MIN)),
+        pick(1, len(_INTERVALS_MIN)),
+        pick(2, len(_DEVICES)),
+        pick(3, len(_ARMS)),
+    )
+
+
+_PROFILE_NAMES = tuple(PROFILES)
+
+
+def make_patient(seed: int, index: int, attrs: Attributes, row: int) -> Patient:
+    """Patient ``index`` from row ``row`` of its cohort's :class:`Attributes`."""
+    return Patient(
+        index=index,
+        patient_id=patient_id(seed, index),
+        name=patient_name(seed, index),
+        profile=_PROFILE_NAMES[attrs.profile[row]],
+        utc_offset_min=_UTC_OFFSETS_MIN[attrs.utc_offset[row]],
+        interval_min=float(_INTERVALS_MIN[attrs.interval[row]]),
+        device=_DEVICES[attrs.device[row]],
+        arm=_ARMS[attrs.arm[row]],
+    )
 
 
 def cohort(n_patients: int, seed: int, mix: Mapping[str, float] | None = None) -> list[Patient]:
-    """The patients of a run, with their profile, cadence, time zone and device."""
-    patients = []
-    for index, profile in enumerate(assign_profiles(n_patients, seed, mix)):
-        rng = np.random.default_rng([seed, index, 0x50])
-        patients.append(
-            Patient(
-                index=index,
-                patient_id=patient_id(seed, index),
-                name=patient_name(seed, index),
-                profile=profile,
-                utc_offset_min=int(rng.choice(_UTC_OFFSETS_MIN)),
-                interval_min=float(rng.choice(_INTERVALS_MIN)),
-                device=str(rng.choice(_DEVICES)),
-                arm=str(rng.choice(_ARMS)),
-            )
-        )
-    return patients
+    """The patients of a run, with their profile, cadence, time zone and device.
+
+    ``cohort(n, seed)[i]`` is the same patient for every ``n > i``."""
+    attrs = attributes(seed, np.arange(n_patients), mix)
+    return [make_patient(seed, i, attrs, i) for i in range(n_patients)]
 
 
-class _Draws:
-    """Block-buffered standard normal and uniform draws (scalar Generator calls are slow)."""
-
-    __slots__ = ("_i", "_j", "_n", "_rng", "_u")
-
-    def __init__(self, rng: np.random.Generator) -> None:
-        self._rng = rng
-        self._n = rng.standard_normal(512).tolist()
-        self._u = rng.random(512).tolist()
-        self._i = 0
-        self._j = 0
-
-    def normal(self) -> float:
-        if self._i == len(self._n):
-            self._n = self._rng.standard_normal(512).tolist()
-            self._i = 0
-        self._i += 1
-        return self._n[self._i - 1]
-
-    def uniform(self, lo: float = 0.0, hi: float = 1.0) -> float:
-        if self._j == len(self._u):
-            self._u = self._rng.random(512).tolist()
-            self._j = 0
-        self._j += 1
-        return lo + (hi - lo) * self._u[self._j - 1]
-
-    def exponential(self, mean: float) -> float:
-        return -mean * math.log(1.0 - self.uniform())
+def first_reading_hours(seed: int, attrs: Attributes) -> np.ndarray:
+    """Hour of each patient's first clinical reading (vectorised :meth:`Trajectory.start`)."""
+    u = draws.uniforms(seed, _TAG_TRAJ, attrs.indexes, 0)
+    interval_h = np.array([m / 60.0 for m in _INTERVALS_MIN])[attrs.interval]
+    return interval_h * u  # patients are not in lock-step
 
 
-class _Trajectory:
-    """Latent state of one patient; ``step(t)`` gives the measured values at hour ``t``."""
+_KIND_CODES = {"": 0, "crisis": 1, "hypotension": 2, "surge": 3}
+_KIND_NAMES = tuple(_KIND_CODES)
+# the packed state of a trajectory (see Trajectory.pack)
+_STATE = struct.Struct("<qqq" + "d" * 9 + "B" + "d" * 9 + "B")
+
+
+class Trajectory:
+    """Latent state of one patient; :meth:`step` measures at the next reading time and moves on.
+
+    The whole state is a few numbers (:meth:`pack`: 170 bytes), and every draw is numbered
+    (:mod:`lib.sim.draws`), so a simulator can keep a million patients as packed bytes and
+    resume each one where it stopped. The acute events form a chain: event ``k`` is a pure
+    function of ``k`` and the end of event ``k - 1``'s refractory period, so only the current
+    event and the next acute event's start are kept.
+    """
+
+    __slots__ = (
+        "base_dia", "base_sys", "drift_cap", "drift_per_day", "ev", "ev_k", "ev_key", "key",
+        "n", "na_kind", "na_start", "ou_dia", "ou_sys", "p", "patient", "seq", "t", "t_prev",
+    )  # fmt: skip
 
     def __init__(self, patient: Patient, seed: int) -> None:
-        self.p = PROFILES[patient.profile]
         self.patient = patient
-        rng = np.random.default_rng([seed, patient.index, 0x7A])
-        self.d = _Draws(rng)
-        d, p = self.d, self.p
-        self.base_sys = p.sys_mean + p.sys_sd * d.normal()
-        self.base_dia = p.dia_mean + p.dia_sd * d.normal()
+        self.p = PROFILES[patient.profile]
+        self.key = draws.stream_key(seed, _TAG_TRAJ, patient.index)
+        self.ev_key = draws.stream_key(seed, _TAG_EVENTS, patient.index)
+
+    @classmethod
+    def start(cls, patient: Patient, seed: int) -> Trajectory:
+        """A patient's trajectory before its first reading."""
+        self = cls(patient, seed)
+        p, key = self.p, self.key
+        self.t = (patient.interval_min / 60.0) * draws.uniform(key, 0)
+        self.seq = 0
+        self.base_sys = p.sys_mean + p.sys_sd * draws.normal(key, 1)
+        self.base_dia = p.dia_mean + p.dia_sd * draws.normal(key, 2)
         if patient.profile == "elevated":
             self.base_dia = min(self.base_dia, 77.0)  # elevated: systolic only
-        drifting = d.uniform() < p.drift_share
-        self.drift_per_day = d.uniform(0.8, 3.5) if drifting else 0.0
-        self.drift_cap = d.uniform(12.0, 28.0)
-        self.ou_sys = p.fluct_sd * d.normal()
+        drifting = draws.uniform(key, 3) < p.drift_share
+        self.drift_per_day = 0.8 + 2.7 * draws.uniform(key, 4) if drifting else 0.0
+        self.drift_cap = 12.0 + 16.0 * draws.uniform(key, 5)
+        self.ou_sys = p.fluct_sd * draws.normal(key, 6)
         self.ou_dia = 0.6 * self.ou_sys
         self.t_prev = 0.0
-        self.events: list[_Event] = []
-        self._scheduled_until = 0.0
-        self._schedule(0.0)
+        self.n = 8  # the next draw of the measurement stream
+        self.ev_k = 0
+        self.ev = self._event(0, 0.0)
+        self.na_start, self.na_kind = -math.inf, ""
+        return self
+
+    def pack(self) -> bytes:
+        ev = self.ev or _NO_EVENT
+        return _STATE.pack(
+            self.n, self.seq, self.ev_k, self.t, self.t_prev, self.ou_sys, self.ou_dia,
+            self.base_sys, self.base_dia, self.drift_per_day, self.drift_cap, self.na_start,
+            _KIND_CODES[self.na_kind], *ev[1:], _KIND_CODES[ev.kind],
+        )  # fmt: skip
+
+    @classmethod
+    def unpack(cls, patient: Patient, seed: int, state: bytes) -> Trajectory:
+        self = cls(patient, seed)
+        (
+            self.n, self.seq, self.ev_k, self.t, self.t_prev, self.ou_sys, self.ou_dia,
+            self.base_sys, self.base_dia, self.drift_per_day, self.drift_cap, self.na_start,
+            na_kind, *ev, kind,
+        ) = _STATE.unpack(state)  # fmt: skip
+        self.na_kind = _KIND_NAMES[na_kind]
+        self.ev = _Event(_KIND_NAMES[kind], *ev) if kind else None
+        return self
+
+    # -- random draws -------------------------------------------------------------------------
+    def _normal(self) -> float:
+        self.n += 1
+        return draws.normal(self.key, self.n - 1)
+
+    def _uniform(self, lo: float = 0.0, hi: float = 1.0) -> float:
+        self.n += 1
+        return lo + (hi - lo) * draws.uniform(self.key, self.n - 1)
 
     # -- events -----------------------------------------------------------------------------
     def _rate(self) -> float:
         p = self.p
         return p.crisis_per_day + p.hypotension_per_day + p.surge_per_day
 
-    def _schedule(self, after: float) -> None:
-        """Append the next event whose prodrome starts after ``after`` hours."""
-        p, d = self.p, self.d
+    def _event(self, k: int, after: float) -> _Event | None:
+        """Event ``k`` of the chain, whose prodrome starts after ``after`` hours (None: none)."""
+        p = self.p
         rate = self._rate()
         if rate <= 0:
-            self._scheduled_until = math.inf
-            return
-        onset = after + d.exponential(24.0 / rate)
-        pick = d.uniform() * rate
+            return None
+        key, n = self.ev_key, k * _EVENT_DRAWS
+
+        def u(j: int, lo: float = 0.0, hi: float = 1.0) -> float:
+            return lo + (hi - lo) * draws.uniform(key, n + j)
+
+        onset = after - (24.0 / rate) * math.log(1.0 - u(0))
+        pick = u(1) * rate
         if pick < p.crisis_per_day:
             kind = "crisis"
         elif pick < p.crisis_per_day + p.hypotension_per_day:
@@ -260,81 +371,86 @@ class _Trajectory:
             kind = "surge"
         if kind == "crisis":
             # most crises announce themselves hours ahead; about a quarter come quickly
-            prodrome = d.uniform(0.5, 1.5) if d.uniform() < 0.25 else d.uniform(2.0, 8.0)
-            target = max(182.0, self.base_sys + 40.0) + d.uniform(0.0, 30.0)
+            prodrome = u(3, 0.5, 1.5) if u(2) < 0.25 else u(3, 2.0, 8.0)
+            target = max(182.0, self.base_sys + 40.0) + u(4, 0.0, 30.0)
             delta = target - self.base_sys
-            duration = d.uniform(1.0, 3.5)
-            tau = d.uniform(1.5, 3.5)
-            dia_ratio = d.uniform(0.45, 0.7)
-            gradual = d.uniform(0.45, 0.8)
+            duration = u(5, 1.0, 3.5)
+            tau = u(6, 1.5, 3.5)
+            dia_ratio = u(7, 0.45, 0.7)
+            gradual = u(8, 0.45, 0.8)
         elif kind == "hypotension":
-            prodrome = d.uniform(0.3, 1.0) if d.uniform() < 0.25 else d.uniform(1.0, 4.0)
-            target = d.uniform(72.0, 86.0)
+            prodrome = u(3, 0.3, 1.0) if u(2) < 0.25 else u(3, 1.0, 4.0)
+            target = u(4, 72.0, 86.0)
             delta = min(target - self.base_sys, -15.0)
-            duration = d.uniform(0.5, 2.0)
-            tau = d.uniform(0.5, 1.5)
-            dia_ratio = d.uniform(0.5, 0.7)
-            gradual = d.uniform(0.35, 0.65)
+            duration = u(5, 0.5, 2.0)
+            tau = u(6, 0.5, 1.5)
+            dia_ratio = u(7, 0.5, 0.7)
+            gradual = u(8, 0.35, 0.65)
         else:  # a stress surge: rises like a prodrome, then subsides without a crisis
-            prodrome = d.uniform(1.0, 4.0)
-            delta = d.uniform(15.0, 35.0)
+            prodrome = u(3, 1.0, 4.0)
+            delta = u(4, 15.0, 35.0)
             duration = 0.0
-            tau = d.uniform(1.0, 2.5)
-            dia_ratio = d.uniform(0.4, 0.6)
+            tau = u(6, 1.0, 2.5)
+            dia_ratio = u(7, 0.4, 0.6)
             gradual = 1.0
         start = onset + prodrome
         end = start + duration
-        event = _Event(kind, onset, start, end, end + 4.0 * tau, delta, dia_ratio, tau, gradual)
-        self.events.append(event)
-        self._scheduled_until = event.settle + d.uniform(2.0, 6.0)  # refractory period
-
-    def _ensure(self, until: float) -> None:
-        while self._scheduled_until < until:
-            self._schedule(self._scheduled_until)
+        settle = end + 4.0 * tau
+        refractory = u(9, 2.0, 6.0)
+        return _Event(
+            kind, onset, start, end, settle, delta, dia_ratio, tau, gradual, settle + refractory
+        )
 
     def excess(self, t: float) -> tuple[float, float, float, _Event | None]:
         """(systolic excess, diastolic excess, variability multiplier, current event)."""
-        self._ensure(t)
-        while self.events and self.events[0].settle < t:
-            self.events.pop(0)
-        for ev in self.events:
-            if t < ev.onset:
-                break
-            if t < ev.start:
-                x = (t - ev.onset) / (ev.start - ev.onset)
-                share = ev.gradual * x**1.6
-                var = 1.0 + (0.9 * x if ev.kind in ("crisis", "surge") else 0.3 * x)
-                return ev.sys_delta * share, ev.sys_delta * ev.dia_ratio * share, var, ev
-            if t < ev.end:
-                return ev.sys_delta, ev.sys_delta * ev.dia_ratio, 1.5, ev
-            decay = math.exp(-(t - ev.end) / ev.tau)
-            level = ev.gradual if ev.kind == "surge" else 1.0
-            share = level * decay
-            return ev.sys_delta * share, ev.sys_delta * ev.dia_ratio * share, 1.0 + 0.3 * decay, ev
-        return 0.0, 0.0, 1.0, None
+        ev = self.ev
+        if ev is None:
+            return 0.0, 0.0, 1.0, None
+        while ev.settle < t:
+            self.ev_k += 1
+            ev = self._event(self.ev_k, ev.next_after)
+            assert ev is not None
+        self.ev = ev
+        if t < ev.onset:
+            return 0.0, 0.0, 1.0, None
+        if t < ev.start:
+            x = (t - ev.onset) / (ev.start - ev.onset)
+            share = ev.gradual * x**1.6
+            var = 1.0 + (0.9 * x if ev.kind in ("crisis", "surge") else 0.3 * x)
+            return ev.sys_delta * share, ev.sys_delta * ev.dia_ratio * share, var, ev
+        if t < ev.end:
+            return ev.sys_delta, ev.sys_delta * ev.dia_ratio, 1.5, ev
+        decay = math.exp(-(t - ev.end) / ev.tau)
+        level = ev.gradual if ev.kind == "surge" else 1.0
+        share = level * decay
+        return ev.sys_delta * share, ev.sys_delta * ev.dia_ratio * share, 1.0 + 0.3 * decay, ev
 
     def next_acute_start(self, t: float) -> tuple[float, str]:
         """Start time and kind of the first acute event starting strictly after ``t``."""
-        horizon = t
-        while True:
-            self._ensure(horizon + 24.0)
-            for ev in self.events:
-                if ev.acute and ev.start > t:
-                    return ev.start, ev.kind
-            if self._rate() <= 0 or (self.p.crisis_per_day + self.p.hypotension_per_day) <= 0:
-                return math.inf, ""
-            horizon += 24.0
+        if self.na_start > t:
+            return self.na_start, self.na_kind
+        p = self.p
+        ev, k = self.ev, self.ev_k
+        if ev is None or (p.crisis_per_day + p.hypotension_per_day) <= 0:
+            self.na_start, self.na_kind = math.inf, ""
+            return self.na_start, self.na_kind
+        while not (ev.acute and ev.start > t):
+            k += 1
+            ev = self._event(k, ev.next_after)
+            assert ev is not None
+        self.na_start, self.na_kind = ev.start, ev.kind
+        return self.na_start, self.na_kind
 
     # -- measurement ------------------------------------------------------------------------
     def measure(self, t: float) -> tuple[float, float, float, float, _Event | None]:
         """(systolic, diastolic, latent systolic, latent diastolic, event) at hour ``t``."""
-        p, d = self.p, self.d
+        p = self.p
         dt = max(t - self.t_prev, 0.0)
         self.t_prev = t
         keep = math.exp(-dt / 3.0)  # OU with a 3 h time constant
         spread = p.fluct_sd * math.sqrt(1.0 - keep * keep)
-        self.ou_sys = keep * self.ou_sys + spread * d.normal()
-        self.ou_dia = keep * self.ou_dia + 0.6 * spread * d.normal()
+        self.ou_sys = keep * self.ou_sys + spread * self._normal()
+        self.ou_dia = keep * self.ou_dia + 0.6 * spread * self._normal()
         local_h = (t + self.patient.utc_offset_min / 60.0) % 24.0
         # peak mid-afternoon, nocturnal dip around 03:00
         circ = -math.cos(2.0 * math.pi * (local_h - 3.0) / 24.0)
@@ -342,12 +458,12 @@ class _Trajectory:
         ex_sys, ex_dia, var, ev = self.excess(t)
         lat_sys = self.base_sys + drift + p.circadian_sys * circ + self.ou_sys + ex_sys
         lat_dia = self.base_dia + 0.55 * drift + 0.6 * p.circadian_sys * circ + self.ou_dia + ex_dia
-        sys_v = lat_sys + p.noise_sys * var * d.normal()
-        dia_v = lat_dia + p.noise_dia * var * d.normal()
+        sys_v = lat_sys + p.noise_sys * var * self._normal()
+        dia_v = lat_dia + p.noise_dia * var * self._normal()
         sys_v = min(max(sys_v, 62.0), 250.0)
         dia_v = min(max(dia_v, 35.0), 145.0)
         if sys_v - dia_v < 15.0:  # keep a physiological pulse pressure
-            dia_v = sys_v - 15.0 - 5.0 * d.uniform()
+            dia_v = sys_v - 15.0 - 5.0 * self._uniform()
         return float(round(sys_v)), float(round(dia_v)), lat_sys, lat_dia, ev
 
     def next_gap_h(self, last_sys: float) -> float:
@@ -355,38 +471,22 @@ class _Trajectory:
         interval = self.patient.interval_min
         if last_sys >= 160.0 or last_sys < 95.0:
             interval = min(interval, 15.0)
-        return interval * self.d.uniform(0.8, 1.2) / 60.0
+        return interval * self._uniform(0.8, 1.2) / 60.0
 
-
-def patient_readings(
-    patient: Patient,
-    seed: int,
-    *,
-    hours: float | None,
-    horizon_hours: float = 6.0,
-    start: datetime = DEFAULT_START,
-) -> Iterator[tuple[Reading, GroundTruth]]:
-    """One patient's readings in time order (``hours=None``: unbounded)."""
-    if start.tzinfo is None:
-        raise ValueError("start must be timezone-aware")
-    start = start.astimezone(UTC)
-    traj = _Trajectory(patient, seed)
-    t = traj.d.uniform(0.0, patient.interval_min / 60.0)  # patients are not in lock-step
-    seq = 0
-    while hours is None or t < hours:
-        sys_v, dia_v, lat_sys, lat_dia, ev = traj.measure(t)
-        next_start, next_kind = traj.next_acute_start(t)
+    def step(self, seed: int, start_us: int, horizon_hours: float) -> tuple[Reading, GroundTruth]:
+        """The reading at hour ``self.t`` with its ground truth; moves to the next reading."""
+        t, patient = self.t, self.patient
+        sys_v, dia_v, lat_sys, lat_dia, ev = self.measure(t)
+        next_start, next_kind = self.next_acute_start(t)
         within = next_start - t <= horizon_hours
         in_event = ev is not None and ev.acute and ev.start <= t < ev.end
         # kind of the event the label is about; else the one the patient is in
         kind = next_kind if within else (ev.kind if in_event and ev is not None else "")
-        effective = start + timedelta(microseconds=round(t * 3_600_000_000))
-        effective = effective.replace(microsecond=(effective.microsecond // 1000) * 1000)
-        obs_id = f"bp-{seed}-{patient.index:05d}-{seq:06d}"
+        obs_id = f"bp-{seed}-{patient.index:05d}-{self.seq:06d}"
         reading = Reading(
             observation_id=obs_id,
             patient_id=patient.patient_id,
-            effective_at=effective,
+            effective_at=at_ms(reading_ms(start_us, t)),
             systolic=sys_v,
             diastolic=dia_v,
             status="final",
@@ -406,9 +506,50 @@ def patient_readings(
                 "prodrome": 1.0 if ev is not None and ev.onset <= t < ev.start else 0.0,
             },
         )
-        yield reading, truth
-        seq += 1
-        t += traj.next_gap_h(sys_v)
+        self.seq += 1
+        self.t = t + self.next_gap_h(sys_v)
+        return reading, truth
+
+
+_NO_EVENT = _Event("", 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def epoch_us(start: datetime) -> int:
+    """``start`` (timezone-aware) as integer microseconds since the Unix epoch."""
+    if start.tzinfo is None:
+        raise ValueError("start must be timezone-aware")
+    return (start - _EPOCH) // timedelta(microseconds=1)
+
+
+def reading_ms(start_us: int, t: float) -> int:
+    """The millisecond (since the epoch) of simulated hour ``t`` after ``start_us``."""
+    return (start_us + round(t * 3_600_000_000)) // 1000
+
+
+def at_ms(ms: int) -> datetime:
+    """The UTC datetime of a millisecond since the epoch."""
+    return _EPOCH + timedelta(milliseconds=ms)
+
+
+def ms_of(at: datetime) -> int:
+    """A timezone-aware datetime as milliseconds since the epoch (rounded down)."""
+    return (at - _EPOCH) // timedelta(milliseconds=1)
+
+
+def patient_readings(
+    patient: Patient,
+    seed: int,
+    *,
+    hours: float | None,
+    horizon_hours: float = 6.0,
+    start: datetime = DEFAULT_START,
+) -> Iterator[tuple[Reading, GroundTruth]]:
+    """One patient's readings in time order (``hours=None``: unbounded)."""
+    start_us = epoch_us(start)
+    traj = Trajectory.start(patient, seed)
+    while hours is None or traj.t < hours:
+        yield traj.step(seed, start_us, horizon_hours)
 
 
 def merge_by_time(
@@ -431,7 +572,9 @@ def generate(
     """Readings with ground truth of ``n_patients`` in global event-time order.
 
     Deterministic for a seed; ``patients`` restricts the output to those patient indexes
-    (their readings are the same as in the full cohort). ``hours=None`` is unbounded.
+    (their readings are the same as in the full cohort, and as in any larger cohort).
+    ``hours=None`` is unbounded. For a small cohort: it holds a generator per patient
+    (:func:`lib.sim.stream.messages` is the simulator for large ones).
     """
     everyone = cohort(n_patients, seed, mix)
     chosen = everyone if patients is None else [everyone[i] for i in patients]
@@ -453,7 +596,7 @@ HOME_DAYS = 7
 HOME_SESSIONS_H = (7.0, 20.0)  # local hour of the morning and evening sessions
 HOME_PER_SESSION = 2
 OFFICE_READINGS = 3
-_STOP_AFTER = (4, 2)  # days sent by silent patients, alternately (day 4: an average; 2: none)
+_STOP_AFTER = (4, 2)  # days sent by silent patients (day 4: an average; 2: none)
 # home baselines (mm[Hg]): far enough from the AHA 130/80 and ESH 135/85 home thresholds
 # that a week's average lands on the designed side under either rule set
 _HOME_BASE = {
@@ -461,6 +604,7 @@ _HOME_BASE = {
     "hypertension": ((142.0, 152.0), (89.0, 96.0)),
     "office": ((146.0, 160.0), (90.0, 98.0)),
 }
+HOME_KINDS = tuple(HOME_MIX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -482,22 +626,48 @@ class HomePlan:
             return None
         return self.kind == "home_hypertension"
 
+    @property
+    def office_readings(self) -> int:
+        return OFFICE_READINGS if self.kind == "white_coat" else 0
 
-def home_plans(n_patients: int, seed: int, share: float) -> dict[int, HomePlan]:
-    """The home cohort of a run: patient index -> plan (``round(share * n)`` patients)."""
+    @property
+    def readings(self) -> int:
+        """Readings sent in all (office visit included)."""
+        return self.office_readings + self.days * len(HOME_SESSIONS_H) * HOME_PER_SESSION
+
+
+def home_plan_codes(seed: int, indexes: np.ndarray, share: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(kind, days)`` per patient: kind 0 = not in the home cohort, else 1 + index into
+    :data:`HOME_MIX`.
+
+    Within each block of 100 consecutive patients, a share joins (exact up to one), their
+    kinds split by :data:`HOME_MIX` (up to one each) and :data:`HOME_SILENT_SHARE` of them
+    stop sending, alternately after day 4 and day 2. A patient's plan depends only on the seed
+    and its block, not on the cohort's size.
+    """
     if not 0.0 <= share <= 1.0:
         raise ValueError(f"home share must be between 0 and 1, not {share}")
-    k = round(share * n_patients)
-    if k == 0:
-        return {}
-    rng = np.random.default_rng([seed, 0x40E])
-    chosen = sorted(int(i) for i in rng.permutation(n_patients)[:k])
-    kinds = [name for name, c in _exact_counts(HOME_MIX, k).items() for _ in range(c)]
-    kinds = [kinds[i] for i in rng.permutation(k)]
-    silent = sorted(int(i) for i in rng.permutation(k)[: round(HOME_SILENT_SHARE * k)])
-    days = {pos: _STOP_AFTER[j % len(_STOP_AFTER)] for j, pos in enumerate(silent)}
-    return {index: HomePlan(kinds[pos], days.get(pos, HOME_DAYS))
-            for pos, index in enumerate(chosen)}  # fmt: skip
+    indexes = np.asarray(indexes, dtype=np.int64)
+    blocks = np.unique(indexes // _BLOCK)
+    everyone = (blocks[:, None] * _BLOCK + np.arange(_BLOCK)).ravel()
+    u = stratified(seed, _TAG_HOME, everyone)
+    member = u < share
+    kind = np.where(member, 1 + _categories(u / share if share else u, HOME_MIX), 0)
+    # the members of a block in a seeded order; the first of them stop sending
+    order = np.where(member, draws.uniforms(seed, _TAG_HOME_SILENT, everyone), 2.0)
+    order = order.reshape(-1, _BLOCK)
+    rank = np.argsort(np.argsort(order, axis=1, kind="stable"), axis=1, kind="stable")
+    n_silent = np.rint(HOME_SILENT_SHARE * member.reshape(-1, _BLOCK).sum(axis=1))
+    silent = (rank < n_silent[:, None]).ravel() & member
+    days = np.where(silent, np.array(_STOP_AFTER)[rank.ravel() % len(_STOP_AFTER)], HOME_DAYS)
+    rows = np.searchsorted(blocks, indexes // _BLOCK) * _BLOCK + indexes % _BLOCK
+    return kind[rows].astype(np.uint8), days[rows].astype(np.uint8)
+
+
+def home_plans(n_patients: int, seed: int, share: float) -> dict[int, HomePlan]:
+    """The home cohort of a run: patient index -> plan (about ``share * n`` patients)."""
+    kinds, days = home_plan_codes(seed, np.arange(n_patients), share)
+    return {int(i): HomePlan(HOME_KINDS[kinds[i] - 1], int(days[i])) for i in np.flatnonzero(kinds)}
 
 
 def home_week_start(patient: Patient, start: datetime) -> datetime:
@@ -505,6 +675,38 @@ def home_week_start(patient: Patient, start: datetime) -> datetime:
     local = start.astimezone(timezone(timedelta(minutes=patient.utc_offset_min)))
     midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
     return (midnight - timedelta(days=HOME_DAYS)).astimezone(UTC)
+
+
+def home_reading(patient: Patient, plan: HomePlan, seed: int, j: int, week0: datetime) -> Reading:
+    """Reading ``j`` (``0 <= j < plan.readings``, in time order, office visit first) of a
+    home-cohort patient whose week starts at ``week0`` (:func:`home_week_start`). Every draw
+    is numbered by the reading, so any reading is made on its own."""
+    key = draws.stream_key(seed, _TAG_HOME_DRAWS, patient.index)
+
+    def u(n: int, lo: float = 0.0, hi: float = 1.0) -> float:
+        return lo + (hi - lo) * draws.uniform(key, n)
+
+    if j < plan.office_readings:
+        (lo_s, hi_s), (lo_d, hi_d) = _HOME_BASE["office"]
+        visit = week0 - timedelta(days=1) + timedelta(hours=10, minutes=u(2, 0.0, 90.0))
+        sys_v = u(0, lo_s, hi_s) - 2.0 * j + 4.0 * draws.normal(key, 10 + 2 * j)
+        dia_v = u(1, lo_d, hi_d) - 1.0 * j + 3.0 * draws.normal(key, 11 + 2 * j)
+        at = visit + timedelta(minutes=3 * j)
+        return _home_reading(patient, f"o{j:04d}", at, sys_v, dia_v, "clinic")
+    h = j - plan.office_readings
+    day, rest = divmod(h, len(HOME_SESSIONS_H) * HOME_PER_SESSION)
+    session, i = divmod(rest, HOME_PER_SESSION)
+    level = "hypertension" if plan.kind == "home_hypertension" else "normal"
+    (lo_s, hi_s), (lo_d, hi_d) = _HOME_BASE[level]
+    first_day = 5.0 if day == 0 else 0.0  # the first day reads higher (discarded)
+    morning = 2.0 if session == 0 else 0.0
+    minutes = u(100 + day * len(HOME_SESSIONS_H) + session, -20.0, 40.0)
+    begin = week0 + timedelta(days=day, hours=HOME_SESSIONS_H[session], minutes=minutes)
+    n = 1000 + 4 * h
+    sys_v = u(3, lo_s, hi_s) + first_day + morning - 1.5 * i + 5.0 * draws.normal(key, n)
+    dia_v = u(4, lo_d, hi_d) + 0.6 * first_day + 0.5 * morning - i + 3.5 * draws.normal(key, n + 1)
+    at = begin + timedelta(minutes=2 * i, seconds=u(n + 2, 0.0, 30.0))
+    return _home_reading(patient, f"h{j:04d}", at, sys_v, dia_v, "home")
 
 
 def _home_reading(
@@ -523,64 +725,38 @@ def _home_reading(
     )
 
 
-def _home_schedule(patient: Patient, plan: HomePlan, d: _Draws, start: datetime) -> list[Reading]:
-    """The readings of a home-cohort patient in time order (office visit first)."""
-    week0 = home_week_start(patient, start)
-    out: list[Reading] = []
-    if plan.kind == "white_coat":
-        (lo_s, hi_s), (lo_d, hi_d) = _HOME_BASE["office"]
-        office_sys, office_dia = d.uniform(lo_s, hi_s), d.uniform(lo_d, hi_d)
-        visit = week0 - timedelta(days=1) + timedelta(hours=10, minutes=d.uniform(0.0, 90.0))
-        for i in range(OFFICE_READINGS):
-            sys_v = office_sys - 2.0 * i + 4.0 * d.normal()
-            dia_v = office_dia - 1.0 * i + 3.0 * d.normal()
-            at = visit + timedelta(minutes=3 * i)
-            out.append(_home_reading(patient, f"o{i:04d}", at, sys_v, dia_v, "clinic"))
-    level = "hypertension" if plan.kind == "home_hypertension" else "normal"
-    (lo_s, hi_s), (lo_d, hi_d) = _HOME_BASE[level]
-    base_sys, base_dia = d.uniform(lo_s, hi_s), d.uniform(lo_d, hi_d)
-    for day in range(plan.days):
-        first_day = 5.0 if day == 0 else 0.0  # the first day reads higher (discarded)
-        for session, hour in enumerate(HOME_SESSIONS_H):
-            morning = 2.0 if session == 0 else 0.0
-            begin = week0 + timedelta(days=day, hours=hour, minutes=d.uniform(-20.0, 40.0))
-            for i in range(HOME_PER_SESSION):
-                sys_v = base_sys + first_day + morning - 1.5 * i + 5.0 * d.normal()
-                dia_v = base_dia + 0.6 * first_day + 0.5 * morning - i + 3.5 * d.normal()
-                at = begin + timedelta(minutes=2 * i, seconds=d.uniform(0.0, 30.0))
-                seq = f"h{len(out):04d}"
-                out.append(_home_reading(patient, seq, at, sys_v, dia_v, "home"))
-    return out
+def home_truth(
+    patient: Patient, plan: HomePlan, reading: Reading, series_start: datetime
+) -> GroundTruth:
+    """The truth of a home-cohort reading: what the home-BP protocol should make of the week.
+
+    ``home_series_start`` (the first home reading), ``home_hypertension`` (None when too few
+    days are sent for an average), ``home_readings`` (the home readings planned) and
+    ``silent`` (the patient stops sending after the last of them)."""
+    return GroundTruth(
+        observation_id=reading.observation_id,
+        patient_id=patient.patient_id,
+        profile=plan.kind,
+        event_within_horizon=False,
+        in_event=False,
+        extra={
+            "setting": reading.setting,
+            "home_series_start": utc_iso(series_start),
+            "home_hypertension": plan.home_hypertension,
+            "home_readings": plan.readings - plan.office_readings,
+            "silent": plan.silent,
+        },
+    )
 
 
 def home_readings(
     patient: Patient, plan: HomePlan, seed: int, *, start: datetime = DEFAULT_START
 ) -> Iterator[tuple[Reading, GroundTruth]]:
-    """A home-cohort patient's readings with ground truth, in time order.
-
-    The truth of every reading says what the home-BP protocol should make of the patient's
-    week: ``home_series_start`` (the first home reading), ``home_hypertension`` (None when
-    too few days are sent for an average), ``home_readings`` (the home readings planned) and
-    ``silent`` (the patient stops sending after the last of them).
-    """
+    """A home-cohort patient's readings with ground truth (:func:`home_truth`), in time order."""
     if start.tzinfo is None:
         raise ValueError("start must be timezone-aware")
-    d = _Draws(np.random.default_rng([seed, patient.index, 0x40]))
-    readings = _home_schedule(patient, plan, d, start.astimezone(UTC))
-    home = [r for r in readings if r.setting == "home"]
-    extra: dict[str, Any] = {
-        "home_series_start": utc_iso(home[0].effective_at),
-        "home_hypertension": plan.home_hypertension,
-        "home_readings": len(home),
-        "silent": plan.silent,
-    }
-    for r in readings:
-        truth = GroundTruth(
-            observation_id=r.observation_id,
-            patient_id=patient.patient_id,
-            profile=plan.kind,
-            event_within_horizon=False,
-            in_event=False,
-            extra={"setting": r.setting, **extra},
-        )
-        yield r, truth
+    week0 = home_week_start(patient, start.astimezone(UTC))
+    first = home_reading(patient, plan, seed, plan.office_readings, week0).effective_at
+    for j in range(plan.readings):
+        r = home_reading(patient, plan, seed, j, week0)
+        yield r, home_truth(patient, plan, r, first)

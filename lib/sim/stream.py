@@ -33,10 +33,11 @@ from __future__ import annotations
 
 import enum
 import heapq
-from collections import deque
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,7 @@ import orjson
 from lib.domain import GroundTruth, Reading, utc_iso
 from lib.settings import Settings
 from lib.sim import cohort as cohort_mod
+from lib.sim import draws
 from lib.sim import fhir_writer as fhir_obs
 
 FATES = ("reading", "duplicate", "retracted", "ignored", "skipped", "dead_letter")
@@ -119,16 +121,40 @@ class SimMessage:
         return self.key, self.value, [("content-type", b"application/fhir+json")]
 
 
-class _PatientFaults:
-    """Fault injection for one patient's stream of clean readings."""
+_TAG_FAULTS = 0xFA
+_FAULT_DRAWS = 8  # draws reserved per reading for its faults
+# a delivered reading a later fault may refer to: seq, effective ms, systolic, diastolic,
+# version, status (0 final, 1 amended), kPa (0/1), issued ms (-1: none)
+_ENTRY = struct.Struct("<iqddBBBq")
+_STATUS = ("final", "amended")
 
-    def __init__(self, patient: cohort_mod.Patient, seed: int, rate: float) -> None:
+
+class _PatientFaults:
+    """Fault injection for one patient's readings, one reading at a time.
+
+    Its state between readings is small: the last :data:`_HISTORY` delivered readings as
+    packed numbers (:attr:`history`, rebuilt into bytes only when a fault refers to one), and
+    a reading held back for out-of-order delivery (:attr:`held`). Draws are numbered by the
+    reading (:mod:`lib.sim.draws`).
+    """
+
+    __slots__ = ("held", "history", "key", "p", "rate", "rng_key", "seed")
+
+    def __init__(
+        self,
+        patient: cohort_mod.Patient,
+        seed: int,
+        rate: float,
+        history: bytes = b"",
+        held: tuple[Reading, GroundTruth] | None = None,
+    ) -> None:
         self.p = patient
+        self.seed = seed
         self.rate = rate
-        self.rng = np.random.default_rng([seed, patient.index, 0xFA])
+        self.rng_key = draws.stream_key(seed, _TAG_FAULTS, patient.index)
         self.key = patient.patient_id.encode()
-        self.history: deque[tuple[Reading, bytes]] = deque(maxlen=_HISTORY)
-        self.held: tuple[Reading, GroundTruth] | None = None
+        self.history = history
+        self.held = held
 
     def _fhir(self, reading: Reading, **kw: Any) -> dict[str, Any]:
         p = self.p
@@ -140,22 +166,69 @@ class _PatientFaults:
     def _msg(self, value: bytes, at: datetime, *expected: Expected) -> SimMessage:
         return SimMessage(self.key, value, self.p.patient_id, at, expected)
 
-    def _clean(self, r: Reading, g: GroundTruth, fault: FaultKind | None = None) -> SimMessage:
-        unit = "kPa" if fault is FaultKind.KPA_UNITS else "mm[Hg]"
-        value = fhir_obs.encode(self._fhir(r, unit=unit))
-        self.history.append((r, value))
+    # -- the history of delivered readings, packed ----------------------------------------------
+    def _remember(self, seq: int, r: Reading, kpa: bool, issued: datetime | None) -> None:
+        if self.rate <= 0:
+            return  # no fault will refer to it
+        entry = _ENTRY.pack(
+            seq,
+            cohort_mod.ms_of(r.effective_at),
+            r.systolic,
+            r.diastolic,
+            int(r.version or "1"),
+            _STATUS.index(r.status),
+            kpa,
+            -1 if issued is None else cohort_mod.ms_of(issued),
+        )
+        self.history = (self.history + entry)[-_HISTORY * _ENTRY.size :]
+
+    def _entries(self) -> int:
+        return len(self.history) // _ENTRY.size
+
+    def _entry(self, i: int) -> tuple[int, Reading, bytes]:
+        """``(seq, reading, bytes as delivered)`` of history entry ``i``."""
+        seq, ms, sys_v, dia_v, version, status, kpa, issued = _ENTRY.unpack_from(
+            self.history, i * _ENTRY.size
+        )
+        r = Reading(
+            observation_id=f"bp-{self.seed}-{self.p.index:05d}-{seq:06d}",
+            patient_id=self.p.patient_id,
+            effective_at=cohort_mod.at_ms(ms),
+            systolic=sys_v,
+            diastolic=dia_v,
+            status=_STATUS[status],
+            version=str(version),
+        )
+        at = None if issued < 0 else cohort_mod.at_ms(issued)
+        value = fhir_obs.encode(self._fhir(r, unit="kPa" if kpa else "mm[Hg]", issued=at))
+        return seq, r, value
+
+    def _drop(self, i: int) -> None:
+        n = _ENTRY.size
+        self.history = self.history[: i * n] + self.history[(i + 1) * n :]
+
+    # -- messages -------------------------------------------------------------------------------
+    def _clean(
+        self, seq: int, r: Reading, g: GroundTruth, fault: FaultKind | None = None
+    ) -> SimMessage:
+        kpa = fault is FaultKind.KPA_UNITS
+        value = fhir_obs.encode(self._fhir(r, unit="kPa" if kpa else "mm[Hg]"))
+        self._remember(seq, r, kpa, None)
         return self._msg(
             value, r.effective_at, Expected(r.observation_id, "reading", fault, "", r, g)
         )
 
-    def _extra(self, kind: FaultKind, r: Reading, at: datetime) -> SimMessage:
+    def _u(self, seq: int, j: int) -> float:
+        return draws.uniform(self.rng_key, seq * _FAULT_DRAWS + j)
+
+    def _extra(self, kind: FaultKind, seq: int, r: Reading, at: datetime) -> SimMessage:
         """An extra message derived from ``r`` (own id): a dead letter, or skipped FHIR."""
         fate, reason = EXPECTED[kind]
         bad = replace(r, observation_id=f"{r.observation_id}-x")
         obs = self._fhir(bad)
         if kind is FaultKind.MALFORMED_JSON:
             raw = fhir_obs.encode(obs)
-            value = raw[: int(len(raw) * self.rng.uniform(0.3, 0.9))]
+            value = raw[: int(len(raw) * (0.3 + 0.6 * self._u(seq, 2)))]
         elif kind is FaultKind.NOT_OBSERVATION:
             given, family = self.p.name.split(" ", 1)
             value = fhir_obs.encode(
@@ -180,12 +253,12 @@ class _PatientFaults:
             value = fhir_obs.encode(self._fhir(replace(bad, systolic=400.0)))
         return self._msg(value, at, Expected(bad.observation_id, fate, kind, reason))
 
-    def _about_earlier(self, kind: FaultKind, r: Reading, g: GroundTruth) -> list[SimMessage]:
+    def _about_earlier(self, kind: FaultKind, seq: int, r: Reading) -> list[SimMessage]:
         """Messages about an earlier (or this) delivered reading: correction, retraction, ..."""
         at = r.effective_at
         if kind is FaultKind.DUPLICATE:
             # the very same bytes again, as a redelivery does
-            last, value = self.history[-1]
+            _, last, value = self._entry(self._entries() - 1)
             return [
                 self._msg(value, at, Expected(last.observation_id, "duplicate", kind, "", last))
             ]
@@ -193,10 +266,10 @@ class _PatientFaults:
             pre = replace(r, observation_id=f"{r.observation_id}-p")
             value = fhir_obs.encode(self._fhir(pre, status="preliminary"))
             return [self._msg(value, at, Expected(pre.observation_id, "ignored", kind))]
-        target_i = int(self.rng.integers(len(self.history)))
-        target, _ = self.history[target_i]
+        target_i = min(int(self._u(seq, 2) * self._entries()), self._entries() - 1)
+        target_seq, target, _ = self._entry(target_i)
         if kind is FaultKind.AMENDED:
-            shift = float(self.rng.choice((-8, -6, -4, 4, 6, 8)))
+            shift = float(_SHIFTS[min(int(self._u(seq, 3) * len(_SHIFTS)), len(_SHIFTS) - 1)])
             amended = replace(
                 target,
                 systolic=target.systolic + shift,
@@ -205,46 +278,62 @@ class _PatientFaults:
                 version=str(int(target.version or "1") + 1),
             )
             value = fhir_obs.encode(self._fhir(amended, issued=at))
-            self.history[target_i] = (amended, value)
+            self._drop(target_i)
+            self._remember(target_seq, amended, False, at)
             return [
                 self._msg(value, at, Expected(target.observation_id, "reading", kind, "", amended))
             ]
         # ENTERED_IN_ERROR: a new version of the target with that status
         withdrawn = replace(target, version=str(int(target.version or "1") + 1))
         value = fhir_obs.encode(self._fhir(withdrawn, status="entered-in-error", issued=at))
-        del self.history[target_i]
+        self._drop(target_i)
         return [self._msg(value, at, Expected(target.observation_id, "retracted", kind))]
 
-    def run(self, readings: Iterator[tuple[Reading, GroundTruth]]) -> Iterator[SimMessage]:
-        last_at: datetime | None = None
-        for r, g in readings:
-            last_at = r.effective_at
-            kind = (
-                _KINDS[int(self.rng.integers(len(_KINDS)))]
-                if self.rng.random() < self.rate
-                else None
-            )
-            if kind is FaultKind.OUT_OF_ORDER and self.held is None:
-                self.held = (r, g)  # delivered after the next reading of this patient
-                continue
-            if kind is FaultKind.OUT_OF_ORDER:
-                kind = None  # one late reading at a time
-            yield self._clean(r, g, FaultKind.KPA_UNITS if kind is FaultKind.KPA_UNITS else None)
-            if self.held is not None:
-                late_r, late_g = self.held
-                self.held = None
-                late = self._clean(late_r, late_g, FaultKind.OUT_OF_ORDER)
-                yield replace(late, emitted_at=r.effective_at)
-            if kind is None or kind in (FaultKind.KPA_UNITS, FaultKind.OUT_OF_ORDER):
-                continue
-            if kind in _EXTRA_KINDS:
-                yield self._extra(kind, r, r.effective_at)
-            elif self.history:
-                yield from self._about_earlier(kind, r, g)
-        if self.held is not None and last_at is not None:
-            late = self._clean(*self.held, FaultKind.OUT_OF_ORDER)
+    def on_reading(self, seq: int, r: Reading, g: GroundTruth) -> list[SimMessage]:
+        """The messages that reading ``seq`` of the patient sends (its faults included)."""
+        kind = None
+        if self.rate > 0 and self._u(seq, 0) < self.rate:
+            kind = _KINDS[min(int(self._u(seq, 1) * len(_KINDS)), len(_KINDS) - 1)]
+        if kind is FaultKind.OUT_OF_ORDER and self.held is None:
+            self.held = (r, g)  # delivered after the next reading of this patient
+            return []
+        if kind is FaultKind.OUT_OF_ORDER:
+            kind = None  # one late reading at a time
+        out = [self._clean(seq, r, g, FaultKind.KPA_UNITS if kind is FaultKind.KPA_UNITS else None)]
+        if self.held is not None:
+            late_r, late_g = self.held
             self.held = None
-            yield replace(late, emitted_at=last_at)
+            late_seq = int(late_r.observation_id.rsplit("-", 1)[1])
+            late = self._clean(late_seq, late_r, late_g, FaultKind.OUT_OF_ORDER)
+            out.append(replace(late, emitted_at=r.effective_at))
+        if kind is None or kind in (FaultKind.KPA_UNITS, FaultKind.OUT_OF_ORDER):
+            return out
+        if kind in _EXTRA_KINDS:
+            out.append(self._extra(kind, seq, r, r.effective_at))
+        elif self._entries():
+            out.extend(self._about_earlier(kind, seq, r))
+        return out
+
+    def finish(self, last_at: datetime | None) -> list[SimMessage]:
+        """The reading still held back when the patient's stream ends, sent last."""
+        if self.held is None or last_at is None:
+            return []
+        late_r, late_g = self.held
+        self.held = None
+        late_seq = int(late_r.observation_id.rsplit("-", 1)[1])
+        late = self._clean(late_seq, late_r, late_g, FaultKind.OUT_OF_ORDER)
+        return [replace(late, emitted_at=last_at)]
+
+    def run(self, readings: Iterator[tuple[Reading, GroundTruth]]) -> Iterator[SimMessage]:
+        """The messages of a whole stream of readings (numbered in order from 0)."""
+        last_at: datetime | None = None
+        for seq, (r, g) in enumerate(readings):
+            last_at = r.effective_at
+            yield from self.on_reading(seq, r, g)
+        yield from self.finish(last_at)
+
+
+_SHIFTS = (-8, -6, -4, 4, 6, 8)
 
 
 def _bundleable(msg: SimMessage) -> bool:
@@ -307,7 +396,8 @@ def patient_messages(
     """One patient's messages in emission order (``bundle_size`` > 1: Bundles of up to that).
 
     ``home``: the patient is in the home cohort and sends that plan's readings, without
-    injected faults (so the expected home averages and silences hold exactly).
+    injected faults (so the expected home averages and silences hold exactly). The same
+    messages as the patient's in :func:`messages`, unbundled.
     """
     if home is None:
         readings = cohort_mod.patient_readings(
@@ -327,6 +417,161 @@ def worker_share(total: int, worker_index: int, worker_count: int) -> int:
     return total // worker_count + (1 if worker_index < total % worker_count else 0)
 
 
+_ROW_BITS = 32  # a heap key is (millisecond after the origin) << _ROW_BITS | row
+_ROW_MASK = (1 << _ROW_BITS) - 1
+_ORIGIN_BEFORE_MS = 30 * 86_400_000  # the home week and office visit come before time 0
+
+
+class _Simulator:
+    """One worker's patients: a heap of ``(next message time, row)`` and packed states.
+
+    Memory is a few hundred bytes per patient, whatever the run's length: the patients'
+    attributes as small integers (:func:`lib.sim.cohort.attributes`), one heap key, the
+    trajectory as packed numbers (:class:`lib.sim.cohort.Trajectory`, made at the
+    patient's first reading) and, with faults, the packed history of delivered readings.
+    Each step takes the patient due first, makes its next reading (or ``bundle_size``
+    readings) and puts it back at the time of its next one.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        worker_index: int,
+        worker_count: int,
+        hours: float | None,
+        horizon_hours: float,
+        bundle_size: int,
+        bundle_type: str,
+    ) -> None:
+        self.seed = seed = settings.sim_seed
+        self.rate = settings.sim_fault_rate
+        self.hours = hours
+        self.horizon = horizon_hours
+        self.bundle_size = bundle_size
+        self.bundle_type = bundle_type
+        start = settings.sim_start or cohort_mod.DEFAULT_START
+        self.start = start.astimezone(UTC)
+        self.start_us = cohort_mod.epoch_us(self.start)
+        self.origin_ms = self.start_us // 1000 - _ORIGIN_BEFORE_MS
+        indexes = np.arange(worker_index, settings.sim_patients, worker_count, dtype=np.int64)
+        if len(indexes) > _ROW_MASK:
+            raise ValueError(f"at most {_ROW_MASK:,} patients per worker: add workers")
+        self.attrs = cohort_mod.attributes(seed, indexes)
+        self.home_kind, self.home_days = cohort_mod.home_plan_codes(
+            seed, indexes, settings.sim_home_share
+        )
+        self.states: list[Any] = [None] * len(indexes)  # packed trajectory, or home reading
+        self.history: list[bytes] = [b""] * len(indexes) if self.rate > 0 else []
+        self.held: dict[int, tuple[Reading, GroundTruth]] = {}  # out-of-order, in flight
+        first_h = cohort_mod.first_reading_hours(seed, self.attrs)
+        first_ms = (self.start_us + np.rint(first_h * 3_600_000_000).astype(np.int64)) // 1000
+        keys = ((first_ms - self.origin_ms) << _ROW_BITS) | np.arange(len(indexes))
+        clinical = self.home_kind == 0
+        if hours is not None:
+            clinical &= first_h < hours
+        keys = keys[clinical]
+        heap = keys.tolist()
+        for row in np.flatnonzero(self.home_kind).tolist():
+            heap.append(self._home_key(row, 0))
+        heapq.heapify(heap)
+        self.heap = heap
+
+    # -- patients -------------------------------------------------------------------------------
+    def _patient(self, row: int) -> cohort_mod.Patient:
+        return cohort_mod.make_patient(self.seed, int(self.attrs.indexes[row]), self.attrs, row)
+
+    def _plan(self, row: int) -> cohort_mod.HomePlan:
+        kind = cohort_mod.HOME_KINDS[self.home_kind[row] - 1]
+        return cohort_mod.HomePlan(kind, int(self.home_days[row]))
+
+    def _key(self, ms: int, row: int) -> int:
+        return ((ms - self.origin_ms) << _ROW_BITS) | row
+
+    def _home_key(self, row: int, j: int) -> int:
+        """The key of home reading ``j`` (-1: none, the patient is done)."""
+        plan = self._plan(row)
+        if j >= plan.readings:
+            return -1
+        patient = self._patient(row)
+        week0 = cohort_mod.home_week_start(patient, self.start)
+        r = cohort_mod.home_reading(patient, plan, self.seed, j, week0)
+        if self.hours is not None and r.effective_at >= self.start + timedelta(hours=self.hours):
+            return -1
+        return self._key(cohort_mod.ms_of(r.effective_at), row)
+
+    # -- steps ----------------------------------------------------------------------------------
+    def _home_step(self, row: int) -> tuple[list[SimMessage], int]:
+        """The next home reading's messages and the patient's next key (-1: done)."""
+        j = self.states[row] or 0
+        patient, plan = self._patient(row), self._plan(row)
+        week0 = cohort_mod.home_week_start(patient, self.start)
+        first = cohort_mod.home_reading(patient, plan, self.seed, plan.office_readings, week0)
+        faults = _PatientFaults(patient, self.seed, 0.0)
+        out: list[SimMessage] = []
+        for _ in range(self.bundle_size):
+            r = cohort_mod.home_reading(patient, plan, self.seed, j, week0)
+            g = cohort_mod.home_truth(patient, plan, r, first.effective_at)
+            out.extend(faults.on_reading(j, r, g))
+            j += 1
+            if self._home_key(row, j) < 0:
+                break
+        self.states[row] = j
+        return out, self._home_key(row, j)
+
+    def _clinical_step(self, row: int) -> tuple[list[SimMessage], int]:
+        """The next clinical reading's messages and the patient's next key (-1: done)."""
+        patient = self._patient(row)
+        state = self.states[row]
+        if state is None:
+            traj = cohort_mod.Trajectory.start(patient, self.seed)
+        else:
+            traj = cohort_mod.Trajectory.unpack(patient, self.seed, state)
+        faults = _PatientFaults(
+            patient,
+            self.seed,
+            self.rate,
+            self.history[row] if self.rate > 0 else b"",
+            self.held.pop(row, None),
+        )
+        out: list[SimMessage] = []
+        last_at = None
+        for _ in range(self.bundle_size):
+            seq = traj.seq
+            r, g = traj.step(self.seed, self.start_us, self.horizon)
+            last_at = r.effective_at
+            out.extend(faults.on_reading(seq, r, g))
+            if self.hours is not None and traj.t >= self.hours:
+                out.extend(faults.finish(last_at))
+                self.states[row] = None
+                if self.rate > 0:
+                    self.history[row] = b""
+                return out, -1
+        self.states[row] = traj.pack()
+        if self.rate > 0:
+            self.history[row] = faults.history
+        if faults.held is not None:
+            self.held[row] = faults.held
+        return out, self._key(cohort_mod.reading_ms(self.start_us, traj.t), row)
+
+    def __iter__(self) -> Iterator[SimMessage]:
+        heap = self.heap
+        home = self.home_kind
+        while heap:
+            row = heap[0] & _ROW_MASK
+            if home[row]:
+                out, key = self._home_step(row)
+            else:
+                out, key = self._clinical_step(row)
+            if key < 0:
+                heapq.heappop(heap)
+            else:
+                heapq.heapreplace(heap, key)
+            if self.bundle_size > 1:
+                yield from bundled(iter(out), self.bundle_size, self.bundle_type)
+            else:
+                yield from out
+
+
 def messages(
     settings: Settings,
     *,
@@ -341,33 +586,17 @@ def messages(
 
     Worker ``w`` of ``n`` simulates the patients whose index ``% n == w`` and sends its share
     of ``settings.sim_count`` (0 = unbounded). With one worker this is the whole stream.
-    ``bundle_size`` > 1 wraps runs of a patient's Observations in FHIR Bundles.
+    ``bundle_size`` > 1 wraps each patient's next run of up to that many readings in FHIR
+    Bundles (sent at the time of the run's first reading). A patient's messages depend
+    neither on the worker count nor on the cohort's size.
     """
     if not 0 <= worker_index < worker_count:
         raise ValueError(f"worker_index {worker_index} not in 0..{worker_count - 1}")
-    seed = settings.sim_seed
-    patients = cohort_mod.cohort(settings.sim_patients, seed)[worker_index::worker_count]
-    plans = cohort_mod.home_plans(settings.sim_patients, seed, settings.sim_home_share)
-    streams = [
-        patient_messages(
-            p,
-            seed,
-            fault_rate=settings.sim_fault_rate,
-            hours=hours,
-            horizon_hours=horizon_hours,
-            bundle_size=bundle_size,
-            bundle_type=bundle_type,
-            start=settings.sim_start or cohort_mod.DEFAULT_START,
-            home=plans.get(p.index),
-        )
-        for p in patients
-    ]
-    merged = heapq.merge(*streams, key=lambda m: m.emitted_at)
+    sim = _Simulator(
+        settings, worker_index, worker_count, hours, horizon_hours, bundle_size, bundle_type
+    )
     bound = worker_share(settings.sim_count, worker_index, worker_count)
-    for n, msg in enumerate(merged):
-        if bound and n >= bound:
-            return
-        yield msg
+    return islice(sim, bound) if bound else iter(sim)
 
 
 def truth_record(msg: SimMessage, exp: Expected) -> dict[str, Any]:

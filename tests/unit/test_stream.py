@@ -259,3 +259,21 @@ def test_bundles_carry_the_same_observations_in_order(kind: str) -> None:
         assert {en["resource"]["subject"]["reference"] for en in doc["entry"]} == {
             f"Patient/{m.key.decode()}"
         }
+
+
+def test_a_patients_messages_do_not_depend_on_the_cohorts_size() -> None:
+    """Patients 0-99 send the same bytes in a cohort of 1,000 as in one of 100,000 (faults,
+    the home cohort and the event chains included), so a small run samples a large one."""
+    base = Settings(sim_seed=42, sim_count=0, sim_fault_rate=0.1, sim_home_share=0.02)
+
+    def first_hundred(patients: int) -> dict[str, list[tuple[bytes, tuple]]]:
+        out: dict[str, list[tuple[bytes, tuple]]] = {}
+        for m in sim.messages(replace(base, sim_patients=patients), hours=1.1):
+            if int(m.patient_id.rsplit("-", 1)[1]) < 100:
+                out.setdefault(m.patient_id, []).append((m.value, m.expected))
+        return out
+
+    small, large = first_hundred(1_000), first_hundred(100_000)
+    assert len(small) == 100 and small == large
+    homes = {m for m, msgs in small.items() if msgs[0][1][0].reading.setting}
+    assert homes and sum(len(small[m]) for m in homes) > 2 * len(homes)

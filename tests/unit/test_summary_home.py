@@ -16,7 +16,7 @@ from lib.tools import summary
 
 START = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 NOW = (START + timedelta(days=1)).timestamp()
-S = Settings(sim_patients=40, sim_count=3000, sim_seed=3, sim_home_share=0.25, sim_start=START)
+S = Settings(sim_patients=40, sim_count=3000, sim_seed=14, sim_home_share=0.25, sim_start=START)
 
 
 def _write(path: Path, settings: Settings) -> Path:
@@ -37,7 +37,7 @@ def test_truth_names_the_home_averages_and_the_silent_patients(truth):
     assert len(truth.silent) == 2 and len(truth.home_no_average) == 1
     assert len(truth.home) == 9 and not truth.home_cut
     assert 0 < sum(truth.home.values()) < 9
-    assert all(k.startswith("pat-3-") and k.endswith("Z") for k in truth.home)
+    assert all(k.startswith("pat-14-") and k.endswith("Z") for k in truth.home)
 
 
 def test_home_reconciles_and_each_kind_of_mismatch_is_reported(truth):
@@ -53,7 +53,7 @@ def test_home_reconciles_and_each_kind_of_mismatch_is_reported(truth):
     missing = {k: v for k, v in truth.home.items() if k != first}
     (p,) = summary.reconcile_home(summary.RunOutputs(home_docs=missing), truth, fig)
     assert "1 expected series have no document" in p
-    extra = {**truth.home, "pat-3-00001|2026-11-23T07:00:00.000Z": False}
+    extra = {**truth.home, "pat-14-00001|2026-11-23T07:00:00.000Z": False}
     (p,) = summary.reconcile_home(summary.RunOutputs(home_docs=extra), truth, fig)
     assert "1 documents the truth does not expect" in p
 
@@ -75,7 +75,7 @@ def _no_data(t: summary.Truth, events: list, now: float = NOW) -> tuple[list[str
 def test_no_data_expects_exactly_the_silent_patients_when_time_0_is_a_day_ago(truth):
     silent = sorted(truth.silent)
     opened = [(p, f"ep-{p}", "opened") for p in silent]
-    transient = [("pat-3-00000", "ep-x", "opened"), ("pat-3-00000", "ep-x", "resolved")]
+    transient = [("pat-14-00000", "ep-x", "opened"), ("pat-14-00000", "ep-x", "resolved")]
     problems, fig = _no_data(truth, opened + transient)
     assert problems == []
     assert fig.no_data_expected == fig.no_data_open == 2 == fig.silent_in_window
@@ -85,7 +85,7 @@ def test_no_data_expects_exactly_the_silent_patients_when_time_0_is_a_day_ago(tr
     assert problems == ["no-data: 1 silent patients have no open episode"]
     problems, _ = _no_data(truth, [*opened, (silent[0], f"ep-{silent[0]}", "resolved")])
     assert problems == ["no-data: 1 silent patients have no open episode"]
-    problems, _ = _no_data(truth, [*opened, ("pat-3-00000", "ep-y", "opened")])
+    problems, _ = _no_data(truth, [*opened, ("pat-14-00000", "ep-y", "opened")])
     assert problems == ["no-data: 1 open episodes not expected"]
 
 
