@@ -212,6 +212,8 @@ class Attributes(NamedTuple):
     interval: np.ndarray  # into _INTERVALS_MIN
     device: np.ndarray  # into _DEVICES
     arm: np.ndarray  # into _ARMS
+    given: np.ndarray  # into _GIVEN
+    family: np.ndarray  # into _FAMILY
 
 
 def attributes(
@@ -220,8 +222,8 @@ def attributes(
     """The attributes of the patients ``indexes`` (vectorised; the same as :func:`patient`)."""
     indexes = np.asarray(indexes, dtype=np.int64)
 
-    def pick(n: int, size: int) -> np.ndarray:
-        u = draws.uniforms(seed, _TAG_ATTRS, indexes, n)
+    def pick(n: int, size: int, tag: int = _TAG_ATTRS) -> np.ndarray:
+        u = draws.uniforms(seed, tag, indexes, n)
         return np.minimum((u * size).astype(np.int64), size - 1).astype(np.uint8)
 
     return Attributes(
@@ -231,6 +233,8 @@ def attributes(
         pick(1, len(_INTERVALS_MIN)),
         pick(2, len(_DEVICES)),
         pick(3, len(_ARMS)),
+        pick(0, len(_GIVEN), _TAG_NAME),
+        pick(1, len(_FAMILY), _TAG_NAME),
     )
 
 
@@ -242,7 +246,7 @@ def make_patient(seed: int, index: int, attrs: Attributes, row: int) -> Patient:
     return Patient(
         index=index,
         patient_id=patient_id(seed, index),
-        name=patient_name(seed, index),
+        name=f"{_GIVEN[attrs.given[row]]} {_FAMILY[attrs.family[row]]}",
         profile=_PROFILE_NAMES[attrs.profile[row]],
         utc_offset_min=_UTC_OFFSETS_MIN[attrs.utc_offset[row]],
         interval_min=float(_INTERVALS_MIN[attrs.interval[row]]),
@@ -266,6 +270,14 @@ def first_reading_hours(seed: int, attrs: Attributes) -> np.ndarray:
     return interval_h * u  # patients are not in lock-step
 
 
+TRAJECTORY_TAGS = (_TAG_TRAJ, _TAG_EVENTS)
+
+
+def trajectory_keys(seed: int, index: int) -> tuple[int, int]:
+    """The draw-stream keys of a patient's measurements and of its event chain."""
+    return draws.stream_key(seed, _TAG_TRAJ, index), draws.stream_key(seed, _TAG_EVENTS, index)
+
+
 _KIND_CODES = {"": 0, "crisis": 1, "hypotension": 2, "surge": 3}
 _KIND_NAMES = tuple(_KIND_CODES)
 # the packed state of a trajectory (see Trajectory.pack)
@@ -287,16 +299,15 @@ class Trajectory:
         "n", "na_kind", "na_start", "ou_dia", "ou_sys", "p", "patient", "seq", "t", "t_prev",
     )  # fmt: skip
 
-    def __init__(self, patient: Patient, seed: int) -> None:
+    def __init__(self, patient: Patient, seed: int, keys: tuple[int, int] | None = None) -> None:
         self.patient = patient
         self.p = PROFILES[patient.profile]
-        self.key = draws.stream_key(seed, _TAG_TRAJ, patient.index)
-        self.ev_key = draws.stream_key(seed, _TAG_EVENTS, patient.index)
+        self.key, self.ev_key = keys or trajectory_keys(seed, patient.index)
 
     @classmethod
-    def start(cls, patient: Patient, seed: int) -> Trajectory:
-        """A patient's trajectory before its first reading."""
-        self = cls(patient, seed)
+    def start(cls, patient: Patient, seed: int, keys: tuple[int, int] | None = None) -> Trajectory:
+        """A patient's trajectory before its first reading (``keys``: :func:`trajectory_keys`)."""
+        self = cls(patient, seed, keys)
         p, key = self.p, self.key
         self.t = (patient.interval_min / 60.0) * draws.uniform(key, 0)
         self.seq = 0
@@ -325,8 +336,10 @@ class Trajectory:
         )  # fmt: skip
 
     @classmethod
-    def unpack(cls, patient: Patient, seed: int, state: bytes) -> Trajectory:
-        self = cls(patient, seed)
+    def unpack(
+        cls, patient: Patient, seed: int, state: bytes, keys: tuple[int, int] | None = None
+    ) -> Trajectory:
+        self = cls(patient, seed, keys)
         (
             self.n, self.seq, self.ev_k, self.t, self.t_prev, self.ou_sys, self.ou_dia,
             self.base_sys, self.base_dia, self.drift_per_day, self.drift_cap, self.na_start,

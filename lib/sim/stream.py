@@ -147,11 +147,14 @@ class _PatientFaults:
         rate: float,
         history: bytes = b"",
         held: tuple[Reading, GroundTruth] | None = None,
+        rng_key: int | None = None,
     ) -> None:
         self.p = patient
         self.seed = seed
         self.rate = rate
-        self.rng_key = draws.stream_key(seed, _TAG_FAULTS, patient.index)
+        if rng_key is None:
+            rng_key = draws.stream_key(seed, _TAG_FAULTS, patient.index)
+        self.rng_key = rng_key
         self.key = patient.patient_id.encode()
         self.history = history
         self.held = held
@@ -463,6 +466,12 @@ class _Simulator:
         self.states: list[Any] = [None] * len(indexes)  # packed trajectory, or home reading
         self.history: list[bytes] = [b""] * len(indexes) if self.rate > 0 else []
         self.held: dict[int, tuple[Reading, GroundTruth]] = {}  # out-of-order, in flight
+        # draw-stream keys: measurements, event chain, faults
+        self.keys = np.stack(
+            [draws.stream_keys(seed, tag, indexes) for tag in cohort_mod.TRAJECTORY_TAGS]
+            + [draws.stream_keys(seed, _TAG_FAULTS, indexes)],
+            axis=1,
+        )
         first_h = cohort_mod.first_reading_hours(seed, self.attrs)
         first_ms = (self.start_us + np.rint(first_h * 3_600_000_000).astype(np.int64)) // 1000
         keys = ((first_ms - self.origin_ms) << _ROW_BITS) | np.arange(len(indexes))
@@ -522,16 +531,18 @@ class _Simulator:
         """The next clinical reading's messages and the patient's next key (-1: done)."""
         patient = self._patient(row)
         state = self.states[row]
+        traj_key, ev_key, fault_key = self.keys[row].tolist()
         if state is None:
-            traj = cohort_mod.Trajectory.start(patient, self.seed)
+            traj = cohort_mod.Trajectory.start(patient, self.seed, (traj_key, ev_key))
         else:
-            traj = cohort_mod.Trajectory.unpack(patient, self.seed, state)
+            traj = cohort_mod.Trajectory.unpack(patient, self.seed, state, (traj_key, ev_key))
         faults = _PatientFaults(
             patient,
             self.seed,
             self.rate,
             self.history[row] if self.rate > 0 else b"",
-            self.held.pop(row, None),
+            self.held.pop(row, None) if self.held else None,
+            fault_key,
         )
         out: list[SimMessage] = []
         last_at = None
