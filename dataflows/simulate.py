@@ -8,6 +8,9 @@ come from one worker, in order, keyed by patient id: they stay ordered in one Ka
 Output: ``settings.observations_topic`` through :class:`ConfirmedKafkaSink` (every message
 confirmed by the broker), or JSON Lines (one message value per line) when ``BPWATCH_SIM_OUTPUT``
 is a path; ``BPWATCH_SIM_BUNDLE=N`` wraps N Observations per message in a FHIR Bundle.
+``BPWATCH_SIM_SPEEDUP=N`` paces by event time: a message is sent once N times the wall time
+since the start has passed its event time since the first message (a load test at a real
+program's rate: each patient keeps its own schedule).
 ``BPWATCH_SIM_TRUTH=path`` also writes the ground truth, one JSON line per
 Observation (fate, fault kind, profile, ``event_within_horizon``, ...).
 
@@ -52,6 +55,9 @@ class _SimPartition(StatelessSourcePartition[SimMessage]):
             bundle_size=settings.sim_bundle,
         )
         self._rate = settings.sim_rate / worker_count  # messages/s, 0 = unlimited
+        self._speedup = settings.sim_speedup  # event-time seconds per wall second, 0 = off
+        self._origin: datetime | None = None  # event time of the first message (speedup)
+        self._pending: SimMessage | None = None  # the next message, not yet due (speedup)
         self._worker = worker_index
         self._started = time.monotonic()
         self._last_log = self._started
@@ -64,10 +70,38 @@ class _SimPartition(StatelessSourcePartition[SimMessage]):
             return _MAX_BATCH
         return min(_MAX_BATCH, int((now - self._started) * self._rate) + 1 - self._sent)
 
+    def _paced(self, now: float) -> list[SimMessage] | None:
+        """The messages due by event time (``BPWATCH_SIM_SPEEDUP``); None at the end."""
+        batch: list[SimMessage] = []
+        while len(batch) < _MAX_BATCH:
+            msg = self._pending or next(self._messages, None)
+            if msg is None:
+                return batch or None
+            if self._origin is None:
+                self._origin = msg.emitted_at
+            ahead = (msg.emitted_at - self._origin).total_seconds() / self._speedup
+            ahead -= now - self._started  # wall seconds until it is due
+            if ahead > 0:
+                self._pending = msg
+                self._wake = datetime.now(UTC) + timedelta(seconds=ahead)
+                return batch
+            self._pending = None
+            batch.append(msg)
+        self._wake = None
+        return batch
+
     def next_batch(self) -> list[SimMessage]:
         now = time.monotonic()
-        due = self._due(now)
-        batch = list(islice(self._messages, max(due, 0)))
+        if self._speedup > 0:
+            paced = self._paced(now)
+            if paced is None:
+                self._progress(now, final=True)
+                raise StopIteration
+            batch = paced
+            due = len(batch)
+        else:
+            due = self._due(now)
+            batch = list(islice(self._messages, max(due, 0)))
         if due > 0 and not batch:
             self._progress(now, final=True)
             raise StopIteration

@@ -66,6 +66,17 @@ def _float(
     return value
 
 
+def _sim_speedup(env: Mapping[str, str], default: float) -> float:
+    """``BPWATCH_SIM_SPEEDUP``: a realistic cadence, exclusive with a fixed message rate."""
+    speedup = _float(env, "BPWATCH_SIM_SPEEDUP", default)
+    if speedup > 0 and _float(env, "BPWATCH_SIM_RATE", 0.0) > 0:
+        raise ConfigError(
+            "BPWATCH_SIM_SPEEDUP and BPWATCH_SIM_RATE are both set: pace by event time "
+            "(BPWATCH_SIM_SPEEDUP) or by messages per second (BPWATCH_SIM_RATE), unset the other"
+        )
+    return speedup
+
+
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
     value = (env.get(name) or default).strip().lower()
     if value not in choices:
@@ -173,6 +184,7 @@ class Settings:
     log_level: str = "INFO"
     sim_patients: int = 200
     sim_rate: float = 0.0
+    sim_speedup: float = 0.0  # event time runs this many times the wall clock; 0: as fast
     sim_count: int = 10_000
     sim_seed: int = 42
     sim_fault_rate: float = 0.0
@@ -343,6 +355,7 @@ class Settings:
             ).upper(),
             sim_patients=_int(env, "BPWATCH_SIM_PATIENTS", d.sim_patients, minimum=1),
             sim_rate=_float(env, "BPWATCH_SIM_RATE", d.sim_rate),
+            sim_speedup=_sim_speedup(env, d.sim_speedup),
             sim_count=_int(env, "BPWATCH_SIM_COUNT", d.sim_count),
             sim_seed=_int(env, "BPWATCH_SIM_SEED", d.sim_seed),
             sim_fault_rate=_float(env, "BPWATCH_SIM_FAULT_RATE", d.sim_fault_rate, lo=0.0, hi=1.0),

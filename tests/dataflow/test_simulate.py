@@ -70,6 +70,18 @@ def test_rate_limit_paces_the_source() -> None:
     assert 0.3 < took < 5.0, took  # 600 msgs at 1500/s: about 0.4 s
 
 
+def test_speedup_paces_by_event_time() -> None:
+    """BPWATCH_SIM_SPEEDUP: event time runs at N x the wall clock from the first message."""
+    s = replace(SETTINGS, sim_count=300)
+    msgs = list(stream.messages(s))
+    span = (msgs[-1].emitted_at - msgs[0].emitted_at).total_seconds()
+    started = time.monotonic()
+    out, _ = _run(replace(s, sim_speedup=span / 1.0))  # the 300 messages in about 1 s
+    took = time.monotonic() - started
+    assert out == [m.kafka_record() for m in msgs]
+    assert 0.9 < took < 5.0, took
+
+
 def test_file_output_is_byte_identical_across_runs(tmp_path: Path) -> None:
     paths = []
     for run in ("a", "b"):
