@@ -2,8 +2,8 @@
 
     .venv/bin/python -m benchmarks.run [--quick] [--only NAME[,NAME]] [--out FILE]
 
-NAME: inprocess, stages, e2e, naive, latency, memory, scaleout, scale, alerts (the order they
-run in). Each has its own command too (``python -m benchmarks.bench_<name>``, ``python -m
+NAME: inprocess, stages, e2e, naive, latency, memory, scaleout, scale, alerts, simulator (the
+order they run in). Each has its own command too (``python -m benchmarks.bench_<name>``, ``python -m
 benchmarks.naive``, ``python -m benchmarks.alert_quality``). ``e2e`` includes the I/O ceiling
 (``benchmarks.bench_ceiling`` on the same filled topic).
 ``--quick`` runs every benchmark on tiny sizes, to prove the harness works (CI); its figures
@@ -27,7 +27,10 @@ from typing import Any
 
 from benchmarks.common import ROOT, Row, machine
 
-NAMES = ("inprocess", "stages", "e2e", "naive", "latency", "memory", "scaleout", "scale", "alerts")
+NAMES = (
+    "inprocess", "stages", "e2e", "naive", "latency", "memory", "scaleout", "scale", "alerts",
+    "simulator",
+)  # fmt: skip
 RESULTS = ROOT / "benchmarks" / "results.json"
 
 
@@ -41,6 +44,7 @@ def _plans(quick: bool) -> dict[str, Callable[[dict[str, Any]], list[Row]]]:
         bench_memory,
         bench_scale,
         bench_scaleout,
+        bench_simulator,
         bench_stages,
         naive,
     )
@@ -83,6 +87,9 @@ def _plans(quick: bool) -> dict[str, Callable[[dict[str, Any]], list[Row]]]:
         ),
         "alerts": lambda _: alert_quality.measure(
             patients=60 if quick else 500, n_messages=2_000 if quick else 20_000
+        ),
+        "simulator": lambda _: bench_simulator.measure(
+            "200,2000" if quick else "10000,1000000", 5_000 if quick else 1_000_000
         ),
     }
 
