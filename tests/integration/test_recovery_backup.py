@@ -202,18 +202,19 @@ def test_backup_while_running_lose_the_store_restore_and_resume(
 def test_an_alert_id_computed_twice_is_sent_once_across_a_restart(
     services, settings_factory, tmp_path
 ):
-    """Two bounded runs with recovery, no backup: the cohort of seed 25 resolves one episode
-    twice with the same alert id, once in each run. One uninterrupted run sends it once."""
+    """Two bounded runs with recovery, no backup: the cohort of seed 33 (of the simulator since
+    its counter-based draws; seed 25 before) computes alert ids once in each run, e.g. an
+    episode resolved twice. One uninterrupted run sends each once."""
     s = settings_factory(
         kafka_tail=False,
         model_path=(harness.ROOT / services.model_path).resolve(),
         sim_count=40_000,
         sim_patients=200,
-        sim_seed=25,
+        sim_seed=33,
         sim_fault_rate=0.1,
     )
     records = [m.kafka_record() for m in stream.messages(s)][:30_000]
-    assert _alert_ids_computed_twice(s, records)
+    assert _alert_ids_computed_twice(s, records)  # the case exists in this cohort
     store = harness.init_recovery(tmp_path / "recovery")
     logs = tmp_path / "monitor.log"
     for part in (records[:15_000], records[15_000:]):

@@ -13,6 +13,7 @@ import os
 import random
 import signal
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -327,6 +328,20 @@ def es_stop(base: Settings, work: Path, size: Size, seed: int = 31) -> Tally:
 
 # ----------------------------------------------------------------------------- ES write block
 FLOOD_STAGE = "index.blocks.read_only_allow_delete"
+_DISK_MONITOR = "cluster.routing.allocation.disk.threshold_enabled"
+
+
+@contextmanager
+def no_flood_auto_release(es):
+    """Hold a hand-set flood-stage block: Elasticsearch's disk monitor releases
+    ``read_only_allow_delete`` from indices on a node below the high watermark at its next
+    check (``DiskThresholdMonitor``, every ``cluster.info.update.interval``, 30 s), which
+    made a block set by hand vanish mid-test at some moments. The monitor is off while held."""
+    es.cluster.put_settings(persistent={_DISK_MONITOR: False})
+    try:
+        yield
+    finally:
+        es.cluster.put_settings(persistent={_DISK_MONITOR: None})
 
 
 def es_write_block(base: Settings, work: Path, size: Size, seed: int = 29) -> Tally:
@@ -349,19 +364,20 @@ def es_write_block(base: Settings, work: Path, size: Size, seed: int = 29) -> Ta
         rss_before = mon.rss_kb()
         rss_max = rss_before
         crashed = False
-        try:
-            for index, setting in blocks.items():
-                es.indices.put_settings(index=index, settings={setting: True})
-            tally.faults += 1
-            blocked_at = time.monotonic()
-            while time.monotonic() - blocked_at < size.outage_s:
-                rss_max = max(rss_max, mon.rss_kb())
-                crashed = crashed or mon.poll() is not None
-                time.sleep(0.5)
-        finally:
-            for index, setting in blocks.items():
-                es.indices.put_settings(index=index, settings={setting: None})
-            es.close()
+        with no_flood_auto_release(es):
+            try:
+                for index, setting in blocks.items():
+                    es.indices.put_settings(index=index, settings={setting: True})
+                tally.faults += 1
+                blocked_at = time.monotonic()
+                while time.monotonic() - blocked_at < size.outage_s:
+                    rss_max = max(rss_max, mon.rss_kb())
+                    crashed = crashed or mon.poll() is not None
+                    time.sleep(0.5)
+            finally:
+                for index, setting in blocks.items():
+                    es.indices.put_settings(index=index, settings={setting: None})
+        es.close()
         text = logs.read_text(errors="replace")
         notices = [line for line in text.splitlines() if "es_write_blocked" in line]
         per_index = {i: sum(f"index={i} " in line for line in notices) for i in blocks}

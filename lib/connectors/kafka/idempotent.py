@@ -17,7 +17,7 @@ those alerts (or dead letters) a second time, and a clinician would be paged twi
   back from ``RECENT_IDS`` records before the snapshotted offset to the end, and remembers the
   ids found there. Reading from the snapshotted offset alone would skip the records re-emitted
   after the snapshot, but not an id computed once before and once after a restart (found by
-  ``tests/integration/test_recovery_backup.py``: seed 25 resolves one episode twice).
+  ``tests/integration/test_recovery_backup.py``: seed 33 computes such ids in both runs).
 
 Delivery guarantee: at-least-once delivery, idempotent by id: a record whose id is among the
 recent ones is skipped, so each id is on the topic once, for one writer per topic (the
