@@ -71,6 +71,7 @@ from lib.monitor.alert_events import EVENTS, REVIEW, URGENT, AlertEvent, _digest
 from lib.monitor.home_alerts import HOME_CONDITION, HOME_FAMILY, _HomeEpisode, home_step
 from lib.monitor.no_data import NO_DATA_CONDITION, NO_DATA_FAMILY, NoDataRule, _LastSeen
 from lib.monitor.rules import cuts_at, get_ruleset
+from lib.monitor.window import deviation_from_baseline
 
 # Re-exported: the episode kinds beside the reading episodes (their own modules), and the
 # names earlier snapshots pickled under this module (``_HomeEpisode``, ``_LastSeen``).
@@ -234,10 +235,9 @@ def drop_below_baseline(assessment: Assessment) -> float:
     """How far the reading's systolic lies below the patient's baseline, the mean systolic of
     the window's *other* readings (mm[Hg]; 0 without another reading)."""
     f = assessment.features
-    if f is None or f.n < 2:
+    if f is None:
         return 0.0
-    systolic = assessment.reading.systolic
-    return (f.mean_sys * f.n - systolic) / (f.n - 1) - systolic
+    return -deviation_from_baseline(f.n, f.mean_sys, assessment.reading.systolic)
 
 
 @lru_cache(maxsize=16)

@@ -73,6 +73,7 @@ import numpy as np
 from lib.domain import FEATURE_NAMES, Features
 from lib.errors import ModelError
 from lib.monitor.rules import AHA2017, cuts_at
+from lib.monitor.window import deviation_from_baseline
 
 log = logging.getLogger(__name__)
 
@@ -506,8 +507,8 @@ def _derived_one(f: Features) -> tuple[float, float, float, float]:
     if not n >= 2:
         return 0.0, 0.0, 0.0, 0.0
     s, d = f[_LAST_SYS], f[_LAST_DIA]
-    dev_s = s - (f[_MEAN_SYS] * n - s) / (n - 1)
-    dev_d = d - (f[_MEAN_DIA] * n - d) / (n - 1)
+    dev_s = deviation_from_baseline(n, f[_MEAN_SYS], s)
+    dev_d = deviation_from_baseline(n, f[_MEAN_DIA], d)
     return (
         dev_s if s >= HIGH_SYS else 0.0,
         dev_s if s < LOW_SYS else 0.0,

@@ -83,6 +83,15 @@ def _is_newer(new: str, old: str) -> bool:
     return new != old
 
 
+def deviation_from_baseline(n: int, mean: float, value: float) -> float:
+    """``value`` minus the patient's baseline, the mean of the window's *other* readings
+    (``mean`` over ``n`` readings includes ``value``); 0 without another reading. The one
+    home of this formula: the risk model's derived inputs and the hypotension confirmation."""
+    if n < 2:
+        return 0.0
+    return value - (mean * n - value) / (n - 1)
+
+
 def compute_features(ts: Sequence[float], sys_: Sequence[float], dia: Sequence[float]) -> Features:
     """Trend features of one patient's readings (event-time order; the last one is current).
 
