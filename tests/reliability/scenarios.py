@@ -328,20 +328,22 @@ def es_stop(base: Settings, work: Path, size: Size, seed: int = 31) -> Tally:
 
 # ----------------------------------------------------------------------------- ES write block
 FLOOD_STAGE = "index.blocks.read_only_allow_delete"
-_DISK_MONITOR = "cluster.routing.allocation.disk.threshold_enabled"
+_INFO_INTERVAL = "cluster.info.update.interval"
 
 
 @contextmanager
 def no_flood_auto_release(es):
-    """Hold a hand-set flood-stage block: Elasticsearch's disk monitor releases
-    ``read_only_allow_delete`` from indices on a node below the high watermark at its next
-    check (``DiskThresholdMonitor``, every ``cluster.info.update.interval``, 30 s), which
-    made a block set by hand vanish mid-test at some moments. The monitor is off while held."""
-    es.cluster.put_settings(persistent={_DISK_MONITOR: False})
+    """Hold a hand-set flood-stage block: Elasticsearch's disk monitor (``DiskThresholdMonitor``)
+    releases ``read_only_allow_delete`` from the indices of a node below the high watermark
+    each time the cluster info refreshes (``cluster.info.update.interval``, 30 s), and also
+    when the disk threshold is disabled, which made a block set by hand vanish mid-test. The
+    refresh is pushed out to an hour while held (set before the block, so the refresh that
+    the change may trigger finds nothing to release)."""
+    es.cluster.put_settings(persistent={_INFO_INTERVAL: "1h"})
     try:
         yield
     finally:
-        es.cluster.put_settings(persistent={_DISK_MONITOR: None})
+        es.cluster.put_settings(persistent={_INFO_INTERVAL: None})
 
 
 def es_write_block(base: Settings, work: Path, size: Size, seed: int = 29) -> Tally:
