@@ -181,6 +181,9 @@ class Settings:
     alert_urgent: tuple[str, ...] = DEFAULT_URGENT  # episode kinds that page (the rest: review)
     alert_confirm_readings: int = 2  # consecutive readings that confirm an urgent page
     alert_critical_risk: float = 0.5  # a crisis at this risk score is combined critical
+    ack_min_severity: str = "critical"  # opened/escalated at this severity need an ack
+    ack_deadline_minutes: float = 15.0  # ... within this much wall-clock time, else overdue
+    ack_settle_seconds: float = 900.0  # no overdue this soon after the monitor (re)starts
     log_level: str = "INFO"
     sim_patients: int = 200
     sim_rate: float = 0.0
@@ -193,6 +196,8 @@ class Settings:
     sim_bundle: int = 1  # Observations per message (>1: FHIR Bundles)
     sim_home_share: float = 0.0  # share of the patients in the home-monitoring cohort
     sim_start: datetime | None = None  # simulated time 0 (None: lib.sim.cohort.DEFAULT_START)
+    sim_ack_share: float = 0.0  # demo: share of the episodes needing an ack that are acked
+    sim_ack_delay_minutes: float = 5.0  # demo: acknowledged_at = the event's time + this
 
     # -- names (namespaced) -------------------------------------------------------------
     def topic(self, base: str) -> str:
@@ -214,6 +219,18 @@ class Settings:
     @property
     def alerts_topic(self) -> str:
         return self.topic("bp.alerts")
+
+    @property
+    def acks_topic(self) -> str:
+        return self.topic("bp.alerts.acks")
+
+    @property
+    def acks_dlq_topic(self) -> str:
+        return self.topic("bp.alerts.acks.dlq")
+
+    @property
+    def episodes_index(self) -> str:
+        return self.index("bp-episodes")
 
     @property
     def anomalies_index(self) -> str:
@@ -338,6 +355,16 @@ class Settings:
             alert_confirm_readings=_int(
                 env, "BPWATCH_ALERT_CONFIRM_READINGS", d.alert_confirm_readings, minimum=1
             ),
+            ack_min_severity=_choice(
+                env,
+                "BPWATCH_ACK_MIN_SEVERITY",
+                d.ack_min_severity,
+                ("low", "moderate", "high", "critical"),
+            ),
+            ack_deadline_minutes=_float(
+                env, "BPWATCH_ACK_DEADLINE_MINUTES", d.ack_deadline_minutes, lo=0.001
+            ),
+            ack_settle_seconds=_float(env, "BPWATCH_ACK_SETTLE_SECONDS", d.ack_settle_seconds),
             anomalies_retention_days=_float(
                 env, "BPWATCH_ANOMALIES_RETENTION_DAYS", d.anomalies_retention_days
             ),
@@ -364,6 +391,10 @@ class Settings:
             sim_bundle=_int(env, "BPWATCH_SIM_BUNDLE", d.sim_bundle, minimum=1),
             sim_home_share=_float(env, "BPWATCH_SIM_HOME_SHARE", d.sim_home_share, lo=0.0, hi=1.0),
             sim_start=_datetime(env, "BPWATCH_SIM_START"),
+            sim_ack_share=_float(env, "BPWATCH_SIM_ACK_SHARE", d.sim_ack_share, lo=0.0, hi=1.0),
+            sim_ack_delay_minutes=_float(
+                env, "BPWATCH_SIM_ACK_DELAY_MINUTES", d.sim_ack_delay_minutes
+            ),
         )
 
 
