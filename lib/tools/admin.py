@@ -2,17 +2,24 @@
 
 ``python -m lib.tools.admin setup`` (``make setup``) creates:
 
-* Kafka topics ``bp.observations``, ``bp.observations.dlq``, ``bp.alerts`` (namespaced by
-  ``BPWATCH_NAMESPACE``), each with ``BPWATCH_KAFKA_PARTITIONS`` partitions (keyed by patient)
-  and ``retention.ms`` from ``BPWATCH_TOPIC_RETENTION_DAYS`` (``BPWATCH_DLQ_RETENTION_DAYS``
-  for the dead-letter topic); an existing topic keeps its own settings;
+* Kafka topics ``bp.observations``, ``bp.observations.dlq``, ``bp.alerts``,
+  ``bp.alerts.acks`` and ``bp.alerts.acks.dlq`` (namespaced by ``BPWATCH_NAMESPACE``), each
+  with ``BPWATCH_KAFKA_PARTITIONS`` partitions (keyed by patient) and ``retention.ms`` from
+  ``BPWATCH_TOPIC_RETENTION_DAYS`` (``BPWATCH_DLQ_RETENTION_DAYS`` for the two dead-letter
+  topics); an existing topic keeps its own settings;
 * one composable index template per ``infra/elasticsearch/templates/<name>.json`` (strict
-  mappings), matching ``<name>*`` and ``*-<name>*`` so namespaced indices get it too;
-* for each template a concrete index ``<index>-v1`` behind the alias ``<index>`` (it holds
-  what versions before monthly indices wrote, and makes the alias exist before any write);
-* for each alias an ILM policy ``<index>-retention`` (``BPWATCH_<INDEX>_RETENTION_DAYS``)
-  and the template of its monthly indices ``<index>-YYYY.MM``, which the monitor writes and
-  Elasticsearch creates on first write (:mod:`lib.connectors.elastic_months`).
+  mappings), matching ``<name>*`` and ``*-<name>*`` so namespaced indices get it too; on an
+  alias that exists already, the template's fields are added to its indices (a field added
+  since an earlier version);
+* for each template a concrete index ``<index>-v1`` behind the alias ``<index>``, its write
+  index (it holds what versions before monthly indices wrote, and makes the alias exist
+  before any write);
+* for each alias of monthly indices (:data:`~lib.connectors.elastic_months.MONTH_FIELDS`) an
+  ILM policy ``<index>-retention`` (``BPWATCH_<INDEX>_RETENTION_DAYS``) and the template of
+  its monthly indices ``<index>-YYYY.MM``, which the monitor writes and Elasticsearch creates
+  on first write (:mod:`lib.connectors.elastic_months`). An alias that is not monthly
+  (``bp-episodes``: an episode is updated over months) stays the one ``-v1`` index, written
+  through the alias, with neither.
 
 Every step checks first and leaves existing resources as they are; running it twice is harmless.
 ``python -m lib.tools.admin teardown`` removes a namespace's topics and indices (tests).
@@ -44,7 +51,13 @@ from lib.settings import Settings, load_or_exit
 log = logging.getLogger(__name__)
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "infra" / "elasticsearch" / "templates"
-TOPICS = ("bp.observations", "bp.observations.dlq", "bp.alerts")
+TOPICS = (
+    "bp.observations",
+    "bp.observations.dlq",
+    "bp.alerts",
+    "bp.alerts.acks",
+    "bp.alerts.acks.dlq",
+)
 INDEX_SUFFIX = "-v1"
 
 
@@ -116,12 +129,10 @@ def ensure_topics(
 
 def retention_ms(settings: Settings, topic: str) -> int:
     """``retention.ms`` of a topic at creation: ``BPWATCH_DLQ_RETENTION_DAYS`` for the
-    dead-letter topic, ``BPWATCH_TOPIC_RETENTION_DAYS`` for the others."""
-    days = (
-        settings.dlq_retention_days
-        if topic == settings.dlq_topic
-        else settings.topic_retention_days
-    )
+    dead-letter topics (longer, to fix and re-send), ``BPWATCH_TOPIC_RETENTION_DAYS`` for the
+    others."""
+    dead_letters = (settings.dlq_topic, settings.acks_dlq_topic)
+    days = settings.dlq_retention_days if topic in dead_letters else settings.topic_retention_days
     return int(days * 86_400_000)
 
 
@@ -138,7 +149,8 @@ def delete_topics(settings: Settings, timeout: float = 30.0) -> None:
 
 # ----------------------------------------------------------------------------- Elasticsearch
 def ensure_elasticsearch(settings: Settings, es: Any = None) -> list[str]:
-    """Install templates, then ``<index>-v1`` behind write alias ``<index>``; returns new ones."""
+    """Install templates, then ``<index>-v1`` behind write alias ``<index>``, and for a monthly
+    alias its ILM policy and monthly template; returns the indices created now."""
     from elasticsearch import ApiError, AuthenticationException, TransportError
 
     es = es or make_client(settings, max_retries=TOOL_RETRIES)
@@ -176,6 +188,12 @@ def ensure_elasticsearch(settings: Settings, es: Any = None) -> list[str]:
     return created
 
 
+def is_monthly(base: str) -> bool:
+    """Is the alias of a base index name backed by monthly indices (with an ILM policy)?
+    ``bp-episodes`` is not: an episode's document is updated for as long as it lasts."""
+    return base in MONTH_FIELDS
+
+
 def retention_days(settings: Settings, base: str) -> float:
     """``BPWATCH_<INDEX>_RETENTION_DAYS`` of a base index name (0: kept)."""
     return {
@@ -189,10 +207,11 @@ def _ensure_retention(
     es: Any, settings: Settings, base: str, alias: str, body: dict[str, Any]
 ) -> None:
     """The alias's ILM policy (rewritten: a changed retention applies to every monthly index)
-    and the template of its monthly indices (:mod:`lib.connectors.elastic_months`)."""
+    and the template of its monthly indices (:mod:`lib.connectors.elastic_months`); nothing
+    for an alias that is not monthly (:func:`is_monthly`)."""
     from elasticsearch import BadRequestError
 
-    if base not in MONTH_FIELDS:
+    if not is_monthly(base):
         return
     days = retention_days(settings, base)
     # priority above the shared templates (200 + i), whose wildcard patterns overlap these
@@ -243,7 +262,7 @@ def delete_indices(settings: Settings, es: Any = None) -> None:
         ]
         if names:
             es.indices.delete(index=",".join(names), ignore_unavailable=True)
-        if base in MONTH_FIELDS and settings.namespace:  # a test's namespace: its own objects
+        if is_monthly(base) and settings.namespace:  # a test's namespace: its own objects
             es.indices.delete_index_template(name=f"bpwatch-{alias}-monthly", ignore=404)
             es.ilm.delete_lifecycle(name=policy_name(alias), ignore=(400, 404))  # no ILM: 400
 

@@ -93,7 +93,9 @@ def test_setup_creates_topics_with_their_retention(settings):
     want = {
         settings.observations_topic: settings.topic_retention_days,
         settings.alerts_topic: settings.topic_retention_days,
+        settings.acks_topic: settings.topic_retention_days,
         settings.dlq_topic: settings.dlq_retention_days,
+        settings.acks_dlq_topic: settings.dlq_retention_days,
     }
     resources = [ConfigResource(ConfigResource.Type.TOPIC, t) for t in want]
     got = {
@@ -102,6 +104,89 @@ def test_setup_creates_topics_with_their_retention(settings):
     }
     assert got == {t: int(days * 86_400_000) for t, days in want.items()}
     assert got[settings.dlq_topic] > got[settings.observations_topic]
+    assert got[settings.acks_dlq_topic] > got[settings.acks_topic]
+
+
+def test_teardown_removes_every_topic_and_index_of_the_namespace(services, es):
+    """Setup then teardown of a fresh namespace: the acknowledgement topics and the
+    ``bp-episodes`` index go with the others, and nothing of the namespace is left."""
+    from dataclasses import replace
+
+    from confluent_kafka.admin import AdminClient
+
+    ns = "t" + uuid.uuid4().hex[:10]
+    s = replace(services, namespace=ns, kafka_partitions=1)
+    listing = AdminClient(s.kafka_client_config())
+    try:
+        admin.setup(s)
+        topics = set(listing.list_topics(timeout=30).topics)
+        assert {s.topic(t) for t in admin.TOPICS} <= topics
+        assert {s.acks_topic, s.acks_dlq_topic} <= topics
+        assert es.indices.exists_alias(name=s.episodes_index)
+    finally:
+        admin.teardown(s)
+    assert not {t for t in listing.list_topics(timeout=30).topics if t.startswith(ns + ".")}
+    assert not list(es.indices.get(index=f"{ns}-*", allow_no_indices=True))
+    assert not es.indices.exists_index_template(name=f"bpwatch-{ns}-bp-alerts-monthly")
+
+
+def test_bp_episodes_is_one_write_index_without_months_and_takes_partial_updates(settings, es):
+    """``bp-episodes``: the alias over ``-v1`` alone (its write index), no monthly template;
+    a partial update with upsert through the alias reaches that index."""
+    alias = settings.episodes_index
+    aliases = es.indices.get_alias(name=alias).body
+    assert list(aliases) == [alias + admin.INDEX_SUFFIX]
+    assert aliases[alias + admin.INDEX_SUFFIX]["aliases"][alias]["is_write_index"] is True
+    assert not es.indices.exists_index_template(name=f"bpwatch-{alias}-monthly")
+    assert es.indices.exists_index_template(name=f"bpwatch-{settings.alerts_index}-monthly")
+    es.update(index=alias, id="ep-1", doc={"episode_id": "ep-1", "status": "open",
+              "acknowledged": False}, doc_as_upsert=True)  # fmt: skip
+    es.update(index=alias, id="ep-1", doc={"acknowledged": True, "ack_note": "seen"},
+              doc_as_upsert=True, refresh=True)  # fmt: skip
+    hit = es.search(index=alias, query={"ids": {"values": ["ep-1"]}})["hits"]["hits"][0]
+    assert hit["_index"] == alias + admin.INDEX_SUFFIX
+    assert hit["_source"] == {"episode_id": "ep-1", "status": "open", "acknowledged": True,
+                              "ack_note": "seen"}  # fmt: skip
+    with pytest.raises(BadRequestError, match="strict_dynamic_mapping_exception"):
+        es.update(index=alias, id="ep-1", doc={"patient_name": "x"}, doc_as_upsert=True)
+    assert admin.ensure_elasticsearch(settings) == []  # idempotent: still one index
+    assert list(es.indices.get_alias(name=alias)) == [alias + admin.INDEX_SUFFIX]
+
+
+def test_setup_adds_the_acknowledgement_fields_to_existing_monthly_alert_indices(settings, es):
+    """A month of ``bp-alerts`` created before the acknowledgement fields refuses an
+    ``acknowledged`` event; ``setup`` puts the fields on it (and on ``-v1``)."""
+    alias = settings.alerts_index
+    body = admin.template_bodies()["bp-alerts"]
+    new = ("acknowledged_by", "acknowledged_at", "overdue_minutes", "note")
+    old = {k: v for k, v in body["template"]["mappings"]["properties"].items() if k not in new}
+    month = f"{alias}-2026.01"
+    # the month as an earlier version's monthly template made it: a template of this
+    # namespace's month alone, above the current ones (the shared templates stay untouched)
+    earlier = f"bpwatch-{month}-earlier"
+    es.indices.put_index_template(
+        name=earlier,
+        index_patterns=[month],
+        priority=400,
+        template={"mappings": {"dynamic": "strict", "properties": old}, "aliases": {alias: {}}},
+    )
+    try:
+        es.indices.create(index=month)
+    finally:
+        es.indices.delete_index_template(name=earlier)
+    doc = {"alert_id": "a-1", "event": "acknowledged", "event_at": "2026-01-05T10:00:00Z",
+           "acknowledged_by": "u-1", "acknowledged_at": "2026-01-05T10:00:00Z", "note": "ok",
+           "overdue_minutes": 0.0}  # fmt: skip
+    with pytest.raises(BadRequestError, match="strict_dynamic_mapping_exception"):
+        es.index(index=month, id="a-1", document=doc)
+    assert admin.ensure_elasticsearch(settings) == []
+    for index in (month, alias + admin.INDEX_SUFFIX):
+        properties = es.indices.get_mapping(index=index)[index]["mappings"]["properties"]
+        assert {k: properties[k]["type"] for k in new} == {
+            "acknowledged_by": "keyword", "acknowledged_at": "date",
+            "overdue_minutes": "float", "note": "text",
+        }  # fmt: skip
+    es.index(index=month, id="a-1", document=doc, refresh=True)
 
 
 def test_setup_adds_new_fields_to_an_index_of_an_earlier_version(settings, es):

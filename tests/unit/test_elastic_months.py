@@ -105,3 +105,46 @@ def test_retention_settings_choose_each_policy():
     assert admin.retention_days(s, "bp-anomalies") == 730
     assert admin.retention_days(s, "bp-alerts") == 365
     assert admin.retention_days(s, "bp-home-averages") == 0
+
+
+def test_bp_episodes_is_one_index_behind_its_alias_not_monthly():
+    """An episode's document is updated for as long as the episode lasts, across months:
+    ``bp-episodes`` has a strict template but no monthly template and no ILM policy."""
+    bodies = admin.template_bodies()
+    assert "bp-episodes" in bodies and not admin.is_monthly("bp-episodes")
+    assert all(admin.is_monthly(base) for base in MONTH_FIELDS)
+    mappings = bodies["bp-episodes"]["template"]["mappings"]
+    assert mappings["dynamic"] == "strict"
+    types = {name: spec["type"] for name, spec in mappings["properties"].items()}
+    assert types == {
+        **dict.fromkeys(("episode_id", "patient_id", "condition", "severity", "tier", "status",
+                         "acknowledged_by", "ruleset", "observation_ids"), "keyword"),
+        **dict.fromkeys(("opened_at", "last_event_at", "resolved_at", "acknowledged_at",
+                         "overdue_at"), "date"),
+        **dict.fromkeys(("acknowledged", "overdue"), "boolean"),
+        **dict.fromkeys(("systolic", "diastolic", "risk_score"), "float"),
+        "ack_note": "text",
+    }  # fmt: skip
+    # distinct priorities: the wildcard patterns of the shared templates may overlap
+    assert len({b["priority"] for b in bodies.values()}) == len(bodies)
+
+
+def test_the_alert_events_fields_of_acknowledgements_reach_the_monthly_template():
+    bodies = admin.template_bodies()
+    tpl = monthly_template("ward7-bp-alerts", bodies["bp-alerts"], 300)
+    properties = tpl["template"]["mappings"]["properties"]
+    assert {k: properties[k]["type"] for k in
+            ("acknowledged_by", "acknowledged_at", "overdue_minutes", "note")} == {
+        "acknowledged_by": "keyword",
+        "acknowledged_at": "date",
+        "overdue_minutes": "float",
+        "note": "text",
+    }  # fmt: skip
+
+
+def test_the_acknowledgement_topics_are_created_and_their_dead_letters_kept_longer():
+    s = replace(Settings(), namespace="ward7", topic_retention_days=7, dlq_retention_days=30)
+    assert {"bp.alerts.acks", "bp.alerts.acks.dlq"} <= set(admin.TOPICS)
+    day = 86_400_000
+    assert admin.retention_ms(s, s.acks_topic) == admin.retention_ms(s, s.alerts_topic) == 7 * day
+    assert admin.retention_ms(s, s.acks_dlq_topic) == admin.retention_ms(s, s.dlq_topic) == 30 * day
