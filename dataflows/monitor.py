@@ -54,7 +54,7 @@ from bytewax.outputs import Sink
 from lib import logs
 from lib.connectors import elastic
 from lib.connectors.elastic import Action, ElasticSink
-from lib.monitor import documents, shards, wakeups
+from lib.monitor import acks, documents, shards, wakeups
 from lib.monitor.alerts import (
     NO_DATA_CONDITION,
     AlertEvent,
@@ -62,6 +62,7 @@ from lib.monitor.alerts import (
     EpisodeTracker,
     NoDataRule,
 )
+from lib.monitor.deadlines import DeadlineRule, Deadlines
 from lib.monitor.home import HomeAverage
 from lib.monitor.patient import Patient, PatientContext
 from lib.monitor.rules import get_ruleset
@@ -135,6 +136,40 @@ class _WakeupLogic(StatefulBatchLogic[list[Registration], str, tuple]):
         return self.bucket.snapshot()
 
 
+class _DeadlineLogic(StatefulBatchLogic[AlertEvent, AlertEvent, tuple]):
+    """One shard's acknowledgement deadlines (:mod:`lib.monitor.deadlines`): its patients'
+    alert events pass through in order, with the ``overdue`` events where they fall due."""
+
+    __slots__ = ("deadlines", "rule")
+
+    def __init__(self, rule: DeadlineRule, resume: tuple | None) -> None:
+        self.rule = rule
+        self.deadlines = Deadlines(resume)
+
+    def _keep(self) -> bool:
+        return self.RETAIN if self.deadlines.pending else self.DISCARD
+
+    def on_batch(self, values: list[AlertEvent]) -> tuple[list[AlertEvent], bool]:
+        now = time.time()
+        out = self.deadlines.fire(self.rule, now)  # fell due before these events arrived
+        self.deadlines.follow(self.rule, values, now)
+        out.extend(values)
+        return out, self._keep()
+
+    def on_notify(self) -> tuple[list[AlertEvent], bool]:
+        return self.deadlines.fire(self.rule, time.time()), self._keep()
+
+    def on_eof(self) -> tuple[list[AlertEvent], bool]:
+        return self.deadlines.fire(self.rule, time.time(), caught_up=True), self._keep()
+
+    def notify_at(self) -> datetime | None:
+        due = self.deadlines.next_due(self.rule)
+        return None if due is None else datetime.fromtimestamp(due, UTC)
+
+    def snapshot(self) -> tuple:
+        return self.deadlines.snapshot()
+
+
 class _CountersLogic(StatefulBatchLogic[dict[str, int], dict[str, int], dict[str, int]]):
     """Running outcome counters: one key=value log line every LOG_EVERY and at the end.
 
@@ -189,6 +224,11 @@ class MonitorIO:
     :arg stats_sink: receives the running outcome counters (dicts) at each log line and at
         the end of a bounded run (tests reconcile with it).
     :arg home_sink: ``("index", _id, doc)`` actions for ``bp-home-averages``; None drops them.
+    :arg ack_source: the acknowledgements (``bp.alerts.acks``, Kafka-like messages); None:
+        the monitor reads none.
+    :arg ack_dlq_sink: the refused acknowledgements, items as ``dlq_sink``'s.
+    :arg episodes_sink: ``("update", episode_id, partial doc)`` actions for ``bp-episodes``;
+        None drops them.
     """
 
     source: Source
@@ -198,6 +238,9 @@ class MonitorIO:
     alert_sinks: tuple[Sink, ElasticSink]
     stats_sink: Sink | None = None
     home_sink: ElasticSink | None = None
+    ack_source: Source | None = None
+    ack_dlq_sink: Sink | None = None
+    episodes_sink: ElasticSink | None = None
 
 
 def production_io(settings: Settings, stats_sink: Sink | None = None) -> MonitorIO:
@@ -217,15 +260,19 @@ def production_io(settings: Settings, stats_sink: Sink | None = None) -> Monitor
     preflight(settings)
     client_config = settings.kafka_client_config()
     brokers = str(client_config.pop("bootstrap.servers")).split(",")
-    return MonitorIO(
-        source=ObservationSource(
+
+    def source(topic: str) -> ObservationSource:
+        return ObservationSource(
             brokers,
-            [settings.observations_topic],
+            [topic],
             tail=settings.kafka_tail,
             starting_offset=OFFSET_BEGINNING,  # only without a recovery snapshot
             add_config={**SOURCE_FETCH_CONFIG, **client_config},
             batch_size=SOURCE_BATCH_SIZE,
-        ),
+        )
+
+    return MonitorIO(
+        source=source(settings.observations_topic),
         anomaly_sink=_monthly_sink(settings, "bp-anomalies"),
         normal_sink=NormalFileSink(
             settings.normal_dir,
@@ -239,6 +286,9 @@ def production_io(settings: Settings, stats_sink: Sink | None = None) -> Monitor
         ),
         stats_sink=stats_sink,
         home_sink=_monthly_sink(settings, "bp-home-averages"),
+        ack_source=source(settings.acks_topic),
+        ack_dlq_sink=IdempotentKafkaSink(settings, settings.acks_dlq_topic),
+        episodes_sink=ElasticSink(settings, settings.episodes_index),
     )
 
 
@@ -258,10 +308,18 @@ class RecordedOutputs:
     alerts_es: list[Action] = field(default_factory=list)
     home: list[Action] = field(default_factory=list)
     stats: list[dict[str, int]] = field(default_factory=list)
+    ack_dead_letters: list[tuple[str, tuple[str, bytes | None, bytes, list]]] = field(
+        default_factory=list
+    )
+    episodes: list[Action] = field(default_factory=list)
 
 
 def recording_io(
-    source: Source, *, outputs: RecordedOutputs | None = None, normal_sink: Sink | None = None
+    source: Source,
+    *,
+    outputs: RecordedOutputs | None = None,
+    normal_sink: Sink | None = None,
+    ack_source: Source | None = None,
 ) -> tuple[MonitorIO, RecordedOutputs]:
     """The monitor's edges for tests and in-process benchmarks: ``source`` in (a
     ``TestingSource`` of ``KafkaSourceMessage`` items), every output recorded into lists
@@ -269,8 +327,8 @@ def recording_io(
     items its production counterpart takes, through the same steps: the Elasticsearch sinks
     are :class:`~lib.connectors.elastic.testing.TestingElasticSink`, the others
     ``TestingSink``. ``normal_sink`` replaces the normal readings' list (e.g. a
-    ``NormalFileSink``)."""
-    from bytewax.testing import TestingSink
+    ``NormalFileSink``); ``ack_source`` gives the acknowledgements (an empty source by default)."""
+    from bytewax.testing import TestingSink, TestingSource
 
     from lib.connectors.elastic.testing import TestingElasticSink
 
@@ -283,6 +341,9 @@ def recording_io(
         alert_sinks=(TestingSink(out.alerts_kafka), TestingElasticSink(out.alerts_es, "bp-alerts")),
         stats_sink=TestingSink(out.stats),
         home_sink=TestingElasticSink(out.home, "bp-home-averages"),
+        ack_source=ack_source if ack_source is not None else TestingSource([]),
+        ack_dlq_sink=TestingSink(out.ack_dead_letters),
+        episodes_sink=TestingElasticSink(out.episodes, "bp-episodes"),
     )
     return io, out
 
@@ -350,11 +411,29 @@ def build(
         expiry_s=settings.idle_expiry_hours * 3600.0,
         every_home=settings.reading_setting == "home",
     )
-    return monitor_flow(io, ctx)
+    return monitor_flow(io, ctx, deadline_rule(settings))
 
 
-def monitor_flow(io: MonitorIO, ctx: PatientContext) -> Dataflow:
-    """The chain of steps, from the observations topic to every output."""
+def deadline_rule(settings: Settings, started_at: float | None = None) -> DeadlineRule:
+    """The acknowledgement deadlines of the settings, for a monitor started at ``started_at``
+    (default now)."""
+    return DeadlineRule(
+        min_severity=settings.ack_min_severity,
+        deadline_s=settings.ack_deadline_minutes * 60.0,
+        settle_s=settings.ack_settle_seconds,
+        lookback_s=settings.no_data_lookback_days * 86400.0,
+        started_at=time.time() if started_at is None else started_at,
+    )
+
+
+def monitor_flow(
+    io: MonitorIO, ctx: PatientContext, deadlines: DeadlineRule | None = None
+) -> Dataflow:
+    """The chain of steps, from the observations topic to every output.
+
+    :arg deadlines: the acknowledgement deadlines; default :class:`DeadlineRule`'s, started now.
+    """
+    rule = deadlines if deadlines is not None else DeadlineRule(started_at=time.time())
 
     def patient_logic(resume: tuple | None) -> _PatientLogic:
         return _PatientLogic(ctx, Patient.restore(resume) if resume is not None else Patient())
@@ -377,7 +456,13 @@ def monitor_flow(io: MonitorIO, ctx: PatientContext) -> Dataflow:
     wakes = op.stateful_batch("wakeups", registrations, _WakeupLogic)
     # (due bucket, patient id), once the wall clock has reached the due time
     wake_ups = op.map("wake_patients", wakes, _to_patient)
-    inputs = op.merge("patient_inputs", parsed, wake_ups)
+    streams = [parsed, wake_ups]
+    if io.ack_source is not None:
+        ack_messages = op.input("acks", flow, io.ack_source)
+        # KafkaSourceMessage: key = patient id, value = an acknowledgement (JSON)
+        streams.append(op.flat_map_batch("parse_acks", ack_messages, acks.parse_acks))
+        # (patient id, [(Ack, ingested_at, 0), ...]) | (no-patient key, [(AckRefused, ...)])
+    inputs = op.merge("patient_inputs", *streams)
 
     results = op.stateful_batch("patient_windows", inputs, patient_logic)
     # (patient id, Results): window features -> rules -> risk, in input order; retractions
@@ -389,8 +474,15 @@ def monitor_flow(io: MonitorIO, ctx: PatientContext) -> Dataflow:
         home_docs = op.map_value("home_docs", averages, documents.home_item)
         _to_elastic("write_home_averages", home_docs, io.home_sink)
 
-    events = op.flat_map_batch("alert_events", results, _events)
-    # (patient id, AlertEvent): one per episode opening / escalation / resolution
+    episode_events = op.flat_map_batch("alert_events", results, _events)
+    # (shard, AlertEvent): one per episode opening / escalation / reminder / resolution /
+    # acknowledgement, keyed by the patient's shard
+    timed = op.stateful_batch(
+        "ack_deadlines", episode_events, lambda resume: _DeadlineLogic(rule, resume)
+    )
+    # (shard, AlertEvent): the same events in order, with the overdue events where they fall due
+    events = op.map("events_by_patient", timed, _by_patient)
+    # (patient id, AlertEvent)
     kafka_alerts, elastic_alerts = io.alert_sinks
     unkeyed = op.key_rm("unkey_alert_events", events)
     op.output(
@@ -398,6 +490,10 @@ def monitor_flow(io: MonitorIO, ctx: PatientContext) -> Dataflow:
     )
     alert_docs = op.map_value("alert_docs", events, documents.elastic_item)
     _to_elastic("index_alerts", alert_docs, elastic_alerts)
+    if io.episodes_sink is not None:
+        updates = op.map("episode_updates", events, _episode_update)
+        # (patient id, ("update", episode_id, the fields the event changes))
+        _to_elastic("write_episodes", updates, io.episodes_sink)
 
     to_elastic = op.flat_map_batch("anomaly_docs", results, documents.keyed_elastic_actions)
     # (patient id, ("index", id, doc)) per anomaly | (patient id, ("delete", id, None)) per
@@ -413,8 +509,14 @@ def monitor_flow(io: MonitorIO, ctx: PatientContext) -> Dataflow:
     with_ids = op.map("dead_letter_ids", dead, documents.dead_letter_item)
     # (original key as routing key, (source#digest, key, value, headers))
     op.output("write_dead_letters", with_ids, io.dlq_sink)
+    if io.ack_dlq_sink is not None:
+        ack_dead = op.flat_map_batch("ack_dead_letters", results, documents.ack_dlq_messages)
+        ack_ids = op.map("ack_dead_letter_ids", ack_dead, documents.dead_letter_item)
+        op.output("write_ack_dead_letters", ack_ids, io.ack_dlq_sink)
 
-    counts = op.flat_map_batch("count_outcomes", results, documents.outcome_counts)
+    outcome_counts = op.flat_map_batch("count_outcomes", results, documents.outcome_counts)
+    overdue_counts = op.flat_map_batch("count_overdue", timed, _overdue_counts)
+    counts = op.merge("all_counts", outcome_counts, overdue_counts)
     totals = op.stateful_batch("counters", counts, _CountersLogic)
     # ("all", {in, normal, anomaly, dead_letter, ignored, retracted, duplicate, skipped})
     if io.stats_sink is not None:
@@ -454,7 +556,21 @@ def _to_patient(item: tuple[str, str]) -> tuple[str, str]:
 
 
 def _events(batch: list[tuple[str, Results]]) -> list[tuple[str, AlertEvent]]:
-    return [(key, e) for key, res in batch if res.events for e in res.events]
+    shard_of = shards.shard_of
+    return [(shard_of(e.patient_id), e) for _, res in batch if res.events for e in res.events]
+
+
+def _by_patient(item: tuple[str, AlertEvent]) -> tuple[str, AlertEvent]:
+    return item[1].patient_id, item[1]
+
+
+def _episode_update(item: tuple[str, AlertEvent]) -> tuple[str, tuple[str, str, dict[str, Any]]]:
+    return documents.episode_update(item[1])
+
+
+def _overdue_counts(batch: list[tuple[str, AlertEvent]]) -> list[tuple[str, dict[str, int]]]:
+    n = sum(1 for _, e in batch if e.event == "overdue")
+    return [("all", {"overdue": n})] if n else []
 
 
 def _averages(batch: list[tuple[str, Results]]) -> list[tuple[str, HomeAverage]]:

@@ -16,7 +16,7 @@ from typing import Any
 from lib.domain import TIERS, utc_iso
 
 URGENT, REVIEW = TIERS
-EVENTS = ("opened", "escalated", "reminder", "resolved")
+EVENTS = ("opened", "escalated", "reminder", "resolved", "acknowledged", "overdue")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +33,11 @@ class AlertEvent:
     ``risk_score`` (of the triggering reading), ``ruleset``, ``conditions`` (all
     conditions active on the triggering reading; empty when resolved), ``tier`` (``urgent``:
     a page; ``review``: the worklist; the episode's tier at this event, see "Tiers").
+
+    The events of the alert loop (:mod:`lib.monitor.acks`, :mod:`lib.monitor.deadlines`)
+    carry more: ``acknowledged`` its ``acknowledged_by``, ``acknowledged_at`` and ``note``
+    (free text: Elasticsearch only, never Kafka or logs); ``overdue`` its
+    ``overdue_minutes``. The other events leave them unset, and their documents omit them.
     """
 
     alert_id: str
@@ -50,9 +55,14 @@ class AlertEvent:
     ruleset: str
     conditions: tuple[str, ...] = ()
     tier: str = URGENT
+    acknowledged_by: str = ""
+    acknowledged_at: datetime | None = None
+    note: str = ""
+    overdue_minutes: float | None = None
 
-    def to_doc(self) -> dict[str, Any]:
-        return {
+    def to_doc(self, *, note: bool = True) -> dict[str, Any]:
+        """The event's document; ``note=False`` leaves an acknowledgement's note out (Kafka)."""
+        doc = {
             "alert_id": self.alert_id,
             "episode_id": self.episode_id,
             "patient_id": self.patient_id,
@@ -69,6 +79,14 @@ class AlertEvent:
             "conditions": list(self.conditions),
             "tier": self.tier,
         }
+        if self.acknowledged_at is not None:
+            doc["acknowledged_by"] = self.acknowledged_by
+            doc["acknowledged_at"] = utc_iso(self.acknowledged_at)
+            if note and self.note:
+                doc["note"] = self.note
+        if self.overdue_minutes is not None:
+            doc["overdue_minutes"] = self.overdue_minutes
+        return doc
 
 
 def _digest(*parts: str) -> str:

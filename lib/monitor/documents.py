@@ -282,6 +282,12 @@ def dlq_messages(batch: list[KeyedResults]) -> list[tuple[bytes | None, bytes, l
     ]
 
 
+def ack_dlq_messages(batch: list[KeyedResults]) -> list[tuple[bytes | None, bytes, list]]:
+    """``(original key, original value, headers)`` per refused acknowledgement
+    (``bp.alerts.acks.dlq``)."""
+    return [dlq_message(d) for _, res in batch if res.ack_refused for d in res.ack_refused]
+
+
 def outcome_counts(batch: list[KeyedResults]) -> list[tuple[str, dict[str, int]]]:
     """One ``("all", counts)`` item per batch, for the single counters key."""
     return [("all", counts_of(res for _, res in batch))]
@@ -292,7 +298,7 @@ def kafka_item(event: AlertEvent) -> tuple[bytes, bytes, list[tuple[str, bytes]]
     """``(key, value, headers)`` for ``lib.connectors.kafka.ConfirmedKafkaSink`` (bp.alerts)."""
     return (
         event.patient_id.encode(),
-        orjson.dumps(event.to_doc()),
+        orjson.dumps(event.to_doc(note=False)),  # a note is free text: Elasticsearch only
         [
             ("alert_id", event.alert_id.encode()),
             ("event", event.event.encode()),
@@ -304,6 +310,53 @@ def kafka_item(event: AlertEvent) -> tuple[bytes, bytes, list[tuple[str, bytes]]
 def elastic_item(event: AlertEvent) -> tuple[str, str, dict[str, Any]]:
     """``("index", _id, doc)`` for ``lib.connectors.elastic.ElasticSink`` (bp-alerts)."""
     return ("index", event.alert_id, event.to_doc())
+
+
+# What each event writes to its episode's bp-episodes document (docs/contract.md, bp-episodes)
+_CLINICAL = ("condition", "severity", "tier", "observation_ids", "systolic", "diastolic",
+             "risk_score")  # fmt: skip
+_REARMED = {
+    "acknowledged": False,
+    "acknowledged_by": None,
+    "acknowledged_at": None,
+    "ack_note": None,
+    "overdue": False,
+    "overdue_at": None,
+}
+
+
+def episode_update(event: AlertEvent) -> tuple[str, tuple[str, str, dict[str, Any]]]:
+    """``(patient id, ("update", episode_id, partial document))`` for ``bp-episodes``: the
+    fields this event changes (a partial update with upsert, applied in event order, so a
+    replay ends in the same document)."""
+    doc = event.to_doc()
+    kind = event.event
+    at = doc["event_at"]
+    part: dict[str, Any] = {"episode_id": event.episode_id, "patient_id": event.patient_id}
+    if kind == "opened":
+        part.update({k: doc[k] for k in _CLINICAL})
+        part.update(_REARMED)
+        part.update(status="open", opened_at=doc["opened_at"], last_event_at=at,
+                    resolved_at=None, ruleset=event.ruleset)  # fmt: skip
+    elif kind == "escalated":
+        part.update({k: doc[k] for k in _CLINICAL})
+        part.update(_REARMED)
+        part.update(status="open", opened_at=doc["opened_at"], last_event_at=at)
+    elif kind == "reminder":
+        part.update({k: doc[k] for k in _CLINICAL})
+        part["last_event_at"] = at
+    elif kind == "acknowledged":
+        part.update(
+            acknowledged=True,
+            acknowledged_by=event.acknowledged_by,
+            acknowledged_at=doc["acknowledged_at"],
+            ack_note=event.note or None,
+        )
+    elif kind == "overdue":
+        part.update(overdue=True, overdue_at=at)
+    else:  # resolved
+        part.update(status="resolved", resolved_at=at, last_event_at=at)
+    return event.patient_id, ("update", event.episode_id, part)
 
 
 def home_item(average: HomeAverage) -> tuple[str, str, dict[str, Any]]:

@@ -10,6 +10,7 @@ A :class:`Patient` holds, each part ``None`` until it is needed:
 * ``alerts``: open alert episodes (:class:`lib.monitor.alerts.PatientAlertState`);
 * ``home`` / ``home_episode``: the home-BP series and its ``home_hypertension`` episode;
 * ``seen``: the ``no_data`` tracking (:class:`lib.monitor.alerts.NoDataRule`);
+* ``acks``: the acknowledgements of its open episodes (:class:`lib.monitor.acks.AckState`);
 * ``touched_at``: the wall-clock time the patient's input was last processed.
 
 Clocks (see ``docs/clocks.md``): what a reading means is judged in **event time** (windows,
@@ -33,7 +34,9 @@ they are about what must happen now:
 
 Per-reading work, in input order: window features -> rules -> risk (one reading at a time, by
 ``RiskScorer.predict_proba_one``: a patient's score does not depend on which other patients
-shared its batch) -> alert episodes -> home series -> ``no_data`` tracking.
+shared its batch) -> alert episodes -> home series -> ``no_data`` tracking. An
+acknowledgement (:class:`lib.monitor.acks.Ack`) in the patient's input is judged against the
+episodes open at that point of the input.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from math import inf
 from typing import Any, NamedTuple, cast
 
@@ -55,8 +59,14 @@ from lib.domain import (
 )
 from lib.errors import RecoveryError
 from lib.monitor import rules
+from lib.monitor.acks import Ack, AckRefused, AckState, OpenEpisode, acknowledge, level_of, settle
+from lib.monitor.alert_events import _digest
 from lib.monitor.alerts import (
+    FAMILIES,
     HOME_CONDITION,
+    HOME_FAMILY,
+    NO_DATA_CONDITION,
+    NO_DATA_FAMILY,
     AlertEvent,
     EpisodeTracker,
     NoDataRule,
@@ -83,7 +93,7 @@ __all__ = [
 
 _HOUR = 3600.0
 SNAPSHOT_TAG = "bpw-patient"
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2  # 2: ``acks`` added (a version 1 snapshot resumes without any)
 CAUGHT_UP_S = 3600.0  # the latest broker timestamp processed this recently: caught up
 
 
@@ -144,18 +154,18 @@ class PatientSnapshot(NamedTuple):
     home_episode: _HomeEpisode | None
     touched_at: float
     packed: bytes | None  # the window state and home series of an idle patient, pickled
+    acks: tuple[Any, ...] | None = None  # AckState.snapshot(); version 2
 
     @classmethod
     def read(cls, stored: Any) -> PatientSnapshot:
         """The record of a stored snapshot; :class:`lib.errors.RecoveryError` naming the fix
-        for one this version cannot read (a store written by an earlier layout)."""
-        if (
-            type(stored) is tuple
-            and len(stored) == len(cls._fields)
-            and stored[0] == SNAPSHOT_TAG
-            and stored[1] == SNAPSHOT_VERSION
-        ):
-            return cls._make(stored)
+        for one this version cannot read (a store written by an earlier layout). A version 1
+        snapshot (before acknowledgements) reads as one without acknowledgements."""
+        if type(stored) is tuple and len(stored) > 2 and stored[0] == SNAPSHOT_TAG:
+            if stored[1] == SNAPSHOT_VERSION and len(stored) == len(cls._fields):
+                return cls._make(stored)
+            if stored[1] == 1 and len(stored) == len(cls._fields) - 1:
+                return cls._make((*stored, None))
         raise RecoveryError(
             "the recovery store holds monitor state this version cannot read "
             f"({_describe(stored)}): it was written by an earlier bpwatch, which kept "
@@ -172,6 +182,7 @@ class Patient:
     """One patient's state; see the module docstring."""
 
     __slots__ = (
+        "acks",
         "alerts",
         "home",
         "home_episode",
@@ -191,11 +202,14 @@ class Patient:
         self.seen: _LastSeen | None = None
         self.touched_at = 0.0
         self.packed: bytes | None = None
+        self.acks: AckState | None = None
 
     def is_empty(self) -> bool:
-        """Nothing held: the key can be discarded."""
+        """Nothing held: the key can be discarded (the ids of resolved episodes alone are not
+        worth a key)."""
         return (
-            self.window is None
+            (self.acks is None or not self.acks.holds_acks())
+            and self.window is None
             and self.alerts is None
             and self.home is None
             and self.home_episode is None
@@ -214,12 +228,17 @@ class Patient:
         if self.packed is not None:
             self._unpack()
         clock = ctx.ingest
+        events = res.events
         for outcome, ing, first in entries:
-            messages += first
-            ingested.append(ing)
             if ing is not None and ing > clock.latest:
                 clock.latest = ing
             t = type(outcome)
+            if t is Ack or t is AckRefused:
+                self._ack(ctx, outcome, res)  # type: ignore[arg-type]
+                continue
+            messages += first
+            ingested.append(ing)
+            n_events = len(events)
             if t is Reading:
                 if not self.patient_id:
                     self.patient_id = cast(Reading, outcome).patient_id
@@ -227,6 +246,8 @@ class Patient:
                 outcomes.append(a)
                 if type(a) is Assessment:
                     self._follow(ctx, a, now, res)
+                    if len(events) > n_events:
+                        self.acks = settle(self.acks, events[n_events:])
                 continue
             if t is Retraction:
                 r = cast(Retraction, outcome)
@@ -247,8 +268,56 @@ class Patient:
                     ctx.tracker.policy.tier_of(HOME_CONDITION),
                 )
             outcomes.append(cast(Processed, outcome))  # not a Reading: passed on as it is
+            if len(events) > n_events:
+                self.acks = settle(self.acks, events[n_events:])
         res.messages = messages
         return res
+
+    def _ack(self, ctx: PatientContext, item: Ack | AckRefused, res: Results) -> None:
+        res.acks += 1
+        if type(item) is AckRefused:
+            res.ack_refused.append(item.dead)
+            return
+        ack = cast(Ack, item)
+        self.acks, outcome = acknowledge(self.acks, self.open_episodes(ctx), ack)
+        if outcome.event is not None:
+            res.events.append(outcome.event)
+            res.acknowledged += 1
+        elif outcome.repeat:
+            res.ack_repeats += 1
+        elif outcome.refused is not None:
+            res.ack_refused.append(outcome.refused)
+        if self.acks is not None and not self.acks.acked and not self.acks.closed:
+            self.acks = None
+
+    def open_episodes(self, ctx: PatientContext) -> dict[str, OpenEpisode]:
+        """The patient's open episodes by episode id, each at its current level."""
+        patient = self.patient_id
+        out: dict[str, OpenEpisode] = {}
+        if self.alerts is not None:
+            ruleset = ctx.ruleset.name
+            for family in FAMILIES:
+                ep = self.alerts.episodes.get(family)
+                if ep is None:
+                    continue
+                eid = _digest(patient, family, ep.start_observation_id)
+                level = level_of(ep.condition, ep.level, ep.tier)
+                out[eid] = OpenEpisode(
+                    eid, level, ep.condition, ep.severity, ep.opened_at, ep.tier, ruleset
+                )
+        home = self.home_episode
+        if home is not None:
+            eid = _digest(patient, HOME_FAMILY, home.key)
+            tier = ctx.tracker.policy.tier_of(HOME_CONDITION)
+            out[eid] = OpenEpisode(eid, "home", HOME_CONDITION, "moderate", home.opened_at,
+                                   tier, ctx.ruleset.name)  # fmt: skip
+        seen = self.seen
+        if seen is not None and seen.open_key:
+            eid = _digest(patient, NO_DATA_FAMILY, seen.open_key)
+            opened = datetime.fromtimestamp(seen.ts + ctx.no_data.silence_s, UTC)
+            out[eid] = OpenEpisode(eid, "no_data", NO_DATA_CONDITION, "moderate", opened,
+                                   ctx.no_data.tier, "")  # fmt: skip
+        return out
 
     def _assess(self, ctx: PatientContext, r: Reading) -> Assessment | Duplicate:
         ts = r.effective_at.timestamp()
@@ -309,6 +378,8 @@ class Patient:
             self.seen, event = ctx.no_data.check(self.patient_id, self.seen, now, caught_up)
             if event is not None:
                 events.append(event)
+        if events:
+            self.acks = settle(self.acks, events)
         if not caught_up and now - self.touched_at >= ctx.reclaim_s:
             self._reclaim(ctx, now)
         return events
@@ -350,6 +421,7 @@ class Patient:
             self.home_episode,
             self.touched_at,
             self.packed,
+            None if self.acks is None else self.acks.snapshot(),
         )  # fmt: skip
 
     @classmethod
@@ -366,6 +438,8 @@ class Patient:
         p.home_episode = snap.home_episode
         p.touched_at = snap.touched_at
         p.packed = snap.packed
+        if snap.acks is not None:
+            p.acks = AckState.restore(snap.acks)
         return p
 
 

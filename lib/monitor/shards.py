@@ -24,10 +24,12 @@ __all__ = [
     "SHARDS",
     "Entry",
     "SourceMessage",
+    "ingested_at_of",
     "no_patient_key",
     "parse_message",
     "parse_messages",
     "shard_of",
+    "source_of",
 ]
 
 logger = logging.getLogger(__name__)
@@ -77,14 +79,14 @@ def no_patient_key(key: bytes | None) -> str:
     return _NO_PATIENT_KEYS[zlib.crc32(key or b"") % SHARDS]
 
 
-def _source_of(msg: SourceMessage) -> str:
+def source_of(msg: SourceMessage) -> str:
     topic = getattr(msg, "topic", None)
     if topic is None:
         return ""
     return f"{topic}:{getattr(msg, 'partition', '')}:{getattr(msg, 'offset', '')}"
 
 
-def _ingested_at(msg: SourceMessage) -> float | None:
+def ingested_at_of(msg: SourceMessage) -> float | None:
     """The broker's timestamp of the message: deterministic under replay, unlike a wall clock."""
     ts = getattr(msg, "timestamp", None)
     if ts and ts[0] != 0 and ts[1] >= 0:  # type 0: TIMESTAMP_NOT_AVAILABLE
@@ -96,7 +98,7 @@ def parse_message(msg: SourceMessage) -> list[Outcome]:
     """All outcomes of one input message: never empty, never raises."""
     key = msg.key
     value = msg.value
-    source = _source_of(msg)
+    source = source_of(msg)
     headers = getattr(msg, "headers", None) or ()
     if type(headers) is not list and type(headers) is not tuple:
         headers = tuple(headers)  # read more than once (one dead letter per bad Bundle entry)
@@ -124,7 +126,7 @@ def parse_messages(messages: Sequence[SourceMessage]) -> list[tuple[str, list[En
         if type(msg) is RetentionGap:  # reported by the source: not a message (first = 0)
             by_key[no_patient_key(None)].append((msg, None, 0))
             continue
-        ingested = _ingested_at(msg)
+        ingested = ingested_at_of(msg)
         first = 1
         for outcome in parse_message(msg):
             if type(outcome) is Reading or not isinstance(outcome, _NO_PATIENT):

@@ -39,8 +39,11 @@ from lib.monitor.home import HomeAverage
 __all__ = ["COUNTER_NAMES", "Results", "RiskScorer"]
 
 # "in" (messages) and one counter per outcome: in = the outcomes of its Observations;
-# "gap": input offsets the broker deleted before they were read (lib.domain.RetentionGap)
-COUNTER_NAMES = ("in", *OUTCOMES, "gap")
+# "gap": input offsets the broker deleted before they were read (lib.domain.RetentionGap);
+# acknowledgements apart: ack_in = acknowledged + ack_repeat + ack_dead_letter; "overdue"
+# counts the overdue events (lib.monitor.deadlines)
+ACK_COUNTERS = ("ack_in", "acknowledged", "ack_repeat", "ack_dead_letter", "overdue")
+COUNTER_NAMES = ("in", *OUTCOMES, "gap", *ACK_COUNTERS)
 
 
 class RiskScorer(Protocol):
@@ -66,6 +69,10 @@ class Results:
     messages: int = 0
     events: list[AlertEvent] = field(default_factory=list)  # alert episode events
     averages: list[HomeAverage] = field(default_factory=list)  # home averages that changed
+    acks: int = 0  # acknowledgement messages (lib.monitor.acks)
+    acknowledged: int = 0  # of them, those that gave an ``acknowledged`` event
+    ack_repeats: int = 0  # those that repeated one
+    ack_refused: list[DeadLetter] = field(default_factory=list)  # to bp.alerts.acks.dlq
 
     def counts(self) -> dict[str, int]:
         return counts_of((self,))
@@ -75,8 +82,14 @@ def counts_of(results: Iterable[Results]) -> dict[str, int]:
     """The outcome counters of several Results together (``in`` counts messages)."""
     c = dict.fromkeys(COUNTER_NAMES, 0)
     messages = normal = anomaly = dead = retracted = ignored = skipped = duplicate = gap = 0
+    acks = acked = repeats = refused = 0
     for res in results:
         messages += res.messages
+        if res.acks:
+            acks += res.acks
+            acked += res.acknowledged
+            repeats += res.ack_repeats
+            refused += len(res.ack_refused)
         for o in res.outcomes:
             t = type(o)
             if t is Assessment:
@@ -107,6 +120,10 @@ def counts_of(results: Iterable[Results]) -> dict[str, int]:
             "duplicate": duplicate,
             "skipped": skipped,
             "gap": gap,
+            "ack_in": acks,
+            "acknowledged": acked,
+            "ack_repeat": repeats,
+            "ack_dead_letter": refused,
         }
     )
     return c

@@ -219,6 +219,8 @@ def test_each_message_kind_reaches_its_output(model):
     assert run.counts == {
         "in": 6, "normal": 2, "anomaly": 3, "dead_letter": 1,
         "ignored": 0, "retracted": 0, "duplicate": 0, "skipped": 1, "gap": 0,
+        "ack_in": 0, "acknowledged": 0, "ack_repeat": 0, "ack_dead_letter": 0,
+        "overdue": 0,
     }  # fmt: skip
     assert {r["observation_id"] for _, r in run.normals} == {ok.observation_id, "p3-obs-3"}
     assert all(pid == rec["patient_id"] for pid, rec in run.normals)

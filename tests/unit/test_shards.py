@@ -44,7 +44,7 @@ class Bare:
 def reference(messages: list[Any]) -> list[tuple[str, list[shards.Entry]]]:
     by_key: dict[str, list[shards.Entry]] = {}
     for msg in messages:
-        ingested = shards._ingested_at(msg)
+        ingested = shards.ingested_at_of(msg)
         first = 1
         for outcome in shards.parse_message(msg):
             if isinstance(outcome, DeadLetter | Skipped):
