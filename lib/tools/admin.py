@@ -263,8 +263,11 @@ def delete_indices(settings: Settings, es: Any = None) -> None:
         if names:
             es.indices.delete(index=",".join(names), ignore_unavailable=True)
         if is_monthly(base) and settings.namespace:  # a test's namespace: its own objects
-            es.indices.delete_index_template(name=f"bpwatch-{alias}-monthly", ignore=404)
-            es.ilm.delete_lifecycle(name=policy_name(alias), ignore=(400, 404))  # no ILM: 400
+            es.options(ignore_status=404).indices.delete_index_template(
+                name=f"bpwatch-{alias}-monthly"
+            )
+            no_ilm = es.options(ignore_status=(400, 404))  # no ILM: 400
+            no_ilm.ilm.delete_lifecycle(name=policy_name(alias))
 
 
 def setup(settings: Settings) -> dict[str, list[str]]:
