@@ -1,6 +1,7 @@
 """ElasticSink / bulk_write against the REAL local Elasticsearch (no mocks).
 
-Each test writes into its own namespaced ``bp-anomalies`` write alias (``settings`` fixture).
+Each test writes into its own namespaced ``bp-anomalies`` write alias (``settings`` fixture),
+or for partial updates its ``bp-episodes`` alias.
 """
 
 from __future__ import annotations
@@ -203,3 +204,77 @@ def test_bulk_throughput(settings, es, record_property):
     assert count(es, index) == n
     assert rate > 500
     client.close()
+
+
+# One alert episode's history as the partial updates of its bp-episodes document, in event
+# order (docs/contract.md, "What each event writes").
+EPISODE_UPDATES: list[dict[str, Any]] = [
+    {  # opened
+        "episode_id": "ep-1", "patient_id": "patient-1", "condition": "hypertensive_crisis",
+        "severity": "high", "tier": "review", "status": "open",
+        "opened_at": "2026-11-28T06:00:00.000Z", "last_event_at": "2026-11-28T06:00:00.000Z",
+        "resolved_at": None, "acknowledged": False, "acknowledged_by": None,
+        "acknowledged_at": None, "ack_note": None, "overdue": False, "overdue_at": None,
+        "observation_ids": ["obs-1"], "systolic": 182.0, "diastolic": 121.0,
+        "risk_score": 0.4, "ruleset": "aha2025",
+    },
+    {"overdue": True, "overdue_at": "2026-11-28T06:15:00.000Z"},  # overdue
+    {  # escalated: a new level, to acknowledge again
+        "severity": "critical", "tier": "urgent", "observation_ids": ["obs-2"],
+        "systolic": 195.0, "diastolic": 125.0, "risk_score": 0.7,
+        "last_event_at": "2026-11-28T06:20:00.000Z", "acknowledged": False,
+        "acknowledged_by": None, "acknowledged_at": None, "ack_note": None, "overdue": False,
+        "overdue_at": None,
+    },
+    {  # acknowledged
+        "acknowledged": True, "acknowledged_by": "user-7",
+        "acknowledged_at": "2026-11-28T06:25:00.000Z", "ack_note": "called the patient",
+    },
+    {  # resolved
+        "status": "resolved", "resolved_at": "2026-11-28T09:00:00.000Z",
+        "last_event_at": "2026-11-28T09:00:00.000Z",
+    },
+]  # fmt: skip
+# ... and the document they leave, field by field from the updates above
+EPISODE_AFTER = {
+    "episode_id": "ep-1", "patient_id": "patient-1", "condition": "hypertensive_crisis",
+    "severity": "critical", "tier": "urgent", "status": "resolved",
+    "opened_at": "2026-11-28T06:00:00.000Z", "last_event_at": "2026-11-28T09:00:00.000Z",
+    "resolved_at": "2026-11-28T09:00:00.000Z", "acknowledged": True,
+    "acknowledged_by": "user-7", "acknowledged_at": "2026-11-28T06:25:00.000Z",
+    "ack_note": "called the patient", "overdue": False, "overdue_at": None,
+    "observation_ids": ["obs-2"], "systolic": 195.0, "diastolic": 125.0, "risk_score": 0.7,
+    "ruleset": "aha2025",
+}  # fmt: skip
+
+
+def _episode(es: Elasticsearch, index: str, _id: str) -> dict[str, Any]:
+    es.indices.refresh(index=index)
+    (hit,) = es.search(index=index, query={"ids": {"values": [_id]}})["hits"]["hits"]
+    return dict(hit["_source"])
+
+
+def test_partial_updates_end_in_the_merged_document_and_a_replay_changes_nothing(settings, es):
+    """``update`` actions on the real Elasticsearch (the ``bp-episodes`` alias): applied one
+    request at a time, or merged by the bulk core into one request, the history ends in the
+    same document; the same history again (a replay) leaves it as it is."""
+    index = settings.episodes_index
+    client = make_client(settings)
+    try:
+        for fields in EPISODE_UPDATES:  # one request per event: Elasticsearch merges
+            assert bulk_write(client, index, [("update", "ep-1", fields)]).updated == 1
+        assert _episode(es, index, "ep-1") == EPISODE_AFTER
+        # all of it in one call: the bulk core merges the updates into one
+        stats = bulk_write(client, index, [("update", "ep-2", f) for f in EPISODE_UPDATES])
+        assert (stats.docs, stats.updated, stats.superseded) == (1, 1, len(EPISODE_UPDATES) - 1)
+        ep2 = {**EPISODE_AFTER, "episode_id": "ep-1"}
+        assert _episode(es, index, "ep-2") == ep2
+        # a replay of the history, event by event and all at once, onto the documents
+        for fields in EPISODE_UPDATES:
+            bulk_write(client, index, [("update", "ep-1", fields)])
+        bulk_write(client, index, [("update", "ep-2", f) for f in EPISODE_UPDATES])
+        assert _episode(es, index, "ep-1") == EPISODE_AFTER
+        assert _episode(es, index, "ep-2") == ep2
+        assert count(es, index) == 2
+    finally:
+        client.close()

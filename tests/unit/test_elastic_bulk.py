@@ -80,7 +80,7 @@ def action_lines(operations: list[dict]) -> list[tuple[str, str]]:
         (op, meta["_id"])
         for line in operations
         for op, meta in line.items()
-        if op in ("index", "delete") and isinstance(meta, dict) and "_index" in meta
+        if op in ("index", "update", "delete") and isinstance(meta, dict) and "_index" in meta
     ]
 
 
@@ -267,7 +267,7 @@ def test_sink_logs_one_line_per_batch_however_many_requests(caplog):
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1
     assert lines[0].startswith(f"docs=7 index={INDEX} took=")
-    assert "retries=0 indexed=6 deleted=1 not_found=0 superseded=1" in lines[0]
+    assert "retries=0 indexed=6 updated=0 deleted=1 not_found=0 superseded=1" in lines[0]
 
 
 def test_encoded_body_is_what_the_client_would_have_sent():
@@ -281,9 +281,14 @@ def test_encoded_body_is_what_the_client_would_have_sent():
         ("index", 'obs-"1"', {"sys": np.float64(150.5), "at": datetime(2026, 1, 2, tzinfo=UTC)}),
         ("delete", "obs-2", None),
         ("index", "obs-é", {"nested": {"a": [1, 2.5, None]}, "name": "ünï", "nan": float("nan")}),
+        ("update", "ep-ü", {"risk": np.float32(0.5), "at": datetime(2026, 1, 3, tzinfo=UTC)}),
     ]
     lines: list[dict] = []
     for op, _id, doc in actions:  # the operations the client used to encode itself
+        if op == "update":
+            lines.append({op: {"_index": INDEX, "_id": _id, "retry_on_conflict": 3}})
+            lines.append({"doc": doc, "doc_as_upsert": True})
+            continue
         lines.append({op: {"_index": INDEX, "_id": _id}})
         if doc is not None:
             lines.append(doc)
@@ -480,3 +485,120 @@ def test_after_one_sink_failed_another_sinks_close_does_not_raise_a_second_error
         a.snapshot()  # the error that stops the dataflow
     b.on_eof()  # closed while it unwinds: logged by b's writer, not raised
     a.on_eof()
+
+
+# -- partial updates with upsert ("update", _id, fields) -----------------------------------
+
+
+def test_dedupe_merges_updates_into_what_came_before_them():
+    first_a = {"status": "open", "acknowledged": False}
+    actions = [
+        ("update", "a", first_a),
+        ("index", "b", {"v": 1, "w": 1}),
+        ("update", "b", {"w": 2}),  # b: the index of the merged document
+        ("update", "a", {"acknowledged": True, "by": "u1"}),  # a: one update, later keys win
+        ("update", "c", {"s": "open"}),
+        ("index", "c", {"s": "new"}),  # c: the index replaces the update
+        ("update", "d", {"k": 1}),
+        ("delete", "d", None),  # d: a delete ends it
+        ("delete", "e", None),
+        ("update", "e", {"k": 2}),  # e: after a delete the upsert makes just these fields
+    ]
+    kept, superseded = dedupe_actions(actions)
+    assert kept == [
+        ("index", "b", {"v": 1, "w": 2}),
+        ("update", "a", {"status": "open", "acknowledged": True, "by": "u1"}),
+        ("index", "c", {"s": "new"}),
+        ("delete", "d", None),
+        ("index", "e", {"k": 2}),
+    ]
+    assert superseded == 5
+    assert first_a == {"status": "open", "acknowledged": False}  # the caller's documents kept
+
+
+def test_dedupe_of_an_episode_history_is_the_document_the_updates_leave():
+    history = [
+        ("update", "ep", {"status": "open", "severity": "high", "acknowledged": False}),
+        ("update", "ep", {"severity": "critical", "acknowledged": False, "ack_by": None}),
+        ("update", "ep", {"acknowledged": True, "ack_by": "u7"}),
+        ("delete", "ep", None),
+        ("update", "ep", {"status": "open", "severity": "low"}),
+        ("update", "ep", {"status": "resolved"}),
+    ]
+    assert dedupe_actions(history) == (
+        [("index", "ep", {"status": "resolved", "severity": "low"})],
+        5,
+    )
+    assert dedupe_actions(history[:3]) == (
+        [("update", "ep", {"status": "open", "severity": "critical", "acknowledged": True,
+                           "ack_by": "u7"})],
+        2,
+    )  # fmt: skip
+
+
+def test_an_update_needs_a_document():
+    with pytest.raises(ValueError, match="update action for _id='a' has no document"):
+        dedupe_actions([("update", "a", None)])
+
+
+def test_update_is_encoded_as_a_partial_document_with_upsert():
+    from lib.connectors.elastic import encode_actions
+
+    ((_, line),) = encode_actions(INDEX, [("update", "ep-1", {"status": "open", "by": None})])
+    assert line == (
+        b'{"update":{"_index":"t-bp-anomalies","_id":"ep-1","retry_on_conflict":3}}\n'
+        b'{"doc":{"status":"open","by":null},"doc_as_upsert":true}\n'
+    )
+
+
+def test_updates_are_counted_and_logged(caplog):
+    caplog.set_level(logging.INFO, logger="lib.connectors.elastic")
+    client = ScriptedClient()
+    stats = bulk_write(
+        client,
+        INDEX,
+        [("update", "ep-1", {"a": 1}), ("update", "ep-2", {"a": 1}), ("update", "ep-1", {"b": 2}),
+         ("index", "x", {"a": 1})],
+    )  # fmt: skip
+    assert action_lines(client.calls[0]) == [("update", "ep-2"), ("update", "ep-1"), ("index", "x")]
+    assert client.calls[0][3] == {"doc": {"a": 1, "b": 2}, "doc_as_upsert": True}
+    assert (stats.docs, stats.updated, stats.indexed, stats.superseded) == (3, 2, 1, 1)
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "indexed=1 updated=2 deleted=0 not_found=0 superseded=1" in line
+
+
+def test_an_update_that_kept_conflicting_is_retried_alone():
+    def conflict(operations: list[dict]) -> dict:
+        items = [
+            err_item(op, 409, "version_conflict_engine_exception", "version conflict")
+            if _id == "ep-2"
+            else ok_item(op)
+            for op, _id in action_lines(operations)
+        ]
+        return {"errors": True, "items": items}
+
+    sleeps: list[float] = []
+    client = ScriptedClient(conflict)
+    updates = [("update", f"ep-{i}", {"status": "open"}) for i in range(3)]
+    stats = bulk_write(client, INDEX, updates, sleep=sleeps.append)
+    assert action_lines(client.calls[1]) == [("update", "ep-2")]
+    assert (stats.updated, stats.retries, sleeps) == (3, 1, [0.5])
+
+
+def test_a_conflict_of_an_index_action_is_still_a_refusal():
+    def conflict(operations: list[dict]) -> dict:
+        item = err_item("index", 409, "version_conflict_engine_exception", "version conflict")
+        return {"errors": True, "items": [item]}
+
+    with pytest.raises(IndexingError, match="HTTP 409"):
+        bulk_write(ScriptedClient(conflict), INDEX, docs(1), sleep=lambda _s: None)
+
+
+def test_an_alias_of_monthly_indices_refuses_updates():
+    from lib.connectors.elastic import encode_routed
+    from lib.connectors.elastic_months import MonthRouter
+
+    router = MonthRouter("t-bp-alerts", "event_at")
+    actions = [("index", "a1", {"event_at": "2026-01-02T00:00:00Z"}), ("update", "a1", {"x": 1})]
+    with pytest.raises(ValueError, match="t-bp-alerts, an alias of monthly indices"):
+        encode_routed(router, actions, lambda: [])

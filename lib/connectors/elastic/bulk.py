@@ -3,21 +3,28 @@
 An *action*::
 
     ("index", _id, doc)    create or overwrite the document ``_id``
+    ("update", _id, doc)   set the fields of ``doc`` on the document ``_id``, creating it
+                           from ``doc`` when missing (a partial update with upsert:
+                           ``doc_as_upsert``, ``retry_on_conflict`` 3)
     ("delete", _id, None)  remove it (a missing document is fine: 404 = already gone)
 
-:func:`write_actions` is the one bulk core, as elasticsearch-py's ``streaming_bulk``: it keeps
-the last action per ``_id`` (:func:`dedupe_actions`: an ``index`` followed by a ``delete`` of
-the same id ends deleted), encodes each action once as NDJSON (:func:`encode_actions`, or
-:func:`encode_routed` for an alias of monthly indices), cuts requests of at most a count and a
-byte size (:func:`chunks`), sends each with its retries, and logs one line:
+:func:`write_actions` is the one bulk core, as elasticsearch-py's ``streaming_bulk``: it
+reduces the actions to one per ``_id`` (:func:`dedupe_actions`: an ``index`` followed by a
+``delete`` of the same id ends deleted; successive updates merge into one), encodes each
+action once as NDJSON (:func:`encode_actions`, or :func:`encode_routed` for an alias of
+monthly indices, which takes no updates), cuts requests of at most a count and a byte size
+(:func:`chunks`), sends each with its retries, and logs one line:
 ``docs=500 index=bp-anomalies took=0.040s retries=0 ...``. :func:`bulk_write` (tools and
 tests) and the background writer (:mod:`.writer`) are thin wrappers around it.
 
 Guarantee: **at-least-once; idempotent by ``_id``**, so a replay overwrites and never
-duplicates. A call returns once Elasticsearch has acknowledged every action:
+duplicates (a replay of the same updates, in the same order, ends in the same document: each
+sets its fields to the same values). A call returns once Elasticsearch has acknowledged every
+action:
 
 * transient failures (connection refused/reset, timeouts, HTTP 429 and 5xx, for the whole
-  request or for single items) are retried, only the failed actions, on a deterministic
+  request or for single items; and 409, a version conflict that outlasted an update's own
+  ``retry_on_conflict``) are retried, only the failed actions, on a deterministic
   exponential schedule (:class:`RetryPolicy`, no jitter). By default there is no retry
   budget: during an outage the call keeps retrying (the writer's queue then fills and the
   worker blocks: backpressure). With a budget, :class:`~lib.errors.IndexingError` is raised
@@ -67,7 +74,15 @@ logger = logging.getLogger("lib.connectors.elastic")  # one logger for the whole
 
 Action = tuple[str, str, Mapping[str, Any] | None]
 
-_OPS = ("index", "delete")
+_OPS = ("index", "update", "delete")
+# Elasticsearch retries an update this many times itself when the document changed between
+# its read and its write (another writer); then the item fails with 409 and is retried here.
+RETRY_ON_CONFLICT = 3
+_TAILS = {  # what follows the _id in each action's line
+    "index": b"}}\n",
+    "update": b',"retry_on_conflict":' + str(RETRY_ON_CONFLICT).encode() + b"}}\n",
+    "delete": b"}}\n",
+}
 # Largest bulk request body the writer sends, well below Elasticsearch's
 # http.max_content_length (100 MB): a batch of large documents is split by bytes as well as
 # by settings.es_batch_size actions.
@@ -104,11 +119,12 @@ class RetryPolicy:
 class BulkStats:
     """What one :func:`write_actions` call did."""
 
-    docs: int = 0  # distinct actions sent (after keeping the last per _id)
+    docs: int = 0  # distinct actions sent (after reducing them to one per _id)
     indexed: int = 0
+    updated: int = 0  # partial updates (with upsert) applied
     deleted: int = 0
     not_found: int = 0  # deletes of documents that were not there
-    superseded: int = 0  # earlier actions on an _id replaced by a later one in the batch
+    superseded: int = 0  # earlier actions on an _id replaced by, or merged into, a later one
     requests: int = 0
     retries: int = 0
     took_s: float = 0.0
@@ -119,19 +135,39 @@ class BulkStats:
 
 
 def dedupe_actions(actions: Iterable[Action]) -> tuple[list[Action], int]:
-    """Keep the last action per ``_id`` (in the order of those last actions); count the rest."""
+    """One action per ``_id``, with the effect of all of them in order; the count of the
+    others (superseded or merged).
+
+    An ``index`` or a ``delete`` replaces what came before it. An ``update`` merges into it
+    (:func:`_merged`): into an earlier update as one update of the union of their fields
+    (the later value of a field wins), into an ``index`` as the index of the merged document,
+    after a ``delete`` as the index of its own fields (the upsert would create just that).
+    The actions kept are in the order of each ``_id``'s last action.
+    """
     last: dict[str, Action] = {}
     total = 0
     for action in actions:
         op, _id, doc = action
         if op not in _OPS:
-            raise ValueError(f"unknown action {op!r}: use 'index' or 'delete'")
-        if op == "index" and doc is None:
-            raise ValueError(f"index action for _id={_id!r} has no document")
+            raise ValueError(f"unknown action {op!r}: use 'index', 'update' or 'delete'")
+        if op != "delete" and doc is None:
+            raise ValueError(f"{op} action for _id={_id!r} has no document")
         total += 1
-        last.pop(_id, None)
-        last[_id] = action
+        before = last.pop(_id, None)
+        last[_id] = action if before is None or op != "update" else _merged(before, action)
     return list(last.values()), total - len(last)
+
+
+def _merged(before: Action, update: Action) -> Action:
+    """The one action that has the effect of ``before`` then the partial ``update`` of the
+    same ``_id`` (shallow: a field of the update replaces the field, objects are not merged)."""
+    op, _id, doc = before
+    fields = update[2]
+    assert fields is not None
+    if op == "delete":
+        return ("index", _id, dict(fields))
+    assert doc is not None
+    return (op, _id, {**doc, **fields})  # an update stays an update, an index an index
 
 
 def _safe_reason(error: Any) -> str:
@@ -170,25 +206,34 @@ _NEWLINE = orjson.OPT_APPEND_NEWLINE
 
 
 def encode_actions(index: str, actions: Iterable[Action]) -> list[Encoded]:
-    """Each action with its NDJSON lines (the action line, then the document for ``index``),
-    encoded with orjson exactly as the client's serializer would; an unserialisable document
-    raises :class:`IndexingError`."""
+    """Each action with its NDJSON lines, encoded with orjson exactly as the client's
+    serializer would: the action line, then for ``index`` the document and for ``update``
+    ``{"doc": ..., "doc_as_upsert": true}``; an unserialisable document raises
+    :class:`IndexingError`."""
     heads = {op: orjson.dumps({op: {"_index": index}})[:-2] + b',"_id":' for op in _OPS}
     dumps = orjson.dumps
     default = json_default()
     out: list[Encoded] = []
     for action in actions:
         op, _id, doc = action
-        line = heads[op] + dumps(_id) + b"}}\n"
+        line = heads[op] + dumps(_id) + _TAILS[op]
         if op == "index":
-            try:
-                line += dumps(doc, default=default, option=_NEWLINE)
-            except orjson.JSONEncodeError as exc:
-                raise IndexingError(
-                    f"index={index}: a document cannot be serialised to JSON ({type(exc).__name__})"
-                ) from None
+            line += _document(index, doc, default, _NEWLINE)
+        elif op == "update":
+            line += b'{"doc":' + _document(index, doc, default) + b',"doc_as_upsert":true}\n'
         out.append((action, line))
     return out
+
+
+def _document(index: str, doc: Any, default: Callable[[Any], Any], option: int = 0) -> bytes:
+    """A document as JSON (``option``: orjson's); :class:`IndexingError` naming the index
+    when it cannot be."""
+    try:
+        return orjson.dumps(doc, default=default, option=option)
+    except orjson.JSONEncodeError as exc:
+        raise IndexingError(
+            f"index={index}: a document cannot be serialised to JSON ({type(exc).__name__})"
+        ) from None
 
 
 def encode_routed(
@@ -198,7 +243,12 @@ def encode_routed(
     (:mod:`lib.connectors.elastic_months`): an ``index`` action goes to the month of its
     document's time; a ``delete`` goes to each index of the alias (``indices()``, asked once
     per call and only when needed), and so does a delete of an amended document (version
-    above 1) from the months other than its own, in case its time moved."""
+    above 1) from the months other than its own, in case its time moved.
+
+    An ``update`` raises :class:`ValueError`: a partial document may lack the time that
+    chooses the month, and a document updated over months would need to be found in each;
+    an index written by updates is one index behind its alias (``bp-episodes``), written
+    without a router."""
     dumps = orjson.dumps
     default = json_default()
     out: list[Encoded] = []
@@ -213,6 +263,12 @@ def encode_routed(
 
     for action in actions:
         op, _id, doc = action
+        if op == "update":
+            raise ValueError(
+                f"an update action for {router.alias}, an alias of monthly indices: partial "
+                "updates need one index behind the alias (as bp-episodes); write them "
+                "without a MonthRouter"
+            )
         tail = dumps(_id) + b"}}\n"
         if op == "index":
             assert doc is not None
@@ -221,13 +277,7 @@ def encode_routed(
                 known = indices() if known is None else known
                 delete = ("delete", _id, None)
                 out.extend((delete, head("delete", i) + tail) for i in known if i != target)
-            try:
-                line = head("index", target) + tail + dumps(doc, default=default, option=_NEWLINE)
-            except orjson.JSONEncodeError as exc:
-                raise IndexingError(
-                    f"index={target}: a document cannot be serialised to JSON "
-                    f"({type(exc).__name__})"
-                ) from None
+            line = head("index", target) + tail + _document(target, doc, default, _NEWLINE)
             out.append((action, line))
         else:
             known = indices() if known is None else known
@@ -270,13 +320,13 @@ def write_actions(
 ) -> BulkStats:
     """The bulk core: dedupe, encode, chunk, write with retries, one log line.
 
-    Keeps the last action per ``_id`` across all of ``actions`` first (so that no chunk
-    splits an id's history), encodes them (``encode``, default :func:`encode_actions` for
-    ``index``), and sends them in order as requests of at most ``max_count`` actions and
-    ``max_bytes`` bytes, each with :class:`RetryPolicy`'s retries. Returns once every action
-    is acknowledged; raises :class:`IndexingError` or :class:`ServiceError` otherwise (see
-    the module docstring). Logs one line for the call (none without documents) and, while a
-    write block lasts, ``notice``'s throttled line.
+    Reduces ``actions`` to one per ``_id`` first (:func:`dedupe_actions`, across all of
+    them, so that no chunk splits an id's history), encodes them (``encode``, default
+    :func:`encode_actions` for ``index``), and sends them in order as requests of at most
+    ``max_count`` actions and ``max_bytes`` bytes, each with :class:`RetryPolicy`'s
+    retries. Returns once every action is acknowledged; raises :class:`IndexingError` or
+    :class:`ServiceError` otherwise (see the module docstring). Logs one line for the call
+    (none without documents) and, while a write block lasts, ``notice``'s throttled line.
     """
     unique, superseded = dedupe_actions(actions)
     encoded = encode(unique) if encode is not None else encode_actions(index, unique)
@@ -419,12 +469,14 @@ def _log_stats(index: str, stats: BulkStats) -> None:
     if not stats.docs:
         return
     logger.info(
-        "docs=%d index=%s took=%.3fs retries=%d indexed=%d deleted=%d not_found=%d superseded=%d",
+        "docs=%d index=%s took=%.3fs retries=%d indexed=%d updated=%d deleted=%d not_found=%d "
+        "superseded=%d",
         stats.docs,
         index,
         stats.took_s,
         stats.retries,
         stats.indexed,
+        stats.updated,
         stats.deleted,
         stats.not_found,
         stats.superseded,
@@ -458,6 +510,8 @@ def _item_failures(
         if 200 <= status < 300:
             if op == "index":
                 stats.indexed += 1
+            elif op == "update":
+                stats.updated += 1
             else:
                 stats.deleted += 1
         elif op == "delete" and status == 404:
@@ -467,7 +521,7 @@ def _item_failures(
             problem = block  # reported rather than a 429 of other items: it needs an operator
         elif status in (401, 403) and not is_cluster_block(error):
             raise _credentials_error(index, status)
-        elif _is_transient(status):
+        elif _is_transient(status) or (op == "update" and status == 409):
             failed.append(encoded)
             if not isinstance(problem, WriteBlock):
                 problem = f"item_{status}"
