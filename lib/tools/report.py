@@ -17,7 +17,11 @@ cases, risk-score distribution, risk over time (average and maximum) as embedded
 * no-data episodes (``bp-alerts``, condition ``no_data``): the episodes open at ``to``
   (opened before it, not resolved before it) with their tier (``review`` unless
   ``BPWATCH_ALERT_URGENT`` makes ``no_data`` urgent; empty for events from before tiers), and
-  the openings and resolutions in range.
+  the openings and resolutions in range;
+* the worklist (``bp-episodes``): the episodes open now, whatever the range, overdue and
+  unacknowledged first, then the other unacknowledged, then the acknowledged (with by whom and
+  when), each group most severe then oldest first (:mod:`lib.tools.episodes`); left out when
+  the index does not exist (a setup older than acknowledgements).
 
 This module is a tool, so it does I/O; :func:`collect` (Elasticsearch -> :class:`ReportData`)
 and :func:`render_html` (-> str) are separate so each can be tested. matplotlib is the
@@ -38,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from lib.domain import SEVERITIES, utc_iso
+from lib.tools import episodes
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +72,19 @@ HOME_COLUMNS = (
     "ruleset",
 )
 NO_DATA_COLUMNS = ("patient_id", "opened_at", "observation_ids", "tier")
+MAX_WORKLIST = 200  # worklist rows shown (the counts cover every open episode)
+WORKLIST_COLUMNS = (
+    "state",  # overdue / unacknowledged / acknowledged (episodes.ATTENTION)
+    "episode_id",
+    "patient_id",
+    "condition",
+    "severity",
+    "tier",
+    "opened_at",
+    "last_event_at",
+    "acknowledged_by",
+    "acknowledged_at",
+)
 CRITICAL_COLUMNS = (
     "effective_at",
     "patient_id",
@@ -97,6 +115,7 @@ class ReportData:
     extra: dict[str, Any] = field(default_factory=dict)
     home: HomeView | None = None
     no_data: NoDataView | None = None
+    worklist: WorklistView | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +135,20 @@ class NoDataView:
     open: list[dict[str, Any]]  # the opening event of each open episode, newest first
     opened: int
     resolved: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorklistView:
+    """The episodes open now (``bp-episodes``), in the worklist's order."""
+
+    rows: list[dict[str, Any]]  # up to MAX_WORKLIST, each with its "state"
+    overdue: int  # open, overdue and unacknowledged
+    unacknowledged: int  # open, unacknowledged, not overdue
+    acknowledged: int  # open, acknowledged at the current level
+
+    @property
+    def total(self) -> int:
+        return self.overdue + self.unacknowledged + self.acknowledged
 
 
 def pick_interval(start: datetime, end: datetime, max_buckets: int = 120) -> str:
@@ -177,9 +210,11 @@ def collect(
     critical_limit: int = 25,
     home_index: str | None = None,
     alerts_index: str | None = None,
+    episodes_index: str | None = None,
 ) -> ReportData:
     """Run one aggregation search and one search for critical cases; no client-side scans.
-    With ``home_index`` / ``alerts_index`` also the home-average and no-data views."""
+    With ``home_index`` / ``alerts_index`` / ``episodes_index`` also the home-average,
+    no-data and worklist views."""
     interval = pick_interval(start, end)
     filters: list[dict[str, Any]] = [
         {"range": {"effective_at": {"gte": utc_iso(start), "lt": utc_iso(end)}}}
@@ -223,6 +258,7 @@ def collect(
         risk_over_time=risk_time,
         home=collect_home(es, home_index, start, end, patient) if home_index else None,
         no_data=collect_no_data(es, alerts_index, start, end, patient) if alerts_index else None,
+        worklist=collect_worklist(es, episodes_index, patient) if episodes_index else None,
     )
 
 
@@ -291,6 +327,23 @@ def collect_no_data(
     ]
     still_open.sort(key=lambda d: (d["opened_at"], d["patient_id"]), reverse=True)
     return NoDataView(still_open, agg["opened"]["doc_count"], agg["resolved"]["doc_count"])
+
+
+def collect_worklist(
+    es: Any, index: str, patient: str | None, limit: int = MAX_WORKLIST
+) -> WorklistView | None:
+    """The open episodes, overdue and unacknowledged first (one ``msearch``); None without
+    the index."""
+    if not es.indices.exists(index=index):
+        return None
+    fields = [c for c in WORKLIST_COLUMNS if c != "state"] + ["acknowledged", "overdue"]
+    filters = [episodes.OPEN, *_patient_filter(patient)]
+    rows, totals = episodes.ordered(es, index, filters, episodes.by_attention(), limit, fields)
+    for row in rows:
+        row["state"] = episodes.ATTENTION[episodes.attention(row)][0]
+    n = len(totals) // len(episodes.ATTENTION)
+    overdue, unacknowledged, acknowledged = (sum(totals[i : i + n]) for i in range(0, 3 * n, n))
+    return WorklistView(rows, overdue, unacknowledged, acknowledged)
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -414,6 +467,21 @@ def _no_data_section(view: NoDataView | None) -> str:
     )
 
 
+def _worklist_section(view: WorklistView | None) -> str:
+    if view is None:
+        return ""
+    shown = f" (the first {len(view.rows)} shown)" if len(view.rows) < view.total else ""
+    return (
+        '<section id="worklist"><h2>Worklist (episodes open now, whatever the range)</h2>\n'
+        f'<p class="summary"><span id="worklist_open">{view.total}</span> open episodes: '
+        f'<span id="worklist_overdue">{view.overdue}</span> overdue and unacknowledged, '
+        f'<span id="worklist_unacknowledged">{view.unacknowledged}</span> unacknowledged, '
+        f'<span id="worklist_acknowledged">{view.acknowledged}</span> acknowledged{shown}. '
+        "Acknowledge with <code>python -m lib.tools.ack EPISODE_ID --by USER</code>.</p>\n"
+        f"{_table(WORKLIST_COLUMNS, view.rows)}</section>"
+    )
+
+
 def render_html(data: ReportData) -> str:
     images = charts(data)
     scope = f"patient {html.escape(data.patient)}" if data.patient else "all patients"
@@ -460,6 +528,7 @@ img {{ max-width: 100%; }}
 {figure("risk_over_time", "Risk over time (average and maximum)")}
 {_home_section(data.home)}
 {_no_data_section(data.no_data)}
+{_worklist_section(data.worklist)}
 </body></html>
 """
 
@@ -488,6 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     from elasticsearch import ApiError, TransportError
 
     from lib.connectors.elastic import TOOL_RETRIES, make_client
+    from lib.errors import ServiceError
     from lib.settings import load_or_exit
 
     settings = load_or_exit()
@@ -501,12 +571,16 @@ def main(argv: list[str] | None = None) -> int:
         data = collect(es, settings.anomalies_index, start, end, args.patient,
                        critical_limit=args.critical_limit,
                        home_index=settings.home_averages_index,
-                       alerts_index=settings.alerts_index)  # fmt: skip
+                       alerts_index=settings.alerts_index,
+                       episodes_index=settings.episodes_index)  # fmt: skip
     except (ApiError, TransportError) as exc:
         sys.stderr.write(
             f"bpwatch: Elasticsearch at {settings.es_url} failed ({type(exc).__name__}): "
             "check BPWATCH_ES_URL and that `make setup` ran\n"
         )
+        return 1
+    except ServiceError as exc:
+        sys.stderr.write(f"bpwatch: {exc}\n")
         return 1
     finally:
         es.close()

@@ -252,3 +252,79 @@ def test_html_shows_the_home_and_no_data_views(settings, es, home_and_silence, t
     assert silent.count("<tr><td>") == 3 and "last-pat-c" in silent
     assert "<th>tier</th>" in silent
     assert silent.count("<td>review</td>") == 2 and silent.count("<td>urgent</td>") == 1
+
+
+def _episode(i: str, patient: str, severity: str, opened: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "episode_id": i, "patient_id": patient, "condition": "hypertensive_crisis",
+        "severity": severity, "tier": "urgent", "status": "open", "opened_at": opened,
+        "last_event_at": opened, "resolved_at": None, "acknowledged": False,
+        "acknowledged_by": None, "acknowledged_at": None, "ack_note": None, "overdue": False,
+        "overdue_at": None, "observation_ids": [f"{i}-obs"], "systolic": 185.0,
+        "diastolic": 122.0, "risk_score": 0.6, "ruleset": "aha2025", **fields,
+    }  # fmt: skip
+
+
+ACKED = {"acknowledged": True, "acknowledged_by": "nurse-3",
+         "acknowledged_at": "2025-03-01T02:00:00.000Z"}  # fmt: skip
+EPISODES = [
+    _episode("ep-acked-crit", "pat-a", "critical", "2025-02-01T00:00:00.000Z", **ACKED),
+    _episode("ep-high", "pat-a", "high", "2025-02-20T00:00:00.000Z"),
+    _episode("ep-over-high", "pat<b>", "high", "2025-02-10T00:00:00.000Z", overdue=True),
+    _episode("ep-crit", "pat-c", "critical", "2025-02-25T00:00:00.000Z"),
+    _episode("ep-over-crit", "pat-c", "critical", "2025-02-28T00:00:00.000Z", overdue=True),
+    # overdue, then acknowledged: an acknowledged episode, not an overdue one
+    _episode("ep-acked-over", "pat-d", "moderate", "2025-01-01T00:00:00.000Z", overdue=True,
+             **ACKED),
+    _episode("ep-closed", "pat-d", "critical", "2025-01-01T00:00:00.000Z", status="resolved",
+             resolved_at="2025-01-02T00:00:00.000Z"),
+]  # fmt: skip
+
+
+@pytest.fixture
+def worklist(settings, es) -> None:
+    ops: list[dict[str, Any]] = []
+    for doc in EPISODES:
+        ops += [{"index": {"_index": settings.episodes_index, "_id": doc["episode_id"]}}, doc]
+    assert not es.bulk(operations=ops, refresh="wait_for")["errors"]
+
+
+def test_the_worklist_puts_overdue_then_unacknowledged_then_acknowledged(settings, es, worklist):
+    view = report.collect_worklist(es, settings.episodes_index, None)
+    # overdue and unacknowledged (critical, then high), unacknowledged (critical, then high),
+    # acknowledged (critical, then moderate); the resolved episode is not on the list
+    assert [(r["episode_id"], r["state"]) for r in view.rows] == [
+        ("ep-over-crit", "overdue"), ("ep-over-high", "overdue"),
+        ("ep-crit", "unacknowledged"), ("ep-high", "unacknowledged"),
+        ("ep-acked-crit", "acknowledged"), ("ep-acked-over", "acknowledged"),
+    ]  # fmt: skip
+    assert (view.overdue, view.unacknowledged, view.acknowledged, view.total) == (2, 2, 2, 6)
+    assert view.rows[4]["acknowledged_by"] == "nurse-3"
+    first = report.collect_worklist(es, settings.episodes_index, None, limit=3)
+    assert [r["episode_id"] for r in first.rows] == ["ep-over-crit", "ep-over-high", "ep-crit"]
+    assert first.total == 6
+    one = report.collect_worklist(es, settings.episodes_index, "pat-c")
+    assert [r["episode_id"] for r in one.rows] == ["ep-over-crit", "ep-crit"]
+    # without the index (a setup before acknowledgements): no view
+    assert report.collect_worklist(es, settings.episodes_index + "-none", None) is None
+
+
+def test_html_shows_the_worklist(settings, es, worklist, tmp_path, monkeypatch):
+    monkeypatch.setenv("BPWATCH_NAMESPACE", settings.namespace)
+    monkeypatch.setenv("BPWATCH_ES_URL", settings.es_url)
+    out = tmp_path / "report.html"
+    assert report.main(["--out", str(out), "--from", "2025-03-01T00:00Z",
+                        "--to", "2025-03-01T06:00Z"]) == 0  # fmt: skip
+    page = out.read_text()
+    section = page.split('<section id="worklist">')[1].split("</section>")[0]
+    assert '<span id="worklist_open">6</span>' in section
+    assert '<span id="worklist_overdue">2</span>' in section
+    assert '<span id="worklist_acknowledged">2</span>' in section
+    rows = re.findall(r"<tr><td>(\w+)</td><td>([\w-]+)</td>", section)
+    assert rows == [
+        ("overdue", "ep-over-crit"), ("overdue", "ep-over-high"),
+        ("unacknowledged", "ep-crit"), ("unacknowledged", "ep-high"),
+        ("acknowledged", "ep-acked-crit"), ("acknowledged", "ep-acked-over"),
+    ]  # fmt: skip
+    assert section.count("<td>nurse-3</td>") == 2 and "2025-03-01T02:00:00.000Z" in section
+    assert "pat&lt;b&gt;" in section and "pat<b>" not in section
