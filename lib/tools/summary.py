@@ -21,7 +21,13 @@ simulator's ground truth is given, checks them against the expected fate of ever
   opened and resolved during the catch-up (a check ran before a patient's later readings
   were read) are counted, not failures;
 * alert quality (a figure, never a failure): the precision, recall and burden of the urgent
-  reading alerts against the truth (:mod:`lib.tools.alert_quality`).
+  reading alerts against the truth (:mod:`lib.tools.alert_quality`);
+* episodes (``bp-episodes``, when it exists; with or without ``--truth``): the open ones, and
+  those that need an acknowledgement (open at ``BPWATCH_ACK_MIN_SEVERITY`` or above, or
+  acknowledged or overdue). With ``BPWATCH_SIM_ACK_SHARE`` above 0 (``make demo``, whose
+  :mod:`lib.tools.demo_acks` acknowledged that share) the acknowledged ones must be exactly
+  those :func:`lib.tools.demo_acks.chosen` picks, and the overdue ones among the open exactly
+  the others still open (:func:`reconcile_episodes`).
 
 Exit code 0 when everything reconciles, 1 otherwise.
 """
@@ -32,7 +38,7 @@ import argparse
 import logging
 import sys
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,12 +48,15 @@ import orjson
 from lib.monitor.no_data import MIN_READINGS
 from lib.settings import Settings, load_or_exit
 from lib.tools import alert_quality
+from lib.tools.demo_acks import chosen
+from lib.tools.episodes import severity_at_least
 
 log = logging.getLogger(__name__)
 
 
 NO_DATA_EDGE_S = 3600.0  # patients this close to an edge of the no-data window are not compared
 NO_DATA_MIN_READINGS = MIN_READINGS  # the monitor's own rule (lib.monitor.no_data)
+EPISODE_FIELDS = ["episode_id", "status", "severity", "acknowledged", "overdue"]
 
 
 @dataclass
@@ -95,6 +104,20 @@ class RunOutputs:
     home_docs: dict[str, bool] = field(default_factory=dict)  # protocol averages: _id -> verdict
     no_data_events: list[tuple[str, str, str]] = field(default_factory=list)  # patient, ep, event
     alert_docs: list[dict[str, Any]] = field(default_factory=list)  # for lib.tools.alert_quality
+    episode_docs: list[dict[str, Any]] | None = None  # bp-episodes (None: no such index)
+
+
+@dataclass(frozen=True)
+class EpisodeFigures:
+    """The episodes of ``bp-episodes``: found, and expected from the demo's acknowledger."""
+
+    open: int
+    need: int  # open at BPWATCH_ACK_MIN_SEVERITY or above, or acknowledged, or overdue
+    acknowledged: int
+    overdue: int  # of the open ones
+    checked: bool  # BPWATCH_SIM_ACK_SHARE > 0: the expectations below were compared
+    acknowledged_expected: int = 0
+    overdue_expected: int = 0
 
 
 def topic_size(settings: Settings, topic: str) -> int:
@@ -188,6 +211,9 @@ def elastic_outputs(settings: Settings, out: RunOutputs) -> None:
             for d in out.alert_docs
             if d["condition"] == "no_data"
         ]
+        if es.indices.exists(index=settings.episodes_index):
+            hits = es_hits(es, settings.episodes_index, EPISODE_FIELDS)
+            out.episode_docs = [h["_source"] for h in hits]
     finally:
         es.close()
 
@@ -319,6 +345,59 @@ def reconcile_no_data(
     return problems
 
 
+def reconcile_episodes(
+    docs: list[dict[str, Any]], *, min_severity: str, share: float
+) -> tuple[EpisodeFigures, list[str]]:
+    """The episodes against what the demo's acknowledger did (a pure function).
+
+    An episode needs an acknowledgement when it is open at ``min_severity`` or above, or when
+    it was acknowledged or went overdue. With ``share`` above 0 (the acknowledger's
+    ``BPWATCH_SIM_ACK_SHARE``), the acknowledged episodes must be those of them that
+    :func:`~lib.tools.demo_acks.chosen` picks, and the overdue ones among the open episodes
+    those not picked that are still open (a resolved episode may have gone overdue before:
+    not compared). With ``share`` 0 only the counts are given.
+    """
+    open_ = {d["episode_id"] for d in docs if d.get("status") == "open"}
+    acknowledged = {d["episode_id"] for d in docs if d.get("acknowledged") is True}
+    overdue = {d["episode_id"] for d in docs if d.get("overdue") is True} & open_
+    need = {
+        d["episode_id"]
+        for d in docs
+        if (d["episode_id"] in open_ and severity_at_least(d.get("severity"), min_severity))
+        or d.get("acknowledged") is True
+        or d.get("overdue") is True
+    }
+    figures = EpisodeFigures(len(open_), len(need), len(acknowledged), len(overdue), share > 0)
+    if share <= 0:
+        return figures, []
+    picked = {e for e in need if chosen(e, share)}
+    late = (need - picked) & open_
+    figures = replace(figures, acknowledged_expected=len(picked), overdue_expected=len(late))
+    problems = []
+    if picked - acknowledged:
+        problems.append(f"episodes: {len(picked - acknowledged)} chosen to be acknowledged are not")
+    if acknowledged - picked:
+        problems.append(f"episodes: {len(acknowledged - picked)} acknowledged, not chosen")
+    if late - overdue:
+        problems.append(f"episodes: {len(late - overdue)} left unacknowledged are not overdue")
+    if overdue - late:
+        problems.append(f"episodes: {len(overdue - late)} overdue, not expected")
+    return figures, problems
+
+
+def _episodes_row(settings: Settings, fig: EpisodeFigures, ok: bool) -> tuple[str, str, str]:
+    text = f"open {fig.open:,}  need ack {fig.need:,}  "
+    if fig.checked:
+        text += (
+            f"acknowledged {fig.acknowledged:,}/{fig.acknowledged_expected:,} expected  "
+            f"overdue {fig.overdue:,}/{fig.overdue_expected:,} expected  "
+            + ("ok" if ok else "MISMATCH")
+        )
+    else:
+        text += f"acknowledged {fig.acknowledged:,}  overdue {fig.overdue:,}"
+    return ("episodes", text, settings.episodes_index)
+
+
 def _figure_rows(settings: Settings, fig: Figures) -> list[tuple[str, str, str]]:
     home = (
         f"expected {fig.home_expected:,} ({fig.home_expected_hypertension:,} home hypertension),"
@@ -346,9 +425,12 @@ def render(
     problems: list[str] | None,
     figures: Figures | None = None,
     quality: str | None = None,
+    episodes: tuple[EpisodeFigures, list[str]] | None = None,
 ) -> str:
     """The summary's text; ``quality``: the alert-quality headline
-    (:func:`lib.tools.alert_quality.headline`), printed when given."""
+    (:func:`lib.tools.alert_quality.headline`), printed when given; ``episodes``: the
+    episodes' figures and problems (:func:`reconcile_episodes`), whose problems are listed
+    with the others."""
     rows = [
         ("messages in", f"{out.messages_in:,}", settings.observations_topic),
         (
@@ -372,20 +454,26 @@ def render(
         rows += _figure_rows(settings, figures)
     if quality is not None:
         rows.append(("alert quality", quality, settings.alerts_index))
+    failed = list(problems or [])
+    if episodes is not None:
+        rows.append(_episodes_row(settings, episodes[0], not episodes[1]))
+        failed += episodes[1]
     width = max(len(r[0]) for r in rows)
     lines = ["bpwatch run summary", "-" * 19]
     lines += [f"{name:<{width}}  {value:<40} {where}" for name, value, where in rows]
-    if fates is not None and problems is not None:
+    if fates is not None:
         expected = ", ".join(f"{k}={v:,}" for k, v in sorted(fates.items()))
         lines.append(f"{'expected (truth)':<{width}}  {expected}")
-        if problems:
-            lines.append("RECONCILIATION FAILED:")
-            lines += [f"  - {p}" for p in problems]
-        else:
-            done = "reconciled: every Observation is accounted for; 0 lost, 0 duplicated"
-            if figures is not None:
-                done += "; home averages and open no-data episodes as the truth expects"
-            lines.append(done)
+    if failed:
+        lines.append("RECONCILIATION FAILED:")
+        lines += [f"  - {p}" for p in failed]
+    elif fates is not None and problems is not None:
+        done = "reconciled: every Observation is accounted for; 0 lost, 0 duplicated"
+        if figures is not None:
+            done += "; home averages and open no-data episodes as the truth expects"
+        if episodes is not None and episodes[0].checked:
+            done += "; episodes acknowledged and overdue as the demo expects"
+        lines.append(done)
     lines += [
         "",
         "where to look:",
@@ -422,8 +510,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         report = alert_quality.evaluate(alert_quality.read_truth(args.truth), out.alert_docs)
         quality = alert_quality.headline(report)
-    sys.stdout.write(render(settings, out, fates, problems, figures, quality) + "\n")
-    return 1 if problems else 0
+    episodes = None
+    if out.episode_docs is not None:
+        episodes = reconcile_episodes(
+            out.episode_docs, min_severity=settings.ack_min_severity, share=settings.sim_ack_share
+        )
+    sys.stdout.write(render(settings, out, fates, problems, figures, quality, episodes) + "\n")
+    return 1 if problems or (episodes is not None and episodes[1]) else 0
 
 
 if __name__ == "__main__":

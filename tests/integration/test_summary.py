@@ -98,3 +98,50 @@ def test_summary_reconciles_home_averages_and_no_data_of_a_real_run(settings_fac
         "home averages: 1 expected series have no document",
         *(["no-data: 1 silent patients have no open episode"] if compared else []),
     ]
+
+
+def test_summary_reconciles_the_demos_acknowledgements_and_overdue_episodes(
+    settings_factory, tmp_path
+):
+    """The demo's alert loop on the real services: the monitor opens the episodes (deadlines
+    held at a day), ``lib.tools.demo_acks`` acknowledges half of those that need it, the
+    monitor resumes (recovery store, as ``make demo``) with every deadline due;
+    ``bp-episodes`` then holds exactly the acknowledged and overdue episodes the summary
+    expects. Readings a day old, so that their events are recent enough to go overdue."""
+    from bytewax.recovery import RecoveryConfig, init_db_dir
+
+    from lib.tools import demo_acks
+
+    db = tmp_path / "recovery"
+    db.mkdir()
+    init_db_dir(db, 1)
+    recovery = RecoveryConfig(str(db))
+
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=1)
+    s = settings_factory(
+        kafka_tail=False, sim_patients=60, sim_count=3000, sim_fault_rate=0.0, sim_seed=7
+    )
+    s = replace(s, sim_start=start, ack_min_severity="high", sim_ack_share=0.5)
+    run_main(simulate.build(s))
+    run_main(monitor.build(replace(s, ack_deadline_minutes=1440)), recovery_config=recovery)
+    out = summary.collect(s)
+    assert out.episode_docs is not None
+    before, _ = summary.reconcile_episodes(out.episode_docs, min_severity="high", share=0.0)
+    assert before.need > 4 and before.acknowledged == before.overdue == 0
+
+    es = make_client(s)
+    try:
+        need, sent = demo_acks.run(s, es)
+    finally:
+        es.close()
+    assert need == before.need and 0 < sent < need
+    # the second pass resumes after the readings and reads the acknowledgements
+    run_main(monitor.build(replace(s, ack_deadline_minutes=0.001)), recovery_config=recovery)
+
+    out = summary.collect(s)
+    fig, problems = summary.reconcile_episodes(out.episode_docs, min_severity="high", share=0.5)
+    assert problems == []
+    assert fig.acknowledged == fig.acknowledged_expected == sent
+    assert fig.overdue == fig.overdue_expected == need - sent
+    text = summary.render(s, out, None, None, episodes=(fig, problems))
+    assert f"acknowledged {sent}/{sent} expected  overdue {need - sent}/{need - sent}" in text
