@@ -13,14 +13,22 @@ never looser:
 * ``POST``/``PUT`` without ``kbn-xsrf`` are refused;
 * a connector created with a predefined id that is not a UUID is refused (its saved object has
   encrypted attributes); a rule may have any id (rules opted out in 8.17);
+* a connector's ``config`` and ``secrets`` must pass its type's schemas (``.server-log``:
+  empty; ``.webhook``: url, method, headers and the auth fields, the url parsed and checked
+  against ``xpack.actions.allowedHosts``, the secrets' combinations) and its type's licence
+  (``.webhook`` needs Gold: the stub runs ``basic`` unless told otherwise, as the compose
+  Kibana does);
 * request bodies are checked like ``@kbn/config-schema`` checks them: unknown keys, missing
   keys and wrong types are refused;
 * a rule's ``params`` must pass its rule type's schema (``.es-query`` with ``searchType``
   ``esQuery``, grouped by one ``termField`` or several, ``.index-threshold``); its actions
-  must name existing connectors, valid action groups and carry a ``frequency``;
+  must name existing connectors, valid action groups and carry a ``frequency``; stricter than
+  Kibana, which finds these only when an action runs: an action's ``params`` must pass its
+  connector type's params schema, and its mustache variables must be ones Kibana provides;
 * deleting a rule that does not exist is a 404; a deleted rule is gone (204);
 * an import refuses objects of unknown types, objects with a ``typeMigrationVersion`` newer
-  than the type's latest known version, and objects whose references resolve nowhere.
+  than the type's latest known version, objects whose references resolve nowhere, and saved
+  searches whose attributes fail the ``search`` type's schema.
 """
 
 from __future__ import annotations
@@ -139,6 +147,32 @@ def one_of(*alternatives: Check) -> Check:
 
 def nullable(inner: Check) -> Check:
     return lambda value, path: None if value is None else inner(value, path)
+
+
+def literal(*values: Any) -> Check:
+    """``schema.oneOf([schema.literal(a), schema.literal(b), ...])`` (literal_type.ts)."""
+
+    def check(value: Any, path: str) -> Any:
+        if value is UNSET or not any(value == v and type(value) is type(v) for v in values):
+            shown = " | ".join("null" if v is None else str(v) for v in values)
+            raise _fail(path, f"expected value to equal one of [{shown}] but got [{value}]")
+        return value
+
+    return check
+
+
+def record_of(key: Check, value_check: Check) -> Check:
+    """``schema.recordOf(key, value)`` (.../kbn-config-schema/src/types/record_type.ts)."""
+
+    def check(value: Any, path: str) -> Any:
+        if not isinstance(value, dict):
+            raise _type_error(path, "Object", value)
+        prefix = f"{path}." if path else ""
+        return {
+            key(k, f"{prefix}key({k!r})"): value_check(v, f"{prefix}{k}") for k, v in value.items()
+        }
+
+    return check
 
 
 @dataclass(frozen=True)
@@ -284,13 +318,69 @@ INDEX_THRESHOLD_PARAMS = obj(
     _core_query_errors,
 )
 
-# x-pack/platform/plugins/shared/stack_alerts/server/rule_types/es_query/constants.ts
-# (ActionGroupId "query matched") and .../index_threshold/rule_type.ts ("threshold met");
-# "recovered" is the framework's recovery group (alerting/common/builtin_action_groups.ts).
-RULE_TYPES: dict[str, tuple[Check, frozenset[str]]] = {
-    ".es-query": (ES_QUERY_PARAMS, frozenset({"query matched", "recovered"})),
-    ".index-threshold": (INDEX_THRESHOLD_PARAMS, frozenset({"threshold met", "recovered"})),
+
+@dataclass(frozen=True)
+class RuleType:
+    params: Check
+    action_groups: frozenset[str]
+    context: frozenset[str]  # the rule type's actionVariables.context: {{context.NAME}}
+
+
+# Action groups: x-pack/platform/plugins/shared/stack_alerts/server/rule_types/es_query/
+# constants.ts (ActionGroupId "query matched") and .../index_threshold/rule_type.ts ("threshold
+# met"); "recovered" is the framework's recovery group (alerting/common/
+# builtin_action_groups.ts). Context variables: actionVariables.context of .../es_query/
+# rule_type.ts and .../index_threshold/rule_type.ts.
+RULE_TYPES: dict[str, RuleType] = {
+    ".es-query": RuleType(
+        ES_QUERY_PARAMS,
+        frozenset({"query matched", "recovered"}),
+        frozenset({"message", "title", "date", "value", "hits", "conditions", "link"}),
+    ),
+    ".index-threshold": RuleType(
+        INDEX_THRESHOLD_PARAMS,
+        frozenset({"threshold met", "recovered"}),
+        frozenset({"message", "title", "group", "date", "value", "conditions"}),
+    ),
 }
+
+# The variables an action's mustache templates can use: x-pack/platform/plugins/shared/
+# alerting/server/task_runner/transform_action_params.ts transformActionParams (the legacy
+# top-level names, and rule.* and alert.*). Kibana renders an unknown variable as an empty
+# string when the action runs; the stub refuses it when the rule is saved (stricter).
+ACTION_VARIABLES = frozenset(
+    {"alertId", "alertName", "spaceId", "tags", "alertInstanceId", "alertActionGroup",
+     "alertActionGroupName", "context", "date", "state", "kibanaBaseUrl", "params", "rule",
+     "alert"}
+)  # fmt: skip
+RULE_VARIABLES = frozenset({"params", "id", "name", "type", "spaceId", "tags", "url"})
+ALERT_VARIABLES = frozenset({"id", "uuid", "actionGroup", "actionGroupName", "flapping"})
+MUSTACHE_TAG = re.compile(r"\{\{\{?\s*([#^/&]?)\s*([^{}\s]*)\s*\}?\}\}")
+
+
+def unknown_variables(params: Any, context: frozenset[str]) -> list[str]:
+    """The mustache variables in an action's params (any string, at any depth) that Kibana
+    does not provide. A section's relative names are not resolved: they count as unknown."""
+    if isinstance(params, dict):
+        return [v for value in params.values() for v in unknown_variables(value, context)]
+    if isinstance(params, list):
+        return [v for value in params for v in unknown_variables(value, context)]
+    if not isinstance(params, str):
+        return []
+    unknown = []
+    for _, name in MUSTACHE_TAG.findall(params):
+        root, _, rest = name.partition(".")
+        child = rest.partition(".")[0]
+        known = root in ACTION_VARIABLES and (
+            (root == "context" and child in context)
+            or (root == "rule" and child in RULE_VARIABLES)
+            or (root == "alert" and child in ALERT_VARIABLES)
+            or root not in ("context", "rule", "alert")
+        )
+        if not known:
+            unknown.append(name)
+    return unknown
+
 
 # ----------------------------------------------------------------------------- request bodies
 # x-pack/platform/plugins/shared/alerting/common/routes/rule/validation/validate_duration/v1.ts
@@ -355,9 +445,136 @@ CREATE_CONNECTOR = obj(
 UPDATE_CONNECTOR = obj(
     {"name": Key(NON_BLANK), "config": Key(record, default={}), "secrets": Key(record, default={})}
 )
-# connector types whose config and secrets schemas are empty objects
-# (x-pack/platform/plugins/shared/stack_connectors/server/connector_types/server_log/index.ts)
-CONNECTOR_TYPES = (".server-log",)
+
+# ----------------------------------------------------------------------------- connector types
+# x-pack/platform/plugins/shared/licensing/common/types.ts LICENSE_TYPE: a connector type is
+# enabled when the licence ranks at least its minimumLicenseRequired (license.ts hasAtLeast)
+LICENSE_RANK = {"basic": 10, "standard": 20, "gold": 30, "platinum": 40, "enterprise": 50,
+                "trial": 60}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ConnectorType:
+    config: Check
+    secrets: Check
+    params: Check
+    minimum_license: str
+    # the config's customValidator; raises ValueError with Kibana's message
+    validate_config: Callable[[dict[str, Any], KibanaStub], None] | None = None
+
+
+# x-pack/platform/plugins/shared/stack_connectors/server/connector_types/server_log/index.ts:
+# config and secrets are empty objects; params message and level; Basic licence
+SERVER_LOG = ConnectorType(
+    config=obj({}),
+    secrets=obj({}),
+    params=obj(
+        {
+            "message": Key(string()),
+            "level": Key(
+                literal("trace", "debug", "info", "warn", "error", "fatal"), default="info"
+            ),
+        }
+    ),
+    minimum_license="basic",
+)
+
+# The webhook connector of 8.19: x-pack/platform/plugins/shared/stack_connectors/server/
+# connector_types/webhook/schema.ts (ConfigSchema, ParamsSchema) with the shared
+# .../stack_connectors/common/auth/schema.ts (AuthConfiguration, SecretConfigurationSchema) and
+# .../common/auth/constants.ts (AuthType, SSLCertType, WebhookMethods). Not in 8.19, so refused
+# here as unknown keys: the methods patch/get/delete (9.3, elastic/kibana#238072), secret
+# headers (``secretHeaders``, 9.2, elastic/kibana#230042) and OAuth2 (``accessTokenUrl`` ...).
+WEBHOOK_AUTH_BASIC, WEBHOOK_AUTH_SSL = "webhook-authentication-basic", "webhook-authentication-ssl"
+WEBHOOK_CERT_CRT, WEBHOOK_CERT_PFX = "ssl-crt-key", "ssl-pfx"
+WEBHOOK_CONFIG = obj(
+    {
+        "url": Key(string()),
+        "method": Key(literal("post", "put"), default="post"),
+        "headers": Key(nullable(record_of(string(), string())), default=None),
+        # AuthConfiguration: hasAuth defaults to true; authType is schema.maybe(...), which
+        # leaves it undefined when absent (kbn-config-schema maybe_type.ts drops the inner
+        # default), so hasAuth false with no authType passes the custom validator
+        "hasAuth": Key(boolean, default=True),
+        "authType": optional(literal(WEBHOOK_AUTH_BASIC, WEBHOOK_AUTH_SSL, None)),
+        "certType": optional(literal(WEBHOOK_CERT_CRT, WEBHOOK_CERT_PFX)),
+        "ca": optional(string()),
+        "verificationMode": optional(literal("none", "certificate", "full")),
+    }
+)
+
+
+def _webhook_secrets_error(s: dict[str, Any]) -> str | None:
+    # common/auth/schema.ts SecretConfigurationSchemaValidation (JavaScript truthiness)
+    user, password, crt, key, pfx = (s[k] for k in ("user", "password", "crt", "key", "pfx"))
+    if not password and not user and not crt and not key and not pfx:
+        return None
+    if password and user and not crt and not key and not pfx:
+        return None
+    if crt and key and not user and not pfx:
+        return None
+    if not crt and not key and not user and pfx:
+        return None
+    return (
+        "must specify one of the following schemas: user and password; crt and key (with "
+        "optional password); or pfx (with optional password)"
+    )
+
+
+WEBHOOK_SECRETS = obj(
+    {k: Key(nullable(string()), default=None) for k in ("user", "password", "crt", "key", "pfx")},
+    _webhook_secrets_error,
+)
+# WHATWG URL special schemes: they need a host (url.spec.whatwg.org, "special scheme")
+_SPECIAL_SCHEMES = ("http", "https", "ws", "wss", "ftp")
+
+
+def _validate_webhook_config(config: dict[str, Any], stub: KibanaStub) -> None:
+    """webhook/validations.ts validateConnectorTypeConfig: the url parses (``new URL``), its
+    host is allowed (actions/server/actions_config.ts ensureUriAllowed: the hostname Node's
+    ``url.parse`` finds must be in ``xpack.actions.allowedHosts``, or that list holds ``*``;
+    no hostname is refused even then), ``authType`` is unset when ``hasAuth`` is false, and a
+    ``pfx`` certificate needs ``xpack.actions.webhook.ssl.pfx.enabled`` (default true).
+
+    Stricter than ``new URL``, which also accepts ``http:host`` and strips surrounding
+    blanks: the stub wants ``scheme://host`` and no whitespace or control characters."""
+    url = config["url"]
+    prefix = "error validation webhook action config"
+    match = re.fullmatch(r"([A-Za-z][A-Za-z0-9+.\-]*)://([^/?#]*)([/?#][^\s]*)?", url)
+    try:
+        if not match or re.search(r"[\s\x00-\x1f\x7f]", url):
+            raise ValueError
+        parts = urllib.parse.urlsplit(url)  # refuses an unbalanced [IPv6] host
+        parts.port  # noqa: B018 (raises ValueError for a port that is not 0..65535)
+        host = parts.hostname or ""
+        if match.group(1).lower() in _SPECIAL_SCHEMES and not host:
+            raise ValueError
+        written = match.group(2).rpartition("@")[2]
+        if not written.startswith("[") and re.search(
+            r"[#%/<>?@\[\\\]^|]", written.partition(":")[0]
+        ):
+            raise ValueError  # WHATWG forbidden host code points
+    except ValueError:
+        raise ValueError(f"{prefix}: unable to parse url: TypeError: Invalid URL") from None
+    if not host or ("*" not in stub.allowed_hosts and host not in stub.allowed_hosts):
+        raise ValueError(
+            f'{prefix}: target url "{url}" is not added to the Kibana config '
+            "xpack.actions.allowedHosts"
+        )
+    if config.get("authType") and not config["hasAuth"]:
+        raise ValueError(f"{prefix}: authType must be null or undefined if hasAuth is false")
+    if config.get("certType") == WEBHOOK_CERT_PFX and not stub.webhook_pfx_enabled:
+        raise ValueError(f'{prefix}: certType "{WEBHOOK_CERT_PFX}" is disabled')
+
+
+WEBHOOK = ConnectorType(
+    config=WEBHOOK_CONFIG,
+    secrets=WEBHOOK_SECRETS,
+    params=obj({"body": optional(string())}),
+    minimum_license="gold",  # webhook/index.ts getConnectorType
+    validate_config=_validate_webhook_config,
+)
+CONNECTOR_TYPES: dict[str, ConnectorType] = {".server-log": SERVER_LOG, ".webhook": WEBHOOK}
 
 # ----------------------------------------------------------------------------- saved objects
 # src/core/packages/saved-objects/utils-server/src/saved_objects_utils.ts UUID_REGEX
@@ -369,9 +586,57 @@ UUID_REGEX = re.compile(
 # The latest version each importable type migrates to. Lower bounds for 8.19: the last
 # legacy migration of each type (data_views/server/saved_objects/index_pattern_migrations.ts
 # 8.0.0; lens/server/migrations/saved_object_migrations.ts 8.9.0; dashboard/server/
-# dashboard_saved_object/migrations 8.9.0). Types that also declare model versions accept
-# 10.x.0 in Kibana; the stub refuses those, i.e. it is stricter, never looser.
-LATEST_TYPE_VERSION = {"index-pattern": "8.0.0", "lens": "8.9.0", "dashboard": "8.9.0"}
+# dashboard_saved_object/migrations 8.9.0; src/platform/plugins/shared/saved_search/server/
+# saved_objects/search.ts: search_migrations.ts up to 7.9.3 and the conversion to a
+# multiple-namespace type at convertToMultiNamespaceTypeVersion 8.0.0). Types that also
+# declare model versions accept 10.x.0 in Kibana; the stub refuses those, i.e. it is
+# stricter, never looser.
+LATEST_TYPE_VERSION = {
+    "index-pattern": "8.0.0",
+    "lens": "8.9.0",
+    "dashboard": "8.9.0",
+    "search": "8.0.0",
+}
+
+# The attributes of a saved search, as the import validates them after migrating the object
+# (src/core/packages/saved-objects/api-server-internal/src/lib/apis/bulk_create.ts
+# validateObjectForCreate, with the type's latest modelVersions[n].schemas.create): the
+# saved_search plugin's SCHEMA_SEARCH_MODEL_VERSION_5 (src/platform/plugins/shared/
+# saved_search/server/saved_objects/schema.ts, later schema_legacy.ts: SCHEMA_SEARCH_BASE plus
+# sampleSize, headerRowHeight, visContext, viewMode patterns and density). Stricter: the
+# ``visContext`` and ``tabs`` keys (model versions 3 and 6) are refused as unknown.
+SEARCH_ATTRIBUTES = obj(
+    {
+        "title": Key(string()),
+        "description": Key(string(), default=""),
+        "columns": Key(array(string()), default=[]),
+        "sort": Key(
+            one_of(array(array(string(), max_size=2)), array(string(), max_size=2)), default=[]
+        ),
+        "grid": Key(
+            obj({"columns": optional(record_of(string(), obj({"width": optional(number())})))}),
+            default={},
+        ),
+        "rowHeight": optional(number()),
+        "rowsPerPage": optional(number()),
+        "hideChart": Key(boolean, default=False),
+        "breakdownField": optional(string()),
+        "kibanaSavedObjectMeta": Key(obj({"searchSourceJSON": Key(string())})),
+        "isTextBasedQuery": Key(boolean, default=False),
+        "usesAdHocDataView": optional(boolean),
+        "timeRestore": optional(boolean),
+        "timeRange": optional(obj({"from": Key(string()), "to": Key(string())})),
+        "refreshInterval": optional(obj({"pause": Key(boolean), "value": Key(number())})),
+        "viewMode": optional(literal("documents", "patterns", "aggregated")),
+        "hideAggregatedPreview": optional(boolean),
+        "hits": optional(number()),
+        "version": optional(number()),
+        "sampleSize": optional(number(minimum=1, maximum=10000)),  # saved_search common/index.ts
+        "headerRowHeight": optional(number()),
+        "density": optional(literal("compact", "expanded", "normal")),
+    }
+)
+ATTRIBUTE_SCHEMAS = {"search": SEARCH_ATTRIBUTES}
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -411,6 +676,13 @@ def import_errors(obj_: dict[str, Any], known: set[tuple[str, str]]) -> dict[str
             "message": f'Document "{obj_["id"]}" belongs to a more recent version of Kibana '
             f"[{version}] when the last known version is [{latest}].",
         }
+    schema = ATTRIBUTE_SCHEMAS.get(kind)
+    if schema:
+        try:
+            schema(obj_.get("attributes", UNSET), "attributes")
+        except Refused as exc:
+            # .../import/lib/extract_errors.ts: a bulkCreate error becomes an "unknown" error
+            return {"type": "unknown", "statusCode": 400, "message": exc.message}
     # .../import/lib/validate_references.ts: every reference must be in the file or in Kibana
     missing = [
         {"type": r["type"], "id": r["id"]}
@@ -437,6 +709,11 @@ class KibanaStub:
 
     auth: tuple[str, str] | None = None
     preconfigured: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # the Elasticsearch licence Kibana sees (infra/docker-compose.yml runs ``basic``), and
+    # kibana.yml's xpack.actions.allowedHosts and xpack.actions.webhook.ssl.pfx.enabled
+    license: str = "basic"
+    allowed_hosts: tuple[str, ...] = ("*",)
+    webhook_pfx_enabled: bool = True
     requests: list[Request] = field(default_factory=list)
     connectors: dict[str, dict[str, Any]] = field(default_factory=dict)
     rules: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -495,9 +772,8 @@ class KibanaStub:
             reply = self._route(method, path, headers, body)
             return (204, None) if reply is NO_CONTENT else (200, reply)
         except Refused as exc:
-            error = {401: "Unauthorized", 404: "Not Found", 409: "Conflict"}.get(
-                exc.status, "Bad Request"
-            )
+            names = {401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 409: "Conflict"}
+            error = names.get(exc.status, "Bad Request")
             return exc.status, {
                 "statusCode": exc.status,
                 "error": error,
@@ -541,10 +817,11 @@ class KibanaStub:
             raise Refused(400, f"This {connector_id} is a preconfigured connector.")
         if method == "POST":
             body = CREATE_CONNECTOR(payload, "request body")
-            if body["connector_type_id"] not in CONNECTOR_TYPES:
+            type_id = body["connector_type_id"]
+            if type_id not in CONNECTOR_TYPES:
                 # x-pack/platform/plugins/shared/actions/server/action_type_registry.ts
-                raise Refused(400, f'Action type "{body["connector_type_id"]}" is not registered.')
-            self._check_empty_config(body)
+                raise Refused(400, f'Action type "{type_id}" is not registered.')
+            self._validate_connector(type_id, body)
             connector_id = connector_id or _random_id()
             check_connector_id(connector_id)
             if connector_id in self.connectors:
@@ -555,23 +832,35 @@ class KibanaStub:
             body = UPDATE_CONNECTOR(payload, "request body")
             if connector_id not in self.connectors:
                 raise Refused(404, f"Saved object [action/{connector_id}] not found")
-            self._check_empty_config(body)
-            type_id = self.connectors[connector_id]["connector_type_id"]
-            body["connector_type_id"] = type_id
+            body["connector_type_id"] = self.connectors[connector_id]["connector_type_id"]
+            self._validate_connector(body["connector_type_id"], body)
             self.connectors[connector_id] = _connector_view(connector_id, body)
             return self.connectors[connector_id]
         raise Refused(404, f"no route for {method} connector")
 
-    @staticmethod
-    def _check_empty_config(body: dict[str, Any]) -> None:
-        # actions/server/lib/validate_with_schema.ts: config/secrets against the type's schema
-        for part in ("config", "secrets"):
-            for key in body[part]:
-                raise Refused(
-                    400,
-                    f"error validating action type {part}: [{key}]: definition for this "
-                    "key is missing",
-                )
+    def _validate_connector(self, type_id: str, body: dict[str, Any]) -> None:
+        """actions/server/application/connector/methods/{create,update}/*.ts, in their order:
+        validateConfig (the type's config schema, then its customValidator), validateSecrets,
+        then actionTypeRegistry.ensureActionTypeEnabled (licence: actions/server/lib/
+        license_state.ts ensureLicenseForActionType, a 403). The messages are those of
+        actions/server/lib/validate_with_schema.ts. ``body`` gets the validated values (the
+        schemas' defaults), as Kibana stores them."""
+        kind = CONNECTOR_TYPES[type_id]
+        for part, schema in (("config", kind.config), ("secrets", kind.secrets)):
+            try:
+                body[part] = schema(body[part], "")
+                if part == "config" and kind.validate_config:
+                    kind.validate_config(body[part], self)
+            except Refused as exc:
+                raise Refused(400, f"error validating action type {part}: {exc.message}") from None
+            except ValueError as exc:
+                raise Refused(400, f"error validating action type {part}: {exc}") from None
+        if LICENSE_RANK[self.license] < LICENSE_RANK[kind.minimum_license]:
+            raise Refused(
+                403,
+                f"Action type {type_id} is disabled because your {self.license} license does "
+                "not support it. Please upgrade your license.",
+            )
 
     # ------------------------------------------------------------------ rules
     def _rule(self, method: str, rule_id: str, payload: Any) -> Any:
@@ -598,13 +887,13 @@ class KibanaStub:
         if rule_type_id not in RULE_TYPES:
             # x-pack/platform/plugins/shared/alerting/server/rule_type_registry.ts get()
             raise Refused(400, f'Rule type "{rule_type_id}" is not registered.')
-        params_schema, groups = RULE_TYPES[rule_type_id]
+        rule_type = RULE_TYPES[rule_type_id]
         try:
             # x-pack/platform/plugins/shared/alerting/server/lib/validate_rule_type_params.ts
-            body["params"] = params_schema(body["params"], "")
+            body["params"] = rule_type.params(body["params"], "")
         except Refused as exc:
             raise Refused(400, f"params invalid: {exc.message}") from None
-        self._check_actions(body, groups)
+        self._check_actions(body, rule_type)
         if method == "POST":
             rule_id = rule_id or _random_id()
             if rule_id in self.rules:
@@ -614,9 +903,10 @@ class KibanaStub:
             self.rules[rule_id] = {**self.rules[rule_id], **body}
         return self.rules[rule_id]
 
-    def _check_actions(self, body: dict[str, Any], groups: frozenset[str]) -> None:
+    def _check_actions(self, body: dict[str, Any], rule_type: RuleType) -> None:
         """x-pack/platform/plugins/shared/alerting/server/rules_client/lib/validate_actions.ts"""
         actions = body["actions"]
+        groups = rule_type.action_groups
         if not actions:
             return
         for action in actions:
@@ -627,6 +917,7 @@ class KibanaStub:
                     f"Failed to load action {action['id']} (404): "
                     f"Saved object [action/{action['id']}] not found",
                 )
+        self._check_action_params(actions, rule_type)
         errors = []
         bad_groups = [str(a.get("group")) for a in actions if a.get("group") not in groups]
         if bad_groups:
@@ -645,6 +936,28 @@ class KibanaStub:
             raise Refused(
                 400, "Failed to validate actions due to the following error: " + "; ".join(errors)
             )
+
+    def _check_action_params(self, actions: list[dict[str, Any]], rule_type: RuleType) -> None:
+        """Stricter than Kibana, which checks these only when an action runs (actions/server/
+        lib/action_executor.ts validateParams with the connector type's params schema, after
+        alerting's transform_action_params.ts renders the mustache variables): each action's
+        params must pass its connector type's params schema, and use known variables only."""
+        for i, action in enumerate(actions):
+            connector = self.connectors.get(action["id"]) or self.preconfigured[action["id"]]
+            kind = CONNECTOR_TYPES.get(connector.get("connector_type_id", ""))
+            try:
+                if kind:
+                    kind.params(action["params"], "")
+            except Refused as exc:
+                raise Refused(
+                    400, f"[actions.{i}.params] error validating action params: {exc.message}"
+                ) from None
+            unknown = unknown_variables(action["params"], rule_type.context)
+            if unknown:
+                raise Refused(
+                    400,
+                    f"[actions.{i}.params] unknown mustache variables: {', '.join(unknown)}",
+                )
 
     # ------------------------------------------------------------------ import
     def _import(self, headers: dict[str, str], body: bytes) -> Any:
