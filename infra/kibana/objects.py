@@ -7,15 +7,18 @@ Regenerate after a change (a unit test fails while the committed file is stale):
 Objects (Kibana 8.x format: ``coreMigrationVersion`` 8.8.0, Lens ``formBased`` datasource):
 
 * data views ``bpwatch-anomalies`` (``bp-anomalies*``, time ``effective_at``),
-  ``bpwatch-alerts`` (``bp-alerts*``, time ``event_at``) and ``bpwatch-home-averages``
-  (``bp-home-averages*``, time ``series_end``);
+  ``bpwatch-alerts`` (``bp-alerts*``, time ``event_at``), ``bpwatch-home-averages``
+  (``bp-home-averages*``, time ``series_end``) and ``bpwatch-episodes`` (``bp-episodes*``,
+  no time field: the dashboard's time range never hides an episode that is still open);
 * Lens panels: anomaly-type distribution, anomalies over time (by severity), recent critical
   cases (table), risk-score distribution, risk over time (average and maximum), alert events
   over time (by condition), home BP averages (table, latest series per patient), no-data
   episodes (table, last ``no_data`` event per patient: ``opened`` = still silent), alert
-  episodes by tier (table, last event per episode: ``urgent`` pages, ``review`` is the
-  worklist);
-* dashboard ``bpwatch-overview`` holding the nine panels.
+  episodes by tier (table, last event per episode: ``urgent`` pages, ``review`` does not);
+* saved search ``bpwatch-worklist``: the open episodes of ``bp-episodes``, overdue first, then
+  unacknowledged, then by severity and age (Discover's multi-column sort; Lens tables sort by
+  one column only);
+* dashboard ``bpwatch-overview`` holding the worklist on top and the nine panels.
 
 With a namespace ``NS`` (``saved_objects("NS")``) every id becomes ``NS-<id>``, every title
 and name ends in `` [NS]`` and the data views cover ``NS-bp-anomalies*`` (and the others),
@@ -32,12 +35,25 @@ from typing import Any
 ANOMALIES_VIEW = "bpwatch-anomalies"
 ALERTS_VIEW = "bpwatch-alerts"
 HOME_VIEW = "bpwatch-home-averages"
+EPISODES_VIEW = "bpwatch-episodes"
+WORKLIST_ID = "bpwatch-worklist"
 DASHBOARD_ID = "bpwatch-overview"
 BASE_PATTERNS = {
     ANOMALIES_VIEW: "bp-anomalies*",
     ALERTS_VIEW: "bp-alerts*",
     HOME_VIEW: "bp-home-averages*",
+    EPISODES_VIEW: "bp-episodes*",
 }
+# The worklist: what a clinician needs to act on an open episode, and the order to act in.
+# Booleans sort false < true; severity is a keyword, so ascending puts critical before high.
+WORKLIST_COLUMNS = (
+    "episode_id", "patient_id", "condition", "severity", "tier", "opened_at",
+    "acknowledged", "acknowledged_by", "overdue",
+)  # fmt: skip
+WORKLIST_SORT = (
+    ("overdue", "desc"), ("acknowledged", "asc"), ("severity", "asc"), ("opened_at", "asc"),
+)  # fmt: skip
+WORKLIST_QUERY = 'status : "open"'
 LAYER = "layer1"
 
 COUNT = {
@@ -258,7 +274,7 @@ class _Lens:
 
     def alert_episodes(self) -> dict[str, Any]:
         """The last event of each alert episode, with its tier: ``urgent`` (paged) or
-        ``review`` (the worklist); ``opened`` or ``escalated`` means still open."""
+        ``review`` (not paged); ``opened`` or ``escalated`` means still open."""
         at = "event_at"
         columns = {
             "episode": _terms("episode_id", "latest", size=100, label="Episode"),
@@ -370,13 +386,17 @@ def lens_objects(namespace: str = "") -> list[dict[str, Any]]:
     ]
 
 
-def data_view(obj_id: str, title: str, time_field: str, name: str) -> dict[str, Any]:
+def data_view(obj_id: str, title: str, time_field: str | None, name: str) -> dict[str, Any]:
+    """A data view; without ``time_field`` the dashboard's time range does not filter it."""
+    attributes = {"title": title, "name": name}
+    if time_field:
+        attributes["timeFieldName"] = time_field
     return {
         "id": obj_id,
         "type": "index-pattern",
         "coreMigrationVersion": "8.8.0",
         "typeMigrationVersion": "8.0.0",
-        "attributes": {"title": title, "name": name, "timeFieldName": time_field},
+        "attributes": attributes,
         "references": [],
     }
 
@@ -387,6 +407,7 @@ def data_views(namespace: str = "") -> list[dict[str, Any]]:
         (ANOMALIES_VIEW, "effective_at", "bpwatch anomalies"),
         (ALERTS_VIEW, "event_at", "bpwatch alerts"),
         (HOME_VIEW, "series_end", "bpwatch home averages"),
+        (EPISODES_VIEW, None, "bpwatch episodes"),
     ):
         pattern = namespaced_pattern(BASE_PATTERNS[view], namespace)
         obj_id, label = namespaced_id(view, namespace), namespaced_title(name, namespace)
@@ -394,26 +415,72 @@ def data_views(namespace: str = "") -> list[dict[str, Any]]:
     return views
 
 
+def worklist(namespace: str = "") -> dict[str, Any]:
+    """The open episodes of ``bp-episodes`` as a saved search (Discover's table): overdue
+    first, then unacknowledged, then by severity (critical first) and age (oldest first).
+
+    ``typeMigrationVersion`` 8.0.0 is the version at which ``search`` became a
+    multiple-namespace type, so the import migrates it forward without regenerating its id.
+    """
+    index_ref = "kibanaSavedObjectMeta.searchSourceJSON.index"
+    source = {
+        "query": {"query": WORKLIST_QUERY, "language": "kuery"},
+        "filter": [],
+        "indexRefName": index_ref,
+    }
+    return {
+        "id": namespaced_id(WORKLIST_ID, namespace),
+        "type": "search",
+        "coreMigrationVersion": "8.8.0",
+        "typeMigrationVersion": "8.0.0",
+        "attributes": {
+            "title": namespaced_title("Worklist: open episodes", namespace),
+            "description": (
+                "Every open alert episode, overdue first, then unacknowledged, then by "
+                "severity and age. Acknowledge one: python -m lib.tools.ack EPISODE_ID --by USER"
+            ),
+            "columns": list(WORKLIST_COLUMNS),
+            "sort": [[field, direction] for field, direction in WORKLIST_SORT],
+            "grid": {},
+            "hideChart": True,
+            "isTextBasedQuery": False,
+            "kibanaSavedObjectMeta": {"searchSourceJSON": json.dumps(source)},
+        },
+        "references": [
+            {
+                "name": index_ref,
+                "type": "index-pattern",
+                "id": namespaced_id(EPISODES_VIEW, namespace),
+            }
+        ],
+    }
+
+
 def dashboard(panels: list[dict[str, Any]], namespace: str = "") -> dict[str, Any]:
-    layout = [(0, 0, 24, 15), (24, 0, 24, 15), (0, 15, 48, 16), (0, 31, 24, 15)]
-    layout += [(24, 31, 24, 15), (0, 46, 48, 14), (0, 60, 24, 16), (24, 60, 24, 16)]
-    layout += [(0, 76, 48, 16)]
+    """The overview: ``panels`` are the worklist (full width, on top), then the nine Lens
+    panels in :func:`lens_objects` order."""
+    layout = [(0, 0, 48, 16)]  # the worklist
+    layout += [(0, 16, 24, 15), (24, 16, 24, 15), (0, 31, 48, 16), (0, 47, 24, 15)]
+    layout += [(24, 47, 24, 15), (0, 62, 48, 14), (0, 76, 24, 16), (24, 76, 24, 16)]
+    layout += [(0, 92, 48, 16)]
     entries = []
     references = []
     for i, (panel, (x, y, w, h)) in enumerate(zip(panels, layout, strict=True), start=1):
         entries.append(
             {
                 "version": "8.8.0",
-                "type": "lens",
+                "type": panel["type"],
                 "gridData": {"x": x, "y": y, "w": w, "h": h, "i": str(i)},
                 "panelIndex": str(i),
                 "embeddableConfig": {"enhancements": {}},
                 "panelRefName": f"panel_{i}",
             }
         )
-        references.append({"name": f"panel_{i}", "type": "lens", "id": panel["id"]})
+        references.append({"name": f"panel_{i}", "type": panel["type"], "id": panel["id"]})
     search_source = {"query": {"query": "", "language": "kuery"}, "filter": []}
-    anomalies, alerts, home = (namespaced_pattern(p, namespace) for p in BASE_PATTERNS.values())
+    anomalies, alerts, home, episodes = (
+        namespaced_pattern(p, namespace) for p in BASE_PATTERNS.values()
+    )
     return {
         "id": namespaced_id(DASHBOARD_ID, namespace),
         "type": "dashboard",
@@ -422,8 +489,8 @@ def dashboard(panels: list[dict[str, Any]], namespace: str = "") -> dict[str, An
         "attributes": {
             "title": namespaced_title("bpwatch: blood-pressure anomalies", namespace),
             "description": (
-                f"bpwatch monitor: anomalies ({anomalies}), alerts ({alerts}) "
-                f"and home BP averages ({home})"
+                f"bpwatch monitor: open episodes ({episodes}), anomalies ({anomalies}), "
+                f"alerts ({alerts}) and home BP averages ({home})"
             ),
             "panelsJSON": json.dumps(entries, separators=(",", ":")),
             "optionsJSON": json.dumps({"useMargins": True, "hidePanelTitles": False}),
@@ -439,7 +506,7 @@ def dashboard(panels: list[dict[str, Any]], namespace: str = "") -> dict[str, An
 
 def saved_objects(namespace: str = "") -> list[dict[str, Any]]:
     """Every object, dependencies first (the order Kibana's export uses)."""
-    panels = lens_objects(namespace)
+    panels = [worklist(namespace), *lens_objects(namespace)]
     return [*data_views(namespace), *panels, dashboard(panels, namespace)]
 
 

@@ -10,20 +10,27 @@ does not. Each alert of the paging rule is one page (``notify_when: onActionGrou
 
 from __future__ import annotations
 
+import json
+import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from infra.kibana import setup
+from infra.kibana import objects, setup
 from lib.connectors.elastic_months import MONTH_FIELDS, MonthRouter
 from lib.domain import Assessment, Features, Reading, utc_iso
+from lib.monitor.alert_events import _digest
 from lib.monitor.alerts import AlertEvent, EpisodeTracker
+from lib.monitor.deadlines import DeadlineRule, Deadlines
+from lib.monitor.documents import episode_update
 
 pytestmark = pytest.mark.integration
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 URGENT, REVIEW = "bpwatch-urgent-alerts", "bpwatch-review-daily"
+OVERDUE = "bpwatch-episode-overdue"
 
 # kind: (systolic, diastolic, category, anomaly_types, severity), an AHA 2017 verdict
 KINDS: dict[str, tuple[Any, ...]] = {
@@ -253,3 +260,104 @@ def test_alert_events_fit_the_strict_alerts_template(settings, es, episodes):
         "urgent": tiers.count("urgent"),
         "review": tiers.count("review"),
     }
+
+
+# ----------------------------------------------------------------------------- alert loop
+DEADLINE = DeadlineRule(deadline_s=15 * 60.0, settle_s=0.0, lookback_s=365 * 86400.0)
+
+
+def overdue(events: list[AlertEvent]) -> list[AlertEvent]:
+    """The ``overdue`` events the monitor's deadlines give when none of ``events`` is
+    acknowledged: each arming event, emitted at its reading's time, is overdue at + 15 min."""
+    out = []
+    for e in events:
+        deadlines = Deadlines()
+        at = e.event_at.timestamp()
+        deadlines.follow(DEADLINE, [e], at)
+        out += deadlines.fire(DEADLINE, at + DEADLINE.deadline_s)
+    return out
+
+
+def acknowledged(e: AlertEvent, by: str, at: datetime) -> AlertEvent:
+    """An ``acknowledged`` event of ``e``'s episode (docs/contract.md, the alert loop)."""
+    return replace(
+        e, alert_id=_digest(e.episode_id, "acknowledged", e.severity), event="acknowledged",
+        event_at=at, acknowledged_by=by, acknowledged_at=at, observation_ids=(), systolic=0.0,
+        diastolic=0.0, risk_score=0.0,
+    )  # fmt: skip
+
+
+def test_overdue_rule_pages_once_per_overdue_event(settings, es):
+    """Urgent and review openings at critical severity that nobody acknowledged become
+    overdue 15 minutes later; each overdue event is one page, an acknowledged or older one is
+    not, and the urgent rule does not page them again."""
+    rule = setup.rule_by_id(OVERDUE, settings.namespace)
+    start = NOW - timedelta(minutes=40)
+    combined = episode("pat-ov1", ["both_crit"], start)  # critical, urgent
+    crisis = episode("pat-ov2", ["crisis"], start + timedelta(minutes=1))  # critical, review
+    stage2 = episode("pat-ov3", ["stage2"], start)  # high: no deadline
+    acked = episode("pat-ov4", ["both_crit"], start)
+    earlier = episode("pat-ov5", ["both_crit"], NOW - timedelta(hours=3))
+    due = overdue(combined + crisis + stage2 + earlier)
+    assert [(e.patient_id, e.event, e.severity) for e in due] == [
+        ("pat-ov1", "overdue", "critical"), ("pat-ov2", "overdue", "critical"),
+        ("pat-ov5", "overdue", "critical"),
+    ]  # fmt: skip
+    assert due[0].overdue_minutes == 15.0
+    ack = acknowledged(acked[0], "nurse-7", acked[0].event_at + timedelta(minutes=3))
+    index_alerts(es, settings.alerts_index, combined + crisis + stage2 + acked + earlier)
+    index_alerts(es, settings.alerts_index, [*due, ack])
+    assert alerts(es, rule) == {due[0].alert_id: 1, due[1].alert_id: 1}
+    urgent = alerts(es, setup.rule_by_id(URGENT, settings.namespace))
+    assert not {e.alert_id for e in due} & set(urgent)
+    assert urgent == {combined[0].alert_id: 1, acked[0].alert_id: 1}
+
+
+def worklist_search(namespace: str) -> dict[str, Any]:
+    """The saved search's query and sort as the Elasticsearch search Discover runs: its one
+    KQL clause ``field : "value"`` is a match_phrase; its sort is field order by field."""
+    search = objects.worklist(namespace)
+    source = json.loads(search["attributes"]["kibanaSavedObjectMeta"]["searchSourceJSON"])
+    ((field, value),) = re.findall(r'^(\w+) : "([^"]*)"$', source["query"]["query"])
+    return {
+        "query": {"bool": {"filter": [{"match_phrase": {field: value}}]}},
+        "sort": [{f: {"order": d}} for f, d in search["attributes"]["sort"]],
+        "size": 100,
+    }
+
+
+def test_worklist_orders_open_episodes_overdue_then_unacknowledged(settings, es):
+    """The monitor's bp-episodes documents, searched as the dashboard's worklist: overdue
+    first, then unacknowledged (critical before high, oldest first), then acknowledged; a
+    resolved episode is not listed, whenever it was opened."""
+    days_ago = NOW - timedelta(days=9)  # older than any dashboard time range
+    made = {
+        "overdue": episode("pat-w1", ["both_crit"], NOW - timedelta(minutes=50)),
+        "critical": episode("pat-w2", ["both_crit"], NOW - timedelta(minutes=5)),
+        "high_old": episode("pat-w3", ["stage2"], days_ago),
+        "high_new": episode("pat-w4", ["stage2"], NOW - timedelta(hours=2)),
+        "acked": episode("pat-w5", ["both_crit"], NOW - timedelta(hours=3)),
+        "resolved": episode("pat-w6", ["stage2"] + ["normal"] * 3, NOW - timedelta(hours=4)),
+    }
+    events = [e for made_events in made.values() for e in made_events]
+    events += overdue(made["overdue"])
+    first = made["acked"][0]
+    events.append(acknowledged(first, "nurse-7", first.event_at + timedelta(minutes=2)))
+    ops: list[dict[str, Any]] = []
+    for e in sorted(events, key=lambda e: e.event_at):  # event order, as the monitor writes
+        _, (_, episode_id, part) = episode_update(e)
+        ops += [{"update": {"_index": settings.episodes_index, "_id": episode_id}},
+                {"doc": part, "doc_as_upsert": True}]  # fmt: skip
+    result = es.bulk(operations=ops, refresh="wait_for")
+    assert not result["errors"], result
+    hits = es.search(index=f"{settings.namespace}-bp-episodes*", **worklist_search(
+        settings.namespace))["hits"]["hits"]  # fmt: skip
+    rows = [h["_source"] for h in hits]
+    assert [r["patient_id"] for r in rows] == ["pat-w1", "pat-w2", "pat-w3", "pat-w4", "pat-w5"]
+    assert [(r["overdue"], r["acknowledged"], r["severity"]) for r in rows] == [
+        (True, False, "critical"), (False, False, "critical"), (False, False, "high"),
+        (False, False, "high"), (False, True, "critical"),
+    ]  # fmt: skip
+    assert rows[-1]["acknowledged_by"] == "nurse-7"
+    columns = objects.worklist()["attributes"]["columns"]
+    assert all(column in row for row in rows for column in columns)

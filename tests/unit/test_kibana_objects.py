@@ -24,7 +24,9 @@ from tests import kibana_stub
 from tests.kibana_stub import KibanaStub
 
 URGENT, REVIEW = "bpwatch-urgent-alerts", "bpwatch-review-daily"
-SAVED_OBJECTS = 13  # 3 data views, 9 Lens panels, 1 dashboard
+OVERDUE, SPIKE = "bpwatch-episode-overdue", "bpwatch-anomaly-spike"
+RULES = [URGENT, OVERDUE, REVIEW, SPIKE]
+SAVED_OBJECTS = 15  # 4 data views, 1 saved search, 9 Lens panels, 1 dashboard
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "infra" / "elasticsearch" / "templates"
 NUMERIC = {"float", "double", "half_float", "scaled_float", "integer", "long", "short", "byte"}
@@ -108,18 +110,21 @@ def test_objects_parse_and_references_resolve(saved):
         "bp-anomalies*",
         "bp-alerts*",
         "bp-home-averages*",
+        "bp-episodes*",
     }
     (dash,) = [o for o in saved if o["type"] == "dashboard"]
     panels = json.loads(dash["attributes"]["panelsJSON"])
-    refs = {r["name"]: r["id"] for r in dash["references"]}
+    refs = {r["name"]: (r["type"], r["id"]) for r in dash["references"]}
     assert {p["panelRefName"] for p in panels} == set(refs)
-    assert set(refs.values()) == by_type["lens"]
+    assert {p["panelRefName"]: p["type"] for p in panels} == {k: t for k, (t, _) in refs.items()}
+    assert {i for _, i in refs.values()} == by_type["lens"] | by_type["search"]
     json.loads(dash["attributes"]["kibanaSavedObjectMeta"]["searchSourceJSON"])
     # the views users expect are on the dashboard
-    titles = {o["attributes"]["title"] for o in saved if o["type"] == "lens"}
+    titles = {o["attributes"]["title"] for o in saved if o["type"] in ("lens", "search")}
     for expected in ("Anomaly types", "Anomalies over time", "Recent critical cases",
                      "Risk score distribution", "Risk over time", "Home BP averages",
-                     "No-data episodes", "Alert episodes by tier"):  # fmt: skip
+                     "No-data episodes", "Alert episodes by tier",
+                     "Worklist: open episodes"):  # fmt: skip
         assert any(t.startswith(expected) for t in titles), expected
     # panels do not overlap on the 48-column grid
     cells = set()
@@ -134,10 +139,61 @@ def test_objects_parse_and_references_resolve(saved):
 
 
 def test_data_view_time_fields_are_dates(saved):
+    untimed = []
     for o in saved:
         if o["type"] == "index-pattern":
             mapping = mapping_for(o["attributes"]["title"])
+            if "timeFieldName" not in o["attributes"]:
+                untimed.append(o["attributes"]["title"])
+                continue
             assert mapping[o["attributes"]["timeFieldName"]] == "date"
+    # the dashboard's time range must not hide an episode opened days ago that is still open
+    assert untimed == ["bp-episodes*"]
+
+
+SORTABLE = NUMERIC | {"keyword", "boolean", "date"}
+
+
+def test_worklist_lists_open_episodes_overdue_and_unacknowledged_first(saved):
+    """A saved search on bp-episodes (no time field), status open, sorted overdue first, then
+    unacknowledged, then critical before high and oldest first, with the columns a clinician
+    acts on; it is the dashboard's first, full-width panel."""
+    by_id = {(o["type"], o["id"]): o for o in saved}
+    search = by_id["search", "bpwatch-worklist"]
+    attrs = search["attributes"]
+    ((ref),) = search["references"]
+    view = by_id["index-pattern", ref["id"]]["attributes"]
+    assert (ref["type"], view["title"]) == ("index-pattern", "bp-episodes*")
+    assert "timeFieldName" not in view
+    source = json.loads(attrs["kibanaSavedObjectMeta"]["searchSourceJSON"])
+    assert source["indexRefName"] == ref["name"]  # Discover resolves the view through it
+    assert source["query"] == {"query": 'status : "open"', "language": "kuery"}
+    assert source["filter"] == []
+    mapping = mapping_for(view["title"])
+    for field in kql_fields(source["query"]["query"]):
+        assert mapping[field] == "keyword"
+    assert attrs["columns"] == [
+        "episode_id", "patient_id", "condition", "severity", "tier", "opened_at",
+        "acknowledged", "acknowledged_by", "overdue",
+    ]  # fmt: skip
+    assert all(column in mapping for column in attrs["columns"])
+    assert attrs["sort"] == [
+        ["overdue", "desc"], ["acknowledged", "asc"], ["severity", "asc"], ["opened_at", "asc"],
+    ]  # fmt: skip
+    for field, _ in attrs["sort"]:
+        assert mapping[field] in SORTABLE, field
+    assert (mapping["overdue"], mapping["acknowledged"]) == ("boolean", "boolean")
+    # keyword order puts the two severities that need acknowledgement first
+    assert sorted(["high", "moderate", "critical", "low"])[:2] == ["critical", "high"]
+    (dash,) = [o for o in saved if o["type"] == "dashboard"]
+    panels = json.loads(dash["attributes"]["panelsJSON"])
+    refs = {r["name"]: r["id"] for r in dash["references"]}
+    (top,) = [p for p in panels if p["gridData"]["y"] == 0]
+    assert (top["type"], refs[top["panelRefName"]]) == ("search", search["id"])
+    assert top["gridData"]["w"] == 48
+    ns = {o["id"]: o for o in objects.saved_objects("w7")}
+    assert ns["w7-bpwatch-worklist"]["references"][0]["id"] == "w7-bpwatch-episodes"
+    assert ns["w7-bpwatch-episodes"]["attributes"]["title"] == "w7-bp-episodes*"
 
 
 def test_every_lens_field_exists_with_a_fitting_type(saved):
@@ -227,7 +283,7 @@ def test_alert_episodes_panel_shows_each_episodes_tier_and_last_event():
 def test_rules_reference_existing_fields_and_connectors():
     defs = setup.load_definitions()
     connectors = {c["id"]: c for c in defs["connectors"]}
-    assert all(c["connector_type_id"] in (".server-log", ".index") for c in connectors.values())
+    assert [c["connector_type_id"] for c in connectors.values()] == [".server-log"]
     groups = {".es-query": "query matched", ".index-threshold": "threshold met"}
     names = set()
     for rule in defs["rules"]:
@@ -250,8 +306,8 @@ def test_rules_reference_existing_fields_and_connectors():
             if params.get("termField"):
                 assert mapping[params["termField"]] == "keyword", rule["id"]
         names.add(rule["name"])
-    assert [r["id"] for r in defs["rules"]] == [URGENT, REVIEW, "bpwatch-anomaly-spike"]
-    assert len(names) == 3
+    assert [r["id"] for r in defs["rules"]] == RULES
+    assert len(names) == len(RULES)
     assert not {r["id"] for r in defs["rules"]} & set(defs["retired"])
 
 
@@ -265,32 +321,38 @@ def _filters(rule: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def test_only_urgent_alert_events_page():
-    """One rule pages: urgent alert events that open or escalate an episode, one Kibana alert
-    (one page) per alert event. The per-reading rules on bp-anomalies are retired."""
+def test_only_urgent_and_overdue_alert_events_page():
+    """Two rules page: urgent alert events that open or escalate an episode, and overdue
+    events (an acknowledgement deadline missed); one Kibana alert (one page) per alert event.
+    The per-reading rules on bp-anomalies are retired."""
     from lib.domain import TIERS
     from lib.monitor.alerts import EVENTS
 
     defs = setup.load_definitions()
     pages = [r for r in defs["rules"] if "page" in r["tags"]]
-    assert [r["id"] for r in pages] == [URGENT]
-    (rule,) = pages
-    params = rule["params"]
-    assert (params["index"], params["timeField"]) == (["bp-alerts*"], "event_at")
+    assert [r["id"] for r in pages] == [URGENT, OVERDUE]
+    rule = pages[0]
     assert _filters(rule) == {"tier": "urgent", "event": {"opened", "escalated"}}
-    assert {"urgent", "review"} == set(TIERS) and {"opened", "escalated"} < set(EVENTS)
-    # one Kibana alert per alert event, notified when it becomes active, never again
-    assert (params["groupBy"], params["termField"]) == ("top", "alert_id")
-    assert params["termSize"] == setup.ALERT_LIMIT == kibana_stub.MAX_GROUPS
-    assert params["excludeHitsFromPreviousRun"] is False  # Kibana ignores it when grouped
-    ((action),) = rule["actions"]
-    assert action["frequency"]["notify_when"] == "onActionGroupChange"
-    assert action["params"]["level"] == "error"
-    # every run sees an event for several runs: a late index or a Kibana restart is covered
-    assert setup._window(params) > 10 * timedelta(minutes=int(rule["schedule"]["interval"][:-1]))
+    assert _filters(pages[1]) == {"event": "overdue"}
+    assert {"urgent", "review"} == set(TIERS)
+    assert {"opened", "escalated", "overdue"} < set(EVENTS)
+    for paging in pages:
+        params = paging["params"]
+        assert (params["index"], params["timeField"]) == (["bp-alerts*"], "event_at")
+        # one Kibana alert per alert event, notified when it becomes active, never again
+        assert (params["groupBy"], params["termField"]) == ("top", "alert_id")
+        assert params["termSize"] == setup.ALERT_LIMIT == kibana_stub.MAX_GROUPS
+        assert params["excludeHitsFromPreviousRun"] is False  # Kibana ignores it when grouped
+        assert params["size"] == 0  # no documents travel with a page
+        ((action),) = paging["actions"]
+        assert action["frequency"]["notify_when"] == "onActionGroupChange"
+        assert action["params"]["level"] == "error"
+        # every run sees an event for several runs: a late index or a Kibana restart is covered
+        interval = timedelta(minutes=int(paging["schedule"]["interval"][:-1]))
+        assert setup._window(params) > 10 * interval
     # nothing else writes at the paging level, and no rule reads the per-reading anomalies
     # for a clinical condition (the spike rule counts volume only)
-    others = [r for r in defs["rules"] if r is not rule]
+    others = [r for r in defs["rules"] if r not in pages]
     assert all(a["params"]["level"] != "error" for r in others for a in r["actions"])
     assert all(
         "esQuery" not in r["params"] for r in others if "bp-anomalies*" in r["params"]["index"]
@@ -300,6 +362,19 @@ def test_only_urgent_alert_events_page():
         "bpwatch-diastolic-hypertension",
         "bpwatch-combined-critical",
     }
+
+
+def test_overdue_rule_pages_each_overdue_event_as_an_escalation():
+    rule = setup.rule_by_id(OVERDUE)
+    assert {"page", "escalation"} <= set(rule["tags"]) and "critical" in rule["name"]
+    urgent = setup.rule_by_id(URGENT)
+    # the same shape as the urgent rule: only the query, name, tags and message differ
+    same = {k: v for k, v in rule["params"].items() if k != "esQuery"}
+    assert same == {k: v for k, v in urgent["params"].items() if k != "esQuery"}
+    assert rule["schedule"] == urgent["schedule"]
+    ((action),) = rule["actions"]
+    assert action["id"] == urgent["actions"][0]["id"]
+    assert "OVERDUE" in action["params"]["message"]
 
 
 def test_review_rule_is_a_daily_summary_by_condition():
@@ -360,12 +435,15 @@ def test_namespace_changes_ids_names_and_patterns():
     assert {i for r in defs["rules"] for i in r["params"]["index"]} == {
         "t123-bp-alerts*", "t123-bp-anomalies*",
     }  # fmt: skip
+    assert [r["id"] for r in defs["rules"]] == [f"t123-{r}" for r in RULES]
     assert all(r["id"].startswith("t123-bpwatch-") for r in defs["rules"])
     assert all(r["name"].endswith(" [t123]") for r in defs["rules"])
     assert defs["retired"] == [f"t123-{r}" for r in base["retired"]]
     saved = setup.load_saved_objects("t123")
     titles = {o["attributes"]["title"] for o in saved if o["type"] == "index-pattern"}
-    assert titles == {"t123-bp-anomalies*", "t123-bp-alerts*", "t123-bp-home-averages*"}
+    assert titles == {
+        "t123-bp-anomalies*", "t123-bp-alerts*", "t123-bp-home-averages*", "t123-bp-episodes*",
+    }  # fmt: skip
     assert all(o["id"].startswith("t123-bpwatch-") for o in saved)
     assert all(r["id"].startswith("t123-") for o in saved for r in o["references"])
     assert all(o["attributes"].get("title", "").endswith("[t123]") for o in saved
@@ -386,7 +464,7 @@ def stub() -> Iterator[KibanaStub]:
 
 def test_setup_creates_then_updates_by_fixed_id(stub):
     kibana = setup.Kibana(stub.url, username="elastic", password="pw")
-    rules = [URGENT, REVIEW, "bpwatch-anomaly-spike"]
+    rules = RULES
     # a Kibana set up by an earlier version, whose per-reading rules paged on stage 2
     for old in ("bpwatch-systolic-hypertension", "bpwatch-combined-critical"):
         stub.rules[old] = {"id": old, "rule_type_id": ".es-query", "consumer": "stackAlerts"}
@@ -418,9 +496,9 @@ def test_setup_creates_then_updates_by_fixed_id(stub):
     assert {second[k] for k in [connector_id, *rules]} == {"updated"}
     assert {second[k] for k in setup.load_definitions()["retired"]} == {"absent"}
     puts = [r for r in stub.requests if r.method == "PUT"]
-    assert len(puts) == 4  # 1 connector + 3 rules, no POST create the second time
+    assert len(puts) == 1 + len(RULES)  # the connector and the rules, no POST create this time
     assert not [r for r in stub.requests if r.method == "POST" and "/_import" not in r.path]
-    assert len(stub.rules) == 3 and len(stub.saved_objects) == SAVED_OBJECTS
+    assert len(stub.rules) == len(RULES) and len(stub.saved_objects) == SAVED_OBJECTS
 
 
 def test_connector_ids_are_ids_kibana_8_accepts():
@@ -437,20 +515,23 @@ def test_two_namespaces_share_one_space_without_overwriting(stub):
     rules_before = {k: json.dumps(v, sort_keys=True) for k, v in stub.rules.items()}
     setup.apply(kibana, "beta")
     assert len(stub.saved_objects) == 2 * SAVED_OBJECTS
-    assert len(stub.rules) == 6 and len(stub.connectors) == 1
+    assert len(stub.rules) == 2 * len(RULES) and len(stub.connectors) == 1
     for key, text in before.items():  # alpha's objects and rules are untouched
         assert json.dumps(stub.saved_objects[key], sort_keys=True) == text
     for key, text in rules_before.items():
         assert json.dumps(stub.rules[key], sort_keys=True) == text
     assert ("dashboard", "beta-bpwatch-overview") in stub.saved_objects
-    beta_panels = [o for (t, i), o in stub.saved_objects.items() if t == "lens" and "beta" in i]
+    beta_panels = [
+        o for (t, i), o in stub.saved_objects.items() if t in ("lens", "search") and "beta" in i
+    ]
     assert {r["id"] for o in beta_panels for r in o["references"]} == {
         "beta-bpwatch-anomalies",
         "beta-bpwatch-alerts",
         "beta-bpwatch-home-averages",
+        "beta-bpwatch-episodes",
     }
     names = [r["name"] for r in stub.rules.values()]
-    assert len(set(names)) == 6
+    assert len(set(names)) == 2 * len(RULES)
 
 
 def test_setup_cli_reports_a_refusal(stub, monkeypatch, capsys):
