@@ -296,7 +296,7 @@ class Trajectory:
 
     __slots__ = (
         "base_dia", "base_sys", "drift_cap", "drift_per_day", "ev", "ev_k", "ev_key", "key",
-        "n", "na_kind", "na_start", "ou_dia", "ou_sys", "p", "patient", "seq", "t", "t_prev",
+        "ms", "n", "na_kind", "na_start", "ou_dia", "ou_sys", "p", "patient", "seq", "t", "t_prev",
     )  # fmt: skip
 
     def __init__(self, patient: Patient, seed: int, keys: tuple[int, int] | None = None) -> None:
@@ -496,10 +496,11 @@ class Trajectory:
         # kind of the event the label is about; else the one the patient is in
         kind = next_kind if within else (ev.kind if in_event and ev is not None else "")
         obs_id = f"bp-{seed}-{patient.index:05d}-{self.seq:06d}"
+        self.ms = ms = reading_ms(start_us, t)  # of the reading made: the FHIR writer's time
         reading = Reading(
             observation_id=obs_id,
             patient_id=patient.patient_id,
-            effective_at=at_ms(reading_ms(start_us, t)),
+            effective_at=at_ms(ms),
             systolic=sys_v,
             diastolic=dia_v,
             status="final",

@@ -166,16 +166,47 @@ class _PatientFaults:
             reading, p.name, utc_offset_min=p.utc_offset_min, device=p.device, arm=p.arm, **kw
         )
 
+    def _json(
+        self,
+        r: Reading,
+        *,
+        unit: str = "mm[Hg]",
+        status: str | None = None,
+        issued: datetime | None = None,
+        ms: int | None = None,
+    ) -> bytes:
+        """``encode(self._fhir(r, ...))``, written without the dict (``ms``: the effective time
+        in milliseconds, when the caller has it)."""
+        p = self.p
+        return fhir_obs.observation_json(
+            r.observation_id,
+            r.patient_id,
+            p.name,
+            cohort_mod.ms_of(r.effective_at) if ms is None else ms,
+            r.systolic,
+            r.diastolic,
+            status=status or r.status,
+            version=r.version,
+            utc_offset_min=p.utc_offset_min,
+            device=p.device,
+            arm=p.arm,
+            unit=unit,
+            issued_ms=None if issued is None else cohort_mod.ms_of(issued),
+            setting=r.setting or None,
+        )
+
     def _msg(self, value: bytes, at: datetime, *expected: Expected) -> SimMessage:
         return SimMessage(self.key, value, self.p.patient_id, at, expected)
 
     # -- the history of delivered readings, packed ----------------------------------------------
-    def _remember(self, seq: int, r: Reading, kpa: bool, issued: datetime | None) -> None:
+    def _remember(
+        self, seq: int, r: Reading, kpa: bool, issued: datetime | None, ms: int | None = None
+    ) -> None:
         if self.rate <= 0:
             return  # no fault will refer to it
         entry = _ENTRY.pack(
             seq,
-            cohort_mod.ms_of(r.effective_at),
+            cohort_mod.ms_of(r.effective_at) if ms is None else ms,
             r.systolic,
             r.diastolic,
             int(r.version or "1"),
@@ -203,7 +234,7 @@ class _PatientFaults:
             version=str(version),
         )
         at = None if issued < 0 else cohort_mod.at_ms(issued)
-        value = fhir_obs.encode(self._fhir(r, unit="kPa" if kpa else "mm[Hg]", issued=at))
+        value = self._json(r, unit="kPa" if kpa else "mm[Hg]", issued=at, ms=ms)
         return seq, r, value
 
     def _drop(self, i: int) -> None:
@@ -212,11 +243,18 @@ class _PatientFaults:
 
     # -- messages -------------------------------------------------------------------------------
     def _clean(
-        self, seq: int, r: Reading, g: GroundTruth, fault: FaultKind | None = None
+        self,
+        seq: int,
+        r: Reading,
+        g: GroundTruth,
+        fault: FaultKind | None = None,
+        ms: int | None = None,
     ) -> SimMessage:
         kpa = fault is FaultKind.KPA_UNITS
-        value = fhir_obs.encode(self._fhir(r, unit="kPa" if kpa else "mm[Hg]"))
-        self._remember(seq, r, kpa, None)
+        if ms is None:
+            ms = cohort_mod.ms_of(r.effective_at)
+        value = self._json(r, unit="kPa" if kpa else "mm[Hg]", ms=ms)
+        self._remember(seq, r, kpa, None, ms)
         return self._msg(
             value, r.effective_at, Expected(r.observation_id, "reading", fault, "", r, g)
         )
@@ -251,9 +289,9 @@ class _PatientFaults:
             value = fhir_obs.encode(obs)
         elif kind is FaultKind.SYS_BELOW_DIA:
             swapped = replace(bad, systolic=bad.diastolic, diastolic=bad.systolic)
-            value = fhir_obs.encode(self._fhir(swapped))
+            value = self._json(swapped)
         else:  # IMPLAUSIBLE_HIGH
-            value = fhir_obs.encode(self._fhir(replace(bad, systolic=400.0)))
+            value = self._json(replace(bad, systolic=400.0))
         return self._msg(value, at, Expected(bad.observation_id, fate, kind, reason))
 
     def _about_earlier(self, kind: FaultKind, seq: int, r: Reading) -> list[SimMessage]:
@@ -267,7 +305,7 @@ class _PatientFaults:
             ]
         if kind is FaultKind.PRELIMINARY:
             pre = replace(r, observation_id=f"{r.observation_id}-p")
-            value = fhir_obs.encode(self._fhir(pre, status="preliminary"))
+            value = self._json(pre, status="preliminary")
             return [self._msg(value, at, Expected(pre.observation_id, "ignored", kind))]
         target_i = min(int(self._u(seq, 2) * self._entries()), self._entries() - 1)
         target_seq, target, _ = self._entry(target_i)
@@ -280,7 +318,7 @@ class _PatientFaults:
                 status="amended",
                 version=str(int(target.version or "1") + 1),
             )
-            value = fhir_obs.encode(self._fhir(amended, issued=at))
+            value = self._json(amended, issued=at)
             self._drop(target_i)
             self._remember(target_seq, amended, False, at)
             return [
@@ -288,12 +326,15 @@ class _PatientFaults:
             ]
         # ENTERED_IN_ERROR: a new version of the target with that status
         withdrawn = replace(target, version=str(int(target.version or "1") + 1))
-        value = fhir_obs.encode(self._fhir(withdrawn, status="entered-in-error", issued=at))
+        value = self._json(withdrawn, status="entered-in-error", issued=at)
         self._drop(target_i)
         return [self._msg(value, at, Expected(target.observation_id, "retracted", kind))]
 
-    def on_reading(self, seq: int, r: Reading, g: GroundTruth) -> list[SimMessage]:
-        """The messages that reading ``seq`` of the patient sends (its faults included)."""
+    def on_reading(
+        self, seq: int, r: Reading, g: GroundTruth, ms: int | None = None
+    ) -> list[SimMessage]:
+        """The messages that reading ``seq`` of the patient sends (its faults included);
+        ``ms``: the reading's effective time in milliseconds since the epoch, if known."""
         kind = None
         if self.rate > 0 and self._u(seq, 0) < self.rate:
             kind = _KINDS[min(int(self._u(seq, 1) * len(_KINDS)), len(_KINDS) - 1)]
@@ -302,7 +343,9 @@ class _PatientFaults:
             return []
         if kind is FaultKind.OUT_OF_ORDER:
             kind = None  # one late reading at a time
-        out = [self._clean(seq, r, g, FaultKind.KPA_UNITS if kind is FaultKind.KPA_UNITS else None)]
+        out = [
+            self._clean(seq, r, g, FaultKind.KPA_UNITS if kind is FaultKind.KPA_UNITS else None, ms)
+        ]
         if self.held is not None:
             late_r, late_g = self.held
             self.held = None
@@ -550,7 +593,7 @@ class _Simulator:
             seq = traj.seq
             r, g = traj.step(self.seed, self.start_us, self.horizon)
             last_at = r.effective_at
-            out.extend(faults.on_reading(seq, r, g))
+            out.extend(faults.on_reading(seq, r, g, traj.ms))
             if self.hours is not None and traj.t >= self.hours:
                 out.extend(faults.finish(last_at))
                 self.states[row] = None
