@@ -15,7 +15,7 @@ never looser:
   encrypted attributes); a rule may have any id (rules opted out in 8.17);
 * a connector's ``config`` and ``secrets`` must pass its type's schemas (``.server-log``:
   empty; ``.webhook``: url, method, headers and the auth fields, the url parsed and checked
-  against ``xpack.actions.allowedHosts``, the secrets' combinations) and its type's licence
+  against ``xpack.actions.allowedHosts``, the secrets' combinations) and its type's license
   (``.webhook`` needs Gold: the stub runs ``basic`` unless told otherwise, as the compose
   Kibana does);
 * request bodies are checked like ``@kbn/config-schema`` checks them: unknown keys, missing
@@ -448,7 +448,7 @@ UPDATE_CONNECTOR = obj(
 
 # ----------------------------------------------------------------------------- connector types
 # x-pack/platform/plugins/shared/licensing/common/types.ts LICENSE_TYPE: a connector type is
-# enabled when the licence ranks at least its minimumLicenseRequired (license.ts hasAtLeast)
+# enabled when the license ranks at least its minimumLicenseRequired (license.ts hasAtLeast)
 LICENSE_RANK = {"basic": 10, "standard": 20, "gold": 30, "platinum": 40, "enterprise": 50,
                 "trial": 60}  # fmt: skip
 
@@ -464,7 +464,7 @@ class ConnectorType:
 
 
 # x-pack/platform/plugins/shared/stack_connectors/server/connector_types/server_log/index.ts:
-# config and secrets are empty objects; params message and level; Basic licence
+# config and secrets are empty objects; params message and level; Basic license
 SERVER_LOG = ConnectorType(
     config=obj({}),
     secrets=obj({}),
@@ -709,7 +709,7 @@ class KibanaStub:
 
     auth: tuple[str, str] | None = None
     preconfigured: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # the Elasticsearch licence Kibana sees (infra/docker-compose.yml runs ``basic``), and
+    # the Elasticsearch license Kibana sees (infra/docker-compose.yml runs ``basic``), and
     # kibana.yml's xpack.actions.allowedHosts and xpack.actions.webhook.ssl.pfx.enabled
     license: str = "basic"
     allowed_hosts: tuple[str, ...] = ("*",)
@@ -841,7 +841,7 @@ class KibanaStub:
     def _validate_connector(self, type_id: str, body: dict[str, Any]) -> None:
         """actions/server/application/connector/methods/{create,update}/*.ts, in their order:
         validateConfig (the type's config schema, then its customValidator), validateSecrets,
-        then actionTypeRegistry.ensureActionTypeEnabled (licence: actions/server/lib/
+        then actionTypeRegistry.ensureActionTypeEnabled (license: actions/server/lib/
         license_state.ts ensureLicenseForActionType, a 403). The messages are those of
         actions/server/lib/validate_with_schema.ts. ``body`` gets the validated values (the
         schemas' defaults), as Kibana stores them."""

@@ -1,17 +1,24 @@
 """Idempotent Kibana setup: saved objects, connectors and alert rules with fixed ids.
 
     .venv/bin/python -m infra.kibana.setup --kibana-url http://127.0.0.1:5601 [--namespace NS]
+        [--webhook-url URL [--webhook-header NAME:VALUE ...]]
 
 1. ``POST /api/saved_objects/_import?overwrite=true`` with the saved objects of
-   :mod:`infra.kibana.objects` (data views, Lens panels, the dashboard); overwriting by id makes
-   a re-run harmless.
+   :mod:`infra.kibana.objects` (data views, the worklist saved search, Lens panels, the
+   dashboard); overwriting by id makes a re-run harmless.
 2. For every connector and rule of ``rules.json``: ``GET`` it by id, then ``POST`` (create,
    404) or ``PUT`` (update) the same id. Rule and connector types cannot change on update,
    so the PUT bodies leave ``rule_type_id`` / ``connector_type_id`` / ``consumer`` out.
 3. ``DELETE`` the rules of ``retired_rules`` (rules of earlier versions, such as the
    per-reading stage-2 rules that paged before alert tiers), so that they stop firing.
 
-The connector id is a fixed UUID v4: Kibana 8.x refuses any other predefined id for a
+``--webhook-url URL`` installs ``webhook_connector`` of ``rules.json`` (a ``.webhook``
+connector: POST to ``URL``, JSON, no authentication; ``--webhook-header NAME:VALUE`` adds a
+header, stored in the connector's config in plain text) instead of the connectors listed
+there, and gives every rule action a JSON body of the alert's fields (:func:`webhook_body`).
+Kibana creates a ``.webhook`` connector only under a Gold license or better (or a trial).
+
+The connector ids are fixed UUIDs v4: Kibana 8.x refuses any other predefined id for a
 connector, whose saved object has encrypted attributes (rule ids may be any string since
 8.17). Credentials come from the environment: ``KIBANA_API_KEY``, or ``KIBANA_USERNAME`` /
 ``KIBANA_PASSWORD``; none for an open local Kibana. ``--namespace NS`` gives every saved
@@ -33,11 +40,14 @@ import copy
 import json
 import logging
 import os
+import re
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -63,9 +73,18 @@ def load_saved_objects(namespace: str = "") -> list[dict[str, Any]]:
     return objects.saved_objects(namespace)
 
 
-def load_definitions(namespace: str = "") -> dict[str, list[Any]]:
+@dataclass(frozen=True)
+class Webhook:
+    """Where the rules' actions post (``--webhook-url``), and extra request headers."""
+
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def load_definitions(namespace: str = "", webhook: Webhook | None = None) -> dict[str, list[Any]]:
     """``{"connectors": [...], "rules": [...], "retired": [ids]}`` from rules.json, the rules
-    and retired rule ids namespaced."""
+    and retired rule ids namespaced. With ``webhook``: its ``.webhook`` connector instead of
+    the listed ones, and every action posting the alert's fields to it."""
     data = json.loads(RULES_FILE.read_text())
     for rule in data["rules"]:
         rule["id"] = objects.namespaced_id(rule["id"], namespace)
@@ -73,8 +92,57 @@ def load_definitions(namespace: str = "") -> dict[str, list[Any]]:
         rule["params"]["index"] = [
             objects.namespaced_pattern(i, namespace) for i in rule["params"]["index"]
         ]
+    connectors = data["connectors"]
+    if webhook is not None:
+        connector = webhook_connector(data["webhook_connector"], webhook)
+        connectors = [connector]
+        for rule in data["rules"]:
+            rule["actions"] = [
+                {**action, "id": connector["id"], "params": {"body": webhook_body(rule, action)}}
+                for action in rule["actions"]
+            ]
     retired = [objects.namespaced_id(r, namespace) for r in data.get("retired_rules", [])]
-    return {"connectors": data["connectors"], "rules": data["rules"], "retired": retired}
+    return {"connectors": connectors, "rules": data["rules"], "retired": retired}
+
+
+def webhook_connector(template: dict[str, Any], webhook: Webhook) -> dict[str, Any]:
+    """rules.json's ``webhook_connector`` posting to ``webhook.url`` with its headers."""
+    connector = copy.deepcopy(template)
+    connector["config"]["url"] = webhook.url
+    connector["config"]["headers"] = {**connector["config"]["headers"], **webhook.headers}
+    return connector
+
+
+def webhook_body(rule: dict[str, Any], action: dict[str, Any]) -> str:
+    """The JSON body a webhook action posts: fixed fields of the rule, and the alert's through
+    Kibana's mustache variables (which the ``.webhook`` connector renders JSON-escaped), e.g.
+    for the urgent rule::
+
+        {"source": "bpwatch", "rule_id": "{{rule.id}}", "rule": "{{rule.name}}",
+         "tags": ["bpwatch", "blood-pressure", "page"], "level": "error",
+         "alert_id": "{{alert.id}}", "count": {{context.value}}, "date": "{{context.date}}",
+         "message": "bpwatch URGENT alert: {{context.message}}"}
+
+    ``level`` is the urgency the server-log action writes at (``error`` pages). A rule grouped
+    by one field names that field with the alert's id (``alert_id`` for the paging rules,
+    ``condition`` for the daily review). The rules carry no documents, so no patient data
+    beyond the alert's id travels."""
+    fields: list[tuple[str, str]] = [
+        ("source", json.dumps("bpwatch")),
+        ("rule_id", '"{{rule.id}}"'),
+        ("rule", '"{{rule.name}}"'),
+        ("tags", json.dumps(rule["tags"])),
+        ("level", json.dumps(action["params"]["level"])),
+    ]
+    group = rule["params"].get("termField")
+    if isinstance(group, str):
+        fields.append((group, '"{{alert.id}}"'))
+    fields += [
+        ("count", "{{context.value}}"),
+        ("date", '"{{context.date}}"'),
+        ("message", json.dumps(action["params"]["message"])),
+    ]
+    return "{" + ", ".join(f"{json.dumps(k)}: {v}" for k, v in fields) + "}"
 
 
 def rule_by_id(rule_id: str, namespace: str = "") -> dict[str, Any]:
@@ -382,13 +450,13 @@ class Kibana:
         return "absent" if status == 404 else "deleted"
 
 
-def apply(kibana: Kibana, namespace: str = "") -> dict[str, Any]:
+def apply(kibana: Kibana, namespace: str = "", webhook: Webhook | None = None) -> dict[str, Any]:
     """Import saved objects, upsert connectors and rules, delete retired rules. Safe to run
     again."""
     summary: dict[str, Any] = {}
     result = kibana.import_saved_objects(objects.to_ndjson(load_saved_objects(namespace)))
     summary["saved_objects"] = result.get("successCount", 0)
-    definitions = load_definitions(namespace)
+    definitions = load_definitions(namespace, webhook)
     for connector in definitions["connectors"]:
         summary[connector["id"]] = kibana.upsert("connector", connector)
     for rule in definitions["rules"]:
@@ -398,17 +466,56 @@ def apply(kibana: Kibana, namespace: str = "") -> dict[str, Any]:
     return summary
 
 
+# RFC 9110 field-name: a token
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _webhook_url(text: str) -> str:
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"not an http(s) URL with a host: {text!r}")
+    return text
+
+
+def _header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    name, value = name.strip(), value.strip()
+    if not sep or not _HEADER_NAME.fullmatch(name) or not value:
+        raise argparse.ArgumentTypeError(f"expected NAME:VALUE, got {text!r}")
+    return name, value
+
+
 def main(argv: list[str] | None = None) -> int:
     settings = load_or_exit()  # BPWATCH_NAMESPACE and BPWATCH_LOG_LEVEL, validated
-    parser = argparse.ArgumentParser(prog="python -m infra.kibana.setup", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m infra.kibana.setup",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
         "--kibana-url", default=os.environ.get("KIBANA_URL", "http://127.0.0.1:5601")
     )
     parser.add_argument("--namespace", default=settings.namespace)
     parser.add_argument("--space", default="", help="Kibana space id (default space if empty)")
     parser.add_argument("--wait", type=float, default=0.0, help="seconds to wait for Kibana")
+    parser.add_argument(
+        "--webhook-url",
+        type=_webhook_url,
+        help="the rules' connector is a .webhook connector posting JSON here (Gold license)",
+    )
+    parser.add_argument(
+        "--webhook-header",
+        type=_header,
+        action="append",
+        default=[],
+        metavar="NAME:VALUE",
+        help="a header of the webhook's requests (repeatable; stored in plain text)",
+    )
     args = parser.parse_args(argv)
+    if args.webhook_header and not args.webhook_url:
+        parser.error("--webhook-header needs --webhook-url")
     configure(settings.log_level)
+    webhook = Webhook(args.webhook_url, dict(args.webhook_header)) if args.webhook_url else None
     kibana = Kibana(
         args.kibana_url,
         api_key=os.environ.get("KIBANA_API_KEY") or None,
@@ -419,9 +526,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.wait:
             kibana.wait_until_available(args.wait)
-        summary = apply(kibana, args.namespace)
+        summary = apply(kibana, args.namespace, webhook)
     except KibanaError as exc:
-        sys.stderr.write(f"bpwatch: kibana setup failed: {exc}\n")
+        hint = ""
+        if webhook and exc.status == 403:
+            hint = " (a .webhook connector needs a Gold license or better, or a trial)"
+        sys.stderr.write(f"bpwatch: kibana setup failed: {exc}{hint}\n")
         return 1
     log.info("kibana setup done %s", " ".join(f"{k}={v}" for k, v in summary.items()))
     return 0

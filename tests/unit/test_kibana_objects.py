@@ -544,3 +544,128 @@ def test_setup_cli_reports_a_refusal(stub, monkeypatch, capsys):
 def test_setup_cli_reports_unreachable_kibana(capsys):
     assert setup.main(["--kibana-url", "http://127.0.0.1:9"]) == 1
     assert "not reachable" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- webhook
+HOOK = setup.Webhook("https://pager.example.org/hooks/bp", {"X-Team": "cardio"})
+
+
+def render_json_mustache(template: str, variables: dict[str, Any]) -> str:
+    """Kibana's mustache rendering with JSON escaping, as the ``.webhook`` connector renders
+    its body (actions/server/lib/mustache_renderer.ts, escape ``json``): a variable's value
+    is written as the inside of a JSON string; numbers as they are."""
+
+    def value(match: re.Match[str]) -> str:
+        node: Any = variables
+        for part in match.group(1).split("."):
+            node = node[part]
+        return str(node) if isinstance(node, int | float) else json.dumps(str(node))[1:-1]
+
+    return re.sub(r"\{\{\s*([\w.]+)\s*\}\}", value, template)
+
+
+def test_webhook_actions_post_the_alerts_fields_as_json():
+    defs = setup.load_definitions(webhook=HOOK)
+    ((connector),) = defs["connectors"]
+    assert connector["connector_type_id"] == ".webhook"
+    assert connector["config"] == {
+        "url": HOOK.url,
+        "method": "post",
+        "headers": {"Content-Type": "application/json", "X-Team": "cardio"},
+        "hasAuth": False,
+        "authType": None,
+    }
+    assert connector["secrets"] == {}  # every secret of the schema is nullable: none needed
+    uuid.UUID(connector["id"])
+    plain = {r["id"]: r for r in setup.load_definitions()["rules"]}
+    message = 'Document count is 1 in the last 60m for "a1"\nin bp-alerts* index.'
+    for rule in defs["rules"]:
+        (action,) = rule["actions"]
+        ((before),) = plain[rule["id"]]["actions"]
+        assert action["id"] == connector["id"] and set(action["params"]) == {"body"}
+        assert action["group"] == before["group"] and action["frequency"] == before["frequency"]
+        variables = {
+            "rule": {"id": rule["id"], "name": rule["name"]},
+            "alert": {"id": "a1b2"},
+            "context": {"value": 3, "date": "2025-03-01T12:00:00.000Z", "message": message},
+        }
+        body = json.loads(render_json_mustache(action["params"]["body"], variables))
+        assert body["source"] == "bpwatch" and body["rule_id"] == rule["id"]
+        assert body["tags"] == rule["tags"] and body["level"] == before["params"]["level"]
+        assert (body["count"], body["date"]) == (3, "2025-03-01T12:00:00.000Z")
+        prefix = before["params"]["message"].split("{{")[0]
+        assert body["message"] == prefix + message  # quotes and newlines survive
+        group = rule["params"].get("termField")
+        if group:
+            assert body[group] == "a1b2"
+    # the paging rules name the alert event's id: the receiver finds it in bp-alerts
+    assert {r["id"] for r in defs["rules"] if r["params"].get("termField") == "alert_id"} == {
+        URGENT, OVERDUE,
+    }  # fmt: skip
+    # the rules themselves do not change
+    assert [r["params"] for r in defs["rules"]] == [r["params"] for r in plain.values()]
+
+
+def test_setup_with_webhook_url_installs_a_webhook_connector_the_rules_use(capsys):
+    with KibanaStub(license="gold") as stub:
+        argv = ["--kibana-url", stub.url, "--webhook-url", HOOK.url, "--webhook-header",
+                "X-Team: cardio"]  # fmt: skip
+        assert setup.main(argv) == 0
+        ((connector_id, connector),) = stub.connectors.items()
+        assert connector["connector_type_id"] == ".webhook"
+        assert connector["config"]["url"] == HOOK.url
+        assert connector["config"]["headers"]["X-Team"] == "cardio"
+        assert sorted(stub.rules) == sorted(RULES)
+        for rule in stub.rules.values():
+            assert [a["id"] for a in rule["actions"]] == [connector_id]
+            assert (
+                json.loads(render_json_mustache(rule["actions"][0]["params"]["body"], _SAMPLE))[
+                    "source"
+                ]
+                == "bpwatch"
+            )
+        stub.requests.clear()
+        assert setup.main(argv) == 0  # a re-run updates the same connector and rules
+        assert len(stub.connectors) == 1 and len(stub.rules) == len(RULES)
+        assert [r.method for r in stub.requests].count("PUT") == 1 + len(RULES)
+        # the server-log connector again: the rules point back at it
+        assert setup.main(["--kibana-url", stub.url]) == 0
+        server_log = next(i for i, c in stub.connectors.items() if i != connector_id)
+        assert {a["id"] for r in stub.rules.values() for a in r["actions"]} == {server_log}
+    assert HOOK.url not in capsys.readouterr().err  # the URL may hold a token: never logged
+
+
+_SAMPLE = {
+    "rule": {"id": "r", "name": "n"},
+    "alert": {"id": "a"},
+    "context": {"value": 1, "date": "d", "message": "m"},
+}
+
+
+def test_webhook_needs_a_gold_license(capsys):
+    """The compose Kibana runs a Basic license: Kibana refuses a .webhook connector (403),
+    and setup says why."""
+    with KibanaStub() as stub:
+        assert setup.main(["--kibana-url", stub.url, "--webhook-url", HOOK.url]) == 1
+        assert not stub.connectors and not stub.rules
+    err = capsys.readouterr().err
+    assert "403" in err and "basic license does not support it" in err
+    assert "needs a Gold license" in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--webhook-url", "ftp://pager.example.org/x"],
+        ["--webhook-url", "https:///no-host"],
+        ["--webhook-url", HOOK.url, "--webhook-header", "no-colon"],
+        ["--webhook-url", HOOK.url, "--webhook-header", "Bad Name: x"],
+        ["--webhook-url", HOOK.url, "--webhook-header", "X-Empty:"],
+        ["--webhook-header", "X-Team: cardio"],
+    ],
+)
+def test_setup_cli_refuses_a_bad_webhook_option(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        setup.main(["--kibana-url", "http://127.0.0.1:9", *argv])
+    assert info.value.code == 2
+    assert "error:" in capsys.readouterr().err

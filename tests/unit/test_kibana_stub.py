@@ -381,7 +381,7 @@ def test_webhook_secrets_kibana_accepts(gold, secrets):
 
 def test_webhook_needs_gold_after_its_schema_is_checked(kibana):
     """webhook/index.ts minimumLicenseRequired gold; actions' create.ts validates config and
-    secrets before ensureActionTypeEnabled checks the licence (403)."""
+    secrets before ensureActionTypeEnabled checks the license (403)."""
     stub, client = kibana  # basic
     message = refused(client, "POST", new_connector(), webhook(), status=403)
     assert message == (
@@ -392,8 +392,8 @@ def test_webhook_needs_gold_after_its_schema_is_checked(kibana):
         client, "POST", new_connector(), webhook({"url": "nope"})
     )
     client.request("POST", new_connector(), SERVER_LOG)  # basic is enough
-    for licence in ("gold", "platinum", "enterprise", "trial"):
-        stub.license = licence
+    for license in ("gold", "platinum", "enterprise", "trial"):
+        stub.license = license
         client.request("POST", new_connector(), webhook())
     stub.license = "standard"
     refused(client, "POST", new_connector(), webhook(), status=403)
@@ -408,7 +408,7 @@ def test_webhook_update_is_checked_like_a_create(gold):
     update = setup.update_body("connector", webhook({"url": "https://other.example.org/"}))
     client.request("PUT", f"/api/actions/connector/{cid}", update)
     assert stub.connectors[cid]["config"]["url"] == "https://other.example.org/"
-    stub.license = "basic"  # a downgraded licence refuses the update too
+    stub.license = "basic"  # a downgraded license refuses the update too
     refused(client, "PUT", f"/api/actions/connector/{cid}", update, status=403)
 
 
