@@ -526,6 +526,138 @@ class Trajectory:
 
 
 _NO_EVENT = _Event("", 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+
+
+# ----------------------------------------------------------- many patients' starts at once
+# Trajectory.start and the walk of next_acute_start at the first reading, over arrays: the
+# hashes in numpy, the same float operations in the same order (IEEE arithmetic gives numpy
+# and Python the same bits), logarithms and cosines by math per value. A patient's first
+# reading then finds its state made, instead of some 50 scalar draws of its event chain.
+_STATE_DTYPE = np.dtype(
+    [("n", "<i8"), ("seq", "<i8"), ("ev_k", "<i8")]
+    + [(f, "<f8") for f in ("t", "t_prev", "ou_sys", "ou_dia", "base_sys", "base_dia",
+                            "drift_per_day", "drift_cap", "na_start")]
+    + [("na_kind", "u1")]
+    + [(f, "<f8") for f in _Event._fields[1:]]
+    + [("kind", "u1")]
+)  # fmt: skip
+assert _STATE_DTYPE.itemsize == _STATE.size
+
+
+def _profile_column(codes: np.ndarray, value: Any) -> np.ndarray:
+    """``value(profile)`` of each patient's profile (a Python float per profile)."""
+    return np.array([float(value(PROFILES[name])) for name in _PROFILE_NAMES])[codes]
+
+
+def _events_np(
+    keys: np.ndarray, k: int, after: np.ndarray, base_sys: np.ndarray, codes: np.ndarray
+) -> dict[str, np.ndarray]:
+    """:meth:`Trajectory._event` ``k`` of many patients (every rate above 0), as columns."""
+    n = k * _EVENT_DRAWS
+    uu = [draws.uniforms_of(keys, n + j) for j in range(10)]
+
+    def u(j: int, lo: float = 0.0, hi: float = 1.0) -> np.ndarray:
+        return lo + (hi - lo) * uu[j]
+
+    rate = _profile_column(codes, lambda p: p.crisis_per_day + p.hypotension_per_day
+                           + p.surge_per_day)  # fmt: skip
+    scale = _profile_column(codes, lambda p: 24.0 / (p.crisis_per_day + p.hypotension_per_day
+                                                     + p.surge_per_day))  # fmt: skip
+    log = math.log
+    logs = np.array([log(x) for x in (1.0 - u(0)).tolist()], dtype=np.float64)
+    onset = after - scale * logs
+    pick = u(1) * rate
+    crisis = pick < _profile_column(codes, lambda p: p.crisis_per_day)
+    hypo = ~crisis & (
+        pick < _profile_column(codes, lambda p: p.crisis_per_day + p.hypotension_per_day)
+    )
+    quick = u(2) < 0.25
+    c_prodrome = np.where(quick, u(3, 0.5, 1.5), u(3, 2.0, 8.0))
+    h_prodrome = np.where(quick, u(3, 0.3, 1.0), u(3, 1.0, 4.0))
+    c_target = np.maximum(182.0, base_sys + 40.0) + u(4, 0.0, 30.0)
+    h_target = u(4, 72.0, 86.0)
+
+    def pick3(c: Any, h: Any, s: Any) -> np.ndarray:
+        return np.where(crisis, c, np.where(hypo, h, s))
+
+    prodrome = pick3(c_prodrome, h_prodrome, u(3, 1.0, 4.0))
+    delta = pick3(c_target - base_sys, np.minimum(h_target - base_sys, -15.0), u(4, 15.0, 35.0))
+    duration = pick3(u(5, 1.0, 3.5), u(5, 0.5, 2.0), 0.0)
+    tau = pick3(u(6, 1.5, 3.5), u(6, 0.5, 1.5), u(6, 1.0, 2.5))
+    dia_ratio = pick3(u(7, 0.45, 0.7), u(7, 0.5, 0.7), u(7, 0.4, 0.6))
+    gradual = pick3(u(8, 0.45, 0.8), u(8, 0.35, 0.65), 1.0)
+    start = onset + prodrome
+    end = start + duration
+    settle = end + 4.0 * tau
+    refractory = u(9, 2.0, 6.0)
+    return {
+        "kind": pick3(_KIND_CODES["crisis"], _KIND_CODES["hypotension"], _KIND_CODES["surge"]),
+        "onset": onset, "start": start, "end": end, "settle": settle, "sys_delta": delta,
+        "dia_ratio": dia_ratio, "tau": tau, "gradual": gradual,
+        "next_after": settle + refractory,
+    }  # fmt: skip
+
+
+def start_states(seed: int, attrs: Attributes, rows: np.ndarray) -> list[bytes | None]:
+    """The packed state (:meth:`Trajectory.pack`) of the patients at ``rows`` of ``attrs``
+    just before their first reading, with the first acute event after it already found: the
+    state :meth:`Trajectory.start` makes, with what ``next_acute_start`` caches at the first
+    reading. None for a patient whose profile has no acute events (made one by one)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    out: list[bytes | None] = [None] * len(rows)
+    codes = attrs.profile[rows].astype(np.int64)
+    acute = _profile_column(codes, lambda p: p.crisis_per_day + p.hypotension_per_day) > 0
+    if not acute.all():
+        rows, codes = rows[acute], codes[acute]
+    if len(rows) == 0:
+        return out
+    indexes = attrs.indexes[rows]
+    key = draws.stream_keys(seed, _TAG_TRAJ, indexes)
+    ev_key = draws.stream_keys(seed, _TAG_EVENTS, indexes)
+    st = np.zeros(len(rows), dtype=_STATE_DTYPE)
+    st["n"] = 8
+    interval_h = np.array([m / 60.0 for m in _INTERVALS_MIN])[attrs.interval[rows]]
+    t = st["t"] = interval_h * draws.uniforms_of(key, 0)
+
+    def column(name: str) -> np.ndarray:
+        return _profile_column(codes, lambda p: getattr(p, name))
+
+    base_sys = st["base_sys"] = column("sys_mean") + column("sys_sd") * np.array(
+        draws.normals_of(key, 1)
+    )
+    base_dia = column("dia_mean") + column("dia_sd") * np.array(draws.normals_of(key, 2))
+    elevated = codes == _PROFILE_NAMES.index("elevated")
+    st["base_dia"] = np.where(elevated, np.minimum(base_dia, 77.0), base_dia)
+    drifting = draws.uniforms_of(key, 3) < column("drift_share")
+    st["drift_per_day"] = np.where(drifting, 0.8 + 2.7 * draws.uniforms_of(key, 4), 0.0)
+    st["drift_cap"] = 12.0 + 16.0 * draws.uniforms_of(key, 5)
+    ou_sys = st["ou_sys"] = column("fluct_sd") * np.array(draws.normals_of(key, 6))
+    st["ou_dia"] = 0.6 * ou_sys
+    ev = _events_np(ev_key, 0, np.zeros(len(rows)), base_sys, codes)
+    for name, values in ev.items():
+        st[name] = values
+    # the first acute event starting after the first reading (next_acute_start's walk)
+    na_start = np.full(len(rows), math.inf)
+    na_kind = np.zeros(len(rows), dtype=np.uint8)
+    todo = np.arange(len(rows))
+    k = 0
+    while len(todo):
+        found = (ev["kind"] != _KIND_CODES["surge"]) & (ev["start"] > t[todo])
+        na_start[todo[found]] = ev["start"][found]
+        na_kind[todo[found]] = ev["kind"][found]
+        keep = ~found
+        todo, after = todo[keep], ev["next_after"][keep]
+        k += 1
+        if len(todo):
+            ev = _events_np(ev_key[todo], k, after, base_sys[todo], codes[todo])
+    st["na_start"], st["na_kind"] = na_start, na_kind
+    raw = st.tobytes()
+    size = _STATE.size
+    for i, at in enumerate(np.flatnonzero(acute).tolist()):
+        out[at] = raw[i * size : (i + 1) * size]
+    return out
+
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 

@@ -75,7 +75,28 @@ def stream_keys(seed: int, tag: int, indexes: np.ndarray) -> np.ndarray:
 
 def uniforms(seed: int, tag: int, indexes: np.ndarray, n: int = 0) -> np.ndarray:
     """:func:`uniform` draw ``n`` of many patients' streams ``(seed, tag, index)``."""
-    keys = stream_keys(seed, tag, indexes)
+    return uniforms_of(stream_keys(seed, tag, indexes), n)
+
+
+def bits_of(keys: np.ndarray, n: int) -> np.ndarray:
+    """:func:`bits` draw ``n`` of the streams ``keys`` (uint64)."""
     with np.errstate(over="ignore"):
-        x = _mix64_np(keys + np.uint64((n * _GAMMA) & _M64))
-    return (x >> np.uint64(11)).astype(np.float64) * _TO_UNIT
+        return _mix64_np(keys + np.uint64((n * _GAMMA) & _M64))
+
+
+def uniforms_of(keys: np.ndarray, n: int) -> np.ndarray:
+    """:func:`uniform` draw ``n`` of the streams ``keys`` (the same floats)."""
+    return (bits_of(keys, n) >> np.uint64(11)).astype(np.float64) * _TO_UNIT
+
+
+def normals_of(keys: np.ndarray, n: int) -> list[float]:
+    """:func:`normal` draw ``n`` of the streams ``keys``: the hashes in numpy, the
+    logarithm and cosine by :mod:`math` per value, so the floats are :func:`normal`'s own."""
+    x = bits_of(keys, n)
+    u1 = ((x >> np.uint64(32)).astype(np.float64) + 0.5) * _TO_UNIT32
+    u2 = (x & np.uint64(0xFFFFFFFF)).astype(np.float64) * _TO_UNIT32
+    sqrt, log, cos = math.sqrt, math.log, math.cos
+    return [
+        sqrt(-2.0 * log(a)) * cos(_TWO_PI * b)
+        for a, b in zip(u1.tolist(), u2.tolist(), strict=True)
+    ]

@@ -34,6 +34,7 @@ from __future__ import annotations
 import enum
 import heapq
 import struct
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -466,6 +467,8 @@ def worker_share(total: int, worker_index: int, worker_count: int) -> int:
 _ROW_BITS = 32  # a heap key is (millisecond after the origin) << _ROW_BITS | row
 _ROW_MASK = (1 << _ROW_BITS) - 1
 _ORIGIN_BEFORE_MS = 30 * 86_400_000  # the home week and office visit come before time 0
+_START_CHUNK = 8192  # patients whose starting states are made at once
+_LIVE = 16_384  # patients kept unpacked between their readings (about 1 KB each)
 
 
 class _Simulator:
@@ -477,6 +480,12 @@ class _Simulator:
     patient's first reading) and, with faults, the packed history of delivered readings.
     Each step takes the patient due first, makes its next reading (or ``bundle_size``
     readings) and puts it back at the time of its next one.
+
+    Two shortcuts, neither of which changes a byte: the :data:`_LIVE` patients stepped last
+    stay unpacked (a cohort of that size is never packed), and the starting states are made
+    :data:`_START_CHUNK` patients at a time, in the order of their first readings
+    (:func:`lib.sim.cohort.start_states`: numpy over the patients instead of some 50 scalar
+    draws each for the event chain, the cost of a first reading).
     """
 
     def __init__(
@@ -509,6 +518,8 @@ class _Simulator:
         self.states: list[Any] = [None] * len(indexes)  # packed trajectory, or home reading
         self.history: list[bytes] = [b""] * len(indexes) if self.rate > 0 else []
         self.held: dict[int, tuple[Reading, GroundTruth]] = {}  # out-of-order, in flight
+        # the patients stepped last, unpacked (least recently stepped first)
+        self.live: OrderedDict[int, tuple[cohort_mod.Trajectory, _PatientFaults]] = OrderedDict()
         # draw-stream keys: measurements, event chain, faults
         self.keys = np.stack(
             [draws.stream_keys(seed, tag, indexes) for tag in cohort_mod.TRAJECTORY_TAGS]
@@ -522,6 +533,10 @@ class _Simulator:
         if hours is not None:
             clinical &= first_h < hours
         keys = keys[clinical]
+        # clinical patients in the order of their first reading: their starting states are
+        # made in chunks (lib.sim.cohort.start_states) as the first of a chunk comes due
+        self.first_order = np.flatnonzero(clinical)[np.argsort(keys, kind="stable")]
+        self.first_done = 0
         heap = keys.tolist()
         for row in np.flatnonzero(self.home_kind).tolist():
             heap.append(self._home_key(row, 0))
@@ -570,10 +585,12 @@ class _Simulator:
         self.states[row] = j
         return out, self._home_key(row, j)
 
-    def _clinical_step(self, row: int) -> tuple[list[SimMessage], int]:
-        """The next clinical reading's messages and the patient's next key (-1: done)."""
+    def _load(self, row: int) -> tuple[cohort_mod.Trajectory, _PatientFaults]:
+        """A clinical patient's trajectory and fault state, from its packed state."""
         patient = self._patient(row)
         state = self.states[row]
+        if state is None and self.first_done < len(self.first_order):
+            state = self._start_chunk(row)
         traj_key, ev_key, fault_key = self.keys[row].tolist()
         if state is None:
             traj = cohort_mod.Trajectory.start(patient, self.seed, (traj_key, ev_key))
@@ -587,6 +604,21 @@ class _Simulator:
             self.held.pop(row, None) if self.held else None,
             fault_key,
         )
+        return traj, faults
+
+    def _unload(self, row: int, live: tuple[cohort_mod.Trajectory, _PatientFaults]) -> None:
+        """Pack a patient's state back (it leaves :attr:`live`)."""
+        traj, faults = live
+        self.states[row] = traj.pack()
+        if self.rate > 0:
+            self.history[row] = faults.history
+        if faults.held is not None:
+            self.held[row] = faults.held
+
+    def _clinical_step(self, row: int) -> tuple[list[SimMessage], int]:
+        """The next clinical reading's messages and the patient's next key (-1: done)."""
+        live = self.live.pop(row, None)
+        traj, faults = self._load(row) if live is None else live
         out: list[SimMessage] = []
         last_at = None
         for _ in range(self.bundle_size):
@@ -600,12 +632,23 @@ class _Simulator:
                 if self.rate > 0:
                     self.history[row] = b""
                 return out, -1
-        self.states[row] = traj.pack()
-        if self.rate > 0:
-            self.history[row] = faults.history
-        if faults.held is not None:
-            self.held[row] = faults.held
+        self.live[row] = (traj, faults)
+        if len(self.live) > _LIVE:
+            self._unload(*self.live.popitem(last=False))
         return out, self._key(cohort_mod.reading_ms(self.start_us, traj.t), row)
+
+    def _start_chunk(self, row: int) -> bytes | None:
+        """Make the starting states of the next :data:`_START_CHUNK` patients due to start
+        (``row`` among them); ``row``'s state."""
+        begin = self.first_done
+        rows = self.first_order[begin : begin + _START_CHUNK]
+        self.first_done = begin + len(rows)
+        states = self.states
+        made = cohort_mod.start_states(self.seed, self.attrs, rows)
+        for r, st in zip(rows.tolist(), made, strict=True):
+            if states[r] is None:
+                states[r] = st
+        return states[row]
 
     def __iter__(self) -> Iterator[SimMessage]:
         heap = self.heap
