@@ -37,7 +37,7 @@ def crisis_records(patients: int, start: datetime) -> list[tuple[bytes, bytes, t
         pid = f"ack-pt-{p}"
         for i, (s, d) in enumerate(((118.0, 76.0), (188.0, 104.0))):
             r = Reading(f"{pid}-obs-{i}", pid, start + timedelta(minutes=5 * i), s, d)
-            out.append((pid.encode(), obs.encode(obs.to_fhir(r, "Jane Testpatient")), ()))
+            out.append((pid.encode(), obs.encode(obs.to_fhir(r, "Jane Testpatient")), []))
     return out
 
 
@@ -48,7 +48,7 @@ def episode_id(p: int) -> str:
 
 def ack_record(p: int, by: str = "nurse-1") -> tuple[bytes, bytes, tuple]:
     body = {"episode_id": episode_id(p), "by": by, "at": datetime.now(UTC).isoformat()}
-    return (f"ack-pt-{p}".encode(), orjson.dumps(body), ())
+    return (f"ack-pt-{p}".encode(), orjson.dumps(body), [])
 
 
 def episodes(es: Any, settings: Settings) -> dict[str, dict[str, Any]]:
@@ -112,7 +112,7 @@ def test_acknowledge_through_the_cli_and_the_rest_go_overdue(settings_factory, e
     stray = (
         b"ack-pt-2",
         orjson.dumps({"episode_id": "f" * 32, "by": "x", "at": "2026-01-01T00:00:00Z"}),
-        (),
+        [],
     )
     produce_all(settings, settings.acks_topic, [stray])
 
