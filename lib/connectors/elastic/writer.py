@@ -85,10 +85,11 @@ class BulkWriter:
 
     :meth:`submit` queues a batch of actions and returns a ticket at once; :meth:`wait` returns
     once every batch up to that ticket is acknowledged. Batches are written in the order they
-    were submitted: what is queued when the thread is free is deduplicated together (the last
-    action per ``_id``) and sent as requests of at most ``batch_size`` actions and
-    ``max_bytes`` bytes (default :data:`~.bulk.MAX_BULK_BYTES`) by the bulk core
-    (:func:`~.bulk.write_actions`), with its retries, logging one line per round.
+    were submitted: what is queued when the thread is free is deduplicated together (one action
+    per ``_id``: the last, with partial updates merged, :func:`~.bulk.dedupe_actions`) and
+    sent as requests of at most ``batch_size`` actions and ``max_bytes`` bytes (default
+    :data:`~.bulk.MAX_BULK_BYTES`) by the bulk core (:func:`~.bulk.write_actions`), with its
+    retries, logging one line per round.
     At most ``max_pending`` actions wait (a larger batch is taken alone): beyond that
     :meth:`submit` blocks, so an outage still stops the input (backpressure). An error of the
     thread (permanent refusal, spent retry budget, credentials) is raised by the next
