@@ -1,6 +1,6 @@
 """lib.tools.ack and the worklist's order (lib.tools.episodes), without services: argument
 checks, the message the monitor will read, the refusals, the order of ``--open``. The tool
-against the real Kafka and Elasticsearch: tests/integration/test_ack_tool.py."""
+against the real Kafka and Elasticsearch: tests/integration/test_ack_tool_services.py."""
 
 from __future__ import annotations
 

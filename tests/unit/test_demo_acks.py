@@ -1,5 +1,5 @@
 """lib.tools.demo_acks without services: which episodes the demo acknowledges, by whom and
-when (the tool against the real services: tests/integration/test_ack_tool.py)."""
+when (the tool against the real services: tests/integration/test_ack_tool_services.py)."""
 
 from __future__ import annotations
 
