@@ -7,7 +7,13 @@ from __future__ import annotations
 import pytest
 
 from lib.tools.demo_acks import chosen, user_of
-from tests.integration.test_ack_tool_services import WORKLIST, acks_sent, episode, index_episodes, run
+from tests.integration.test_ack_tool_services import (
+    WORKLIST,
+    acks_sent,
+    episode,
+    index_episodes,
+    run,
+)
 
 pytestmark = pytest.mark.integration
 
