@@ -24,6 +24,17 @@ Cycles: the first cycle starts on the patient's first reading date, or on the en
 start; each lasts 30 days (``cycle_end`` = start + 29, inclusive) and the next begins the day
 after. A day counts when it holds at least one reading that is not retracted. The state per
 cycle is a count per day (30 bytes), never a list of readings: :class:`CycleDays`.
+
+What the wiring must still settle (measured against the patient-scale design):
+
+* the local day needs the reading's UTC offset, which the parser drops today
+  (``lib.monitor.fhir.fields._instant`` converts to UTC): ``Reading`` needs the offset;
+* a retraction carries no time: its day comes from the patient's window while the reading
+  is held there, else it cannot be placed (to be counted, not guessed);
+* the cycle anchor must outlive the idle-patient reclaim (72 h without input), or a patient
+  with a gap of a few days would start a new cycle; kept as a date and 30 bytes, it must
+  still be forgotten after a documented time without readings (e.g. a cycle and a half),
+  which needs a wake-up far beyond the wheel's week (``lib.monitor.wakeups``).
 """
 
 from __future__ import annotations
