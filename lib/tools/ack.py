@@ -270,15 +270,8 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"bpwatch: configuration error: {exc}\n")
         return 2
-    except ServiceError as exc:
-        sys.stderr.write(f"bpwatch: {exc}\n")
-        return 1
-    except (ApiError, TransportError) as exc:
-        sys.stderr.write(
-            f"bpwatch: Elasticsearch at {settings.es_url} failed ({type(exc).__name__}): "
-            "check BPWATCH_ES_URL and its credentials, and that `make setup` ran\n"
-        )
-        return 1
+    except (ServiceError, ApiError, TransportError) as exc:
+        return episodes.failed(settings.es_url, exc)
     finally:
         es.close()
 

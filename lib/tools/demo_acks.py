@@ -113,15 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     es = make_client(settings, max_retries=TOOL_RETRIES)
     try:
         need, sent = run(settings, es)
-    except ServiceError as exc:
-        sys.stderr.write(f"bpwatch: {exc}\n")
-        return 1
-    except (ApiError, TransportError) as exc:
-        sys.stderr.write(
-            f"bpwatch: Elasticsearch at {settings.es_url} failed ({type(exc).__name__}): "
-            "check BPWATCH_ES_URL and its credentials, and that `make setup` ran\n"
-        )
-        return 1
+    except (ServiceError, ApiError, TransportError) as exc:
+        return episodes.failed(settings.es_url, exc)
     finally:
         es.close()
     sys.stdout.write(

@@ -17,6 +17,7 @@ more than ``limit`` documents per bucket come back.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -29,6 +30,7 @@ __all__ = [
     "attention",
     "by_attention",
     "by_severity",
+    "failed",
     "missing",
     "ordered",
     "scan",
@@ -165,3 +167,17 @@ def _search_error(index: str, response: Mapping[str, Any]) -> ServiceError:
         return missing(index)
     kind = error.get("type", "error") if isinstance(error, Mapping) else str(error)
     return ServiceError(f"Elasticsearch refused the search of {index} (HTTP {status}, {kind})")
+
+
+def failed(es_url: str, exc: BaseException) -> int:
+    """One line on stderr for a failure of the services a worklist tool uses, and its exit
+    status 1: a :class:`ServiceError` as it is (it names its fix), an Elasticsearch error with
+    what to check."""
+    if isinstance(exc, ServiceError):
+        sys.stderr.write(f"bpwatch: {exc}\n")
+    else:
+        sys.stderr.write(
+            f"bpwatch: Elasticsearch at {es_url} failed ({type(exc).__name__}): "
+            "check BPWATCH_ES_URL and its credentials, and that `make setup` ran\n"
+        )
+    return 1

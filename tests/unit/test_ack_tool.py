@@ -175,3 +175,15 @@ def test_a_note_too_long_exits_2_before_any_lookup(capsys, monkeypatch):
     assert code == 2 and "at most 500" in err and "x" * 20 not in err
     assert ack.main(["ep-1", "--by", "nurse-1", "--at", "noon"]) == 2
     assert "not an ISO 8601 time" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("tool", ["ack", "demo_acks"])
+def test_an_unreachable_elasticsearch_exits_1_naming_what_to_check(tool, capsys, monkeypatch):
+    from lib.tools import demo_acks
+
+    monkeypatch.setenv("BPWATCH_ES_URL", "http://127.0.0.1:9")  # nothing answers there
+    main = ack.main if tool == "ack" else demo_acks.main
+    args = ["ep-1", "--by", "nurse-1"] if tool == "ack" else []
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "Elasticsearch at http://127.0.0.1:9 failed" in err and "BPWATCH_ES_URL" in err
