@@ -73,8 +73,14 @@ TIER_KEYS = (
     "high_risk",
     "home_hypertension",
     "no_data",
+    "severe_range_bp",  # a program's confirmed severe-range episode (lib.monitor.programs)
 )
-DEFAULT_URGENT = ("hypertensive_crisis", "combined_critical", "systolic_hypotension")
+DEFAULT_URGENT = (
+    "hypertensive_crisis",
+    "combined_critical",
+    "systolic_hypotension",
+    "severe_range_bp",
+)
 
 
 @dataclass(slots=True)

@@ -184,6 +184,7 @@ class Settings:
     ack_min_severity: str = "critical"  # opened/escalated at this severity need an ack
     ack_deadline_minutes: float = 15.0  # ... within this much wall-clock time, else overdue
     ack_settle_seconds: float = 900.0  # no overdue this soon after the monitor (re)starts
+    adherence_device_only: bool = False  # only readings with a device count (bp-adherence)
     log_level: str = "INFO"
     sim_patients: int = 200
     sim_rate: float = 0.0
@@ -198,6 +199,8 @@ class Settings:
     sim_start: datetime | None = None  # simulated time 0 (None: lib.sim.cohort.DEFAULT_START)
     sim_ack_share: float = 0.0  # demo: share of the episodes needing an ack that are acked
     sim_ack_delay_minutes: float = 5.0  # demo: acknowledged_at = the event's time + this
+    sim_postpartum_share: float = 0.0  # share of the patients enrolled in a postpartum program
+    sim_low_adherence_share: float = 0.0  # share of the patients who send on fewer days
 
     # -- names (namespaced) -------------------------------------------------------------
     def topic(self, base: str) -> str:
@@ -227,6 +230,18 @@ class Settings:
     @property
     def acks_dlq_topic(self) -> str:
         return self.topic("bp.alerts.acks.dlq")
+
+    @property
+    def enrollments_topic(self) -> str:
+        return self.topic("bp.enrollments")
+
+    @property
+    def enrollments_dlq_topic(self) -> str:
+        return self.topic("bp.enrollments.dlq")
+
+    @property
+    def adherence_index(self) -> str:
+        return self.index("bp-adherence")
 
     @property
     def episodes_index(self) -> str:
@@ -365,6 +380,9 @@ class Settings:
                 env, "BPWATCH_ACK_DEADLINE_MINUTES", d.ack_deadline_minutes, lo=0.001
             ),
             ack_settle_seconds=_float(env, "BPWATCH_ACK_SETTLE_SECONDS", d.ack_settle_seconds),
+            adherence_device_only=_bool(
+                env, "BPWATCH_ADHERENCE_DEVICE_ONLY", d.adherence_device_only
+            ),
             anomalies_retention_days=_float(
                 env, "BPWATCH_ANOMALIES_RETENTION_DAYS", d.anomalies_retention_days
             ),
@@ -394,6 +412,12 @@ class Settings:
             sim_ack_share=_float(env, "BPWATCH_SIM_ACK_SHARE", d.sim_ack_share, lo=0.0, hi=1.0),
             sim_ack_delay_minutes=_float(
                 env, "BPWATCH_SIM_ACK_DELAY_MINUTES", d.sim_ack_delay_minutes
+            ),
+            sim_postpartum_share=_float(
+                env, "BPWATCH_SIM_POSTPARTUM_SHARE", d.sim_postpartum_share, lo=0.0, hi=1.0
+            ),
+            sim_low_adherence_share=_float(
+                env, "BPWATCH_SIM_LOW_ADHERENCE_SHARE", d.sim_low_adherence_share, lo=0.0, hi=1.0
             ),
         )
 

@@ -190,7 +190,7 @@ def test_every_variable_the_code_reads_is_in_the_contract_and_back():
 def test_alert_tiers_from_the_environment():
     default = Settings.from_env({})
     assert default.alert_urgent == (
-        "hypertensive_crisis", "combined_critical", "systolic_hypotension"
+        "hypertensive_crisis", "combined_critical", "systolic_hypotension", "severe_range_bp"
     )  # fmt: skip
     assert default.alert_confirm_readings == 2
     assert default.alert_critical_risk == 0.5
@@ -198,7 +198,7 @@ def test_alert_tiers_from_the_environment():
     with pytest.raises(ConfigError, match=r"BPWATCH_ALERT_CRITICAL_RISK=1\.5 is out of range"):
         Settings.from_env({"BPWATCH_ALERT_CRITICAL_RISK": "1.5"})
     every = Settings.from_env({"BPWATCH_ALERT_URGENT": "ALL"}).alert_urgent
-    assert "no_data" in every and "diastolic_hypotension" in every and len(every) == 9
+    assert "no_data" in every and "diastolic_hypotension" in every and len(every) == 10
     assert Settings.from_env({"BPWATCH_ALERT_URGENT": "none"}).alert_urgent == ()
     listed = Settings.from_env({"BPWATCH_ALERT_URGENT": " high_risk , combined_critical,high_risk"})
     assert listed.alert_urgent == ("high_risk", "combined_critical")
