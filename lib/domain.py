@@ -106,6 +106,9 @@ class Reading:
     body_site: str = ""  # bodySite, the cuff location
     setting: str = ""  # Vitals IG MeasurementSettingExt: home | clinic | hospital | other code
     device: str = ""  # device display, or its reference
+    # the UTC offset (minutes) the sender's time carried, None for a date without a time:
+    # the reading's local date (lib.monitor.adherence.local_day); never in documents
+    utc_offset: int | None = None
 
     @property
     def ts(self) -> float:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -119,6 +119,7 @@ def test_typical_observation_gives_a_utc_reading_with_all_fields():
         status="final",
         version="2",
         source="t:1:2",
+        utc_offset=120,  # the sender's +02:00
     )
     assert r.effective_at.tzinfo is UTC
     assert type(r.systolic) is float and type(r.diastolic) is float
@@ -282,10 +283,30 @@ def test_effective_time_forms_are_normalised_to_utc(field, value, expected):
     assert r.effective_at.tzinfo is UTC
 
 
-def test_same_instant_in_different_offsets_gives_equal_readings():
+def test_same_instant_in_different_offsets_gives_the_same_time_and_its_own_local_day():
+    from lib.monitor.adherence import local_day
+
     a = reading(bp(effectiveDateTime="2025-03-04T23:30:00-02:00"))
     b = reading(bp(effectiveDateTime="2025-03-05T01:30:00Z"))
-    assert a == b
+    assert a.effective_at == b.effective_at
+    assert (a.utc_offset, b.utc_offset) == (-120, 0)
+    assert local_day(a.effective_at, a.utc_offset) == date(2025, 3, 4)  # the sender's evening
+    assert local_day(b.effective_at, b.utc_offset) == date(2025, 3, 5)
+
+
+@pytest.mark.parametrize(
+    ("text", "offset"),
+    [
+        ("2025-03-04T08:00:00+05:30", 330),
+        ("2025-03-04T08:00:00.250-04:00", -240),
+        ("2025-03-04T08:00:00-0400", -240),
+        ("2025-03-04", None),  # a date only: its own date
+        ("2025-03", None),
+    ],
+)
+def test_the_utc_offset_the_sender_gave_is_kept(text, offset):
+    r = reading(bp(effectiveDateTime=text))
+    assert r.utc_offset == offset
 
 
 # -- status and version -------------------------------------------------------------------

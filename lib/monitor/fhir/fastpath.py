@@ -28,6 +28,7 @@ from lib.monitor.fhir.fields import (
     _Bad,
     _in_mmhg,
     _instant,
+    _offset_minutes,
     _patient_of_reference,
     _plausible,
     _qualifiers_of,
@@ -269,8 +270,10 @@ def _common_reading(obs: _CommonObservation, source: str) -> Reading | None:
     else:
         position = site_label = setting = device_label = ""
     # positional: the field order of lib.domain.Reading
+    offset = None if precision else _offset_minutes(text)
     return Reading(obs_id, patient_id, effective_at, systolic, diastolic, status, version,
-                   source, precision, position, site_label, setting, device_label)  # fmt: skip
+                   source, precision, position, site_label, setting, device_label,
+                   offset)  # fmt: skip
 
 
 _raw_qualifiers_cache: dict[tuple[bytes, bytes, bytes], tuple[str, str, str, str]] = {}

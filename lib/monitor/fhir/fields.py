@@ -396,6 +396,37 @@ def _device(ref: Any) -> str:
 
 def _effective(res: dict[str, Any]) -> tuple[datetime, str]:
     """(UTC instant, precision) of the effective time: precision "" with a time of day."""
+    return _instant(_effective_text(res))
+
+
+def _effective_offset(res: dict[str, Any]) -> int | None:
+    """The UTC offset of an effective time that :func:`_effective` accepted; None when the
+    resource has none (a panel whose time comes from its members: their UTC date)."""
+    try:
+        return _offset_minutes(_effective_text(res))
+    except (_Bad, ValueError):
+        return None
+
+
+def _offset_minutes(text: str) -> int | None:
+    """The UTC offset (minutes) of an ISO 8601 dateTime :func:`_instant` accepted; None for
+    a date without a time of day (its date is the sender's own)."""
+    n = len(text)
+    if n <= 10:
+        return None
+    last = text[-1]
+    if last == "Z" or last == "z":
+        return 0
+    if n >= 16 and text[-3] == ":" and text[-6] in "+-":
+        hh, mm = text[-5:-3], text[-2:]
+        if hh.isdigit() and mm.isdigit():
+            minutes = int(hh) * 60 + int(mm)
+            return -minutes if text[-6] == "-" else minutes
+    offset = datetime.fromisoformat(text).utcoffset()  # the rarer forms (+HHMM, seconds)
+    return None if offset is None else int(offset.total_seconds() // 60)
+
+
+def _effective_text(res: dict[str, Any]) -> str:
     text = res.get("effectiveDateTime")
     if text is None:
         text = res.get("effectiveInstant")
@@ -409,7 +440,7 @@ def _effective(res: dict[str, Any]) -> tuple[datetime, str]:
         raise _Bad("missing_time", "no effectiveDateTime, effectiveInstant or effectivePeriod")
     if type(text) is not str:
         raise _Bad("bad_time", "effective time is not a string")
-    return _instant(text)
+    return text
 
 
 def _instant(text: str) -> tuple[datetime, str]:

@@ -42,6 +42,7 @@ from lib.monitor.fhir.fields import (
     _Bad,
     _check,
     _effective,
+    _effective_offset,
     _has_any_value,
     _instant,
     _name,
@@ -145,9 +146,10 @@ def _reading(
 ) -> Reading:
     position, site, setting, device = _qualifiers(res)
     # positional: the field order of lib.domain.Reading
+    offset = None if precision else _effective_offset(res)
     return Reading(obs_id, patient_id, effective_at, systolic, diastolic, status,
                    _version(res.get("meta")), source, precision, position, site, setting,
-                   device)  # fmt: skip
+                   device, offset)  # fmt: skip
 
 
 def _average(res: dict[str, Any], source: str, full_url: Any) -> Outcome:
