@@ -24,7 +24,8 @@ its metrics (Prometheus) when ``BYTEWAX_DATAFLOW_API_ENABLED=true``, on port 303
 Every step is pure logic from ``lib/``; only the inputs and outputs at the edges do I/O.
 
 State: one stateful step, ``patient_windows``, keyed by patient id, holds each patient's whole
-state (window, alert episodes, home series, no_data tracking: ``lib.monitor.patient``). Bytewax
+state (window, alert episodes, home series, no_data tracking, acknowledgements, program
+enrolment and adherence cycles: ``lib.monitor.patient``). Bytewax
 snapshots the keys awoken in an epoch, each in full, so an epoch's snapshot holds the patients
 whose input arrived in it, not the cohort. Parsing groups a batch's outcomes by patient (one
 item per patient and batch). Silence and the reclaim of idle patients need a wake-up when no
@@ -54,7 +55,7 @@ from bytewax.outputs import Sink
 from lib import logs
 from lib.connectors import elastic
 from lib.connectors.elastic import Action, ElasticSink
-from lib.monitor import acks, documents, shards, wakeups
+from lib.monitor import acks, documents, programs, shards, wakeups
 from lib.monitor.alerts import (
     NO_DATA_CONDITION,
     AlertEvent,
@@ -229,6 +230,10 @@ class MonitorIO:
     :arg ack_dlq_sink: the refused acknowledgements, items as ``dlq_sink``'s.
     :arg episodes_sink: ``("update", episode_id, partial doc)`` actions for ``bp-episodes``;
         None drops them.
+    :arg enroll_source: the program enrolments (``bp.enrollments``, Kafka-like messages);
+        None: the monitor reads none.
+    :arg enroll_dlq_sink: the refused enrolments, items as ``dlq_sink``'s.
+    :arg adherence_sink: ``("index", _id, doc)`` actions for ``bp-adherence``; None drops them.
     """
 
     source: Source
@@ -241,6 +246,9 @@ class MonitorIO:
     ack_source: Source | None = None
     ack_dlq_sink: Sink | None = None
     episodes_sink: ElasticSink | None = None
+    enroll_source: Source | None = None
+    enroll_dlq_sink: Sink | None = None
+    adherence_sink: ElasticSink | None = None
 
 
 def production_io(settings: Settings, stats_sink: Sink | None = None) -> MonitorIO:
@@ -289,6 +297,9 @@ def production_io(settings: Settings, stats_sink: Sink | None = None) -> Monitor
         ack_source=source(settings.acks_topic),
         ack_dlq_sink=IdempotentKafkaSink(settings, settings.acks_dlq_topic),
         episodes_sink=ElasticSink(settings, settings.episodes_index),
+        enroll_source=source(settings.enrollments_topic),
+        enroll_dlq_sink=IdempotentKafkaSink(settings, settings.enrollments_dlq_topic),
+        adherence_sink=_monthly_sink(settings, "bp-adherence"),
     )
 
 
@@ -312,6 +323,10 @@ class RecordedOutputs:
         default_factory=list
     )
     episodes: list[Action] = field(default_factory=list)
+    enroll_dead_letters: list[tuple[str, tuple[str, bytes | None, bytes, list]]] = field(
+        default_factory=list
+    )
+    adherence: list[Action] = field(default_factory=list)
 
 
 def recording_io(
@@ -320,6 +335,7 @@ def recording_io(
     outputs: RecordedOutputs | None = None,
     normal_sink: Sink | None = None,
     ack_source: Source | None = None,
+    enroll_source: Source | None = None,
 ) -> tuple[MonitorIO, RecordedOutputs]:
     """The monitor's edges for tests and in-process benchmarks: ``source`` in (a
     ``TestingSource`` of ``KafkaSourceMessage`` items), every output recorded into lists
@@ -327,7 +343,8 @@ def recording_io(
     items its production counterpart takes, through the same steps: the Elasticsearch sinks
     are :class:`~lib.connectors.elastic.testing.TestingElasticSink`, the others
     ``TestingSink``. ``normal_sink`` replaces the normal readings' list (e.g. a
-    ``NormalFileSink``); ``ack_source`` gives the acknowledgements (an empty source by default)."""
+    ``NormalFileSink``); ``ack_source`` gives the acknowledgements and ``enroll_source``
+    the enrolments (empty sources by default)."""
     from bytewax.testing import TestingSink, TestingSource
 
     from lib.connectors.elastic.testing import TestingElasticSink
@@ -344,6 +361,9 @@ def recording_io(
         ack_source=ack_source if ack_source is not None else TestingSource([]),
         ack_dlq_sink=TestingSink(out.ack_dead_letters),
         episodes_sink=TestingElasticSink(out.episodes, "bp-episodes"),
+        enroll_source=enroll_source if enroll_source is not None else TestingSource([]),
+        enroll_dlq_sink=TestingSink(out.enroll_dead_letters),
+        adherence_sink=TestingElasticSink(out.adherence, "bp-adherence"),
     )
     return io, out
 
@@ -410,6 +430,8 @@ def build(
         window_size=settings.window_size,
         expiry_s=settings.idle_expiry_hours * 3600.0,
         every_home=settings.reading_setting == "home",
+        device_only=settings.adherence_device_only,
+        severe_urgent="severe_range_bp" in alert_policy.urgent,
     )
     return monitor_flow(io, ctx, deadline_rule(settings))
 
@@ -462,12 +484,26 @@ def monitor_flow(
         # KafkaSourceMessage: key = patient id, value = an acknowledgement (JSON)
         streams.append(op.flat_map_batch("parse_acks", ack_messages, acks.parse_acks))
         # (patient id, [(Ack, ingested_at, 0), ...]) | (no-patient key, [(AckRefused, ...)])
+    if io.enroll_source is not None:
+        enroll_messages = op.input("enrollments", flow, io.enroll_source)
+        # KafkaSourceMessage: key = patient id, value = an enrolment (JSON)
+        streams.append(
+            op.flat_map_batch("parse_enrollments", enroll_messages, programs.parse_enrollments)
+        )
+        # (patient id, [(Enrolled, ingested_at, 0), ...]) | (no-patient key, [(EnrollRefused,
+        # ...)])
     inputs = op.merge("patient_inputs", *streams)
 
     results = op.stateful_batch("patient_windows", inputs, patient_logic)
     # (patient id, Results): window features -> rules -> risk, in input order; retractions
     # leave the windows; duplicates are recognised; alert episodes, home series and
-    # no_data tracking follow each reading (Results.events, Results.averages)
+    # no_data tracking follow each reading (Results.events, Results.averages); an enrolled
+    # patient's program rules; the patient's adherence cycles (Results.adherence)
+
+    if io.adherence_sink is not None:
+        cycles = op.flat_map_batch("adherence_docs", results, documents.adherence_docs)
+        # (patient id, ("index", patient|cycle_start, doc)) per cycle whose days changed
+        _to_elastic("write_adherence", cycles, io.adherence_sink)
 
     if io.home_sink is not None:
         averages = op.flat_map_batch("home_averages", results, _averages)
@@ -513,6 +549,12 @@ def monitor_flow(
         ack_dead = op.flat_map_batch("ack_dead_letters", results, documents.ack_dlq_messages)
         ack_ids = op.map("ack_dead_letter_ids", ack_dead, documents.dead_letter_item)
         op.output("write_ack_dead_letters", ack_ids, io.ack_dlq_sink)
+    if io.enroll_dlq_sink is not None:
+        enroll_dead = op.flat_map_batch(
+            "enroll_dead_letters", results, documents.enroll_dlq_messages
+        )
+        enroll_ids = op.map("enroll_dead_letter_ids", enroll_dead, documents.dead_letter_item)
+        op.output("write_enroll_dead_letters", enroll_ids, io.enroll_dlq_sink)
 
     outcome_counts = op.flat_map_batch("count_outcomes", results, documents.outcome_counts)
     overdue_counts = op.flat_map_batch("count_overdue", timed, _overdue_counts)

@@ -275,6 +275,8 @@ class Assessment:
     risk_score: float  # 0..1
     ruleset: str
     category_label: str = ""  # the rule set's own name of the band ("severe hypertension")
+    program: str = ""  # the program whose dates cover the reading ("" when none)
+    program_band: str = ""  # the program's band of the reading (lib.monitor.programs)
 
     @property
     def is_anomaly(self) -> bool:

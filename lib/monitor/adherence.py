@@ -1,8 +1,8 @@
 """Adherence of remote-monitoring patients per 30-day cycle. Pure, no I/O.
 
-Status: the cycle arithmetic of issue 23, tested on its own; the monitor does not write
-``bp-adherence`` yet (the per-patient state in the patient step, the parser's local dates and
-the documents are still to come). Nothing here changes what the monitor does today.
+The monitor keeps a patient's cycles in its patient state (:class:`Adherence`,
+``lib.monitor.patient``) and writes a ``bp-adherence`` document whenever a cycle's count of
+days changes.
 
 Bands (CPT device-supply codes, 30-day period):
 
@@ -25,16 +25,24 @@ start; each lasts 30 days (``cycle_end`` = start + 29, inclusive) and the next b
 after. A day counts when it holds at least one reading that is not retracted. The state per
 cycle is a count per day (30 bytes), never a list of readings: :class:`CycleDays`.
 
-What the wiring must still settle (measured against the patient-scale design):
+Placing readings (the rules the monitor follows):
 
-* the local day needs the reading's UTC offset, which the parser drops today
-  (``lib.monitor.fhir.fields._instant`` converts to UTC): ``Reading`` needs the offset;
-* a retraction carries no time: its day comes from the patient's window while the reading
-  is held there, else it cannot be placed (to be counted, not guessed);
-* the cycle anchor must outlive the idle-patient reclaim (72 h without input), or a patient
-  with a gap of a few days would start a new cycle; kept as a date and 30 bytes, it must
-  still be forgotten after a documented time without readings (e.g. a cycle and a half),
-  which needs a wake-up far beyond the wheel's week (``lib.monitor.wakeups``).
+* a day is the reading's local date when its time carried a UTC offset
+  (``Reading.utc_offset``), else the UTC date (a date without a time: that date); a reading
+  with only a month or a year is not placed;
+* an amended reading (a new version of an id the patient's window holds) moves from its old
+  day to its new one, it is not counted twice;
+* a retraction carries no time: its day comes from the patient's window while the window
+  holds the reading, on the patient's latest UTC offset; a retraction of a reading the
+  window no longer holds cannot be placed and changes nothing (nor does one under
+  ``BPWATCH_ADHERENCE_DEVICE_ONLY`` once a reading without a device was left out, since
+  whether the retracted one was counted is then unknown);
+* the state holds the anchor, the current and the previous cycle (30 bytes each): a
+  reading older than both is not counted;
+* the state is dropped at a wake-up of the patient (the idle reclaim) once its latest
+  counted reading is a cycle's length (30 days) old or more, by the wall-clock date: a
+  patient back after a whole silent cycle starts a new anchor. Otherwise it lives as long as
+  the patient's state, as the ``no_data`` tracking does.
 """
 
 from __future__ import annotations
@@ -47,6 +55,7 @@ __all__ = [
     "BANDS",
     "CYCLE_DAYS",
     "ON_TRACK_DAYS",
+    "Adherence",
     "CycleDays",
     "band_of",
     "cycle_start",
@@ -139,3 +148,81 @@ class CycleDays:
             "band": band_of(days),
             "on_track": days + days_left >= ON_TRACK_DAYS,
         }
+
+
+class Adherence:
+    """One patient's cycles: the anchor, the current and the previous cycle, the latest UTC
+    offset seen (to place a retraction) and whether a reading was left out for want of a
+    device. Stored as a plain tuple (:meth:`snapshot`, about 100 bytes pickled)."""
+
+    __slots__ = ("anchor", "current", "left_out", "offset", "previous")
+
+    def __init__(self, anchor: date) -> None:
+        self.anchor = anchor
+        self.current: CycleDays | None = None
+        self.previous: CycleDays | None = None
+        self.offset: int | None = None
+        self.left_out = False
+
+    def _cycle(self, day: date, create: bool) -> CycleDays | None:
+        start = cycle_start(self.anchor, day)
+        cur = self.current
+        if cur is not None and start == cur.start:
+            return cur
+        prev = self.previous
+        if prev is not None and start == prev.start:
+            return prev
+        if not create or (cur is not None and start < cur.start):
+            return None  # older than the cycles kept: not counted
+        self.previous = cur if cur is not None and cur.end < start else None
+        self.current = CycleDays(start)
+        return self.current
+
+    def add(self, day: date) -> CycleDays | None:
+        """Count a reading on ``day``; the cycle whose count of days changed, if one did."""
+        cycle = self._cycle(day, create=True)
+        if cycle is None or not cycle.add(day):
+            return None
+        return cycle
+
+    def remove(self, day: date) -> CycleDays | None:
+        """Uncount a reading on ``day``; the cycle whose count of days changed, if one did."""
+        cycle = self._cycle(day, create=False)
+        if cycle is None or not cycle.remove(day):
+            return None
+        return cycle
+
+    def reanchor(self, start: date) -> None:
+        """An enrolment starting after the current cycle's start anchors the next cycles at
+        its start (readings already counted stay where they were counted)."""
+        cur = self.current
+        if cur is None or start > cur.start:
+            self.anchor = start
+
+    def expired(self, today: date) -> bool:
+        """No reading counted for a cycle's length (30 days) before ``today``: the patient's
+        next reading starts a new anchor."""
+        cur = self.current
+        last = None if cur is None else cur.last_reading_date
+        return last is None or (today - last).days >= CYCLE_DAYS
+
+    def snapshot(self) -> tuple[Any, ...]:
+        cur, prev = self.current, self.previous
+        return (
+            self.anchor.toordinal(),
+            None if cur is None else (cur.start.toordinal(), bytes(cur.counts)),
+            None if prev is None else (prev.start.toordinal(), bytes(prev.counts)),
+            self.offset,
+            self.left_out,
+        )
+
+    @classmethod
+    def restore(cls, stored: tuple[Any, ...]) -> Adherence:
+        anchor, cur, prev, offset, left_out = stored
+        a = cls(date.fromordinal(anchor))
+        if cur is not None:
+            a.current = CycleDays(date.fromordinal(cur[0]), bytearray(cur[1]))
+        if prev is not None:
+            a.previous = CycleDays(date.fromordinal(prev[0]), bytearray(prev[1]))
+        a.offset, a.left_out = offset, left_out
+        return a

@@ -38,6 +38,8 @@ class AlertEvent:
     carry more: ``acknowledged`` its ``acknowledged_by``, ``acknowledged_at`` and ``note``
     (free text: Elasticsearch only, never Kafka or logs); ``overdue`` its
     ``overdue_minutes``. The other events leave them unset, and their documents omit them.
+    Every event of an enrolled patient carries ``program``; the ``severe_range_bp`` events
+    (:mod:`lib.monitor.programs`) ``confirmed`` and, once confirmed, ``confirmation``.
     """
 
     alert_id: str
@@ -59,6 +61,9 @@ class AlertEvent:
     acknowledged_at: datetime | None = None
     note: str = ""
     overdue_minutes: float | None = None
+    program: str = ""  # the patient's program (lib.monitor.programs), "" when not enrolled
+    confirmed: bool | None = None  # severe_range_bp only: confirmed by a second reading
+    confirmation: str = ""  # severe_range_bp only: "repeat" | "persistent" when confirmed
 
     def to_doc(self, *, note: bool = True) -> dict[str, Any]:
         """The event's document; ``note=False`` leaves an acknowledgement's note out (Kafka)."""
@@ -86,6 +91,12 @@ class AlertEvent:
                 doc["note"] = self.note
         if self.overdue_minutes is not None:
             doc["overdue_minutes"] = self.overdue_minutes
+        if self.program:
+            doc["program"] = self.program
+        if self.confirmed is not None:
+            doc["confirmed"] = self.confirmed
+            if self.confirmation:
+                doc["confirmation"] = self.confirmation
         return doc
 
 

@@ -102,7 +102,7 @@ def _anomaly_doc(assessment: Assessment, ingested_at: str | None) -> dict[str, A
     """:func:`anomaly_doc` with ``ingested_at`` already in ISO form."""
     r = assessment.reading
     effective_at = iso_ms(r.effective_at)
-    return _with_qualifiers(
+    doc = _with_qualifiers(
         {
             "observation_id": r.observation_id,
             "patient_id": r.patient_id,
@@ -124,12 +124,13 @@ def _anomaly_doc(assessment: Assessment, ingested_at: str | None) -> dict[str, A
         },
         r,
     )
+    return _with_program(doc, assessment) if assessment.program else doc
 
 
 def normal_record(assessment: Assessment) -> dict[str, Any]:
     """One JSON Lines record for a normal reading."""
     r = assessment.reading
-    return _with_qualifiers(
+    doc = _with_qualifiers(
         {
             "observation_id": r.observation_id,
             "patient_id": r.patient_id,
@@ -148,6 +149,7 @@ def normal_record(assessment: Assessment) -> dict[str, Any]:
         },
         r,
     )
+    return _with_program(doc, assessment) if assessment.program else doc
 
 
 def _band_label(a: Assessment) -> str:
@@ -171,6 +173,15 @@ def _with_qualifiers(doc: dict[str, Any], r: Reading) -> dict[str, Any]:
         doc["measurement_setting"] = r.setting
     if r.device:
         doc["device"] = r.device
+    return doc
+
+
+def _with_program(doc: dict[str, Any], a: Assessment) -> dict[str, Any]:
+    """Add ``program`` and ``program_band`` for a reading its patient's program covers."""
+    if a.program:
+        doc["program"] = a.program
+        if a.program_band:
+            doc["program_band"] = a.program_band
     return doc
 
 
@@ -288,6 +299,12 @@ def ack_dlq_messages(batch: list[KeyedResults]) -> list[tuple[bytes | None, byte
     return [dlq_message(d) for _, res in batch if res.ack_refused for d in res.ack_refused]
 
 
+def enroll_dlq_messages(batch: list[KeyedResults]) -> list[tuple[bytes | None, bytes, list]]:
+    """``(original key, original value, headers)`` per refused enrolment
+    (``bp.enrollments.dlq``)."""
+    return [dlq_message(d) for _, res in batch if res.enroll_refused for d in res.enroll_refused]
+
+
 def outcome_counts(batch: list[KeyedResults]) -> list[tuple[str, dict[str, int]]]:
     """One ``("all", counts)`` item per batch, for the single counters key."""
     return [("all", counts_of(res for _, res in batch))]
@@ -333,6 +350,10 @@ def episode_update(event: AlertEvent) -> tuple[str, tuple[str, str, dict[str, An
     kind = event.event
     at = doc["event_at"]
     part: dict[str, Any] = {"episode_id": event.episode_id, "patient_id": event.patient_id}
+    if event.program and kind in ("opened", "escalated"):
+        part["program"] = event.program
+    if event.confirmed is not None and kind in ("opened", "escalated"):
+        part["confirmed"] = event.confirmed
     if kind == "opened":
         part.update({k: doc[k] for k in _CLINICAL})
         part.update(_REARMED)
@@ -357,6 +378,18 @@ def episode_update(event: AlertEvent) -> tuple[str, tuple[str, str, dict[str, An
     else:  # resolved
         part.update(status="resolved", resolved_at=at, last_event_at=at)
     return event.patient_id, ("update", event.episode_id, part)
+
+
+def adherence_item(doc: dict[str, Any]) -> tuple[str, tuple[str, str, dict[str, Any]]]:
+    """``(patient id, ("index", _id, doc))`` for ``bp-adherence``: ``_id`` = patient | cycle
+    start, so a cycle's growing count rewrites its one document and a replay changes nothing."""
+    patient = doc["patient_id"]
+    return patient, ("index", f"{patient}|{doc['cycle_start']}", doc)
+
+
+def adherence_docs(batch: list[KeyedResults]) -> list[tuple[str, tuple[str, str, dict[str, Any]]]]:
+    """The ``bp-adherence`` actions of a batch, in order."""
+    return [adherence_item(d) for _, res in batch if res.adherence for d in res.adherence]
 
 
 def home_item(average: HomeAverage) -> tuple[str, str, dict[str, Any]]:

@@ -11,6 +11,9 @@ A :class:`Patient` holds, each part ``None`` until it is needed:
 * ``home`` / ``home_episode``: the home-BP series and its ``home_hypertension`` episode;
 * ``seen``: the ``no_data`` tracking (:class:`lib.monitor.alerts.NoDataRule`);
 * ``acks``: the acknowledgements of its open episodes (:class:`lib.monitor.acks.AckState`);
+* ``enrollment`` / ``severe``: its latest program enrolment and its open ``severe_range_bp``
+  episode (:mod:`lib.monitor.programs`);
+* ``adherence``: its 30-day cycles of days with readings (:class:`lib.monitor.adherence.Adherence`);
 * ``touched_at``: the wall-clock time the patient's input was last processed.
 
 Clocks (see ``docs/clocks.md``): what a reading means is judged in **event time** (windows,
@@ -36,15 +39,19 @@ Per-reading work, in input order: window features -> rules -> risk (one reading 
 ``RiskScorer.predict_proba_one``: a patient's score does not depend on which other patients
 shared its batch) -> alert episodes -> home series -> ``no_data`` tracking. An
 acknowledgement (:class:`lib.monitor.acks.Ack`) in the patient's input is judged against the
-episodes open at that point of the input.
+episodes open at that point of the input; an enrolment (:class:`lib.monitor.programs.Enrolled`)
+replaces the patient's enrolment from that point on. After the reading episodes, an enrolled
+patient's reading is judged by its program (postpartum: the ``severe_range_bp`` episode),
+and every reading counts towards its cycle (``bp-adherence``). The events of an enrolled
+patient carry ``program``.
 """
 
 from __future__ import annotations
 
 import pickle
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime
 from math import inf
 from typing import Any, NamedTuple, cast
 
@@ -60,7 +67,8 @@ from lib.domain import (
 from lib.errors import RecoveryError
 from lib.monitor import rules
 from lib.monitor.acks import Ack, AckRefused, AckState, OpenEpisode, acknowledge, level_of, settle
-from lib.monitor.alert_events import _digest
+from lib.monitor.adherence import CYCLE_DAYS, Adherence, CycleDays, local_day
+from lib.monitor.alert_events import REVIEW, URGENT, _digest
 from lib.monitor.alerts import (
     FAMILIES,
     HOME_CONDITION,
@@ -76,6 +84,18 @@ from lib.monitor.alerts import (
     home_step,
 )
 from lib.monitor.home import HOME, SERIES_DAYS, HomeAverage, HomeSeries, average_of, reported
+from lib.monitor.programs import (
+    SEVERE_CONDITION,
+    SEVERE_FAMILY,
+    SEVERE_RANGE,
+    Enrolled,
+    Enrollment,
+    EnrollRefused,
+    SevereRangeEpisode,
+    postpartum_band,
+    severe_event,
+    severe_range_step,
+)
 from lib.monitor.rules import RuleSet
 from lib.monitor.shards import Entry
 from lib.monitor.state import Results
@@ -93,7 +113,7 @@ __all__ = [
 
 _HOUR = 3600.0
 SNAPSHOT_TAG = "bpw-patient"
-SNAPSHOT_VERSION = 2  # 2: ``acks`` added (a version 1 snapshot resumes without any)
+SNAPSHOT_VERSION = 3  # 2: ``acks`` added; 3: ``enrollment``, ``severe``, ``adherence``
 CAUGHT_UP_S = 3600.0  # the latest broker timestamp processed this recently: caught up
 
 
@@ -128,6 +148,8 @@ class PatientContext:
     expiry_s: float = 72 * _HOUR
     every_home: bool = False
     ingest: IngestClock = field(default_factory=IngestClock)
+    device_only: bool = False  # BPWATCH_ADHERENCE_DEVICE_ONLY
+    severe_urgent: bool = True  # a confirmed severe_range_bp episode pages (tier key)
 
     @property
     def reclaim_s(self) -> float:
@@ -155,17 +177,23 @@ class PatientSnapshot(NamedTuple):
     touched_at: float
     packed: bytes | None  # the window state and home series of an idle patient, pickled
     acks: tuple[Any, ...] | None = None  # AckState.snapshot(); version 2
+    enrollment: tuple[Any, ...] | None = None  # (program, start, end) ordinals; version 3
+    severe: tuple[Any, ...] | None = None  # SevereRangeEpisode's fields; version 3
+    adherence: tuple[Any, ...] | None = None  # Adherence.snapshot(); version 3
 
     @classmethod
     def read(cls, stored: Any) -> PatientSnapshot:
         """The record of a stored snapshot; :class:`lib.errors.RecoveryError` naming the fix
         for one this version cannot read (a store written by an earlier layout). A version 1
-        snapshot (before acknowledgements) reads as one without acknowledgements."""
+        snapshot (before acknowledgements) reads as one without acknowledgements, a version 2
+        one (before programs) as one without enrolment and cycles."""
         if type(stored) is tuple and len(stored) > 2 and stored[0] == SNAPSHOT_TAG:
             if stored[1] == SNAPSHOT_VERSION and len(stored) == len(cls._fields):
                 return cls._make(stored)
-            if stored[1] == 1 and len(stored) == len(cls._fields) - 1:
-                return cls._make((*stored, None))
+            if stored[1] == 2 and len(stored) == len(cls._fields) - 3:
+                return cls._make((*stored, None, None, None))
+            if stored[1] == 1 and len(stored) == len(cls._fields) - 4:
+                return cls._make((*stored, None, None, None, None))
         raise RecoveryError(
             "the recovery store holds monitor state this version cannot read "
             f"({_describe(stored)}): it was written by an earlier bpwatch, which kept "
@@ -183,12 +211,15 @@ class Patient:
 
     __slots__ = (
         "acks",
+        "adherence",
         "alerts",
+        "enrollment",
         "home",
         "home_episode",
         "packed",
         "patient_id",
         "seen",
+        "severe",
         "touched_at",
         "window",
     )
@@ -203,6 +234,9 @@ class Patient:
         self.touched_at = 0.0
         self.packed: bytes | None = None
         self.acks: AckState | None = None
+        self.enrollment: Enrollment | None = None
+        self.severe: SevereRangeEpisode | None = None
+        self.adherence: Adherence | None = None
 
     def is_empty(self) -> bool:
         """Nothing held: the key can be discarded (the ids of resolved episodes alone are not
@@ -215,6 +249,9 @@ class Patient:
             and self.home_episode is None
             and self.seen is None
             and self.packed is None
+            and self.enrollment is None
+            and self.severe is None
+            and self.adherence is None
         )
 
     # -- input --------------------------------------------------------------------------
@@ -236,16 +273,27 @@ class Patient:
             if t is Ack or t is AckRefused:
                 self._ack(ctx, outcome, res)  # type: ignore[arg-type]
                 continue
+            if t is Enrolled or t is EnrollRefused:
+                self._enroll(outcome, res)  # type: ignore[arg-type]
+                continue
             messages += first
             ingested.append(ing)
             n_events = len(events)
             if t is Reading:
+                r = cast(Reading, outcome)
                 if not self.patient_id:
-                    self.patient_id = cast(Reading, outcome).patient_id
-                a = self._assess(ctx, cast(Reading, outcome))
+                    self.patient_id = r.patient_id
+                w = self.window
+                held_ts = None if w is None else w.ts_of(r.observation_id)
+                a = self._assess(ctx, r)
                 outcomes.append(a)
                 if type(a) is Assessment:
+                    day = _day_of(r)
                     self._follow(ctx, a, now, res)
+                    if self.enrollment is not None or self.severe is not None:
+                        self._program(ctx, a, day, res, n_events)
+                    if day is not None:
+                        self._adhere(ctx, r, day, held_ts, res)
                     if len(events) > n_events:
                         self.acks = settle(self.acks, events[n_events:])
                 continue
@@ -253,6 +301,9 @@ class Patient:
                 r = cast(Retraction, outcome)
                 if self.window is None:  # retraction before its reading: keep the tombstone
                     self.window = PatientWindow(ctx.window_size)
+                held_ts = self.window.ts_of(r.observation_id)
+                if held_ts is not None and self.adherence is not None:
+                    self._unadhere(held_ts, res)
                 self.window.retract(r.observation_id)
                 if (
                     self.home is not None
@@ -281,7 +332,9 @@ class Patient:
         ack = cast(Ack, item)
         self.acks, outcome = acknowledge(self.acks, self.open_episodes(ctx), ack)
         if outcome.event is not None:
-            res.events.append(outcome.event)
+            event = outcome.event
+            program = self._program_on(event.event_at.date())
+            res.events.append(replace(event, program=program) if program else event)
             res.acknowledged += 1
         elif outcome.repeat:
             res.ack_repeats += 1
@@ -289,6 +342,98 @@ class Patient:
             res.ack_refused.append(outcome.refused)
         if self.acks is not None and not self.acks.acked and not self.acks.closed:
             self.acks = None
+
+    # -- programs and adherence ------------------------------------------------------
+    def _enroll(self, item: Enrolled | EnrollRefused, res: Results) -> None:
+        if type(item) is EnrollRefused:
+            res.enroll_refused.append(item.dead)
+            return
+        e = cast(Enrolled, item).enrollment
+        res.enrolled += 1
+        if not self.patient_id:
+            self.patient_id = cast(Enrolled, item).patient_id
+        self.enrollment = e
+        if self.adherence is not None:
+            self.adherence.reanchor(e.start)
+
+    def _program_on(self, day: date | None) -> str:
+        """The program whose enrolment covers ``day`` ("" when none)."""
+        e = self.enrollment
+        if e is None or day is None or not e.covers(day):
+            return ""
+        return e.program
+
+    def _program(
+        self, ctx: PatientContext, a: Assessment, day: date | None, res: Results, n_events: int
+    ) -> None:
+        """The program's rules after the reading episodes; ``program`` on the reading and on
+        the events it made."""
+        r = a.reading
+        program = self._program_on(day)
+        if program:
+            a.program = program
+        events = res.events
+        if program == "postpartum":
+            a.program_band = postpartum_band(r.systolic, r.diastolic) or ""
+        if program == "postpartum" or (
+            self.severe is not None
+            and r.systolic < SEVERE_RANGE[0]
+            and r.diastolic < SEVERE_RANGE[1]
+        ):  # outside its dates, a reading may still end an open episode
+            old = self.severe
+            self.severe, tr = severe_range_step(
+                old, r.observation_id, r.effective_at, r.systolic, r.diastolic
+            )
+            if tr is not None:
+                ep = cast(SevereRangeEpisode, self.severe if self.severe is not None else old)
+                ids = ep.clear if tr.event == "resolved" else (r.observation_id,)
+                patient = self.patient_id or r.patient_id
+                values = (r.systolic, r.diastolic, a.risk_score, a.ruleset)
+                events.append(
+                    severe_event(patient, ep, tr, r.effective_at, ids, *values, ctx.severe_urgent)
+                )
+        if program:
+            for i in range(n_events, len(events)):
+                if not events[i].program:
+                    events[i] = replace(events[i], program=program)
+
+    def _adhere(
+        self, ctx: PatientContext, r: Reading, day: date, held_ts: float | None, res: Results
+    ) -> None:
+        """Count a scored reading in its cycle (an amendment moves it: see
+        :mod:`lib.monitor.adherence`)."""
+        ad = self.adherence
+        if ad is None:
+            e = self.enrollment
+            ad = self.adherence = Adherence(e.start if e is not None and e.covers(day) else day)
+        if ctx.device_only and not r.device:
+            ad.left_out = True
+            return
+        if r.utc_offset is not None:
+            ad.offset = r.utc_offset
+        if held_ts is not None:  # a new version of a held reading: moved, not added
+            before = local_day(datetime.fromtimestamp(held_ts, UTC), ad.offset)
+            if before == day:
+                return
+            self._adherence_doc(ad.remove(before), res)
+        self._adherence_doc(ad.add(day), res)
+
+    def _unadhere(self, held_ts: float, res: Results) -> None:
+        """Uncount a retracted reading the window held (placed on the latest offset)."""
+        ad = cast(Adherence, self.adherence)
+        if ad.left_out:
+            return  # whether the retracted reading was counted is unknown
+        day = local_day(datetime.fromtimestamp(held_ts, UTC), ad.offset)
+        self._adherence_doc(ad.remove(day), res)
+
+    def _adherence_doc(self, cycle: CycleDays | None, res: Results) -> None:
+        if cycle is None:
+            return
+        doc = cycle.doc(self.patient_id)
+        program = self._program_on(cycle.start)
+        if program:
+            doc["program"] = program
+        res.adherence.append(doc)
 
     def open_episodes(self, ctx: PatientContext) -> dict[str, OpenEpisode]:
         """The patient's open episodes by episode id, each at its current level."""
@@ -317,6 +462,14 @@ class Patient:
             opened = datetime.fromtimestamp(seen.ts + ctx.no_data.silence_s, UTC)
             out[eid] = OpenEpisode(eid, "no_data", NO_DATA_CONDITION, "moderate", opened,
                                    ctx.no_data.tier, "")  # fmt: skip
+        sev = self.severe
+        if sev is not None:
+            eid = _digest(patient, SEVERE_FAMILY, sev.start_id)
+            tier = URGENT if ctx.severe_urgent and sev.confirmed else REVIEW
+            state = "confirmed" if sev.confirmed else "opened"
+            out[eid] = OpenEpisode(eid, f"{SEVERE_CONDITION}:{state}:{tier}", SEVERE_CONDITION,
+                                   "critical" if sev.confirmed else "high", sev.opened_at, tier,
+                                   ctx.ruleset.name)  # fmt: skip
         return out
 
     def _assess(self, ctx: PatientContext, r: Reading) -> Assessment | Duplicate:
@@ -379,10 +532,27 @@ class Patient:
             if event is not None:
                 events.append(event)
         if events:
+            if self.enrollment is not None:
+                for i, e in enumerate(events):
+                    program = self._program_on(e.event_at.date())
+                    if program:
+                        events[i] = replace(e, program=program)
             self.acks = settle(self.acks, events)
         if not caught_up and now - self.touched_at >= ctx.reclaim_s:
             self._reclaim(ctx, now)
+            self._forget(datetime.fromtimestamp(now, UTC).date())
         return events
+
+    def _forget(self, today: date) -> None:
+        """Drop cycles without a reading for a cycle's length, and an enrolment more than a
+        cycle past its end (wall-clock date)."""
+        if self.adherence is not None and self.adherence.expired(today):
+            self.adherence = None
+        e = self.enrollment
+        if e is not None and self.severe is None:
+            last = e.last_day
+            if last is not None and (today - last).days > CYCLE_DAYS:
+                self.enrollment = None
 
     def _reclaim(self, ctx: PatientContext, now: float) -> None:
         """Drop an idle patient's window and home series, or pack them while the input is
@@ -422,6 +592,11 @@ class Patient:
             self.touched_at,
             self.packed,
             None if self.acks is None else self.acks.snapshot(),
+            _enrollment_state(self.enrollment),
+            None if (sev := self.severe) is None else (sev.start_id, sev.opened_at,
+                                                       sev.last_severe_at, sev.confirmed,
+                                                       sev.clear),
+            None if self.adherence is None else self.adherence.snapshot(),
         )  # fmt: skip
 
     @classmethod
@@ -440,7 +615,30 @@ class Patient:
         p.packed = snap.packed
         if snap.acks is not None:
             p.acks = AckState.restore(snap.acks)
+        if snap.enrollment is not None:
+            program, start, end = snap.enrollment
+            p.enrollment = Enrollment(
+                program, date.fromordinal(start), None if end is None else date.fromordinal(end)
+            )
+        if snap.severe is not None:
+            p.severe = SevereRangeEpisode(*snap.severe)
+        if snap.adherence is not None:
+            p.adherence = Adherence.restore(snap.adherence)
         return p
+
+
+def _day_of(r: Reading) -> date | None:
+    """The reading's day for programs and cycles (``lib.monitor.adherence``); None for a time
+    given only as a month or a year."""
+    if r.precision and r.precision != "day":
+        return None
+    return local_day(r.effective_at, r.utc_offset)
+
+
+def _enrollment_state(e: Enrollment | None) -> tuple[Any, ...] | None:
+    if e is None:
+        return None
+    return (e.program, e.start.toordinal(), None if e.end is None else e.end.toordinal())
 
 
 def _describe(stored: Any) -> str:

@@ -1,8 +1,10 @@
 """Remote-monitoring programs: enrolments and the postpartum program's own rules. Pure, no I/O.
 
-Status: the rules of issue 23, tested on their own; the monitor does not read
-``bp.enrollments`` yet (the wiring, the documents' ``program`` field and the simulator's
-postpartum cohort are still to come). Nothing here changes what the monitor does today.
+Enrolments arrive on ``bp.enrollments`` (key: patient id), are parsed here
+(:func:`parse_enrollments`) and reach the patient's state in the monitor's patient step
+beside its readings (``lib.monitor.patient``): the patient's latest enrolment replaces the one
+before. A refused enrolment goes to ``bp.enrollments.dlq``. A reading processed before its
+patient's enrolment arrived was judged without it: send enrolments before readings.
 
 Postpartum hypertension programs follow a patient for about six weeks after delivery and
 judge her readings by the obstetric thresholds, on top of the patient's rule set:
@@ -50,28 +52,45 @@ own times), so a replay confirms the same episodes.
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import NamedTuple
 
 import orjson
 
+from lib.domain import DeadLetter
+from lib.monitor.alert_events import REVIEW, URGENT, AlertEvent, _digest
+from lib.monitor.shards import Entry, SourceMessage, ingested_at_of, no_patient_key, source_of
+
 __all__ = [
     "CONFIRM_WITHIN",
+    "ENROLL_DEAD_LETTER_REASONS",
     "HYPERTENSIVE_RANGE",
     "PERSISTENT_AFTER",
     "POSTPARTUM_DAYS",
     "PROGRAMS",
+    "SEVERE_CONDITION",
+    "SEVERE_FAMILY",
     "SEVERE_RANGE",
+    "EnrollRefused",
+    "Enrolled",
     "Enrollment",
     "SevereRangeEpisode",
     "Transition",
     "parse_enrollment",
+    "parse_enrollments",
     "postpartum_band",
+    "severe_event",
     "severe_range_step",
 ]
 
 PROGRAMS = ("postpartum", "hypertension", "general")
+ENROLL_DEAD_LETTER_REASONS = ("no_value", "invalid_json", "invalid_enrollment")
+MAX_ENROLLMENT_BYTES = 4096
+SEVERE_FAMILY = "severe_range"  # the episode family (its ids: lib.monitor.alert_events)
+SEVERE_CONDITION = "severe_range_bp"  # its condition, and its tier key
 POSTPARTUM_DAYS = 42
 SEVERE_RANGE = (160.0, 110.0)  # ACOG PB 222, CO 767
 HYPERTENSIVE_RANGE = (140.0, 90.0)  # ACOG PB 222
@@ -129,6 +148,59 @@ def parse_enrollment(value: bytes) -> Enrollment | tuple[str, str]:
     return Enrollment(program, start, end)
 
 
+@dataclass(frozen=True, slots=True)
+class Enrolled:
+    """A valid enrolment of the patient ``patient_id``."""
+
+    patient_id: str
+    enrollment: Enrollment
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollRefused:
+    """A message of ``bp.enrollments`` refused when parsed, on its way to the dead letters."""
+
+    dead: DeadLetter
+
+
+def parse_enrollment_message(msg: SourceMessage) -> Enrolled | DeadLetter:
+    """One message of ``bp.enrollments``: an :class:`Enrolled`, or its dead letter."""
+    key = msg.key
+    source = source_of(msg)
+    headers = tuple(getattr(msg, "headers", None) or ())
+    value = msg.value
+    if type(value) is not bytes:
+        if not isinstance(value, bytearray):
+            return DeadLetter(b"", key, "no_value", "message without a value", source, headers)
+        value = bytes(value)
+    if len(value) > MAX_ENROLLMENT_BYTES:
+        detail = f"message larger than {MAX_ENROLLMENT_BYTES} bytes"
+        return DeadLetter(value, key, "invalid_enrollment", detail, source, headers)
+    patient = key.decode("utf-8", "replace").strip() if key else ""
+    parsed = parse_enrollment(value)
+    if type(parsed) is tuple:
+        return DeadLetter(value, key, parsed[0], parsed[1], source, headers)
+    if not patient:
+        detail = "no key: the key must be the patient id"
+        return DeadLetter(value, key, "invalid_enrollment", detail, source, headers)
+    return Enrolled(patient, parsed)  # type: ignore[arg-type]
+
+
+def parse_enrollments(messages: Sequence[SourceMessage]) -> list[tuple[str, list[Entry]]]:
+    """Parse a batch of enrolments and group them by patient, in input order: a valid one
+    under its patient's key, a refused one (:class:`EnrollRefused`) under a no-patient key.
+    Their ``first`` flag is 0: enrolments are not counted in ``in``."""
+    by_key: defaultdict[str, list[Entry]] = defaultdict(list)
+    for msg in messages:
+        item = parse_enrollment_message(msg)
+        ing = ingested_at_of(msg)
+        if type(item) is Enrolled:
+            by_key[item.patient_id].append((item, ing, 0))  # type: ignore[arg-type]
+        else:
+            by_key[no_patient_key(msg.key)].append((EnrollRefused(item), ing, 0))  # type: ignore[arg-type]
+    return list(by_key.items())
+
+
 def postpartum_band(systolic: float, diastolic: float) -> str | None:
     """``severe_range``, ``hypertensive_range`` or None (see the table above)."""
     if systolic >= SEVERE_RANGE[0] or diastolic >= SEVERE_RANGE[1]:
@@ -147,7 +219,7 @@ class SevereRangeEpisode:
     opened_at: datetime
     last_severe_at: datetime
     confirmed: bool = False
-    clear: int = 0
+    clear: tuple[str, ...] = ()  # ids of the clear readings since the latest severe one
 
 
 class Transition(NamedTuple):
@@ -175,12 +247,12 @@ def severe_range_step(
             return None, None
         return SevereRangeEpisode(observation_id, at, at), Transition("opened", "high", False)
     if not severe:
-        episode.clear += 1
-        if episode.clear >= RESOLVE_AFTER:
+        episode.clear = (*episode.clear, observation_id)
+        if len(episode.clear) >= RESOLVE_AFTER:
             severity = "critical" if episode.confirmed else "high"
             return None, Transition("resolved", severity, episode.confirmed)
         return episode, None
-    episode.clear = 0
+    episode.clear = ()
     if episode.confirmed:
         return episode, None
     gap = abs(at - episode.last_severe_at)
@@ -191,3 +263,46 @@ def severe_range_step(
     episode.last_severe_at = at
     kind = "repeat" if gap < PERSISTENT_AFTER else "persistent"
     return episode, Transition("escalated", "critical", True, kind)
+
+
+def severe_event(
+    patient_id: str,
+    episode: SevereRangeEpisode,
+    transition: Transition,
+    at: datetime,
+    observation_ids: tuple[str, ...],
+    systolic: float,
+    diastolic: float,
+    risk_score: float,
+    ruleset: str,
+    urgent: bool,
+) -> AlertEvent:
+    """The alert event of a :class:`Transition` (``program`` is set by the caller, as on
+    every event of an enrolled patient). Ids: ``sha256(patient | severe_range | first
+    reading | event | discriminator)``, the discriminator ``confirmed`` for the escalation;
+    ``tier`` ``urgent`` for the confirmed episode when ``severe_range_bp`` pages (``urgent``),
+    else ``review``."""
+    start = episode.start_id
+    event = transition.event
+    tier = URGENT if urgent and episode.confirmed else REVIEW
+    discriminator = "confirmed" if event == "escalated" else ""
+    return AlertEvent(
+        alert_id=_digest(patient_id, SEVERE_FAMILY, start, event, discriminator),
+        episode_id=_digest(patient_id, SEVERE_FAMILY, start),
+        patient_id=patient_id,
+        condition=SEVERE_CONDITION,
+        event=event,
+        severity=transition.severity,
+        opened_at=episode.opened_at,
+        event_at=at,
+        observation_ids=observation_ids,
+        systolic=systolic,
+        diastolic=diastolic,
+        risk_score=risk_score,
+        ruleset=ruleset,
+        conditions=() if event == "resolved" else (SEVERE_CONDITION,),
+        tier=tier,
+        program="postpartum",
+        confirmed=transition.confirmed,
+        confirmation=transition.confirmation,
+    )

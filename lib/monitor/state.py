@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -43,7 +43,10 @@ __all__ = ["COUNTER_NAMES", "Results", "RiskScorer"]
 # acknowledgements apart: ack_in = acknowledged + ack_repeat + ack_dead_letter; "overdue"
 # counts the overdue events (lib.monitor.deadlines)
 ACK_COUNTERS = ("ack_in", "acknowledged", "ack_repeat", "ack_dead_letter", "overdue")
-COUNTER_NAMES = ("in", *OUTCOMES, "gap", *ACK_COUNTERS)
+# enrolments apart as well: enroll_in = enrolled + enroll_dead_letter; "adherence" counts the
+# bp-adherence documents written (lib.monitor.programs, lib.monitor.adherence)
+PROGRAM_COUNTERS = ("enroll_in", "enrolled", "enroll_dead_letter", "adherence")
+COUNTER_NAMES = ("in", *OUTCOMES, "gap", *ACK_COUNTERS, *PROGRAM_COUNTERS)
 
 
 class RiskScorer(Protocol):
@@ -73,6 +76,9 @@ class Results:
     acknowledged: int = 0  # of them, those that gave an ``acknowledged`` event
     ack_repeats: int = 0  # those that repeated one
     ack_refused: list[DeadLetter] = field(default_factory=list)  # to bp.alerts.acks.dlq
+    enrolled: int = 0  # valid enrolment messages (lib.monitor.programs)
+    enroll_refused: list[DeadLetter] = field(default_factory=list)  # to bp.enrollments.dlq
+    adherence: list[dict[str, Any]] = field(default_factory=list)  # bp-adherence documents
 
     def counts(self) -> dict[str, int]:
         return counts_of((self,))
@@ -82,9 +88,13 @@ def counts_of(results: Iterable[Results]) -> dict[str, int]:
     """The outcome counters of several Results together (``in`` counts messages)."""
     c = dict.fromkeys(COUNTER_NAMES, 0)
     messages = normal = anomaly = dead = retracted = ignored = skipped = duplicate = gap = 0
-    acks = acked = repeats = refused = 0
+    acks = acked = repeats = refused = enrolled = enroll_refused = adherence = 0
     for res in results:
         messages += res.messages
+        if res.enrolled or res.enroll_refused or res.adherence:
+            enrolled += res.enrolled
+            enroll_refused += len(res.enroll_refused)
+            adherence += len(res.adherence)
         if res.acks:
             acks += res.acks
             acked += res.acknowledged
@@ -124,6 +134,10 @@ def counts_of(results: Iterable[Results]) -> dict[str, int]:
             "acknowledged": acked,
             "ack_repeat": repeats,
             "ack_dead_letter": refused,
+            "enroll_in": enrolled + enroll_refused,
+            "enrolled": enrolled,
+            "enroll_dead_letter": enroll_refused,
+            "adherence": adherence,
         }
     )
     return c

@@ -187,6 +187,13 @@ class PatientWindow:
         """Event time (POSIX seconds) of the latest reading held, or None when empty."""
         return self._ts[-1] if self._ts else None
 
+    def ts_of(self, observation_id: str) -> float | None:
+        """Event time of the held reading with this id, or None when not held."""
+        ids = self._ids
+        if observation_id not in ids:
+            return None
+        return self._ts[ids.index(observation_id)]
+
     @property
     def observation_ids(self) -> tuple[str, ...]:
         """Ids held, in event-time order."""

@@ -165,6 +165,9 @@ def reconciles(run: Run, n_messages: int) -> None:
     )
     assert deletes == c["retracted"] + superseding
     assert c["dead_letter"] == len(run.dlq)
+    assert c["adherence"] == len(run.out.adherence)
+    assert c["enroll_in"] == c["enrolled"] + c["enroll_dead_letter"]
+    assert c["enroll_dead_letter"] == len(run.out.enroll_dead_letters)
 
 
 # -- the graph under test is the production graph ----------------------------------------------
@@ -220,7 +223,8 @@ def test_each_message_kind_reaches_its_output(model):
         "in": 6, "normal": 2, "anomaly": 3, "dead_letter": 1,
         "ignored": 0, "retracted": 0, "duplicate": 0, "skipped": 1, "gap": 0,
         "ack_in": 0, "acknowledged": 0, "ack_repeat": 0, "ack_dead_letter": 0,
-        "overdue": 0,
+        "overdue": 0, "enroll_in": 0, "enrolled": 0, "enroll_dead_letter": 0,
+        "adherence": 3,  # one bp-adherence document per patient with scored readings
     }  # fmt: skip
     assert {r["observation_id"] for _, r in run.normals} == {ok.observation_id, "p3-obs-3"}
     assert all(pid == rec["patient_id"] for pid, rec in run.normals)

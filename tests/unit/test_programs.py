@@ -76,9 +76,9 @@ def test_a_late_pair_confirms_after_a_missed_window_and_three_clear_readings_res
 
 
 def test_a_severe_reading_resets_the_clear_count():
-    ep = SevereRangeEpisode("o1", T, T, confirmed=True, clear=2)
+    ep = SevereRangeEpisode("o1", T, T, confirmed=True, clear=("o2", "o3"))
     ep, t = severe_range_step(ep, "o2", T, 170.0, 90.0)
-    assert t is None and ep is not None and ep.clear == 0
+    assert t is None and ep is not None and ep.clear == ()
 
 
 def test_enrolments():
@@ -141,3 +141,58 @@ def test_on_track_is_days_plus_days_left_at_least_sixteen():
     late = CycleDays(date(2026, 5, 1))
     late.add(date(2026, 5, 16))  # 1 day, 14 left: 15 < 16
     assert late.doc("p")["on_track"] is False
+
+
+# -- the patient's cycles (Adherence) and its snapshot --------------------------------------
+def test_adherence_keeps_the_current_and_previous_cycle_and_refuses_older_days():
+    from lib.monitor.adherence import Adherence
+
+    d0 = date(2026, 1, 1)
+    a = Adherence(d0)
+    assert a.add(d0) is not None and a.add(d0) is None  # a second reading of the day
+    nxt = a.add(d0 + timedelta(days=30))  # the next cycle
+    assert nxt is not None and nxt.start == d0 + timedelta(days=30)
+    late = a.add(d0 + timedelta(days=5))  # a late reading of the previous cycle still counts
+    assert late is not None and late.start == d0 and late.days_with_readings == 2
+    a.add(d0 + timedelta(days=60))  # the third cycle: the first is forgotten
+    assert a.add(d0 + timedelta(days=6)) is None
+    assert a.remove(d0 + timedelta(days=6)) is None
+
+
+def test_adherence_expires_after_a_cycle_without_readings_and_reanchors_on_enrolment():
+    from lib.monitor.adherence import Adherence
+
+    d0 = date(2026, 1, 1)
+    a = Adherence(d0)
+    a.add(d0 + timedelta(days=3))
+    assert not a.expired(d0 + timedelta(days=32))
+    assert a.expired(d0 + timedelta(days=33))  # 30 days after the last reading
+    a.reanchor(d0 + timedelta(days=10))
+    assert a.add(d0 + timedelta(days=12)).start == d0 + timedelta(days=10)  # type: ignore[union-attr]
+    a.reanchor(d0 - timedelta(days=10))  # an earlier start does not move a running cycle
+    assert a.anchor == d0 + timedelta(days=10)
+
+
+def test_patient_snapshots_keep_programs_and_cycles_and_read_version_2():
+    import pickle
+
+    from lib.errors import RecoveryError
+    from lib.monitor.adherence import Adherence
+    from lib.monitor.patient import SNAPSHOT_TAG, Patient
+
+    p = Patient("p1")
+    p.enrollment = Enrollment("postpartum", date(2026, 1, 1))
+    p.severe = SevereRangeEpisode("o1", T, T, confirmed=True, clear=("o2",))
+    p.adherence = Adherence(date(2026, 1, 1))
+    p.adherence.add(date(2026, 1, 3))
+    p.adherence.offset = -300
+    stored = p.snapshot()
+    assert len(pickle.dumps(stored)) < 600
+    back = Patient.restore(pickle.loads(pickle.dumps(stored)))
+    assert back.enrollment == p.enrollment and back.severe == p.severe
+    assert back.adherence is not None and back.adherence.snapshot() == p.adherence.snapshot()
+    v2 = (SNAPSHOT_TAG, 2, "p1", None, None, None, None, None, 5.0, None, None)
+    old = Patient.restore(v2)
+    assert (old.touched_at, old.enrollment, old.adherence) == (5.0, None, None)
+    with pytest.raises(RecoveryError):
+        Patient.restore((SNAPSHOT_TAG, 2, "p1", None))
