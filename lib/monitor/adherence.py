@@ -150,68 +150,102 @@ class CycleDays:
         }
 
 
+EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
+def day_number(ts: float, offset_minutes: int | None) -> int:
+    """:func:`local_day` as days since 1970-01-01, from POSIX seconds (no datetime made)."""
+    if offset_minutes:
+        ts += offset_minutes * 60
+    return int(ts // 86400)
+
+
+def day_of_number(day: int) -> date:
+    return date.fromordinal(EPOCH_ORDINAL + day)
+
+
+def number_of_day(day: date) -> int:
+    return day.toordinal() - EPOCH_ORDINAL
+
+
 class Adherence:
-    """One patient's cycles: the anchor, the current and the previous cycle, the latest UTC
-    offset seen (to place a retraction) and whether a reading was left out for want of a
-    device. Stored as a plain tuple (:meth:`snapshot`, about 100 bytes pickled)."""
+    """One patient's cycles: the anchor, the current and the previous cycle (their start and
+    30 counts), the latest UTC offset seen (to place a retraction) and whether a reading was
+    left out for want of a device. Days are numbers (days since 1970-01-01): a reading costs
+    integer arithmetic and a byte. Stored as a plain tuple (:meth:`snapshot`, about 100
+    bytes pickled)."""
 
-    __slots__ = ("anchor", "current", "left_out", "offset", "previous")
+    __slots__ = ("anchor", "cur", "cur_start", "left_out", "offset", "prev", "prev_start")
 
-    def __init__(self, anchor: date) -> None:
+    def __init__(self, anchor: int) -> None:
         self.anchor = anchor
-        self.current: CycleDays | None = None
-        self.previous: CycleDays | None = None
+        self.cur_start = -1
+        self.cur: bytearray | None = None
+        self.prev_start = -1
+        self.prev: bytearray | None = None
         self.offset: int | None = None
         self.left_out = False
 
-    def _cycle(self, day: date, create: bool) -> CycleDays | None:
-        start = cycle_start(self.anchor, day)
-        cur = self.current
-        if cur is not None and start == cur.start:
-            return cur
-        prev = self.previous
-        if prev is not None and start == prev.start:
-            return prev
-        if not create or (cur is not None and start < cur.start):
-            return None  # older than the cycles kept: not counted
-        self.previous = cur if cur is not None and cur.end < start else None
-        self.current = CycleDays(start)
-        return self.current
+    def _counts(self, day: int, create: bool) -> tuple[int, bytearray | None]:
+        start = self.anchor + (day - self.anchor) // CYCLE_DAYS * CYCLE_DAYS
+        if start == self.cur_start:
+            return start, self.cur
+        if start == self.prev_start:
+            return start, self.prev
+        if not create or (self.cur is not None and start < self.cur_start):
+            return start, None  # older than the cycles kept: not counted
+        if self.cur is not None and self.cur_start + CYCLE_DAYS <= start:
+            self.prev_start, self.prev = self.cur_start, self.cur
+        else:
+            self.prev_start, self.prev = -1, None
+        self.cur_start, self.cur = start, bytearray(CYCLE_DAYS)
+        return start, self.cur
 
-    def add(self, day: date) -> CycleDays | None:
-        """Count a reading on ``day``; the cycle whose count of days changed, if one did."""
-        cycle = self._cycle(day, create=True)
-        if cycle is None or not cycle.add(day):
+    def add(self, day: int) -> int | None:
+        """Count a reading on ``day``; the start of the cycle whose count of days changed."""
+        start, counts = self._counts(day, True)
+        if counts is None:
             return None
-        return cycle
+        i = day - start
+        was = counts[i]
+        if was < 255:
+            counts[i] = was + 1
+        return start if was == 0 else None
 
-    def remove(self, day: date) -> CycleDays | None:
-        """Uncount a reading on ``day``; the cycle whose count of days changed, if one did."""
-        cycle = self._cycle(day, create=False)
-        if cycle is None or not cycle.remove(day):
+    def remove(self, day: int) -> int | None:
+        """Uncount a reading on ``day``; the start of the cycle whose count of days changed."""
+        start, counts = self._counts(day, False)
+        if counts is None or counts[day - start] == 0:
             return None
-        return cycle
+        counts[day - start] -= 1
+        return start if counts[day - start] == 0 else None
+
+    def cycle(self, start: int) -> CycleDays:
+        """The cycle starting at ``start`` (one of the two kept) as :class:`CycleDays`."""
+        counts = self.cur if start == self.cur_start else self.prev
+        return CycleDays(day_of_number(start), bytearray(counts or CYCLE_DAYS))
 
     def reanchor(self, start: date) -> None:
         """An enrolment starting after the current cycle's start anchors the next cycles at
         its start (readings already counted stay where they were counted)."""
-        cur = self.current
-        if cur is None or start > cur.start:
-            self.anchor = start
+        n = number_of_day(start)
+        if self.cur is None or n > self.cur_start:
+            self.anchor = n
 
     def expired(self, today: date) -> bool:
         """No reading counted for a cycle's length (30 days) before ``today``: the patient's
         next reading starts a new anchor."""
-        cur = self.current
-        last = None if cur is None else cur.last_reading_date
+        if self.cur is None:
+            return True
+        last = self.cycle(self.cur_start).last_reading_date
         return last is None or (today - last).days >= CYCLE_DAYS
 
     def snapshot(self) -> tuple[Any, ...]:
-        cur, prev = self.current, self.previous
+        cur, prev = self.cur, self.prev
         return (
-            self.anchor.toordinal(),
-            None if cur is None else (cur.start.toordinal(), bytes(cur.counts)),
-            None if prev is None else (prev.start.toordinal(), bytes(prev.counts)),
+            self.anchor,
+            None if cur is None else (self.cur_start, bytes(cur)),
+            None if prev is None else (self.prev_start, bytes(prev)),
             self.offset,
             self.left_out,
         )
@@ -219,10 +253,10 @@ class Adherence:
     @classmethod
     def restore(cls, stored: tuple[Any, ...]) -> Adherence:
         anchor, cur, prev, offset, left_out = stored
-        a = cls(date.fromordinal(anchor))
+        a = cls(anchor)
         if cur is not None:
-            a.current = CycleDays(date.fromordinal(cur[0]), bytearray(cur[1]))
+            a.cur_start, a.cur = cur[0], bytearray(cur[1])
         if prev is not None:
-            a.previous = CycleDays(date.fromordinal(prev[0]), bytearray(prev[1]))
+            a.prev_start, a.prev = prev[0], bytearray(prev[1])
         a.offset, a.left_out = offset, left_out
         return a

@@ -67,7 +67,7 @@ from lib.domain import (
 from lib.errors import RecoveryError
 from lib.monitor import rules
 from lib.monitor.acks import Ack, AckRefused, AckState, OpenEpisode, acknowledge, level_of, settle
-from lib.monitor.adherence import CYCLE_DAYS, Adherence, CycleDays, local_day
+from lib.monitor.adherence import CYCLE_DAYS, Adherence, day_number, day_of_number
 from lib.monitor.alert_events import REVIEW, URGENT, _digest
 from lib.monitor.alerts import (
     FAMILIES,
@@ -115,6 +115,7 @@ _HOUR = 3600.0
 SNAPSHOT_TAG = "bpw-patient"
 SNAPSHOT_VERSION = 3  # 2: ``acks`` added; 3: ``enrollment``, ``severe``, ``adherence``
 CAUGHT_UP_S = 3600.0  # the latest broker timestamp processed this recently: caught up
+_FIRST_VERSIONS = frozenset(("", "1"))  # a reading's first version: no earlier one to move
 
 
 class IngestClock:
@@ -284,15 +285,18 @@ class Patient:
                 if not self.patient_id:
                     self.patient_id = r.patient_id
                 w = self.window
-                held_ts = None if w is None else w.ts_of(r.observation_id)
+                held_ts = None  # an amendment's earlier version, to move its day
+                if w is not None and (r.status != "final" or r.version not in _FIRST_VERSIONS):
+                    held_ts = w.ts_of(r.observation_id)
                 a = self._assess(ctx, r)
                 outcomes.append(a)
                 if type(a) is Assessment:
                     day = _day_of(r)
                     self._follow(ctx, a, now, res)
                     if self.enrollment is not None or self.severe is not None:
-                        self._program(ctx, a, day, res, n_events)
-                    if day is not None:
+                        self._program(ctx, a, None if day < 0 else day_of_number(day), res,
+                                      n_events)  # fmt: skip
+                    if day >= 0:
                         self._adhere(ctx, r, day, held_ts, res)
                     if len(events) > n_events:
                         self.acks = settle(self.acks, events[n_events:])
@@ -398,37 +402,50 @@ class Patient:
                     events[i] = replace(events[i], program=program)
 
     def _adhere(
-        self, ctx: PatientContext, r: Reading, day: date, held_ts: float | None, res: Results
+        self, ctx: PatientContext, r: Reading, day: int, held_ts: float | None, res: Results
     ) -> None:
-        """Count a scored reading in its cycle (an amendment moves it: see
-        :mod:`lib.monitor.adherence`)."""
+        """Count a scored reading in its cycle (``day``: :func:`day_number`; an amendment
+        moves it: see :mod:`lib.monitor.adherence`)."""
         ad = self.adherence
+        if ad is not None and held_ts is None and not ctx.device_only:
+            counts = ad.cur  # the common case: one more reading on a day already counted
+            i = day - ad.cur_start
+            if counts is not None and 0 <= i < CYCLE_DAYS and 0 < counts[i] < 255:
+                counts[i] += 1
+                if r.utc_offset is not None:
+                    ad.offset = r.utc_offset
+                return
         if ad is None:
             e = self.enrollment
-            ad = self.adherence = Adherence(e.start if e is not None and e.covers(day) else day)
+            anchor = day
+            if e is not None and e.covers(day_of_number(day)):
+                anchor = day - (day_of_number(day) - e.start).days
+            ad = self.adherence = Adherence(anchor)
         if ctx.device_only and not r.device:
             ad.left_out = True
             return
         if r.utc_offset is not None:
             ad.offset = r.utc_offset
         if held_ts is not None:  # a new version of a held reading: moved, not added
-            before = local_day(datetime.fromtimestamp(held_ts, UTC), ad.offset)
+            before = day_number(held_ts, ad.offset)
             if before == day:
                 return
             self._adherence_doc(ad.remove(before), res)
-        self._adherence_doc(ad.add(day), res)
+        start = ad.add(day)
+        if start is not None:
+            self._adherence_doc(start, res)
 
     def _unadhere(self, held_ts: float, res: Results) -> None:
         """Uncount a retracted reading the window held (placed on the latest offset)."""
         ad = cast(Adherence, self.adherence)
         if ad.left_out:
             return  # whether the retracted reading was counted is unknown
-        day = local_day(datetime.fromtimestamp(held_ts, UTC), ad.offset)
-        self._adherence_doc(ad.remove(day), res)
+        self._adherence_doc(ad.remove(day_number(held_ts, ad.offset)), res)
 
-    def _adherence_doc(self, cycle: CycleDays | None, res: Results) -> None:
-        if cycle is None:
+    def _adherence_doc(self, start: int | None, res: Results) -> None:
+        if start is None:
             return
+        cycle = cast(Adherence, self.adherence).cycle(start)
         doc = cycle.doc(self.patient_id)
         program = self._program_on(cycle.start)
         if program:
@@ -627,12 +644,12 @@ class Patient:
         return p
 
 
-def _day_of(r: Reading) -> date | None:
-    """The reading's day for programs and cycles (``lib.monitor.adherence``); None for a time
-    given only as a month or a year."""
+def _day_of(r: Reading) -> int:
+    """The reading's day for programs and cycles, as days since 1970-01-01
+    (``lib.monitor.adherence.day_number``); -1 for a time given only as a month or a year."""
     if r.precision and r.precision != "day":
-        return None
-    return local_day(r.effective_at, r.utc_offset)
+        return -1
+    return day_number(r.effective_at.timestamp(), r.utc_offset)
 
 
 def _enrollment_state(e: Enrollment | None) -> tuple[Any, ...] | None:

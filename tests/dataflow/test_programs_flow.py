@@ -42,8 +42,9 @@ def reading(
     offset_min: int = 0,
     status: str | None = None,
     device: str | None = "Omron BP7000",
+    version: str = "",
 ) -> KafkaSourceMessage:
-    r = Reading(oid, patient, at, float(sys_), float(dia))
+    r = Reading(oid, patient, at, float(sys_), float(dia), version=version)
     value = obs.encode(
         obs.to_fhir(r, "Jane Testpatient", utc_offset_min=offset_min, status=status,
                     device=device)
@@ -273,3 +274,20 @@ def test_device_only_counts_readings_with_a_device():
     assert doc["cycle_start"] == DAY0.isoformat()  # anchored at the first reading all the same
     assert doc["days_with_readings"] == 1
     assert doc["last_reading_date"] == (DAY0 + timedelta(days=1)).isoformat()
+
+
+def test_an_amended_reading_moves_to_its_new_day_and_is_not_counted_twice():
+    out = run(
+        [
+            reading("m", "r0", T0, 120, 80),
+            reading("m", "r1", T0 + timedelta(days=1), 120, 80),
+            # the sender corrects r1's date: day 1 loses its only reading, day 4 gains one
+            reading("m", "r1", T0 + timedelta(days=4), 121, 80, status="amended", version="2"),
+            # and corrects r0's values only: same day, nothing changes
+            reading("m", "r0", T0, 122, 80, status="amended", version="2"),
+        ]
+    )
+    (doc,) = adherence(out).values()
+    assert doc["days_with_readings"] == 2
+    assert doc["last_reading_date"] == (DAY0 + timedelta(days=4)).isoformat()
+    assert len(out.adherence) == 4  # day 0, day 1, day 1 removed, day 4

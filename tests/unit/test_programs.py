@@ -144,47 +144,54 @@ def test_on_track_is_days_plus_days_left_at_least_sixteen():
 
 
 # -- the patient's cycles (Adherence) and its snapshot --------------------------------------
-def test_adherence_keeps_the_current_and_previous_cycle_and_refuses_older_days():
-    from lib.monitor.adherence import Adherence
+def test_day_numbers_are_local_dates():
+    from lib.monitor.adherence import day_number, day_of_number
 
-    d0 = date(2026, 1, 1)
+    for at, offset in ((T, -300), (T.replace(hour=2), -300), (T.replace(hour=23), 120), (T, None)):
+        assert day_of_number(day_number(at.timestamp(), offset)) == local_day(at, offset)
+
+
+def test_adherence_keeps_the_current_and_previous_cycle_and_refuses_older_days():
+    from lib.monitor.adherence import Adherence, number_of_day
+
+    d0 = number_of_day(date(2026, 1, 1))
     a = Adherence(d0)
-    assert a.add(d0) is not None and a.add(d0) is None  # a second reading of the day
-    nxt = a.add(d0 + timedelta(days=30))  # the next cycle
-    assert nxt is not None and nxt.start == d0 + timedelta(days=30)
-    late = a.add(d0 + timedelta(days=5))  # a late reading of the previous cycle still counts
-    assert late is not None and late.start == d0 and late.days_with_readings == 2
-    a.add(d0 + timedelta(days=60))  # the third cycle: the first is forgotten
-    assert a.add(d0 + timedelta(days=6)) is None
-    assert a.remove(d0 + timedelta(days=6)) is None
+    assert a.add(d0) == d0 and a.add(d0) is None  # a second reading of the day
+    assert a.add(d0 + 30) == d0 + 30  # the next cycle
+    assert a.add(d0 + 5) == d0  # a late reading of the previous cycle still counts
+    assert a.cycle(d0).days_with_readings == 2
+    assert a.add(d0 + 60) == d0 + 60  # the third cycle: the first is forgotten
+    assert a.add(d0 + 6) is None and a.remove(d0 + 6) is None
+    assert a.remove(d0 + 60) == d0 + 60 and a.cycle(d0 + 60).days_with_readings == 0
 
 
 def test_adherence_expires_after_a_cycle_without_readings_and_reanchors_on_enrolment():
-    from lib.monitor.adherence import Adherence
+    from lib.monitor.adherence import Adherence, number_of_day
 
     d0 = date(2026, 1, 1)
-    a = Adherence(d0)
-    a.add(d0 + timedelta(days=3))
+    n0 = number_of_day(d0)
+    a = Adherence(n0)
+    a.add(n0 + 3)
     assert not a.expired(d0 + timedelta(days=32))
     assert a.expired(d0 + timedelta(days=33))  # 30 days after the last reading
     a.reanchor(d0 + timedelta(days=10))
-    assert a.add(d0 + timedelta(days=12)).start == d0 + timedelta(days=10)  # type: ignore[union-attr]
+    assert a.add(n0 + 12) == n0 + 10
     a.reanchor(d0 - timedelta(days=10))  # an earlier start does not move a running cycle
-    assert a.anchor == d0 + timedelta(days=10)
+    assert a.anchor == n0 + 10
 
 
 def test_patient_snapshots_keep_programs_and_cycles_and_read_version_2():
     import pickle
 
     from lib.errors import RecoveryError
-    from lib.monitor.adherence import Adherence
+    from lib.monitor.adherence import Adherence, number_of_day
     from lib.monitor.patient import SNAPSHOT_TAG, Patient
 
     p = Patient("p1")
     p.enrollment = Enrollment("postpartum", date(2026, 1, 1))
     p.severe = SevereRangeEpisode("o1", T, T, confirmed=True, clear=("o2",))
-    p.adherence = Adherence(date(2026, 1, 1))
-    p.adherence.add(date(2026, 1, 3))
+    p.adherence = Adherence(number_of_day(date(2026, 1, 1)))
+    p.adherence.add(number_of_day(date(2026, 1, 3)))
     p.adherence.offset = -300
     stored = p.snapshot()
     assert len(pickle.dumps(stored)) < 600

@@ -414,9 +414,12 @@ def _offset_minutes(text: str) -> int | None:
     n = len(text)
     if n <= 10:
         return None
-    last = text[-1]
-    if last == "Z" or last == "z":
+    if text[-1] == "Z":
         return 0
+    tail = text[-6:]
+    offset = _OFFSETS.get(tail)
+    if offset is not None:
+        return offset
     if n >= 16 and text[-3] == ":" and text[-6] in "+-":
         hh, mm = text[-5:-3], text[-2:]
         if hh.isdigit() and mm.isdigit():
@@ -424,6 +427,13 @@ def _offset_minutes(text: str) -> int | None:
             return -minutes if text[-6] == "-" else minutes
     offset = datetime.fromisoformat(text).utcoffset()  # the rarer forms (+HHMM, seconds)
     return None if offset is None else int(offset.total_seconds() // 60)
+
+
+# the "+HH:MM" / "-HH:MM" endings of the world's UTC offsets, quarter hours from -12 to +14
+_OFFSETS = {
+    f"{'+' if m >= 0 else '-'}{abs(m) // 60:02d}:{abs(m) % 60:02d}": m
+    for m in range(-12 * 60, 14 * 60 + 1, 15)
+}
 
 
 def _effective_text(res: dict[str, Any]) -> str:
