@@ -275,7 +275,10 @@ class Patient:
                 self._ack(ctx, outcome, res)  # type: ignore[arg-type]
                 continue
             if t is Enrolled or t is EnrollRefused:
-                self._enroll(outcome, res)  # type: ignore[arg-type]
+                n_events = len(events)
+                self._enroll(ctx, outcome, res)  # type: ignore[arg-type]
+                if len(events) > n_events:
+                    self.acks = settle(self.acks, events[n_events:])
                 continue
             messages += first
             ingested.append(ing)
@@ -348,7 +351,7 @@ class Patient:
             self.acks = None
 
     # -- programs and adherence ------------------------------------------------------
-    def _enroll(self, item: Enrolled | EnrollRefused, res: Results) -> None:
+    def _enroll(self, ctx: PatientContext, item: Enrolled | EnrollRefused, res: Results) -> None:
         if type(item) is EnrollRefused:
             res.enroll_refused.append(item.dead)
             return
@@ -356,9 +359,36 @@ class Patient:
         res.enrolled += 1
         if not self.patient_id:
             self.patient_id = cast(Enrolled, item).patient_id
-        self.enrollment = e
+        before, self.enrollment = self.enrollment, e
         if self.adherence is not None:
             self.adherence.reanchor(e.start)
+        if e.program == "postpartum" and self.window is not None and self.severe is None:
+            self._judge_held(ctx, before, e, res)
+
+    def _judge_held(
+        self, ctx: PatientContext, before: Enrollment | None, e: Enrollment, res: Results
+    ) -> None:
+        """An enrolment that arrives after some of its readings (two topics, read
+        independently) judges the readings the window still holds within its dates and not
+        judged by the enrolment before it, in event-time order: the same episodes and ids as
+        in order; the events carry ``risk_score`` 0 (the window keeps no score)."""
+        w = cast(PatientWindow, self.window)
+        offset = None if self.adherence is None else self.adherence.offset
+        patient = self.patient_id
+        for ts, oid, sys_, dia in w.held():
+            day = day_of_number(day_number(ts, offset))
+            if not e.covers(day) or (before is not None and before.program == "postpartum"
+                                     and before.covers(day)):  # fmt: skip
+                continue
+            at = datetime.fromtimestamp(ts, UTC)
+            old = self.severe
+            self.severe, tr = severe_range_step(old, oid, at, sys_, dia)
+            if tr is not None:
+                ep = cast(SevereRangeEpisode, self.severe if self.severe is not None else old)
+                ids = ep.clear if tr.event == "resolved" else (oid,)
+                event = severe_event(patient, ep, tr, at, ids, sys_, dia, 0.0, ctx.ruleset.name,
+                                     ctx.severe_urgent)  # fmt: skip
+                res.events.append(event)
 
     def _program_on(self, day: date | None) -> str:
         """The program whose enrolment covers ``day`` ("" when none)."""

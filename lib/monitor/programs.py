@@ -4,7 +4,9 @@ Enrolments arrive on ``bp.enrollments`` (key: patient id), are parsed here
 (:func:`parse_enrollments`) and reach the patient's state in the monitor's patient step
 beside its readings (``lib.monitor.patient``): the patient's latest enrolment replaces the one
 before. A refused enrolment goes to ``bp.enrollments.dlq``. A reading processed before its
-patient's enrolment arrived was judged without it: send enrolments before readings.
+patient's enrolment arrived (the topics are read independently) is judged when the enrolment
+arrives if the patient's window still holds it (``Patient._judge_held``); older ones are not:
+send enrolments before readings.
 
 Postpartum hypertension programs follow a patient for about six weeks after delivery and
 judge her readings by the obstetric thresholds, on top of the patient's rule set:

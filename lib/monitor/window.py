@@ -187,6 +187,10 @@ class PatientWindow:
         """Event time (POSIX seconds) of the latest reading held, or None when empty."""
         return self._ts[-1] if self._ts else None
 
+    def held(self) -> list[tuple[float, str, float, float]]:
+        """The readings held, ``(ts, id, systolic, diastolic)`` in event-time order."""
+        return list(zip(self._ts, self._ids, self._sys, self._dia, strict=True))
+
     def ts_of(self, observation_id: str) -> float | None:
         """Event time of the held reading with this id, or None when not held."""
         ids = self._ids

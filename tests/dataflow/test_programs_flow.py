@@ -74,10 +74,12 @@ def run(
     readings: list[KafkaSourceMessage],
     enrolments: list[KafkaSourceMessage] = (),  # type: ignore[assignment]
     settings: Settings | None = None,
+    enrolments_late: bool = False,
 ) -> RecordedOutputs:
+    early, late = (0.0, 0.5) if not enrolments_late else (0.5, 0.0)
     io, out = recording_io(
-        TimedSource([(0.5, m) for m in readings], 1.0),
-        enroll_source=TimedSource([(0.0, m) for m in enrolments], 1.0),
+        TimedSource([(late, m) for m in readings], 1.0),
+        enroll_source=TimedSource([(early, m) for m in enrolments], 1.0),
     )
     run_main(build(settings or Settings(), io=io, model=LowRisk()))
     return out
@@ -291,3 +293,24 @@ def test_an_amended_reading_moves_to_its_new_day_and_is_not_counted_twice():
     assert doc["days_with_readings"] == 2
     assert doc["last_reading_date"] == (DAY0 + timedelta(days=4)).isoformat()
     assert len(out.adherence) == 4  # day 0, day 1, day 1 removed, day 4
+
+
+def test_an_enrolment_read_after_its_readings_judges_those_the_window_holds():
+    """Two topics are read independently: after a backlog the readings may come first. The
+    enrolment then judges the readings its patient's window still holds within its dates:
+    the same episode and ids as in order (the score is not kept: risk 0)."""
+    readings = [
+        reading("pp", "x", T0 - timedelta(days=3), 170, 100),  # before the enrolment's start
+        reading("pp", "b", T0, 165, 100),
+        reading("pp", "c", T0 + timedelta(minutes=30), 150, 111),
+        *(reading("pp", f"k{i}", T0 + timedelta(hours=1 + i), 130, 85) for i in range(2)),
+    ]
+    in_order = alerts(run(readings, [postpartum("pp")]))
+    late = alerts(run(readings, [postpartum("pp")], enrolments_late=True))
+    assert [e["event"] for e in in_order] == ["opened", "escalated"]
+    assert [e["alert_id"] for e in late] == [e["alert_id"] for e in in_order]
+    assert [e["confirmation"] for e in late if e["event"] == "escalated"] == ["persistent"]
+    assert {e["risk_score"] for e in late} == {0.0}
+    # a repeated enrolment judges nothing twice
+    again = run(readings, [postpartum("pp"), postpartum("pp")], enrolments_late=True)
+    assert [e["alert_id"] for e in alerts(again)] == [e["alert_id"] for e in in_order]
