@@ -177,6 +177,7 @@ class Settings:
     anomalies_retention_days: float = 0.0
     alerts_retention_days: float = 0.0
     home_averages_retention_days: float = 0.0
+    adherence_retention_days: float = 0.0
     alert_reminder_hours: float = 0.0  # a reminder event per open episode; 0: none
     alert_urgent: tuple[str, ...] = DEFAULT_URGENT  # episode kinds that page (the rest: review)
     alert_confirm_readings: int = 2  # consecutive readings that confirm an urgent page
@@ -391,6 +392,9 @@ class Settings:
             ),
             home_averages_retention_days=_float(
                 env, "BPWATCH_HOME_AVERAGES_RETENTION_DAYS", d.home_averages_retention_days
+            ),
+            adherence_retention_days=_float(
+                env, "BPWATCH_ADHERENCE_RETENTION_DAYS", d.adherence_retention_days
             ),
             log_level=_choice(
                 env,

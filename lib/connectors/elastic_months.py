@@ -1,11 +1,12 @@
 """Monthly indices behind each alias, and their retention (index lifecycle management, ILM).
 
 Elasticsearch deletes data by whole indices (ILM's ``delete`` action), so each alias
-(``bp-anomalies``, ``bp-alerts``, ``bp-home-averages``, namespaced) is backed by one index per
-calendar month of the *document's own time*::
+(``bp-anomalies``, ``bp-alerts``, ``bp-home-averages``, ``bp-adherence``, namespaced) is backed
+by one index per calendar month of the *document's own time*::
 
     bp-anomalies-2026.12      anomalies whose effective_at is in December 2026
     bp-alerts-2026.12         alert events whose event_at is in December 2026
+    bp-adherence-2026.12      adherence cycles whose cycle_start is in December 2026
 
 Why the document's time, not rollover: a document's ``_id`` is deterministic and a replay
 (a resume, or a fresh recovery store) writes it again; with the month taken from the
@@ -43,6 +44,7 @@ MONTH_FIELDS = {
     "bp-anomalies": "effective_at",
     "bp-alerts": "event_at",
     "bp-home-averages": "series_start",
+    "bp-adherence": "cycle_start",  # a date (YYYY-MM-DD): its month is its first 7 characters
 }
 _MAX_MONTH_DAYS = 31
 

@@ -3,10 +3,11 @@
 ``python -m lib.tools.admin setup`` (``make setup``) creates:
 
 * Kafka topics ``bp.observations``, ``bp.observations.dlq``, ``bp.alerts``,
-  ``bp.alerts.acks`` and ``bp.alerts.acks.dlq`` (namespaced by ``BPWATCH_NAMESPACE``), each
-  with ``BPWATCH_KAFKA_PARTITIONS`` partitions (keyed by patient) and ``retention.ms`` from
-  ``BPWATCH_TOPIC_RETENTION_DAYS`` (``BPWATCH_DLQ_RETENTION_DAYS`` for the two dead-letter
-  topics); an existing topic keeps its own settings;
+  ``bp.alerts.acks``, ``bp.alerts.acks.dlq``, ``bp.enrollments`` and ``bp.enrollments.dlq``
+  (namespaced by ``BPWATCH_NAMESPACE``), each with ``BPWATCH_KAFKA_PARTITIONS`` partitions
+  (keyed by patient) and ``retention.ms`` from ``BPWATCH_TOPIC_RETENTION_DAYS``
+  (``BPWATCH_DLQ_RETENTION_DAYS`` for the three dead-letter topics); an existing topic keeps
+  its own settings;
 * one composable index template per ``infra/elasticsearch/templates/<name>.json`` (strict
   mappings), matching ``<name>*`` and ``*-<name>*`` so namespaced indices get it too; on an
   alias that exists already, the template's fields are added to its indices (a field added
@@ -57,6 +58,8 @@ TOPICS = (
     "bp.alerts",
     "bp.alerts.acks",
     "bp.alerts.acks.dlq",
+    "bp.enrollments",
+    "bp.enrollments.dlq",
 )
 INDEX_SUFFIX = "-v1"
 
@@ -131,7 +134,7 @@ def retention_ms(settings: Settings, topic: str) -> int:
     """``retention.ms`` of a topic at creation: ``BPWATCH_DLQ_RETENTION_DAYS`` for the
     dead-letter topics (longer, to fix and re-send), ``BPWATCH_TOPIC_RETENTION_DAYS`` for the
     others."""
-    dead_letters = (settings.dlq_topic, settings.acks_dlq_topic)
+    dead_letters = (settings.dlq_topic, settings.acks_dlq_topic, settings.enrollments_dlq_topic)
     days = settings.dlq_retention_days if topic in dead_letters else settings.topic_retention_days
     return int(days * 86_400_000)
 
@@ -200,6 +203,7 @@ def retention_days(settings: Settings, base: str) -> float:
         "bp-anomalies": settings.anomalies_retention_days,
         "bp-alerts": settings.alerts_retention_days,
         "bp-home-averages": settings.home_averages_retention_days,
+        "bp-adherence": settings.adherence_retention_days,
     }.get(base, 0.0)
 
 

@@ -96,6 +96,8 @@ def test_setup_creates_topics_with_their_retention(settings):
         settings.acks_topic: settings.topic_retention_days,
         settings.dlq_topic: settings.dlq_retention_days,
         settings.acks_dlq_topic: settings.dlq_retention_days,
+        settings.enrollments_topic: settings.topic_retention_days,
+        settings.enrollments_dlq_topic: settings.dlq_retention_days,
     }
     resources = [ConfigResource(ConfigResource.Type.TOPIC, t) for t in want]
     got = {
@@ -105,6 +107,7 @@ def test_setup_creates_topics_with_their_retention(settings):
     assert got == {t: int(days * 86_400_000) for t, days in want.items()}
     assert got[settings.dlq_topic] > got[settings.observations_topic]
     assert got[settings.acks_dlq_topic] > got[settings.acks_topic]
+    assert got[settings.enrollments_dlq_topic] > got[settings.enrollments_topic]
 
 
 def test_teardown_removes_every_topic_and_index_of_the_namespace(services, es):
@@ -122,12 +125,16 @@ def test_teardown_removes_every_topic_and_index_of_the_namespace(services, es):
         topics = set(listing.list_topics(timeout=30).topics)
         assert {s.topic(t) for t in admin.TOPICS} <= topics
         assert {s.acks_topic, s.acks_dlq_topic} <= topics
+        assert {s.enrollments_topic, s.enrollments_dlq_topic} <= topics
         assert es.indices.exists_alias(name=s.episodes_index)
+        assert es.indices.exists_alias(name=s.adherence_index)
+        assert es.indices.exists_index_template(name=f"bpwatch-{s.adherence_index}-monthly")
     finally:
         admin.teardown(s)
     assert not {t for t in listing.list_topics(timeout=30).topics if t.startswith(ns + ".")}
     assert not list(es.indices.get(index=f"{ns}-*", allow_no_indices=True))
     assert not es.indices.exists_index_template(name=f"bpwatch-{ns}-bp-alerts-monthly")
+    assert not es.indices.exists_index_template(name=f"bpwatch-{ns}-bp-adherence-monthly")
 
 
 def test_bp_episodes_is_one_write_index_without_months_and_takes_partial_updates(settings, es):
@@ -209,3 +216,66 @@ def test_setup_adds_new_fields_to_an_index_of_an_earlier_version(settings, es):
     assert admin.ensure_elasticsearch(settings) == []  # nothing created, the fields added
     es.index(index=alias, id="o-1", document=doc, refresh=True)
     assert es.get(index=alias, id="o-1")["_source"]["device"] == "Cuff X"
+
+
+def test_adherence_documents_go_to_the_month_of_their_cycle_start(settings, es):
+    """``bp-adherence``: the monthly template of the alias makes ``<alias>-YYYY.MM`` by
+    ``cycle_start`` on first write, with the strict mapping; the alias reads it."""
+    from lib.connectors.elastic_months import MONTH_FIELDS, MonthRouter
+
+    alias = settings.adherence_index
+    doc = {"patient_id": "pt-1", "cycle_start": "2026-01-20", "cycle_end": "2026-02-18",
+           "days_with_readings": 3, "last_reading_date": "2026-01-25", "days_left": 24,
+           "band": "2_to_15", "on_track": True, "program": "postpartum"}  # fmt: skip
+    month = MonthRouter(alias, MONTH_FIELDS["bp-adherence"]).index_of(doc)
+    assert month == f"{alias}-2026.01"
+    es.index(index=month, id="pt-1|2026-01-20", document=doc, refresh=True)
+    (hit,) = es.search(index=alias, query={"term": {"band": "2_to_15"}})["hits"]["hits"]
+    assert (hit["_index"], hit["_source"]) == (month, doc)
+    mapping = es.indices.get_mapping(index=month)[month]["mappings"]
+    assert mapping["dynamic"] == "strict" and mapping["properties"]["on_track"]["type"] == "boolean"
+    with pytest.raises(BadRequestError, match="strict_dynamic_mapping_exception"):
+        es.index(index=month, id="x", document={**doc, "patient_name": "x"})
+
+
+def test_setup_adds_the_program_fields_to_existing_indices(settings, es):
+    """Indices made before programs (a month of ``bp-anomalies`` and of ``bp-alerts``, and
+    ``bp-episodes-v1``) refuse the program fields; ``setup`` puts them on every one."""
+    new = {
+        "bp-anomalies": {"program": "keyword", "program_band": "keyword"},
+        "bp-alerts": {"program": "keyword", "confirmed": "boolean", "confirmation": "keyword"},
+        "bp-episodes": {"program": "keyword", "confirmed": "boolean"},
+    }
+    bodies = admin.template_bodies()
+    indices = {}
+    for base, fields in new.items():
+        alias = settings.index(base)
+        props = bodies[base]["template"]["mappings"]["properties"]
+        old = {k: v for k, v in props.items() if k not in fields}
+        # the index as an earlier version made it: a template of this index alone, above the
+        # current ones (the shared templates stay untouched)
+        if base == "bp-episodes":
+            index, alias_spec = alias + admin.INDEX_SUFFIX, {"is_write_index": True}
+            es.indices.delete(index=index)
+        else:
+            index, alias_spec = f"{alias}-2026.01", {}
+        earlier = f"bpwatch-{index}-earlier"
+        mappings = {"dynamic": "strict", "properties": old}
+        es.indices.put_index_template(
+            name=earlier,
+            index_patterns=[index],
+            priority=400,
+            template={"mappings": mappings, "aliases": {alias: alias_spec}},
+        )
+        try:
+            es.indices.create(index=index)
+        finally:
+            es.indices.delete_index_template(name=earlier)
+        indices[base] = index
+        with pytest.raises(BadRequestError, match="strict_dynamic_mapping_exception"):
+            es.index(index=index, id="x", document={"program": "postpartum"})
+    assert admin.ensure_elasticsearch(settings) == []
+    for base, index in indices.items():
+        properties = es.indices.get_mapping(index=index)[index]["mappings"]["properties"]
+        assert {k: properties[k]["type"] for k in new[base]} == new[base]
+        es.index(index=index, id="x", document={"program": "postpartum"}, refresh=True)

@@ -105,6 +105,48 @@ def test_retention_settings_choose_each_policy():
     assert admin.retention_days(s, "bp-anomalies") == 730
     assert admin.retention_days(s, "bp-alerts") == 365
     assert admin.retention_days(s, "bp-home-averages") == 0
+    assert admin.retention_days(s, "bp-adherence") == 0
+    env = Settings.from_env({"BPWATCH_ADHERENCE_RETENTION_DAYS": "1095"})
+    assert admin.retention_days(env, "bp-adherence") == 1095
+
+
+def test_bp_adherence_is_monthly_by_cycle_start_with_a_strict_mapping():
+    """One document per patient and cycle (docs/contract.md, ``bp-adherence``); its month is
+    the month of ``cycle_start``, a date without a time."""
+    bodies = admin.template_bodies()
+    assert admin.is_monthly("bp-adherence") and MONTH_FIELDS["bp-adherence"] == "cycle_start"
+    mappings = bodies["bp-adherence"]["template"]["mappings"]
+    assert mappings["dynamic"] == "strict"
+    types = {name: spec["type"] for name, spec in mappings["properties"].items()}
+    assert types == {
+        **dict.fromkeys(("patient_id", "band", "program"), "keyword"),
+        **dict.fromkeys(("cycle_start", "cycle_end", "last_reading_date"), "date"),
+        **dict.fromkeys(("days_with_readings", "days_left"), "integer"),
+        "on_track": "boolean",
+    }
+    router = MonthRouter("ward7-bp-adherence", MONTH_FIELDS["bp-adherence"])
+    assert router.index_of({"cycle_start": "2026-01-31"}) == "ward7-bp-adherence-2026.01"
+
+
+def test_the_program_fields_reach_every_template_they_belong_to():
+    """Programs (docs/contract.md): ``program`` and ``program_band`` on anomalies, ``program``,
+    ``confirmed`` and ``confirmation`` on alert events, ``program`` and ``confirmed`` on
+    episodes; strict mappings would refuse them otherwise."""
+    bodies = admin.template_bodies()
+
+    def types(base: str) -> dict[str, str]:
+        props = bodies[base]["template"]["mappings"]["properties"]
+        return {name: spec["type"] for name, spec in props.items()}
+
+    assert {k: types("bp-anomalies")[k] for k in ("program", "program_band")} == {
+        "program": "keyword", "program_band": "keyword",
+    }  # fmt: skip
+    assert {k: types("bp-alerts")[k] for k in ("program", "confirmed", "confirmation")} == {
+        "program": "keyword", "confirmed": "boolean", "confirmation": "keyword",
+    }  # fmt: skip
+    assert {k: types("bp-episodes")[k] for k in ("program", "confirmed")} == {
+        "program": "keyword", "confirmed": "boolean",
+    }  # fmt: skip
 
 
 def test_bp_episodes_is_one_index_behind_its_alias_not_monthly():
@@ -118,10 +160,10 @@ def test_bp_episodes_is_one_index_behind_its_alias_not_monthly():
     types = {name: spec["type"] for name, spec in mappings["properties"].items()}
     assert types == {
         **dict.fromkeys(("episode_id", "patient_id", "condition", "severity", "tier", "status",
-                         "acknowledged_by", "ruleset", "observation_ids"), "keyword"),
+                         "acknowledged_by", "ruleset", "observation_ids", "program"), "keyword"),
         **dict.fromkeys(("opened_at", "last_event_at", "resolved_at", "acknowledged_at",
                          "overdue_at"), "date"),
-        **dict.fromkeys(("acknowledged", "overdue"), "boolean"),
+        **dict.fromkeys(("acknowledged", "overdue", "confirmed"), "boolean"),
         **dict.fromkeys(("systolic", "diastolic", "risk_score"), "float"),
         "ack_note": "text",
     }  # fmt: skip
@@ -148,3 +190,11 @@ def test_the_acknowledgement_topics_are_created_and_their_dead_letters_kept_long
     day = 86_400_000
     assert admin.retention_ms(s, s.acks_topic) == admin.retention_ms(s, s.alerts_topic) == 7 * day
     assert admin.retention_ms(s, s.acks_dlq_topic) == admin.retention_ms(s, s.dlq_topic) == 30 * day
+
+
+def test_the_enrolment_topics_are_created_like_the_acknowledgement_topics():
+    s = replace(Settings(), namespace="ward7", topic_retention_days=7, dlq_retention_days=30)
+    assert {"bp.enrollments", "bp.enrollments.dlq"} <= set(admin.TOPICS)
+    assert {s.topic(t) for t in admin.TOPICS} >= {s.enrollments_topic, s.enrollments_dlq_topic}
+    assert admin.retention_ms(s, s.enrollments_topic) == admin.retention_ms(s, s.acks_topic)
+    assert admin.retention_ms(s, s.enrollments_dlq_topic) == admin.retention_ms(s, s.dlq_topic)
