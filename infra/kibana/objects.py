@@ -8,17 +8,23 @@ Objects (Kibana 8.x format: ``coreMigrationVersion`` 8.8.0, Lens ``formBased`` d
 
 * data views ``bpwatch-anomalies`` (``bp-anomalies*``, time ``effective_at``),
   ``bpwatch-alerts`` (``bp-alerts*``, time ``event_at``), ``bpwatch-home-averages``
-  (``bp-home-averages*``, time ``series_end``) and ``bpwatch-episodes`` (``bp-episodes*``,
-  no time field: the dashboard's time range never hides an episode that is still open);
+  (``bp-home-averages*``, time ``series_end``), ``bpwatch-episodes`` (``bp-episodes*``,
+  no time field: the dashboard's time range never hides an episode that is still open) and
+  ``bpwatch-adherence`` (``bp-adherence*``, no time field either: a cycle lasts 30 days, and
+  its panels choose the current cycles by their dates);
 * Lens panels: anomaly-type distribution, anomalies over time (by severity), recent critical
   cases (table), risk-score distribution, risk over time (average and maximum), alert events
   over time (by condition), home BP averages (table, latest series per patient), no-data
   episodes (table, last ``no_data`` event per patient: ``opened`` = still silent), alert
-  episodes by tier (table, last event per episode: ``urgent`` pages, ``review`` does not);
+  episodes by tier (table, last event per episode: ``urgent`` pages, ``review`` does not),
+  adherence: patients of the current cycles by band (bar);
 * saved search ``bpwatch-worklist``: the open episodes of ``bp-episodes``, overdue first, then
   unacknowledged, then by severity and age (Discover's multi-column sort; Lens tables sort by
   one column only);
-* dashboard ``bpwatch-overview`` holding the worklist on top and the nine panels.
+* saved search ``bpwatch-not-on-track``: the current adherence cycles that can no longer reach
+  16 days (``on_track`` false), the cycle closing soonest first;
+* dashboard ``bpwatch-overview`` holding the worklist on top, the ten Lens panels, and the
+  patients not on track beside the adherence panel.
 
 With a namespace ``NS`` (``saved_objects("NS")``) every id becomes ``NS-<id>``, every title
 and name ends in `` [NS]`` and the data views cover ``NS-bp-anomalies*`` (and the others),
@@ -36,13 +42,16 @@ ANOMALIES_VIEW = "bpwatch-anomalies"
 ALERTS_VIEW = "bpwatch-alerts"
 HOME_VIEW = "bpwatch-home-averages"
 EPISODES_VIEW = "bpwatch-episodes"
+ADHERENCE_VIEW = "bpwatch-adherence"
 WORKLIST_ID = "bpwatch-worklist"
+NOT_ON_TRACK_ID = "bpwatch-not-on-track"
 DASHBOARD_ID = "bpwatch-overview"
 BASE_PATTERNS = {
     ANOMALIES_VIEW: "bp-anomalies*",
     ALERTS_VIEW: "bp-alerts*",
     HOME_VIEW: "bp-home-averages*",
     EPISODES_VIEW: "bp-episodes*",
+    ADHERENCE_VIEW: "bp-adherence*",
 }
 # The worklist: what a clinician needs to act on an open episode, and the order to act in.
 # Booleans sort false < true; severity is a keyword, so ascending puts critical before high.
@@ -54,6 +63,15 @@ WORKLIST_SORT = (
     ("overdue", "desc"), ("acknowledged", "asc"), ("severity", "asc"), ("opened_at", "asc"),
 )  # fmt: skip
 WORKLIST_QUERY = 'status : "open"'
+# The current adherence cycles: those holding today (cycle_end is the cycle's last day; KQL
+# passes date math to Elasticsearch's range query, rounded in the browser's time zone).
+CURRENT_CYCLES = 'cycle_start <= "now" and cycle_end >= "now/d"'
+NOT_ON_TRACK_QUERY = f"on_track : false and {CURRENT_CYCLES}"
+NOT_ON_TRACK_COLUMNS = (
+    "patient_id", "program", "band", "days_with_readings", "days_left", "last_reading_date",
+    "cycle_start", "cycle_end",
+)  # fmt: skip
+NOT_ON_TRACK_SORT = (("days_left", "asc"), ("patient_id", "asc"))
 LAYER = "layer1"
 
 COUNT = {
@@ -308,6 +326,16 @@ class _Lens:
             query='severity : "critical"',
         )
 
+    def adherence_by_band(self) -> dict[str, Any]:
+        """The patients of the current cycles in each band of days with readings."""
+        patients = _metric("unique_count", "patient_id", "Patients")
+        return self.panel(
+            "bpwatch-adherence-bands", "Adherence: current cycles by band", ADHERENCE_VIEW,
+            "lnsXY", {"band": _terms("band", "patients", size=3, label="Band"),
+                      "patients": patients},
+            _xy("bar", "band", ["patients"]), query=CURRENT_CYCLES,
+        )  # fmt: skip
+
     def risk_distribution(self) -> dict[str, Any]:
         bucket = {
             "label": "risk_score",
@@ -334,7 +362,7 @@ class _Lens:
 
 
 def lens_objects(namespace: str = "") -> list[dict[str, Any]]:
-    """The nine dashboard panels, in dashboard order."""
+    """The ten Lens panels, in dashboard order."""
     lens = _Lens(namespace)
     anomaly_types = lens.panel(
         "bpwatch-anomaly-types",
@@ -383,6 +411,7 @@ def lens_objects(namespace: str = "") -> list[dict[str, Any]]:
         lens.home_averages(),
         lens.no_data(),
         lens.alert_episodes(),
+        lens.adherence_by_band(),
     ]
 
 
@@ -408,6 +437,7 @@ def data_views(namespace: str = "") -> list[dict[str, Any]]:
         (ALERTS_VIEW, "event_at", "bpwatch alerts"),
         (HOME_VIEW, "series_end", "bpwatch home averages"),
         (EPISODES_VIEW, None, "bpwatch episodes"),
+        (ADHERENCE_VIEW, None, "bpwatch adherence"),
     ):
         pattern = namespaced_pattern(BASE_PATTERNS[view], namespace)
         obj_id, label = namespaced_id(view, namespace), namespaced_title(name, namespace)
@@ -415,54 +445,91 @@ def data_views(namespace: str = "") -> list[dict[str, Any]]:
     return views
 
 
-def worklist(namespace: str = "") -> dict[str, Any]:
-    """The open episodes of ``bp-episodes`` as a saved search (Discover's table): overdue
-    first, then unacknowledged, then by severity (critical first) and age (oldest first).
+def saved_search(
+    obj_id: str,
+    title: str,
+    description: str,
+    view: str,
+    query: str,
+    columns: tuple[str, ...],
+    sort: tuple[tuple[str, str], ...],
+    namespace: str = "",
+) -> dict[str, Any]:
+    """A saved search (Discover's table) of ``view``, sorted column after column.
 
     ``typeMigrationVersion`` 8.0.0 is the version at which ``search`` became a
     multiple-namespace type, so the import migrates it forward without regenerating its id.
     """
     index_ref = "kibanaSavedObjectMeta.searchSourceJSON.index"
     source = {
-        "query": {"query": WORKLIST_QUERY, "language": "kuery"},
+        "query": {"query": query, "language": "kuery"},
         "filter": [],
         "indexRefName": index_ref,
     }
     return {
-        "id": namespaced_id(WORKLIST_ID, namespace),
+        "id": namespaced_id(obj_id, namespace),
         "type": "search",
         "coreMigrationVersion": "8.8.0",
         "typeMigrationVersion": "8.0.0",
         "attributes": {
-            "title": namespaced_title("Worklist: open episodes", namespace),
-            "description": (
-                "Every open alert episode, overdue first, then unacknowledged, then by "
-                "severity and age. Acknowledge one: python -m lib.tools.ack EPISODE_ID --by USER"
-            ),
-            "columns": list(WORKLIST_COLUMNS),
-            "sort": [[field, direction] for field, direction in WORKLIST_SORT],
+            "title": namespaced_title(title, namespace),
+            "description": description,
+            "columns": list(columns),
+            "sort": [[field, direction] for field, direction in sort],
             "grid": {},
             "hideChart": True,
             "isTextBasedQuery": False,
             "kibanaSavedObjectMeta": {"searchSourceJSON": json.dumps(source)},
         },
         "references": [
-            {
-                "name": index_ref,
-                "type": "index-pattern",
-                "id": namespaced_id(EPISODES_VIEW, namespace),
-            }
+            {"name": index_ref, "type": "index-pattern", "id": namespaced_id(view, namespace)}
         ],
     }
 
 
+def worklist(namespace: str = "") -> dict[str, Any]:
+    """The open episodes of ``bp-episodes`` as a saved search: overdue first, then
+    unacknowledged, then by severity (critical first) and age (oldest first)."""
+    return saved_search(
+        WORKLIST_ID,
+        "Worklist: open episodes",
+        "Every open alert episode, overdue first, then unacknowledged, then by severity and "
+        "age. Acknowledge one: python -m lib.tools.ack EPISODE_ID --by USER",
+        EPISODES_VIEW,
+        WORKLIST_QUERY,
+        WORKLIST_COLUMNS,
+        WORKLIST_SORT,
+        namespace,
+    )
+
+
+def not_on_track(namespace: str = "") -> dict[str, Any]:
+    """The current adherence cycles that can no longer reach 16 days with readings
+    (``on_track`` false, as of the patient's latest reading), the fewest days left first."""
+    return saved_search(
+        NOT_ON_TRACK_ID,
+        "Adherence: patients not on track",
+        "The current 30-day cycles whose days with readings plus the days left after the "
+        "latest reading are below 16 (CPT 99454), the cycle with the fewest days left first. "
+        "on_track is as of the patient's latest reading, so a patient who stopped sending "
+        "keeps the on_track of that reading (python -m lib.tools.report counts to its end).",
+        ADHERENCE_VIEW,
+        NOT_ON_TRACK_QUERY,
+        NOT_ON_TRACK_COLUMNS,
+        NOT_ON_TRACK_SORT,
+        namespace,
+    )
+
+
 def dashboard(panels: list[dict[str, Any]], namespace: str = "") -> dict[str, Any]:
-    """The overview: ``panels`` are the worklist (full width, on top), then the nine Lens
-    panels in :func:`lens_objects` order."""
+    """The overview: ``panels`` are the worklist (full width, on top), then the ten Lens
+    panels in :func:`lens_objects` order, then the patients not on track (beside the
+    adherence panel, the last Lens panel)."""
     layout = [(0, 0, 48, 16)]  # the worklist
     layout += [(0, 16, 24, 15), (24, 16, 24, 15), (0, 31, 48, 16), (0, 47, 24, 15)]
     layout += [(24, 47, 24, 15), (0, 62, 48, 14), (0, 76, 24, 16), (24, 76, 24, 16)]
     layout += [(0, 92, 48, 16)]
+    layout += [(0, 108, 16, 16), (16, 108, 32, 16)]  # adherence: by band, not on track
     entries = []
     references = []
     for i, (panel, (x, y, w, h)) in enumerate(zip(panels, layout, strict=True), start=1):
@@ -478,7 +545,7 @@ def dashboard(panels: list[dict[str, Any]], namespace: str = "") -> dict[str, An
         )
         references.append({"name": f"panel_{i}", "type": panel["type"], "id": panel["id"]})
     search_source = {"query": {"query": "", "language": "kuery"}, "filter": []}
-    anomalies, alerts, home, episodes = (
+    anomalies, alerts, home, episodes, adherence = (
         namespaced_pattern(p, namespace) for p in BASE_PATTERNS.values()
     )
     return {
@@ -490,7 +557,7 @@ def dashboard(panels: list[dict[str, Any]], namespace: str = "") -> dict[str, An
             "title": namespaced_title("bpwatch: blood-pressure anomalies", namespace),
             "description": (
                 f"bpwatch monitor: open episodes ({episodes}), anomalies ({anomalies}), "
-                f"alerts ({alerts}) and home BP averages ({home})"
+                f"alerts ({alerts}), home BP averages ({home}) and adherence ({adherence})"
             ),
             "panelsJSON": json.dumps(entries, separators=(",", ":")),
             "optionsJSON": json.dumps({"useMargins": True, "hidePanelTitles": False}),
@@ -506,7 +573,7 @@ def dashboard(panels: list[dict[str, Any]], namespace: str = "") -> dict[str, An
 
 def saved_objects(namespace: str = "") -> list[dict[str, Any]]:
     """Every object, dependencies first (the order Kibana's export uses)."""
-    panels = [worklist(namespace), *lens_objects(namespace)]
+    panels = [worklist(namespace), *lens_objects(namespace), not_on_track(namespace)]
     return [*data_views(namespace), *panels, dashboard(panels, namespace)]
 
 

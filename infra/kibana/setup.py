@@ -4,7 +4,7 @@
         [--webhook-url URL [--webhook-header NAME:VALUE ...]]
 
 1. ``POST /api/saved_objects/_import?overwrite=true`` with the saved objects of
-   :mod:`infra.kibana.objects` (data views, the worklist saved search, Lens panels, the
+   :mod:`infra.kibana.objects` (data views, the saved searches, Lens panels, the
    dashboard); overwriting by id makes a re-run harmless.
 2. For every connector and rule of ``rules.json``: ``GET`` it by id, then ``POST`` (create,
    404) or ``PUT`` (update) the same id. Rule and connector types cannot change on update,

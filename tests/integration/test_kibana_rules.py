@@ -361,3 +361,78 @@ def test_worklist_orders_open_episodes_overdue_then_unacknowledged(settings, es)
     assert rows[-1]["acknowledged_by"] == "nurse-7"
     columns = objects.worklist()["attributes"]["columns"]
     assert all(column in row for row in rows for column in columns)
+
+
+def kql_search(query: str) -> dict[str, Any]:
+    """The query of a KQL conjunction as Kibana's ``toElasticsearchQuery`` builds it
+    (src/platform/packages/shared/kbn-es-query/src/kuery/functions/{is,range,and}.ts): an
+    unquoted ``field : value`` is a ``match``, a quoted one a ``match_phrase``, ``field >= v``
+    a ``range`` whose date math Elasticsearch resolves (the browser's time zone left out)."""
+    ops = {"<=": "lte", ">=": "gte", "<": "lt", ">": "gt"}
+    clauses = []
+    for part in query.split(" and "):
+        field, op, value = re.fullmatch(r'(\w+) (:|<=|>=|<|>) ("[^"]*"|\w+)', part).groups()
+        quoted, value = value.startswith('"'), value.strip('"')
+        if op == ":":
+            kind = "match_phrase" if quoted else "match"
+            clauses.append({kind: {field: value}})
+        else:
+            clauses.append({"range": {field: {ops[op]: value}}})
+    return {"bool": {"filter": clauses}}
+
+
+def test_adherence_panels_find_the_current_cycles_and_who_is_not_on_track(settings, es):
+    """``bp-adherence`` documents made by the monitor's own cycle (``CycleDays.doc``), dated
+    around today: the bar's query and aggregation count the patients of the current cycles by
+    band; the saved search lists the current cycles not on track, fewest days left first,
+    and leaves out an ended cycle."""
+    from lib.monitor.adherence import CycleDays
+
+    today = datetime.now(UTC).date()
+
+    def cycle(patient: str, started_days_ago: int, reading_days: list[int]) -> dict[str, Any]:
+        days = CycleDays(today - timedelta(days=started_days_ago))
+        for d in reading_days:
+            days.add(days.start + timedelta(days=d))
+        return days.doc(patient)
+
+    docs = [
+        cycle("pat-a", 25, [20]),  # 1 day, 9 left: not on track (under_2)
+        cycle("pat-b", 28, [25, 26]),  # 2 days, 3 left: not on track (2_to_15)
+        cycle("pat-c", 5, [0, 1, 2, 3, 4]),  # 5 days, 25 left: on track
+        cycle("pat-d", 60, [29]),  # an ended cycle, not on track: not current
+        cycle("pat-e", 29, list(range(16))),  # ends today, 16 days: 16_plus
+    ]
+    assert [(d["on_track"], d["days_left"]) for d in docs[:2]] == [(False, 9), (False, 3)]
+    alias = settings.adherence_index
+    router = MonthRouter(alias, MONTH_FIELDS["bp-adherence"])
+    ops: list[dict[str, Any]] = []
+    for doc in docs:
+        _id = f"{doc['patient_id']}|{doc['cycle_start']}"
+        ops += [{"index": {"_index": router.index_of(doc), "_id": _id}}, doc]
+    result = es.bulk(operations=ops, refresh="wait_for")
+    assert not result["errors"], result
+    pattern = f"{settings.namespace}-bp-adherence*"
+
+    search = objects.not_on_track(settings.namespace)
+    source = json.loads(search["attributes"]["kibanaSavedObjectMeta"]["searchSourceJSON"])
+    hits = es.search(
+        index=pattern,
+        query=kql_search(source["query"]["query"]),
+        sort=[{f: {"order": d}} for f, d in search["attributes"]["sort"]],
+    )["hits"]["hits"]
+    assert [h["_source"]["patient_id"] for h in hits] == ["pat-b", "pat-a"]
+    columns = search["attributes"]["columns"]
+    assert all(c in h["_source"] for h in hits for c in columns if c != "program")
+
+    (bar,) = [o for o in objects.lens_objects() if o["id"] == "bpwatch-adherence-bands"]
+    query = bar["attributes"]["state"]["query"]["query"]
+    res = es.search(
+        index=pattern,
+        query=kql_search(query),
+        size=0,
+        aggs={"band": {"terms": {"field": "band", "size": 3},
+                       "aggs": {"patients": {"cardinality": {"field": "patient_id"}}}}},
+    )  # fmt: skip
+    got = {b["key"]: b["patients"]["value"] for b in res["aggregations"]["band"]["buckets"]}
+    assert got == {"under_2": 1, "2_to_15": 2, "16_plus": 1}

@@ -26,7 +26,7 @@ from tests.kibana_stub import KibanaStub
 URGENT, REVIEW = "bpwatch-urgent-alerts", "bpwatch-review-daily"
 OVERDUE, SPIKE = "bpwatch-episode-overdue", "bpwatch-anomaly-spike"
 RULES = [URGENT, OVERDUE, REVIEW, SPIKE]
-SAVED_OBJECTS = 15  # 4 data views, 1 saved search, 9 Lens panels, 1 dashboard
+SAVED_OBJECTS = 18  # 5 data views, 2 saved searches, 10 Lens panels, 1 dashboard
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "infra" / "elasticsearch" / "templates"
 NUMERIC = {"float", "double", "half_float", "scaled_float", "integer", "long", "short", "byte"}
@@ -66,6 +66,22 @@ def mapping_for(pattern: str) -> dict[str, str]:
 
 def kql_fields(query: str) -> list[str]:
     return re.findall(r"([A-Za-z_][\w.]*)\s*:", query)
+
+
+def kql_range_fields(query: str) -> list[str]:
+    """The fields of KQL range clauses (``field <= value``)."""
+    return re.findall(r"([A-Za-z_][\w.]*)\s*[<>]=?", query)
+
+
+def check_kql(query: str, mapping: dict[str, str], where: str) -> None:
+    """``field : value`` on a keyword or boolean field, ranges on dates or numbers; nothing
+    else in the query than these clauses, ``and`` and ``or``."""
+    for field in kql_fields(query):
+        assert mapping.get(field) in ("keyword", "boolean"), f"{where}: KQL on {field}"
+    for field in kql_range_fields(query):
+        assert mapping.get(field) in NUMERIC | {"date"}, f"{where}: KQL range on {field}"
+    clause = r'[A-Za-z_][\w.]*\s*(?::|[<>]=?)\s*(?:"[^"]*"|\w+)'
+    assert re.fullmatch(rf"(?:{clause}(?:\s+(?:and|or)\s+{clause})*)?", query), where
 
 
 def dsl_fields(node: Any) -> list[tuple[str, str]]:
@@ -111,6 +127,7 @@ def test_objects_parse_and_references_resolve(saved):
         "bp-alerts*",
         "bp-home-averages*",
         "bp-episodes*",
+        "bp-adherence*",
     }
     (dash,) = [o for o in saved if o["type"] == "dashboard"]
     panels = json.loads(dash["attributes"]["panelsJSON"])
@@ -124,7 +141,8 @@ def test_objects_parse_and_references_resolve(saved):
     for expected in ("Anomaly types", "Anomalies over time", "Recent critical cases",
                      "Risk score distribution", "Risk over time", "Home BP averages",
                      "No-data episodes", "Alert episodes by tier",
-                     "Worklist: open episodes"):  # fmt: skip
+                     "Worklist: open episodes", "Adherence: current cycles by band",
+                     "Adherence: patients not on track"):  # fmt: skip
         assert any(t.startswith(expected) for t in titles), expected
     # panels do not overlap on the 48-column grid
     cells = set()
@@ -147,8 +165,9 @@ def test_data_view_time_fields_are_dates(saved):
                 untimed.append(o["attributes"]["title"])
                 continue
             assert mapping[o["attributes"]["timeFieldName"]] == "date"
-    # the dashboard's time range must not hide an episode opened days ago that is still open
-    assert untimed == ["bp-episodes*"]
+    # the dashboard's time range must not hide an episode opened days ago that is still open,
+    # nor a 30-day adherence cycle that is still running
+    assert untimed == ["bp-episodes*", "bp-adherence*"]
 
 
 SORTABLE = NUMERIC | {"keyword", "boolean", "date"}
@@ -196,6 +215,51 @@ def test_worklist_lists_open_episodes_overdue_and_unacknowledged_first(saved):
     assert ns["w7-bpwatch-episodes"]["attributes"]["title"] == "w7-bp-episodes*"
 
 
+def test_adherence_panels_show_the_current_cycles_by_band_and_who_is_not_on_track(saved):
+    """bp-adherence (no time field): the Lens bar counts the patients of the current cycles
+    per band; the saved search lists the current cycles not on track, fewest days left first,
+    and sits beside the bar at the bottom of the dashboard."""
+    by_id = {(o["type"], o["id"]): o for o in saved}
+    view = by_id["index-pattern", "bpwatch-adherence"]["attributes"]
+    assert view["title"] == "bp-adherence*" and "timeFieldName" not in view
+    mapping = mapping_for(view["title"])
+    current = 'cycle_start <= "now" and cycle_end >= "now/d"'
+
+    bands = by_id["lens", "bpwatch-adherence-bands"]
+    assert bands["references"][0]["id"] == "bpwatch-adherence"
+    state = bands["attributes"]["state"]
+    assert state["query"] == {"query": current, "language": "kuery"}
+    columns = state["datasourceStates"]["formBased"]["layers"]["layer1"]["columns"]
+    assert (columns["band"]["operationType"], columns["band"]["sourceField"]) == ("terms", "band")
+    assert columns["band"]["params"]["size"] >= 3  # under_2, 2_to_15, 16_plus
+    assert (columns["patients"]["operationType"], columns["patients"]["sourceField"]) == (
+        "unique_count", "patient_id",
+    )  # fmt: skip
+
+    search = by_id["search", "bpwatch-not-on-track"]
+    attrs = search["attributes"]
+    (ref,) = search["references"]
+    assert (ref["type"], ref["id"]) == ("index-pattern", "bpwatch-adherence")
+    source = json.loads(attrs["kibanaSavedObjectMeta"]["searchSourceJSON"])
+    assert source["indexRefName"] == ref["name"]
+    assert source["query"] == {"query": f"on_track : false and {current}", "language": "kuery"}
+    check_kql(source["query"]["query"], mapping, search["id"])
+    assert mapping["on_track"] == "boolean"
+    assert attrs["sort"][0] == ["days_left", "asc"]
+    for field, _ in attrs["sort"]:
+        assert mapping[field] in SORTABLE, field
+    assert {"patient_id", "days_with_readings", "days_left", "cycle_start"} <= set(attrs["columns"])
+    assert all(column in mapping for column in attrs["columns"])
+
+    (dash,) = [o for o in saved if o["type"] == "dashboard"]
+    panels = {p["panelRefName"]: p["gridData"] for p in json.loads(
+        dash["attributes"]["panelsJSON"])}  # fmt: skip
+    refs = {r["id"]: r["name"] for r in dash["references"]}
+    bar, table = panels[refs["bpwatch-adherence-bands"]], panels[refs["bpwatch-not-on-track"]]
+    assert bar["y"] == table["y"] and bar["x"] + bar["w"] == table["x"]
+    assert "bp-adherence*" in dash["attributes"]["description"]
+
+
 def test_every_lens_field_exists_with_a_fitting_type(saved):
     views = {o["id"]: o["attributes"]["title"] for o in saved if o["type"] == "index-pattern"}
     checked = 0
@@ -224,8 +288,7 @@ def test_every_lens_field_exists_with_a_fitting_type(saved):
                 if order:
                     assert order in layer["columns"]
                 checked += 1
-            for field in kql_fields(state["query"]["query"]):
-                assert mapping.get(field) == "keyword", f"{lens['id']}: KQL on {field}"
+            check_kql(state["query"]["query"], mapping, lens["id"])
         vis = state["visualization"]
         accessors = {a for lay in vis.get("layers", []) for a in lay.get("accessors", [])}
         accessors |= {
@@ -443,6 +506,7 @@ def test_namespace_changes_ids_names_and_patterns():
     titles = {o["attributes"]["title"] for o in saved if o["type"] == "index-pattern"}
     assert titles == {
         "t123-bp-anomalies*", "t123-bp-alerts*", "t123-bp-home-averages*", "t123-bp-episodes*",
+        "t123-bp-adherence*",
     }  # fmt: skip
     assert all(o["id"].startswith("t123-bpwatch-") for o in saved)
     assert all(r["id"].startswith("t123-") for o in saved for r in o["references"])
@@ -529,6 +593,7 @@ def test_two_namespaces_share_one_space_without_overwriting(stub):
         "beta-bpwatch-alerts",
         "beta-bpwatch-home-averages",
         "beta-bpwatch-episodes",
+        "beta-bpwatch-adherence",
     }
     names = [r["name"] for r in stub.rules.values()]
     assert len(set(names)) == 2 * len(RULES)
