@@ -34,7 +34,7 @@ import math
 import struct
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -816,11 +816,17 @@ def home_plans(n_patients: int, seed: int, share: float) -> dict[int, HomePlan]:
     return {int(i): HomePlan(HOME_KINDS[kinds[i] - 1], int(days[i])) for i in np.flatnonzero(kinds)}
 
 
-def home_week_start(patient: Patient, start: datetime) -> datetime:
-    """Local midnight (as UTC) of day 1 of the home week: 7 days before ``start``'s local day."""
+def days_before(patient: Patient, start: datetime, days: int) -> datetime:
+    """Local midnight (as UTC) ``days`` days before ``start``'s local day, in the patient's
+    time zone: day 1 of a course that ends on the local day before ``start``."""
     local = start.astimezone(timezone(timedelta(minutes=patient.utc_offset_min)))
     midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
-    return (midnight - timedelta(days=HOME_DAYS)).astimezone(UTC)
+    return (midnight - timedelta(days=days)).astimezone(UTC)
+
+
+def home_week_start(patient: Patient, start: datetime) -> datetime:
+    """Local midnight (as UTC) of day 1 of the home week: 7 days before ``start``'s local day."""
+    return days_before(patient, start, HOME_DAYS)
 
 
 def home_reading(patient: Patient, plan: HomePlan, seed: int, j: int, week0: datetime) -> Reading:
@@ -906,3 +912,267 @@ def home_readings(
     for j in range(plan.readings):
         r = home_reading(patient, plan, seed, j, week0)
         yield r, home_truth(patient, plan, r, first)
+
+
+# ------------------------------------------------------------------------------ RPM cohorts
+# Remote patient monitoring: patients who send home readings from a cuff (marked home, with a
+# device), on a course that ends on the local day before the simulated time 0 (as the home
+# week), without injected faults. Two cohorts:
+#   postpartum      enrolled in a postpartum program (an enrolment on bp.enrollments whose
+#                   start is the local date of the first reading); a 42-day course with a
+#                   morning reading every day and an evening one on some; every reading below
+#                   the severe range (160/110) except the planned severe-range events: a
+#                   "repeat" pair (the second 5-10 minutes after the first), a "persistent"
+#                   pair (20-90 minutes) and a "single" severe reading, each on at most one
+#                   day of its own window, the windows a week apart
+#   low adherence   not enrolled; a 35-day course on which the patient sends on some days
+#                   only: "sparse" (each day with a probability of 0.2-0.4), "moderate"
+#                   (0.5-0.7) or "dropout" (0.8-0.95, and nothing after day 9-13)
+RPM_KINDS = (
+    "postpartum", "low_adherence_sparse", "low_adherence_moderate", "low_adherence_dropout",
+)  # fmt: skip
+LOW_ADHERENCE_MIX: dict[str, float] = {
+    "low_adherence_sparse": 0.4,
+    "low_adherence_moderate": 0.35,
+    "low_adherence_dropout": 0.25,
+}
+POSTPARTUM_COURSE_DAYS = 42
+LOW_ADHERENCE_COURSE_DAYS = 35
+SEVERE_KINDS = ("repeat", "persistent", "single")
+SEVERE_SHARE = 0.55  # chance that a postpartum patient has an event of each kind
+ORDINARY_MAX = (157.0, 107.0)  # every other reading stays below the severe range (160/110)
+_SEND_P = {
+    "postpartum": (1.0, 1.0),
+    "low_adherence_sparse": (0.2, 0.4),
+    "low_adherence_moderate": (0.5, 0.7),
+    "low_adherence_dropout": (0.8, 0.95),
+}
+_DROPOUT_LAST_DAY = (8, 12)  # the last course day (0-based) a dropout patient sends on
+_EVENING_P = (0.3, 0.8)  # chance of an evening reading on a day with readings
+_SEVERE_WINDOWS = ((5, 10), (17, 22), (29, 34))  # course days of the events, one per window
+_GAP_MIN = {"repeat": (5.0, 10.0), "persistent": (20.0, 90.0), "single": (0.0, 0.0)}
+_SEVERE_ORDERS = (
+    ("repeat", "persistent", "single"), ("repeat", "single", "persistent"),
+    ("persistent", "repeat", "single"), ("persistent", "single", "repeat"),
+    ("single", "repeat", "persistent"), ("single", "persistent", "repeat"),
+)  # fmt: skip
+RPM_SLOTS = 3  # reading slots of a course day: morning, the morning pair's second, evening
+_TAG_RPM_DRAWS = 0x5B1
+
+
+class SevereEvent(NamedTuple):
+    """A planned severe-range event of a postpartum patient: on course ``day`` (0-based),
+    ``kind`` one of :data:`SEVERE_KINDS`, the second reading ``gap_min`` minutes after the
+    first (0 for a single reading)."""
+
+    day: int
+    kind: str
+    gap_min: float
+
+
+@dataclass(frozen=True, slots=True)
+class RpmPlan:
+    """What an RPM patient sends (:func:`rpm_plan`): made from the patient's numbered draws."""
+
+    kind: str  # one of RPM_KINDS
+    days: int  # course length
+    day0: datetime  # local midnight of course day 0, as UTC
+    first_date: date  # its local date
+    base_sys: float
+    base_dia: float
+    send_p: float  # chance of sending on a course day
+    last_day: int  # no readings after this course day
+    evening_p: float
+    events: tuple[SevereEvent, ...] = ()
+
+    @property
+    def program(self) -> str:
+        """The program of the patient's enrolment ("" when not enrolled)."""
+        return "postpartum" if self.kind == "postpartum" else ""
+
+    def event_on(self, day: int) -> tuple[int, SevereEvent] | None:
+        for i, ev in enumerate(self.events):
+            if ev.day == day:
+                return i, ev
+        return None
+
+
+def rpm_plan_codes(
+    seed: int,
+    indexes: np.ndarray,
+    home_share: float,
+    postpartum_share: float,
+    low_adherence_share: float,
+) -> np.ndarray:
+    """The RPM cohort of each patient: 0 = none, else 1 + index into :data:`RPM_KINDS`.
+
+    The cohorts take the strata after the home cohort's in each block of 100 patients
+    (:func:`stratified` with the home cohort's draws): postpartum ``[h, h + p)``, low
+    adherence ``[h + p, h + p + l)``, so they are exact per block up to one, disjoint from
+    the home cohort and from each other, and a patient's cohort does not depend on the
+    cohort's size. The low-adherence patterns split by :data:`LOW_ADHERENCE_MIX`.
+    """
+    shares = (home_share, postpartum_share, low_adherence_share)
+    if any(not 0.0 <= s <= 1.0 for s in shares) or sum(shares) > 1.0 + 1e-9:
+        raise ValueError(
+            f"home, postpartum and low-adherence shares must be between 0 and 1 and sum to at "
+            f"most 1, not {shares}"
+        )
+    indexes = np.asarray(indexes, dtype=np.int64)
+    codes = np.zeros(len(indexes), dtype=np.uint8)
+    if postpartum_share <= 0 and low_adherence_share <= 0:
+        return codes
+    u = stratified(seed, _TAG_HOME, indexes)
+    low_from = home_share + postpartum_share
+    codes[(u >= home_share) & (u < low_from)] = 1
+    low = (u >= low_from) & (u < low_from + low_adherence_share)
+    if low.any():
+        within = (u[low] - low_from) / low_adherence_share
+        codes[low] = 2 + _categories(within, LOW_ADHERENCE_MIX)
+    return codes
+
+
+def rpm_plans(
+    n_patients: int, seed: int, home_share: float, postpartum_share: float, low_share: float
+) -> dict[int, str]:
+    """The RPM cohorts of a run: patient index -> kind (a key of :data:`RPM_KINDS`)."""
+    codes = rpm_plan_codes(seed, np.arange(n_patients), home_share, postpartum_share, low_share)
+    return {int(i): RPM_KINDS[codes[i] - 1] for i in np.flatnonzero(codes)}
+
+
+def rpm_plan(patient: Patient, kind: str, seed: int, start: datetime = DEFAULT_START) -> RpmPlan:
+    """The course of an RPM patient of ``kind`` whose simulated time 0 is ``start``."""
+    if start.tzinfo is None:
+        raise ValueError("start must be timezone-aware")
+    key = draws.stream_key(seed, _TAG_RPM_DRAWS, patient.index)
+
+    def u(n: int, lo: float = 0.0, hi: float = 1.0) -> float:
+        return lo + (hi - lo) * draws.uniform(key, n)
+
+    days = POSTPARTUM_COURSE_DAYS if kind == "postpartum" else LOW_ADHERENCE_COURSE_DAYS
+    day0 = days_before(patient, start.astimezone(UTC), days)
+    tz = timezone(timedelta(minutes=patient.utc_offset_min))
+    last_day = days - 1
+    if kind == "low_adherence_dropout":
+        lo, hi = _DROPOUT_LAST_DAY
+        last_day = lo + min(int(u(4) * (hi - lo + 1)), hi - lo)
+    events: list[SevereEvent] = []
+    if kind == "postpartum":
+        order = _pick(_SEVERE_ORDERS, u(8))
+        for i, (lo, hi) in enumerate(_SEVERE_WINDOWS):
+            if u(5 + i) >= SEVERE_SHARE:
+                continue
+            day = lo + min(int(u(9 + i) * (hi - lo + 1)), hi - lo)
+            events.append(SevereEvent(day, order[i], u(12 + i, *_GAP_MIN[order[i]])))
+    return RpmPlan(
+        kind=kind,
+        days=days,
+        day0=day0,
+        first_date=day0.astimezone(tz).date(),
+        base_sys=u(0, 122.0, 142.0),
+        base_dia=u(1, 76.0, 92.0),
+        send_p=u(2, *_SEND_P[kind]),
+        last_day=last_day,
+        evening_p=u(3, *_EVENING_P),
+        events=tuple(events),
+    )
+
+
+def rpm_reading(patient: Patient, plan: RpmPlan, seed: int, c: int) -> tuple[Reading, str] | None:
+    """The reading of slot ``c`` (course day ``c // 3``; morning, the morning pair's second,
+    evening) of an RPM patient and its severe-range mark (``""``, ``first``, ``repeat``,
+    ``persistent``, ``single``); None when the patient sends nothing in that slot. Every draw
+    is numbered by the day or the slot, so any slot is made on its own."""
+    day, slot = divmod(c, RPM_SLOTS)
+    if day >= plan.days or day > plan.last_day:
+        return None
+    key = draws.stream_key(seed, _TAG_RPM_DRAWS, patient.index)
+
+    def u(n: int, lo: float = 0.0, hi: float = 1.0) -> float:
+        return lo + (hi - lo) * draws.uniform(key, n)
+
+    n = 100 + 8 * day
+    if plan.send_p < 1.0 and u(n) >= plan.send_p:
+        return None
+    found = plan.event_on(day)
+    seq = f"r{c:04d}"
+    if slot == 2:
+        if u(n + 1) >= plan.evening_p:
+            return None
+        at = plan.day0 + timedelta(days=day, hours=20, minutes=u(n + 3, -20.0, 40.0))
+        at += timedelta(seconds=u(n + 5, 0.0, 30.0))
+        return _rpm_ordinary(patient, plan, key, seq, c, at, morning=False), ""
+    first = plan.day0 + timedelta(days=day, hours=7, minutes=u(n + 2, -20.0, 40.0))
+    first += timedelta(seconds=u(n + 4, 0.0, 30.0))
+    if found is None:
+        if slot == 1:
+            return None
+        return _rpm_ordinary(patient, plan, key, seq, c, first, morning=True), ""
+    i, ev = found
+    if slot == 1 and ev.kind == "single":
+        return None
+    # a severe-range event: systolic-led (>= 160) or diastolic-led (>= 110), below 180/120
+    m = 20 + 8 * i + 4 * slot
+    if u(20 + 8 * i + 3) < 0.7:
+        sys_v, dia_v = u(m, 161.0, 176.0), u(m + 1, 92.0, 106.0)
+    else:
+        sys_v, dia_v = u(m, 146.0, 166.0), u(m + 1, 111.0, 116.0)
+    at = first if slot == 0 else first + timedelta(minutes=ev.gap_min)
+    mark = ("single" if ev.kind == "single" else "first") if slot == 0 else ev.kind
+    return _home_reading(patient, seq, at, sys_v, dia_v, "home"), mark
+
+
+def _rpm_ordinary(
+    patient: Patient, plan: RpmPlan, key: int, seq: str, c: int, at: datetime, *, morning: bool
+) -> Reading:
+    """A reading below the severe range: the patient's level, a morning rise and noise."""
+    sys_v = plan.base_sys + (3.0 if morning else 0.0) + 6.0 * draws.normal(key, 1000 + 2 * c)
+    dia_v = plan.base_dia + (2.0 if morning else 0.0) + 4.0 * draws.normal(key, 1001 + 2 * c)
+    sys_v = min(max(sys_v, 100.0), ORDINARY_MAX[0])
+    dia_v = min(max(dia_v, 60.0), ORDINARY_MAX[1], sys_v - 25.0)
+    return _home_reading(patient, seq, at, sys_v, dia_v, "home")
+
+
+def rpm_next(patient: Patient, plan: RpmPlan, seed: int, c: int) -> tuple[int, Reading, str] | None:
+    """The first slot at or after ``c`` that holds a reading, with the reading and its mark
+    (None: the course is over)."""
+    end = min(plan.days, plan.last_day + 1) * RPM_SLOTS
+    while c < end:
+        made = rpm_reading(patient, plan, seed, c)
+        if made is not None:
+            return c, made[0], made[1]
+        c += 1
+    return None
+
+
+def rpm_truth(patient: Patient, plan: RpmPlan, reading: Reading, severe: str) -> GroundTruth:
+    """The truth of an RPM reading: ``rpm``, ``program`` and ``program_start`` (the
+    enrolment's, None when not enrolled), ``local_date`` (the reading's local date, the day
+    the adherence cycles count) and ``severe`` (its severe-range mark)."""
+    tz = timezone(timedelta(minutes=patient.utc_offset_min))
+    return GroundTruth(
+        observation_id=reading.observation_id,
+        patient_id=patient.patient_id,
+        profile=plan.kind,
+        event_within_horizon=False,
+        in_event=False,
+        extra={
+            "setting": reading.setting,
+            "rpm": True,
+            "program": plan.program,
+            "program_start": plan.first_date.isoformat() if plan.program else None,
+            "local_date": reading.effective_at.astimezone(tz).date().isoformat(),
+            "severe": severe,
+        },
+    )
+
+
+def rpm_readings(
+    patient: Patient, kind: str, seed: int, *, start: datetime = DEFAULT_START
+) -> Iterator[tuple[Reading, GroundTruth]]:
+    """An RPM patient's readings with ground truth (:func:`rpm_truth`), in time order."""
+    plan = rpm_plan(patient, kind, seed, start)
+    for c in range(plan.days * RPM_SLOTS):
+        made = rpm_reading(patient, plan, seed, c)
+        if made is not None:
+            yield made[0], rpm_truth(patient, plan, made[0], made[1])

@@ -27,6 +27,13 @@ before the simulated time 0 (morning and evening sessions marked with the Vitals
 (marked clinic), and some stop sending. They get no injected faults; their ground truth says
 which home average and which silence the monitor must find. With a share of 0 the stream is
 the clinical one, byte for byte. ``settings.sim_start`` moves the simulated time 0.
+
+``settings.sim_postpartum_share`` and ``settings.sim_low_adherence_share`` put those shares of
+the patients in the remote-monitoring cohorts (:func:`lib.sim.cohort.rpm_plan_codes`): home
+readings with a device on a course before the simulated time 0, without injected faults; a
+postpartum patient's enrolment (:func:`enrollments`, for ``bp.enrollments``) is sent before
+any reading, and her planned severe-range events are in the ground truth (``severe``). With
+both shares 0 the stream is the one without them, byte for byte.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from itertools import islice
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import orjson
@@ -120,6 +127,58 @@ class SimMessage:
     def kafka_record(self) -> tuple[bytes, bytes, list[tuple[str, str | bytes | None]]]:
         """``(key, value, headers)`` for :class:`lib.connectors.kafka.ConfirmedKafkaSink`."""
         return self.key, self.value, [("content-type", b"application/fhir+json")]
+
+
+@dataclass(frozen=True, slots=True)
+class SimEnrollment:
+    """A postpartum patient's enrolment message for ``bp.enrollments`` (key = patient id, as
+    its readings): ``{"program": "postpartum", "start": <local date of the first reading>}``."""
+
+    key: bytes
+    value: bytes
+    patient_id: str
+
+    def kafka_record(self) -> tuple[bytes, bytes, list[tuple[str, str | bytes | None]]]:
+        """``(key, value, headers)`` for :class:`lib.connectors.kafka.ConfirmedKafkaSink`."""
+        return self.key, self.value, [("content-type", b"application/json")]
+
+
+def enrollment(patient: cohort_mod.Patient, plan: cohort_mod.RpmPlan) -> SimEnrollment:
+    """The enrolment of an enrolled RPM patient (``plan.program`` not empty)."""
+    value = orjson.dumps({"program": plan.program, "start": plan.first_date.isoformat()})
+    return SimEnrollment(patient.patient_id.encode(), value, patient.patient_id)
+
+
+def enrollments(
+    settings: Settings, *, worker_index: int = 0, worker_count: int = 1
+) -> list[SimEnrollment]:
+    """The enrolments of worker ``worker_index``'s patients (``index % worker_count``), by
+    patient index: one per postpartum patient. Empty when the postpartum share is 0."""
+    if settings.sim_postpartum_share <= 0:
+        return []
+    seed = settings.sim_seed
+    indexes = np.arange(worker_index, settings.sim_patients, worker_count, dtype=np.int64)
+    codes = _rpm_codes(settings, indexes)
+    rows = np.flatnonzero(codes == 1 + cohort_mod.RPM_KINDS.index("postpartum"))
+    if len(rows) == 0:
+        return []
+    attrs = cohort_mod.attributes(seed, indexes[rows])
+    start = (settings.sim_start or cohort_mod.DEFAULT_START).astimezone(UTC)
+    out = []
+    for row in range(len(rows)):
+        patient = cohort_mod.make_patient(seed, int(attrs.indexes[row]), attrs, row)
+        out.append(enrollment(patient, cohort_mod.rpm_plan(patient, "postpartum", seed, start)))
+    return out
+
+
+def _rpm_codes(settings: Settings, indexes: np.ndarray) -> np.ndarray:
+    return cohort_mod.rpm_plan_codes(
+        settings.sim_seed,
+        indexes,
+        settings.sim_home_share,
+        settings.sim_postpartum_share,
+        settings.sim_low_adherence_share,
+    )
 
 
 _TAG_FAULTS = 0xFA
@@ -439,14 +498,21 @@ def patient_messages(
     bundle_type: str = "collection",
     start: datetime = cohort_mod.DEFAULT_START,
     home: cohort_mod.HomePlan | None = None,
+    rpm: str | None = None,
 ) -> Iterator[SimMessage]:
     """One patient's messages in emission order (``bundle_size`` > 1: Bundles of up to that).
 
     ``home``: the patient is in the home cohort and sends that plan's readings, without
-    injected faults (so the expected home averages and silences hold exactly). The same
-    messages as the patient's in :func:`messages`, unbundled.
+    injected faults (so the expected home averages and silences hold exactly); ``rpm``: the
+    patient is in that RPM cohort (a key of :data:`lib.sim.cohort.RPM_KINDS`), also without
+    faults. The same messages as the patient's in :func:`messages`, unbundled.
     """
-    if home is None:
+    if rpm is not None:
+        until = None if hours is None else start + timedelta(hours=hours)
+        course = cohort_mod.rpm_readings(patient, rpm, seed, start=start)
+        readings = (x for x in course if until is None or x[0].effective_at < until)
+        msgs = _PatientFaults(patient, seed, 0.0).run(readings)
+    elif home is None:
         readings = cohort_mod.patient_readings(
             patient, seed, hours=hours, horizon_hours=horizon_hours, start=start
         )
@@ -466,7 +532,8 @@ def worker_share(total: int, worker_index: int, worker_count: int) -> int:
 
 _ROW_BITS = 32  # a heap key is (millisecond after the origin) << _ROW_BITS | row
 _ROW_MASK = (1 << _ROW_BITS) - 1
-_ORIGIN_BEFORE_MS = 30 * 86_400_000  # the home week and office visit come before time 0
+_ORIGIN_BEFORE_MS = 30 * 86_400_000  # the home week and office visit come after it, RPM
+# courses may start before it (a negative key: still in order)
 _START_CHUNK = 8192  # patients whose starting states are made at once
 _LIVE = 16_384  # patients kept unpacked between their readings (about 1 KB each)
 
@@ -515,7 +582,9 @@ class _Simulator:
         self.home_kind, self.home_days = cohort_mod.home_plan_codes(
             seed, indexes, settings.sim_home_share
         )
-        self.states: list[Any] = [None] * len(indexes)  # packed trajectory, or home reading
+        self.rpm_kind = _rpm_codes(settings, indexes)
+        # packed trajectory, or the next home reading, or the next RPM slot
+        self.states: list[Any] = [None] * len(indexes)
         self.history: list[bytes] = [b""] * len(indexes) if self.rate > 0 else []
         self.held: dict[int, tuple[Reading, GroundTruth]] = {}  # out-of-order, in flight
         # the patients stepped last, unpacked (least recently stepped first)
@@ -529,7 +598,7 @@ class _Simulator:
         first_h = cohort_mod.first_reading_hours(seed, self.attrs)
         first_ms = (self.start_us + np.rint(first_h * 3_600_000_000).astype(np.int64)) // 1000
         keys = ((first_ms - self.origin_ms) << _ROW_BITS) | np.arange(len(indexes))
-        clinical = self.home_kind == 0
+        clinical = (self.home_kind == 0) & (self.rpm_kind == 0)
         if hours is not None:
             clinical &= first_h < hours
         keys = keys[clinical]
@@ -537,9 +606,15 @@ class _Simulator:
         # made in chunks (lib.sim.cohort.start_states) as the first of a chunk comes due
         self.first_order = np.flatnonzero(clinical)[np.argsort(keys, kind="stable")]
         self.first_done = 0
+        # (the keys of the first clinical readings are computed in int64, which wraps: they
+        # sort before every other key, as they always have; the other keys are Python ints)
         heap = keys.tolist()
         for row in np.flatnonzero(self.home_kind).tolist():
             heap.append(self._home_key(row, 0))
+        for row in np.flatnonzero(self.rpm_kind).tolist():
+            key = self._rpm_key(row, 0)
+            if key is not None:
+                heap.append(key)
         heapq.heapify(heap)
         self.heap = heap
 
@@ -554,21 +629,45 @@ class _Simulator:
     def _key(self, ms: int, row: int) -> int:
         return ((ms - self.origin_ms) << _ROW_BITS) | row
 
-    def _home_key(self, row: int, j: int) -> int:
-        """The key of home reading ``j`` (-1: none, the patient is done)."""
+    def _home_key(self, row: int, j: int) -> int | None:
+        """The key of home reading ``j`` (None: none, the patient is done)."""
         plan = self._plan(row)
         if j >= plan.readings:
-            return -1
+            return None
         patient = self._patient(row)
         week0 = cohort_mod.home_week_start(patient, self.start)
         r = cohort_mod.home_reading(patient, plan, self.seed, j, week0)
         if self.hours is not None and r.effective_at >= self.start + timedelta(hours=self.hours):
-            return -1
+            return None
+        return self._key(cohort_mod.ms_of(r.effective_at), row)
+
+    def _rpm_plan(self, row: int) -> tuple[cohort_mod.Patient, cohort_mod.RpmPlan]:
+        patient = self._patient(row)
+        kind = cohort_mod.RPM_KINDS[self.rpm_kind[row] - 1]
+        return patient, cohort_mod.rpm_plan(patient, kind, self.seed, self.start)
+
+    def _rpm_key(
+        self,
+        row: int,
+        c: int,
+        made: tuple[cohort_mod.Patient, cohort_mod.RpmPlan] | None = None,
+    ) -> int | None:
+        """The key of the patient's first RPM reading at or after slot ``c`` (None: done);
+        that slot becomes the patient's state. Negative keys (before the origin) sort
+        correctly among the Python-int keys."""
+        patient, plan = made or self._rpm_plan(row)
+        found = cohort_mod.rpm_next(patient, plan, self.seed, c)
+        if found is None:
+            return None
+        c_next, r, _ = found
+        if self.hours is not None and r.effective_at >= self.start + timedelta(hours=self.hours):
+            return None
+        self.states[row] = c_next
         return self._key(cohort_mod.ms_of(r.effective_at), row)
 
     # -- steps ----------------------------------------------------------------------------------
-    def _home_step(self, row: int) -> tuple[list[SimMessage], int]:
-        """The next home reading's messages and the patient's next key (-1: done)."""
+    def _home_step(self, row: int) -> tuple[list[SimMessage], int | None]:
+        """The next home reading's messages and the patient's next key (None: done)."""
         j = self.states[row] or 0
         patient, plan = self._patient(row), self._plan(row)
         week0 = cohort_mod.home_week_start(patient, self.start)
@@ -580,10 +679,29 @@ class _Simulator:
             g = cohort_mod.home_truth(patient, plan, r, first.effective_at)
             out.extend(faults.on_reading(j, r, g))
             j += 1
-            if self._home_key(row, j) < 0:
+            if self._home_key(row, j) is None:
                 break
         self.states[row] = j
         return out, self._home_key(row, j)
+
+    def _rpm_step(self, row: int) -> tuple[list[SimMessage], int | None]:
+        """The next RPM reading's messages and the patient's next key (None: done)."""
+        made = self._rpm_plan(row)
+        patient, plan = made
+        faults = _PatientFaults(patient, self.seed, 0.0)
+        out: list[SimMessage] = []
+        key = None
+        for _ in range(self.bundle_size):
+            c = self.states[row]
+            r, severe = cast(
+                tuple[Reading, str], cohort_mod.rpm_reading(patient, plan, self.seed, c)
+            )
+            out.extend(faults.on_reading(c, r, cohort_mod.rpm_truth(patient, plan, r, severe)))
+            key = self._rpm_key(row, c + 1, made)
+            if key is None:
+                self.states[row] = None
+                break
+        return out, key
 
     def _load(self, row: int) -> tuple[cohort_mod.Trajectory, _PatientFaults]:
         """A clinical patient's trajectory and fault state, from its packed state."""
@@ -615,8 +733,8 @@ class _Simulator:
         if faults.held is not None:
             self.held[row] = faults.held
 
-    def _clinical_step(self, row: int) -> tuple[list[SimMessage], int]:
-        """The next clinical reading's messages and the patient's next key (-1: done)."""
+    def _clinical_step(self, row: int) -> tuple[list[SimMessage], int | None]:
+        """The next clinical reading's messages and the patient's next key (None: done)."""
         live = self.live.pop(row, None)
         traj, faults = self._load(row) if live is None else live
         out: list[SimMessage] = []
@@ -631,7 +749,7 @@ class _Simulator:
                 self.states[row] = None
                 if self.rate > 0:
                     self.history[row] = b""
-                return out, -1
+                return out, None
         self.live[row] = (traj, faults)
         if len(self.live) > _LIVE:
             self._unload(*self.live.popitem(last=False))
@@ -652,14 +770,16 @@ class _Simulator:
 
     def __iter__(self) -> Iterator[SimMessage]:
         heap = self.heap
-        home = self.home_kind
+        home, rpm = self.home_kind, self.rpm_kind
         while heap:
             row = heap[0] & _ROW_MASK
             if home[row]:
                 out, key = self._home_step(row)
+            elif rpm[row]:
+                out, key = self._rpm_step(row)
             else:
                 out, key = self._clinical_step(row)
-            if key < 0:
+            if key is None:
                 heapq.heappop(heap)
             else:
                 heapq.heapreplace(heap, key)

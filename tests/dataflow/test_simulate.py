@@ -117,6 +117,54 @@ def test_runs_as_a_program_with_env_settings(tmp_path: Path) -> None:
     assert "Patient/" not in proc.stderr  # no PHI in logs
 
 
+PROGRAMS = replace(SETTINGS, sim_patients=60, sim_postpartum_share=0.1, sim_low_adherence_share=0.1)
+
+
+def test_enrolments_go_first_through_one_sink() -> None:
+    """Both sinks of the routed output share one list here: it shows the order in which the
+    records were written (an enrolment is confirmed before any observation is sent)."""
+    written: list = []
+    flow = simulate.build(
+        PROGRAMS, sink=TestingSink(written), enrollment_sink=TestingSink(written),
+        truth_sink=TestingSink([]),
+    )  # fmt: skip
+    run_main(flow)
+    enrolments = [e.kafka_record() for e in stream.enrollments(PROGRAMS)]
+    assert len(enrolments) == 7  # 10% of each block of 100, of which the run holds 60
+    assert written[: len(enrolments)] == enrolments
+    assert written[len(enrolments) :] == [m.kafka_record() for m in stream.messages(PROGRAMS)]
+
+
+def test_with_workers_each_sends_its_own_enrolments_before_its_readings() -> None:
+    written: list = []
+    flow = simulate.build(
+        PROGRAMS, sink=TestingSink(written), enrollment_sink=TestingSink(written),
+        truth_sink=TestingSink([]),
+    )  # fmt: skip
+    cluster_main(flow, [], 0, worker_count_per_proc=2)
+    enrolments = [e.kafka_record() for e in stream.enrollments(PROGRAMS)]
+    assert sorted(r for r in written if r in enrolments) == sorted(enrolments)
+    for key, value, _ in enrolments:
+        enrolled_at = written.index((key, value, [("content-type", b"application/json")]))
+        readings = [
+            i for i, (k, _, h) in enumerate(written) if k == key and h != written[enrolled_at][2]
+        ]
+        assert readings and enrolled_at < min(readings)
+
+
+def test_file_output_puts_the_enrolments_in_a_sibling_file(tmp_path: Path) -> None:
+    path = tmp_path / "obs.jsonl"
+    run_main(simulate.build(replace(PROGRAMS, sim_output=str(path))))
+    assert simulate.enrollments_path(path) == tmp_path / "obs.enrollments.jsonl"
+    lines = [
+        orjson.loads(x) for x in (tmp_path / "obs.enrollments.jsonl").read_bytes().splitlines()
+    ]
+    assert lines == [
+        {"key": e.patient_id, "value": orjson.loads(e.value)} for e in stream.enrollments(PROGRAMS)
+    ]
+    assert path.read_bytes().splitlines() == [m.value for m in stream.messages(PROGRAMS)]
+
+
 def test_invalid_env_stops_with_one_clear_line() -> None:
     env = {**os.environ, "BPWATCH_SIM_RATE": "fast"}
     proc = subprocess.run(

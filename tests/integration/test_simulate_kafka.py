@@ -103,3 +103,24 @@ def test_the_sink_logs_one_key_value_line_per_batch(
     assert batches and all(batches)
     assert sum(int(m[1]) for m in batches) == 2500
     assert len(batches) <= 10  # per batch (the simulator emits up to 1,000), never per message
+
+
+def test_enrolments_are_on_kafka_before_the_first_observation(settings: Settings) -> None:
+    """BPWATCH_SIM_POSTPARTUM_SHARE: one enrolment per postpartum patient on bp.enrollments,
+    keyed like its readings, produced (and confirmed) before any observation of the run."""
+    s = replace(
+        settings, sim_patients=100, sim_count=3000, sim_seed=4,
+        sim_postpartum_share=0.05, sim_low_adherence_share=0.05,
+    )  # fmt: skip
+    run_main(simulate.build(s))
+    sent = [e.kafka_record() for e in stream.enrollments(s)]
+    got = read_topic(s, s.enrollments_topic)
+    assert len(sent) == 5
+    assert sorted((m.key(), m.value()) for m in got) == sorted((k, v) for k, v, _ in sent)
+    assert {dict(m.headers())["content-type"] for m in got} == {b"application/json"}
+    observations = read_topic(s, s.observations_topic)
+    assert len(observations) == 3000
+    last_enrolment = max(m.timestamp()[1] for m in got)
+    assert last_enrolment <= min(m.timestamp()[1] for m in observations)
+    # an enrolment is keyed by its patient id, as the patient's readings
+    assert {m.key() for m in got} <= {m.key() for m in observations}
