@@ -21,7 +21,13 @@ cases, risk-score distribution, risk over time (average and maximum) as embedded
 * the worklist (``bp-episodes``): the episodes open now, whatever the range, overdue and
   unacknowledged first, then the other unacknowledged, then the acknowledged (with by whom and
   when), each group most severe then oldest first (:mod:`lib.tools.episodes`); left out when
-  the index does not exist (a setup older than acknowledgements).
+  the index does not exist (a setup older than acknowledgements);
+* adherence (``bp-adherence``): each patient's current cycle, the one with the latest
+  ``cycle_start`` on or before the last day of the range, counted by band, and the patients
+  not on track as of that day (:func:`as_of`: the days left count from that day, so a patient
+  who stopped sending is listed, while the document's own ``on_track`` is as of its latest
+  reading); and a programs line, the open ``severe_range_bp`` episodes (``bp-episodes``),
+  confirmed or awaiting confirmation. Left out when the index does not exist.
 
 This module is a tool, so it does I/O; :func:`collect` (Elasticsearch -> :class:`ReportData`)
 and :func:`render_html` (-> str) are separate so each can be tested. matplotlib is the
@@ -36,12 +42,15 @@ import html
 import io
 import logging
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from lib.domain import SEVERITIES, utc_iso
+from lib.monitor.adherence import BANDS, ON_TRACK_DAYS
+from lib.monitor.programs import SEVERE_CONDITION
 from lib.tools import episodes
 
 log = logging.getLogger(__name__)
@@ -85,6 +94,17 @@ WORKLIST_COLUMNS = (
     "acknowledged_by",
     "acknowledged_at",
 )
+MAX_NOT_ON_TRACK = 200  # rows of patients not on track shown (the count covers all)
+ADHERENCE_PAGE = 500  # patients per composite-aggregation page
+ADHERENCE_COLUMNS = (
+    "patient_id",
+    "program",
+    "cycle_start",
+    "cycle_end",
+    "days_with_readings",
+    "days_left",
+    "last_reading_date",
+)
 CRITICAL_COLUMNS = (
     "effective_at",
     "patient_id",
@@ -116,6 +136,7 @@ class ReportData:
     home: HomeView | None = None
     no_data: NoDataView | None = None
     worklist: WorklistView | None = None
+    adherence: AdherenceView | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +170,22 @@ class WorklistView:
     @property
     def total(self) -> int:
         return self.overdue + self.unacknowledged + self.acknowledged
+
+
+@dataclass(frozen=True, slots=True)
+class AdherenceView:
+    """Each patient's current adherence cycle as of ``day``, and the open program episodes."""
+
+    day: date  # the last day of the range
+    bands: dict[str, int]  # band -> patients, in BANDS order
+    not_on_track: list[dict[str, Any]]  # up to MAX_NOT_ON_TRACK, fewest days left first
+    not_on_track_total: int
+    severe_confirmed: int | None = None  # open severe_range_bp episodes, confirmed
+    severe_unconfirmed: int | None = None  # ... awaiting confirmation
+
+    @property
+    def patients(self) -> int:
+        return sum(self.bands.values())
 
 
 def pick_interval(start: datetime, end: datetime, max_buckets: int = 120) -> str:
@@ -211,10 +248,11 @@ def collect(
     home_index: str | None = None,
     alerts_index: str | None = None,
     episodes_index: str | None = None,
+    adherence_index: str | None = None,
 ) -> ReportData:
     """Run one aggregation search and one search for critical cases; no client-side scans.
-    With ``home_index`` / ``alerts_index`` / ``episodes_index`` also the home-average,
-    no-data and worklist views."""
+    With ``home_index`` / ``alerts_index`` / ``episodes_index`` / ``adherence_index`` also
+    the home-average, no-data, worklist and adherence views."""
     interval = pick_interval(start, end)
     filters: list[dict[str, Any]] = [
         {"range": {"effective_at": {"gte": utc_iso(start), "lt": utc_iso(end)}}}
@@ -259,6 +297,11 @@ def collect(
         home=collect_home(es, home_index, start, end, patient) if home_index else None,
         no_data=collect_no_data(es, alerts_index, start, end, patient) if alerts_index else None,
         worklist=collect_worklist(es, episodes_index, patient) if episodes_index else None,
+        adherence=(
+            collect_adherence(es, adherence_index, end, patient, episodes_index)
+            if adherence_index
+            else None
+        ),
     )
 
 
@@ -344,6 +387,83 @@ def collect_worklist(
     n = len(totals) // len(episodes.ATTENTION)
     overdue, unacknowledged, acknowledged = (sum(totals[i : i + n]) for i in range(0, 3 * n, n))
     return WorklistView(rows, overdue, unacknowledged, acknowledged)
+
+
+def as_of(doc: dict[str, Any], day: date) -> dict[str, Any]:
+    """A cycle's document with ``days_left`` and ``on_track`` as of ``day``: the days of the
+    cycle still able to get a reading, from ``day`` (or the day after the latest reading, if
+    later) to ``cycle_end``. The stored ones are as of the latest reading."""
+    end = date.fromisoformat(doc["cycle_end"][:10])
+    last = doc.get("last_reading_date")
+    first_open = max(day, date.fromisoformat(last[:10]) + timedelta(days=1)) if last else day
+    left = max(0, (end - first_open).days + 1)
+    days = int(doc.get("days_with_readings") or 0)
+    return {**doc, "days_left": left, "on_track": days + left >= ON_TRACK_DAYS}
+
+
+def current_cycles(es: Any, index: str, day: date, patient: str | None) -> Iterator[dict[str, Any]]:
+    """Each patient's cycle with the latest ``cycle_start`` on or before ``day``: one
+    composite bucket per patient with its top hit, page after page."""
+    filters = [{"range": {"cycle_start": {"lte": day.isoformat()}}}, *_patient_filter(patient)]
+    latest = {"top_hits": {"size": 1, "sort": [{"cycle_start": "desc"}],
+                           "_source": {"includes": [*ADHERENCE_COLUMNS, "band"]}}}  # fmt: skip
+    after: dict[str, Any] | None = None
+    while True:
+        composite: dict[str, Any] = {
+            "size": ADHERENCE_PAGE,
+            "sources": [{"patient": {"terms": {"field": "patient_id"}}}],
+        }
+        if after:
+            composite["after"] = after
+        res = es.search(
+            index=index,
+            query={"bool": {"filter": filters}},
+            size=0,
+            aggs={"patients": {"composite": composite, "aggs": {"latest": latest}}},
+        )
+        agg = res["aggregations"]["patients"]
+        for bucket in agg["buckets"]:
+            yield bucket["latest"]["hits"]["hits"][0]["_source"]
+        after = agg.get("after_key")
+        if not after or len(agg["buckets"]) < ADHERENCE_PAGE:
+            return
+
+
+def collect_adherence(
+    es: Any,
+    index: str,
+    end: datetime,
+    patient: str | None,
+    episodes_index: str | None = None,
+    limit: int = MAX_NOT_ON_TRACK,
+) -> AdherenceView | None:
+    """The current cycles as of the last day of ``[start, end)`` and, with
+    ``episodes_index``, the open ``severe_range_bp`` episodes; None without the index."""
+    if not es.indices.exists(index=index):
+        return None
+    day = (end - timedelta(milliseconds=1)).astimezone(UTC).date()
+    bands = dict.fromkeys(BANDS, 0)
+    behind = []
+    for doc in current_cycles(es, index, day, patient):
+        bands[doc.get("band", "")] = bands.get(doc.get("band", ""), 0) + 1
+        now = as_of(doc, day)
+        if not now["on_track"]:
+            behind.append(now)
+    behind.sort(key=lambda d: (d["days_left"], str(d["patient_id"])))
+    confirmed = unconfirmed = None
+    if episodes_index and es.indices.exists(index=episodes_index):
+        severe = [episodes.OPEN, {"term": {"condition": SEVERE_CONDITION}},
+                  *_patient_filter(patient)]  # fmt: skip
+        res = es.search(
+            index=episodes_index,
+            query={"bool": {"filter": severe}},
+            size=0,
+            aggs={"confirmed": {"filter": {"term": {"confirmed": True}}}},
+            track_total_hits=True,
+        )
+        confirmed = res["aggregations"]["confirmed"]["doc_count"]
+        unconfirmed = res["hits"]["total"]["value"] - confirmed
+    return AdherenceView(day, bands, behind[:limit], len(behind), confirmed, unconfirmed)
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -482,6 +602,38 @@ def _worklist_section(view: WorklistView | None) -> str:
     )
 
 
+def _adherence_section(view: AdherenceView | None) -> str:
+    if view is None:
+        return ""
+    counts = ", ".join(
+        f'<span id="adherence_{band}">{n}</span> {html.escape(band)}'
+        for band, n in view.bands.items()
+    )
+    shown = (
+        f" (the first {len(view.not_on_track)} shown)"
+        if len(view.not_on_track) < view.not_on_track_total
+        else ""
+    )
+    programs = ""
+    if view.severe_confirmed is not None:
+        programs = (
+            '<p class="summary">Programs: <span id="severe_confirmed">'
+            f"{view.severe_confirmed}</span> confirmed {SEVERE_CONDITION} episodes open, "
+            f'<span id="severe_unconfirmed">{view.severe_unconfirmed}</span> awaiting '
+            "confirmation.</p>\n"
+        )
+    return (
+        '<section id="adherence"><h2>Adherence (each patient\'s current 30-day cycle)</h2>\n'
+        f'<p class="summary"><span id="adherence_patients">{view.patients}</span> patients, '
+        f"their latest cycle started on or before {view.day.isoformat()}, by days with "
+        f"readings: {counts}. "
+        f'<span id="not_on_track">{view.not_on_track_total}</span> not on track: their days '
+        f"with readings plus the days left from {view.day.isoformat()} (or after their latest "
+        f"reading) stay below {ON_TRACK_DAYS}{shown}, fewest days left first.</p>\n"
+        f"{programs}{_table(ADHERENCE_COLUMNS, view.not_on_track)}</section>"
+    )
+
+
 def render_html(data: ReportData) -> str:
     images = charts(data)
     scope = f"patient {html.escape(data.patient)}" if data.patient else "all patients"
@@ -529,6 +681,7 @@ img {{ max-width: 100%; }}
 {_home_section(data.home)}
 {_no_data_section(data.no_data)}
 {_worklist_section(data.worklist)}
+{_adherence_section(data.adherence)}
 </body></html>
 """
 
@@ -572,7 +725,8 @@ def main(argv: list[str] | None = None) -> int:
                        critical_limit=args.critical_limit,
                        home_index=settings.home_averages_index,
                        alerts_index=settings.alerts_index,
-                       episodes_index=settings.episodes_index)  # fmt: skip
+                       episodes_index=settings.episodes_index,
+                       adherence_index=settings.adherence_index)  # fmt: skip
     except (ApiError, TransportError) as exc:
         sys.stderr.write(
             f"bpwatch: Elasticsearch at {settings.es_url} failed ({type(exc).__name__}): "

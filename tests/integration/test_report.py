@@ -328,3 +328,92 @@ def test_html_shows_the_worklist(settings, es, worklist, tmp_path, monkeypatch):
     ]  # fmt: skip
     assert section.count("<td>nurse-3</td>") == 2 and "2025-03-01T02:00:00.000Z" in section
     assert "pat&lt;b&gt;" in section and "pat<b>" not in section
+
+
+def _cycle(patient: str, start: str, reading_days: list[int], **extra: Any) -> dict[str, Any]:
+    """A bp-adherence document as the monitor's cycle writes it (``CycleDays.doc``)."""
+    from lib.monitor.adherence import CycleDays
+
+    cycle = CycleDays(datetime.fromisoformat(start).date())
+    for d in reading_days:
+        cycle.add(cycle.start + timedelta(days=d))
+    return {**cycle.doc(patient), **extra}
+
+
+CYCLES = [
+    _cycle("pat-a", "2025-01-01", list(range(20))),  # an earlier cycle: not current
+    # current (ends on the report's day): on track as of its latest reading (10 + 9), not as
+    # of the report's day (10 + 1)
+    _cycle("pat-a", "2025-01-31", list(range(11, 21)), program="hypertension"),
+    _cycle("pat<b>", "2025-02-15", [0, 5, 13]),  # 3 + 16 days left: on track
+    _cycle("pat-c", "2025-02-10", [0], program="postpartum"),  # 1 + 11 days left: behind
+    _cycle("pat-d", "2025-02-03", list(range(16))),  # 16_plus
+    _cycle("pat-d", "2025-03-05", [0]),  # starts after the report's day: not yet current
+]
+SEVERE = [
+    _episode("ep-sev-conf", "pat-c", "critical", "2025-02-28T00:00:00.000Z",
+             condition="severe_range_bp", program="postpartum", confirmed=True),
+    _episode("ep-sev-wait", "pat-e", "high", "2025-02-28T00:00:00.000Z",
+             condition="severe_range_bp", program="postpartum", confirmed=False),
+    _episode("ep-sev-done", "pat-f", "critical", "2025-02-20T00:00:00.000Z",
+             condition="severe_range_bp", program="postpartum", confirmed=True,
+             status="resolved", resolved_at="2025-02-21T00:00:00.000Z"),
+    _episode("ep-crisis", "pat-c", "critical", "2025-02-28T00:00:00.000Z"),
+]  # fmt: skip
+
+
+@pytest.fixture
+def adherence(settings, es) -> None:
+    from lib.connectors.elastic_months import MONTH_FIELDS, MonthRouter
+
+    router = MonthRouter(settings.adherence_index, MONTH_FIELDS["bp-adherence"])
+    ops: list[dict[str, Any]] = []
+    for doc in CYCLES:
+        _id = f"{doc['patient_id']}|{doc['cycle_start']}"
+        ops += [{"index": {"_index": router.index_of(doc), "_id": _id}}, doc]
+    for doc in SEVERE:
+        ops += [{"index": {"_index": settings.episodes_index, "_id": doc["episode_id"]}}, doc]
+    assert not es.bulk(operations=ops, refresh="wait_for")["errors"]
+
+
+def test_adherence_counts_current_cycles_by_band_and_lists_who_is_behind(settings, es,
+                                                                          adherence):  # fmt: skip
+    assert [(c["on_track"], c["days_left"]) for c in CYCLES[1:2]] == [(True, 9)]
+    view = report.collect_adherence(es, settings.adherence_index, END, None,
+                                    settings.episodes_index)  # fmt: skip
+    assert view.day.isoformat() == "2025-03-01"
+    assert view.bands == {"under_2": 1, "2_to_15": 2, "16_plus": 1} and view.patients == 4
+    assert [(r["patient_id"], r["days_left"], r["on_track"]) for r in view.not_on_track] == [
+        ("pat-a", 1, False), ("pat-c", 11, False),
+    ]  # fmt: skip
+    assert view.not_on_track[0]["cycle_start"] == "2025-01-31"
+    assert (view.severe_confirmed, view.severe_unconfirmed) == (1, 1)
+
+    one = report.collect_adherence(es, settings.adherence_index, END, "pat-c",
+                                   settings.episodes_index)  # fmt: skip
+    assert one.bands == {"under_2": 1, "2_to_15": 0, "16_plus": 0}
+    assert (one.severe_confirmed, one.severe_unconfirmed) == (1, 0)
+    # pages of the composite aggregation: one patient per page gives the same view
+    from unittest import mock
+
+    with mock.patch.object(report, "ADHERENCE_PAGE", 1):
+        paged = report.collect_adherence(es, settings.adherence_index, END, None)
+    assert paged.bands == view.bands and paged.not_on_track == view.not_on_track
+    assert paged.severe_confirmed is None  # without the episodes index: no programs line
+    assert report.collect_adherence(es, settings.adherence_index + "-none", END, None) is None
+
+
+def test_html_shows_the_adherence_view(settings, es, adherence, tmp_path, monkeypatch):
+    monkeypatch.setenv("BPWATCH_NAMESPACE", settings.namespace)
+    monkeypatch.setenv("BPWATCH_ES_URL", settings.es_url)
+    out = tmp_path / "report.html"
+    assert report.main(["--out", str(out), "--from", "2025-03-01T00:00Z",
+                        "--to", "2025-03-01T06:00Z"]) == 0  # fmt: skip
+    section = out.read_text().split('<section id="adherence">')[1].split("</section>")[0]
+    assert '<span id="adherence_patients">4</span>' in section
+    assert '<span id="adherence_2_to_15">2</span>' in section
+    assert '<span id="not_on_track">2</span>' in section
+    assert '<span id="severe_confirmed">1</span>' in section
+    rows = re.findall(r"<tr><td>([^<]*)</td>", section)
+    assert rows == ["pat-a", "pat-c"]
+    assert "<td>postpartum</td>" in section and "pat&lt;b&gt;" not in section
