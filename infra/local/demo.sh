@@ -5,11 +5,16 @@
 # The demo runs in its own namespace (BPWATCH_NAMESPACE, default "demo") and starts from a
 # clean slate each time: its topics, indices, normal-case files and recovery store are reset.
 # Tunables: BPWATCH_SIM_COUNT (20000), BPWATCH_SIM_PATIENTS (500), BPWATCH_SIM_FAULT_RATE (0.02),
-# BPWATCH_SIM_SEED (42), BPWATCH_SIM_HOME_SHARE (0.1), BPWATCH_SIM_ACK_SHARE (0.5), DEMO_WORKERS (2).
+# BPWATCH_SIM_SEED (42), BPWATCH_SIM_HOME_SHARE (0.1), BPWATCH_SIM_ACK_SHARE (0.5), DEMO_WORKERS (2),
+# BPWATCH_SIM_POSTPARTUM_SHARE (0.04), BPWATCH_SIM_LOW_ADHERENCE_SHARE (0.06).
 # BPWATCH_SIM_START defaults to the last full hour a day ago, so the home cohort's week lies in
 # the past week of wall-clock time: the patients who stop sending are silent for more than
 # BPWATCH_NO_DATA_HOURS (48) and within the lookback (7 days), everyone else is recent, and
 # the summary can check the monitor's no-data episodes against the ground truth.
+# The remote-monitoring cohorts (postpartum patients, enrolled on bp.enrollments before their
+# readings, and patients who send on some days only) send their courses in the six weeks before
+# time 0, so the bounded run holds them whole: the summary reconciles their bp-adherence cycles
+# and the postpartum severe-range episodes against the ground truth.
 # The alert loop in two passes: the first pass opens the episodes with the acknowledgement
 # deadline held at a day (none falls due); lib.tools.demo_acks then acknowledges
 # BPWATCH_SIM_ACK_SHARE of those that need one (severity BPWATCH_ACK_MIN_SEVERITY); the second
@@ -30,6 +35,8 @@ export BPWATCH_SIM_FAULT_RATE=${BPWATCH_SIM_FAULT_RATE:-0.02}
 export BPWATCH_SIM_SEED=${BPWATCH_SIM_SEED:-42}
 export BPWATCH_SIM_RATE=${BPWATCH_SIM_RATE:-0}
 export BPWATCH_SIM_HOME_SHARE=${BPWATCH_SIM_HOME_SHARE:-0.1}
+export BPWATCH_SIM_POSTPARTUM_SHARE=${BPWATCH_SIM_POSTPARTUM_SHARE:-0.04}
+export BPWATCH_SIM_LOW_ADHERENCE_SHARE=${BPWATCH_SIM_LOW_ADHERENCE_SHARE:-0.06}
 export BPWATCH_SIM_ACK_SHARE=${BPWATCH_SIM_ACK_SHARE:-0.5}
 export BPWATCH_SIM_START=${BPWATCH_SIM_START:-$(date -u -d '1 day ago' +%Y-%m-%dT%H:00:00Z)}
 DEMO_DIR=${DEMO_DIR:-data/${BPWATCH_NAMESPACE:-default}}
@@ -60,7 +67,7 @@ else
   missing+=("risk model training (models/train.py)")
 fi
 
-step "4/7 simulator: ${BPWATCH_SIM_COUNT} observations, ${BPWATCH_SIM_PATIENTS} patients (home share ${BPWATCH_SIM_HOME_SHARE}), fault rate ${BPWATCH_SIM_FAULT_RATE}, time 0 ${BPWATCH_SIM_START}"
+step "4/7 simulator: ${BPWATCH_SIM_COUNT} observations, ${BPWATCH_SIM_PATIENTS} patients (home ${BPWATCH_SIM_HOME_SHARE}, postpartum ${BPWATCH_SIM_POSTPARTUM_SHARE}, low adherence ${BPWATCH_SIM_LOW_ADHERENCE_SHARE}), fault rate ${BPWATCH_SIM_FAULT_RATE}, time 0 ${BPWATCH_SIM_START}"
 if [[ -f dataflows/simulate.py ]]; then
   t0=$EPOCHREALTIME
   $PY -m bytewax.run dataflows.simulate

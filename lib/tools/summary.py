@@ -27,7 +27,15 @@ simulator's ground truth is given, checks them against the expected fate of ever
   acknowledged or overdue). With ``BPWATCH_SIM_ACK_SHARE`` above 0 (``make demo``, whose
   :mod:`lib.tools.demo_acks` acknowledged that share) the acknowledged ones must be exactly
   those :func:`lib.tools.demo_acks.chosen` picks, and the overdue ones among the open exactly
-  the others still open (:func:`reconcile_episodes`).
+  the others still open (:func:`reconcile_episodes`);
+* remote monitoring (the simulator's postpartum and low-adherence cohorts, when the truth holds
+  them): the ``bp-adherence`` documents of those patients against the cycles their readings
+  make (:func:`expected_cycles`, :func:`reconcile_adherence`: anchored at the enrolment's start,
+  else at the first reading's local date; 30-day cycles; the days are the distinct local dates
+  of the readings), and the ``severe_range_bp`` alert events against the truth's planned
+  severe-range readings (:func:`reconcile_severe`): ``opened`` on each ``first`` and ``single``
+  reading, ``escalated`` (confirmed) on each ``repeat`` and ``persistent`` one, with that
+  ``confirmation``.
 
 Exit code 0 when everything reconciles, 1 otherwise.
 """
@@ -38,8 +46,9 @@ import argparse
 import logging
 import sys
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +66,24 @@ log = logging.getLogger(__name__)
 NO_DATA_EDGE_S = 3600.0  # patients this close to an edge of the no-data window are not compared
 NO_DATA_MIN_READINGS = MIN_READINGS  # the monitor's own rule (lib.monitor.no_data)
 EPISODE_FIELDS = ["episode_id", "status", "severity", "acknowledged", "overdue"]
+ADHERENCE_FIELDS = ["patient_id", "cycle_start", "days_with_readings", "band"]
+SEVERE_CONDITION = "severe_range_bp"
+CYCLE_DAYS = 30  # the contract's adherence cycle ("bp-adherence"), derived here independently
+BANDS = ("under_2", "2_to_15", "16_plus")
+
+
+def band_of(days: int) -> str:
+    """The contract's adherence band of a count of days with readings (0-1, 2-15, 16-30)."""
+    return BANDS[0] if days < 2 else BANDS[1] if days <= 15 else BANDS[2]
+
+
+@dataclass
+class RpmPatient:
+    """What the truth says of a remote-monitoring patient."""
+
+    program: str = ""
+    program_start: str | None = None  # the enrolment's start (ISO date), None when not enrolled
+    dates: set[str] = field(default_factory=set)  # local dates of its readings
 
 
 @dataclass
@@ -71,6 +98,8 @@ class Truth:
     home_no_average: set[str] = field(default_factory=set)  # patients too short for one
     home_cut: set[str] = field(default_factory=set)  # weeks cut short by BPWATCH_SIM_COUNT
     silent: set[str] = field(default_factory=set)  # patients the simulator made stop
+    rpm: dict[str, RpmPatient] = field(default_factory=dict)  # remote-monitoring patients
+    severe: dict[str, str] = field(default_factory=dict)  # observation id -> severe-range mark
 
 
 @dataclass
@@ -105,6 +134,28 @@ class RunOutputs:
     no_data_events: list[tuple[str, str, str]] = field(default_factory=list)  # patient, ep, event
     alert_docs: list[dict[str, Any]] = field(default_factory=list)  # for lib.tools.alert_quality
     episode_docs: list[dict[str, Any]] | None = None  # bp-episodes (None: no such index)
+    adherence_docs: list[dict[str, Any]] = field(default_factory=list)  # bp-adherence
+
+
+@dataclass(frozen=True)
+class AdherenceFigures:
+    """The RPM patients' adherence cycles, expected and found, by band."""
+
+    patients: int
+    expected: dict[str, int]
+    found: dict[str, int]
+
+
+@dataclass(frozen=True)
+class SevereFigures:
+    """The ``severe_range_bp`` events, expected from the truth and found."""
+
+    opened_expected: int
+    opened: int
+    repeat_expected: int
+    repeat: int
+    persistent_expected: int
+    persistent: int
 
 
 @dataclass(frozen=True)
@@ -203,7 +254,7 @@ def elastic_outputs(settings: Settings, out: RunOutputs) -> None:
         for h in es_hits(es, settings.home_averages_index, ["home_hypertension"], protocol):
             out.home_docs[h["_id"]] = bool(h["_source"]["home_hypertension"])
         fields = ["patient_id", "episode_id", "condition", "event", "event_at", "tier",
-                  "observation_ids"]  # fmt: skip
+                  "observation_ids", "confirmed", "confirmation"]  # fmt: skip
         out.alert_docs = [h["_source"] for h in es_hits(es, settings.alerts_index, fields)]
         out.alerts_es = len(out.alert_docs)
         out.no_data_events = [
@@ -211,6 +262,8 @@ def elastic_outputs(settings: Settings, out: RunOutputs) -> None:
             for d in out.alert_docs
             if d["condition"] == "no_data"
         ]
+        hits = es_hits(es, settings.adherence_index, ADHERENCE_FIELDS)
+        out.adherence_docs = [h["_source"] for h in hits]
         if es.indices.exists(index=settings.episodes_index):
             hits = es_hits(es, settings.episodes_index, EPISODE_FIELDS)
             out.episode_docs = [h["_source"] for h in hits]
@@ -247,6 +300,14 @@ def read_truth(truth_path: Path) -> Truth:
             ts = _epoch(rec["effective_at"])
             last, n = t.last_reading.get(pid, (ts, 0))
             t.last_reading[pid] = (max(last, ts), n + 1)
+            if rec.get("rpm"):
+                rpm = t.rpm.get(pid)
+                if rpm is None:
+                    rpm = t.rpm[pid] = RpmPatient(rec["program"], rec["program_start"])
+                rpm.dates.add(rec["local_date"])
+                if rec["severe"]:
+                    t.severe[rec["observation_id"]] = rec["severe"]
+                continue
             if "home_series_start" not in rec:
                 continue
             if rec.get("silent"):
@@ -385,6 +446,152 @@ def reconcile_episodes(
     return figures, problems
 
 
+def expected_cycles(rpm: Mapping[str, RpmPatient]) -> dict[tuple[str, str], int]:
+    """``(patient, cycle_start) -> days with readings`` of the patients' readings: cycles of
+    30 days anchored at the enrolment's start, else at the first reading's local date."""
+    out: dict[tuple[str, str], int] = {}
+    for pid, p in rpm.items():
+        if not p.dates:
+            continue
+        days = sorted(date.fromisoformat(d) for d in p.dates)
+        anchor = date.fromisoformat(p.program_start) if p.program_start else days[0]
+        for d in days:
+            start = anchor + timedelta(days=(d - anchor).days // CYCLE_DAYS * CYCLE_DAYS)
+            key = (pid, start.isoformat())
+            out[key] = out.get(key, 0) + 1
+    return out
+
+
+def reconcile_adherence(
+    expected: Mapping[tuple[str, str], int], docs: list[dict[str, Any]]
+) -> tuple[AdherenceFigures, list[str]]:
+    """The ``bp-adherence`` documents of the expected patients against their expected cycles
+    (a pure function): each cycle must have one document with its count of days and band,
+    and no other cycle of those patients a document. Other patients' documents are ignored."""
+    patients = {pid for pid, _ in expected}
+    found: dict[tuple[str, str], tuple[int, str]] = {}
+    for d in docs:
+        if d.get("patient_id") in patients:
+            key = (d["patient_id"], str(d["cycle_start"])[:10])
+            found[key] = (int(d["days_with_readings"]), str(d["band"]))
+    figures = AdherenceFigures(
+        len(patients),
+        dict(Counter(band_of(n) for n in expected.values())),
+        dict(Counter(band for _, band in found.values())),
+    )
+    problems = []
+    missing = expected.keys() - found.keys()
+    if missing:
+        problems.append(f"adherence: {len(missing)} expected cycles have no document")
+    extra = found.keys() - expected.keys()
+    if extra:
+        problems.append(f"adherence: {len(extra)} cycles the truth does not expect")
+    both = expected.keys() & found.keys()
+    days = [k for k in both if found[k][0] != expected[k]]
+    if days:
+        problems.append(f"adherence: {len(days)} cycles with the wrong count of days")
+    bands = [k for k in both if found[k][1] != band_of(expected[k])]
+    if bands:
+        problems.append(f"adherence: {len(bands)} cycles in the wrong band")
+    return figures, problems
+
+
+def reconcile_severe(
+    marks: Mapping[str, str], alert_docs: list[dict[str, Any]]
+) -> tuple[SevereFigures, list[str]]:
+    """The ``severe_range_bp`` alert events against the truth's severe-range marks (a pure
+    function; ``marks``: observation id -> ``first``, ``repeat``, ``persistent``,
+    ``single``). Expected: an ``opened`` event on each ``first`` and ``single`` reading and
+    a confirmed ``escalated`` event on each ``repeat`` and ``persistent`` reading, with that
+    ``confirmation``; events are matched by their first observation id."""
+    want_opened = {oid for oid, m in marks.items() if m in ("first", "single")}
+    want_confirmed = {oid: m for oid, m in marks.items() if m in ("repeat", "persistent")}
+    opened: set[str] = set()
+    confirmed: dict[str, str] = {}
+    unconfirmed = 0
+    for d in alert_docs:
+        if d.get("condition") != SEVERE_CONDITION:
+            continue
+        ids = d.get("observation_ids") or [""]
+        if d.get("event") == "opened":
+            opened.add(ids[0])
+        elif d.get("event") == "escalated":
+            if d.get("confirmed") is True:
+                confirmed[ids[0]] = str(d.get("confirmation") or "")
+            else:
+                unconfirmed += 1
+    kinds = Counter(want_confirmed.values())
+    found = Counter(confirmed.values())
+    figures = SevereFigures(
+        len(want_opened), len(opened), kinds["repeat"], found["repeat"],
+        kinds["persistent"], found["persistent"],
+    )  # fmt: skip
+    problems = []
+    if want_opened - opened:
+        problems.append(f"severe range: {len(want_opened - opened)} expected openings missing")
+    if opened - want_opened:
+        problems.append(f"severe range: {len(opened - want_opened)} openings not expected")
+    missing = want_confirmed.keys() - confirmed.keys()
+    if missing:
+        problems.append(f"severe range: {len(missing)} expected confirmations missing")
+    extra = confirmed.keys() - want_confirmed.keys()
+    if extra:
+        problems.append(f"severe range: {len(extra)} confirmations not expected")
+    wrong = [
+        k for k in want_confirmed.keys() & confirmed.keys() if want_confirmed[k] != confirmed[k]
+    ]
+    if wrong:
+        problems.append(f"severe range: {len(wrong)} confirmations of the wrong kind")
+    if unconfirmed:
+        problems.append(f"severe range: {unconfirmed} escalations without confirmed true")
+    return figures, problems
+
+
+@dataclass(frozen=True)
+class ProgramChecks:
+    """The remote-monitoring reconciliations of a run (:func:`reconcile_programs`)."""
+
+    adherence: AdherenceFigures
+    severe: SevereFigures
+    adherence_problems: list[str]
+    severe_problems: list[str]
+
+    @property
+    def problems(self) -> list[str]:
+        return self.adherence_problems + self.severe_problems
+
+
+def reconcile_programs(out: RunOutputs, t: Truth) -> ProgramChecks | None:
+    """Adherence cycles and severe-range events of the truth's RPM patients; None when the
+    truth holds none."""
+    if not t.rpm:
+        return None
+    adherence, adherence_problems = reconcile_adherence(expected_cycles(t.rpm), out.adherence_docs)
+    severe, severe_problems = reconcile_severe(t.severe, out.alert_docs)
+    return ProgramChecks(adherence, severe, adherence_problems, severe_problems)
+
+
+def _program_rows(settings: Settings, checks: ProgramChecks) -> list[tuple[str, str, str]]:
+    a, s = checks.adherence, checks.severe
+
+    def bands(counts: dict[str, int]) -> str:
+        return " / ".join(f"{b} {counts.get(b, 0):,}" for b in BANDS)
+
+    adherence = (
+        f"{a.patients:,} RPM patients: expected {bands(a.expected)}; found {bands(a.found)}  "
+        + ("ok" if not checks.adherence_problems else "MISMATCH")
+    )
+    severe = (
+        f"opened {s.opened:,}/{s.opened_expected:,} expected  confirmed repeat "
+        f"{s.repeat:,}/{s.repeat_expected:,}  persistent {s.persistent:,}/"
+        f"{s.persistent_expected:,}  " + ("ok" if not checks.severe_problems else "MISMATCH")
+    )
+    return [
+        ("adherence cycles", adherence, f"Elasticsearch {settings.adherence_index}"),
+        ("severe-range episodes", severe, settings.alerts_index),
+    ]
+
+
 def _episodes_row(settings: Settings, fig: EpisodeFigures, ok: bool) -> tuple[str, str, str]:
     text = f"open {fig.open:,}  need ack {fig.need:,}  "
     if fig.checked:
@@ -426,11 +633,12 @@ def render(
     figures: Figures | None = None,
     quality: str | None = None,
     episodes: tuple[EpisodeFigures, list[str]] | None = None,
+    programs: ProgramChecks | None = None,
 ) -> str:
     """The summary's text; ``quality``: the alert-quality headline
     (:func:`lib.tools.alert_quality.headline`), printed when given; ``episodes``: the
-    episodes' figures and problems (:func:`reconcile_episodes`), whose problems are listed
-    with the others."""
+    episodes' figures and problems (:func:`reconcile_episodes`), ``programs``: the RPM
+    checks (:func:`reconcile_programs`), whose problems are listed with the others."""
     rows = [
         ("messages in", f"{out.messages_in:,}", settings.observations_topic),
         (
@@ -452,9 +660,13 @@ def render(
     ]
     if figures is not None:
         rows += _figure_rows(settings, figures)
+    if programs is not None:
+        rows += _program_rows(settings, programs)
     if quality is not None:
         rows.append(("alert quality", quality, settings.alerts_index))
     failed = list(problems or [])
+    if programs is not None:
+        failed += programs.problems
     if episodes is not None:
         rows.append(_episodes_row(settings, episodes[0], not episodes[1]))
         failed += episodes[1]
@@ -471,6 +683,8 @@ def render(
         done = "reconciled: every Observation is accounted for; 0 lost, 0 duplicated"
         if figures is not None:
             done += "; home averages and open no-data episodes as the truth expects"
+        if programs is not None:
+            done += "; RPM adherence cycles and severe-range episodes as the truth expects"
         if episodes is not None and episodes[0].checked:
             done += "; episodes acknowledged and overdue as the demo expects"
         lines.append(done)
@@ -494,7 +708,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     settings = load_or_exit()
     out = collect(settings)
-    fates = problems = figures = quality = None
+    fates = problems = figures = quality = programs = None
     if args.truth and args.truth.exists():
         truth = read_truth(args.truth)
         problems, fates = reconcile(out, truth)
@@ -508,6 +722,7 @@ def main(argv: list[str] | None = None) -> int:
             lookback_days=settings.no_data_lookback_days,
             now=datetime.now(UTC).timestamp(),
         )
+        programs = reconcile_programs(out, truth)
         report = alert_quality.evaluate(alert_quality.read_truth(args.truth), out.alert_docs)
         quality = alert_quality.headline(report)
     episodes = None
@@ -515,8 +730,10 @@ def main(argv: list[str] | None = None) -> int:
         episodes = reconcile_episodes(
             out.episode_docs, min_severity=settings.ack_min_severity, share=settings.sim_ack_share
         )
-    sys.stdout.write(render(settings, out, fates, problems, figures, quality, episodes) + "\n")
-    return 1 if problems or (episodes is not None and episodes[1]) else 0
+    text = render(settings, out, fates, problems, figures, quality, episodes, programs)
+    sys.stdout.write(text + "\n")
+    failed = problems or (episodes is not None and episodes[1])
+    return 1 if failed or (programs is not None and programs.problems) else 0
 
 
 if __name__ == "__main__":
