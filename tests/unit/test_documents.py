@@ -28,12 +28,13 @@ def _assessment() -> Assessment:
 
 
 OPTIONAL = {"effective_precision", "body_position", "body_site", "measurement_setting", "device"}
+PROGRAM = {"program", "program_band"}  # only for a reading its patient's program covers
 
 
 def test_anomaly_document_fields_are_the_template_fields() -> None:
     doc = documents.anomaly_doc(_assessment(), None)
     props = _properties("bp-anomalies")
-    assert set(doc) == set(props) - OPTIONAL  # the template is strict: an unknown field fails
+    assert set(doc) == set(props) - OPTIONAL - PROGRAM  # strict template: unknown fields fail
     assert list(doc["features"]) == list(FEATURE_NAMES)
     assert list(props["features"]["properties"]) == list(FEATURE_NAMES)
 
@@ -52,7 +53,7 @@ def test_qualifiers_and_date_precision_appear_only_when_sent() -> None:
         ),
     )
     doc = documents.anomaly_doc(qualified, None)
-    assert set(doc) == set(_properties("bp-anomalies")) - {"body_position"}
+    assert set(doc) == set(_properties("bp-anomalies")) - {"body_position"} - PROGRAM
     assert (doc["effective_precision"], doc["measurement_setting"]) == ("day", "home")
     record = documents.normal_record(qualified)
     assert record["body_site"] == "Left arm" and record["device"] == "Cuff X"
@@ -75,6 +76,29 @@ def test_alert_document_fields_are_the_template_fields() -> None:
     _, _id, doc = documents.elastic_item(event)
     assert _id == event.alert_id
     assert set(doc) <= set(_properties("bp-alerts"))
+    assert not {"program", "confirmed", "confirmation"} & set(doc)  # not enrolled
+
+
+def test_program_fields_are_template_fields_and_only_for_enrolled_patients() -> None:
+    from lib.monitor.programs import SevereRangeEpisode, Transition, severe_event
+
+    a = replace(_assessment(), program="postpartum", program_band="hypertensive_range")
+    doc = documents.anomaly_doc(a, None)
+    assert (doc["program"], doc["program_band"]) == ("postpartum", "hypertensive_range")
+    assert set(doc) <= set(_properties("bp-anomalies"))
+    assert documents.normal_record(a)["program"] == "postpartum"
+    at = datetime(2026, 3, 1, 9, tzinfo=UTC)
+    ep = SevereRangeEpisode("o1", at, at, confirmed=True)
+    tr = Transition("escalated", "critical", True, "repeat")
+    event = severe_event("pat-1", ep, tr, at, ("o2",), 165.0, 112.0, 0.2, "aha2025", True)
+    _, _id, alert = documents.elastic_item(event)
+    assert (alert["program"], alert["confirmed"], alert["confirmation"]) == (
+        "postpartum", True, "repeat",
+    )  # fmt: skip
+    assert set(alert) <= set(_properties("bp-alerts"))
+    _, (_op, _eid, part) = documents.episode_update(event)
+    assert (part["program"], part["confirmed"]) == ("postpartum", True)
+    assert set(part) <= set(_properties("bp-episodes"))
 
 
 def test_category_label_is_the_rule_sets_own_wording() -> None:

@@ -154,7 +154,10 @@ def test_process_scores_in_order_with_duplicates_and_retractions(model):
         "in": 5, "normal": 1, "anomaly": 2, "dead_letter": 0,
         "ignored": 0, "retracted": 1, "duplicate": 1, "skipped": 0, "gap": 0,
         "ack_in": 0, "acknowledged": 0, "ack_repeat": 0, "ack_dead_letter": 0,
-        "overdue": 0,
+        "overdue": 0, "enroll_in": 0, "enrolled": 0, "enroll_dead_letter": 0,
+        # one bp-adherence document: all on one day, which b and rd(2) keep after a's
+        # retraction
+        "adherence": 1,
     }  # fmt: skip
     last = res.outcomes[-1]
     assert isinstance(last, Assessment) and last.features.n == 2  # a was retracted
