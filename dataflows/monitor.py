@@ -260,6 +260,7 @@ def production_io(settings: Settings, stats_sink: Sink | None = None) -> Monitor
         SOURCE_FETCH_CONFIG,
         IdempotentKafkaSink,
         ObservationSource,
+        StartGate,
         preflight,
     )
     from lib.connectors.normal_files import NormalFileSink
@@ -269,10 +270,15 @@ def production_io(settings: Settings, stats_sink: Sink | None = None) -> Monitor
     client_config = settings.kafka_client_config()
     brokers = str(client_config.pop("bootstrap.servers")).split(",")
 
-    def source(topic: str) -> ObservationSource:
+    # the enrolments found at start are read before the readings (lib.connectors.kafka)
+    gate = StartGate()
+
+    def source(topic: str, lead: bool | None = None) -> ObservationSource:
         return ObservationSource(
             brokers,
             [topic],
+            gate=None if lead is None else gate,
+            lead=bool(lead),
             tail=settings.kafka_tail,
             starting_offset=OFFSET_BEGINNING,  # only without a recovery snapshot
             add_config={**SOURCE_FETCH_CONFIG, **client_config},
@@ -280,7 +286,7 @@ def production_io(settings: Settings, stats_sink: Sink | None = None) -> Monitor
         )
 
     return MonitorIO(
-        source=source(settings.observations_topic),
+        source=source(settings.observations_topic, lead=False),
         anomaly_sink=_monthly_sink(settings, "bp-anomalies"),
         normal_sink=NormalFileSink(
             settings.normal_dir,
@@ -297,7 +303,7 @@ def production_io(settings: Settings, stats_sink: Sink | None = None) -> Monitor
         ack_source=source(settings.acks_topic),
         ack_dlq_sink=IdempotentKafkaSink(settings, settings.acks_dlq_topic),
         episodes_sink=ElasticSink(settings, settings.episodes_index),
-        enroll_source=source(settings.enrollments_topic),
+        enroll_source=source(settings.enrollments_topic, lead=True),
         enroll_dlq_sink=IdempotentKafkaSink(settings, settings.enrollments_dlq_topic),
         adherence_sink=_monthly_sink(settings, "bp-adherence"),
     )

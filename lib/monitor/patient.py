@@ -360,8 +360,12 @@ class Patient:
         if not self.patient_id:
             self.patient_id = cast(Enrolled, item).patient_id
         before, self.enrollment = self.enrollment, e
-        if self.adherence is not None:
-            self.adherence.reanchor(e.start)
+        ad = self.adherence
+        if ad is not None:
+            ad.reanchor(e.start)
+            for start, counts in ((ad.prev_start, ad.prev), (ad.cur_start, ad.cur)):
+                if counts is not None:  # its documents now name the program
+                    self._adherence_doc(start, res)
         if e.program == "postpartum" and self.window is not None and self.severe is None:
             self._judge_held(ctx, before, e, res)
 

@@ -122,7 +122,7 @@ def check(es: Any, settings: Settings, sent: list[tuple[str, int, Reading]]) -> 
     assert {k: (d["days_with_readings"], d["band"]) for k, d in docs.items()} == want
     for p in range(PATIENTS):
         mine = [d for k, d in docs.items() if k.startswith(pid(p) + "|")]
-        assert all(("program" in d) == postpartum(p) for d in mine)
+        assert all(("program" in d) == postpartum(p) for d in mine), (p, mine)
     alerts = severe_alerts(settings)
     kinds = Counter((m["event"], m.get("confirmation", "")) for _, m in alerts)
     pp = sum(1 for p in range(PATIENTS) if postpartum(p))

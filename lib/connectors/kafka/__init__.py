@@ -22,6 +22,7 @@ from lib.connectors.kafka.source import (
     SOURCE_FETCH_CONFIG,
     ObservationSource,
     SourceRecord,
+    StartGate,
 )
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "KafkaRecord",
     "ObservationSource",
     "SourceRecord",
+    "StartGate",
     "preflight",
     "produce_all",
     "producer_config",
