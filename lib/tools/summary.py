@@ -111,6 +111,7 @@ class Figures:
     home_found: int = 0
     home_found_hypertension: int = 0
     home_cut: int = 0
+    home_rpm: int = 0  # home averages of the RPM cohorts' patients (not compared)
     no_data_expected: int = 0
     no_data_open: int = 0
     no_data_transient: int = 0
@@ -357,7 +358,15 @@ def reconcile_home(out: RunOutputs, t: Truth, fig: Figures) -> list[str]:
     fig.home_expected = len(t.home)
     fig.home_expected_hypertension = sum(t.home.values())
     fig.home_cut = len(t.home_cut)
-    docs = {k: v for k, v in out.home_docs.items() if k.split("|", 1)[0] not in t.home_cut}
+    # the RPM cohorts send home readings too, and the protocol averages them: counted apart,
+    # not compared (the truth plans the home cohort's weeks only)
+    rpm = {k for k in out.home_docs if k.split("|", 1)[0] in t.rpm}
+    fig.home_rpm = len(rpm)
+    docs = {
+        k: v
+        for k, v in out.home_docs.items()
+        if k.split("|", 1)[0] not in t.home_cut and k not in rpm
+    }
     fig.home_found = len(docs)
     fig.home_found_hypertension = sum(docs.values())
     problems = []
@@ -612,6 +621,8 @@ def _figure_rows(settings: Settings, fig: Figures) -> list[tuple[str, str, str]]
     )
     if fig.home_cut:
         home += f"; {fig.home_cut} weeks cut by BPWATCH_SIM_COUNT not checked"
+    if fig.home_rpm:
+        home += f"; {fig.home_rpm} more of RPM patients, not compared"
     no_data = f"expected open {fig.no_data_expected:,}, open {fig.no_data_open:,}"
     window = f"{settings.no_data_hours:g} h..{settings.no_data_lookback_days:g} d"
     notes = [f"{fig.silent_in_window} of {fig.silent_designed} simulated silent in the {window}"]

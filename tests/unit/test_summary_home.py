@@ -96,3 +96,15 @@ def test_no_data_with_old_dates_expects_nothing_and_says_so(truth):
     text = summary.render(S, summary.RunOutputs(), {}, [], fig)
     assert "0 of 2 simulated silent in the 48 h..7 d" in text
     assert "home averages and open no-data episodes as the truth expects" in text
+
+
+def test_home_averages_of_rpm_patients_are_counted_apart_not_as_extra(truth):
+    t = replace(truth, rpm={"pat-14-00099": summary.RpmPatient("", None)})
+    rpm_doc = {"pat-14-00099|2026-11-20T07:00:00.000Z": False}
+    fig = summary.Figures()
+    out = summary.RunOutputs(home_docs={**truth.home, **rpm_doc})
+    assert summary.reconcile_home(out, t, fig) == []
+    assert (fig.home_found, fig.home_rpm) == (9, 1)
+    # a patient outside both cohorts is still an extra document
+    stray = summary.RunOutputs(home_docs={**truth.home, "pat-14-00098|2026-11-20T07:00:00Z": 0})
+    assert len(summary.reconcile_home(stray, t, summary.Figures())) == 1
