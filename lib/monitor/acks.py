@@ -30,7 +30,6 @@ without either, so its cost follows the patients with acknowledged episodes.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -40,7 +39,7 @@ import orjson
 
 from lib.domain import DeadLetter
 from lib.monitor.alert_events import AlertEvent, _digest
-from lib.monitor.shards import Entry, SourceMessage, ingested_at_of, no_patient_key, source_of
+from lib.monitor.shards import Entry, SourceMessage, group_side_input, source_of
 
 __all__ = [
     "ACK_DEAD_LETTER_REASONS",
@@ -150,15 +149,7 @@ def parse_acks(messages: Sequence[SourceMessage]) -> list[tuple[str, list[Entry]
     """Parse a batch of acknowledgements and group them by patient, in input order: a valid
     one under its patient's key, a refused one (:class:`AckRefused`) under a no-patient key.
     Their ``first`` flag is 0: acknowledgements are not counted in ``in``."""
-    by_key: defaultdict[str, list[Entry]] = defaultdict(list)
-    for msg in messages:
-        ack = parse_ack(msg)
-        ing = ingested_at_of(msg)
-        if type(ack) is Ack:
-            by_key[ack.patient_id].append((ack, ing, 0))  # type: ignore[arg-type]
-        else:
-            by_key[no_patient_key(msg.key)].append((AckRefused(ack), ing, 0))  # type: ignore[arg-type]
-    return list(by_key.items())
+    return group_side_input(messages, parse_ack, Ack, AckRefused)
 
 
 class OpenEpisode(NamedTuple):

@@ -54,7 +54,6 @@ own times), so a replay confirms the same episodes.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -64,7 +63,7 @@ import orjson
 
 from lib.domain import DeadLetter
 from lib.monitor.alert_events import REVIEW, URGENT, AlertEvent, _digest
-from lib.monitor.shards import Entry, SourceMessage, ingested_at_of, no_patient_key, source_of
+from lib.monitor.shards import Entry, SourceMessage, group_side_input, source_of
 
 __all__ = [
     "CONFIRM_WITHIN",
@@ -192,15 +191,7 @@ def parse_enrollments(messages: Sequence[SourceMessage]) -> list[tuple[str, list
     """Parse a batch of enrolments and group them by patient, in input order: a valid one
     under its patient's key, a refused one (:class:`EnrollRefused`) under a no-patient key.
     Their ``first`` flag is 0: enrolments are not counted in ``in``."""
-    by_key: defaultdict[str, list[Entry]] = defaultdict(list)
-    for msg in messages:
-        item = parse_enrollment_message(msg)
-        ing = ingested_at_of(msg)
-        if type(item) is Enrolled:
-            by_key[item.patient_id].append((item, ing, 0))  # type: ignore[arg-type]
-        else:
-            by_key[no_patient_key(msg.key)].append((EnrollRefused(item), ing, 0))  # type: ignore[arg-type]
-    return list(by_key.items())
+    return group_side_input(messages, parse_enrollment_message, Enrolled, EnrollRefused)
 
 
 def postpartum_band(systolic: float, diastolic: float) -> str | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import zlib
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from lib.domain import DeadLetter, Outcome, Reading, RetentionGap, Skipped
@@ -77,6 +77,26 @@ _NO_PATIENT_KEYS = tuple(f"\x1fno-patient/{i}" for i in range(SHARDS))
 def no_patient_key(key: bytes | None) -> str:
     """The patient-step key of an outcome without a patient (by its message key)."""
     return _NO_PATIENT_KEYS[zlib.crc32(key or b"") % SHARDS]
+
+
+def group_side_input(
+    messages: Sequence[SourceMessage],
+    parse: Callable[[SourceMessage], Any],
+    valid: type,
+    refused: Callable[[Any], Any],
+) -> list[tuple[str, list[Entry]]]:
+    """A batch of a side input (acknowledgements, enrolments) grouped by patient in input
+    order: ``parse(msg)`` of type ``valid`` under its ``patient_id``, anything else wrapped
+    by ``refused`` under a no-patient key. Their ``first`` flag is 0: not counted in ``in``."""
+    by_key: defaultdict[str, list[Entry]] = defaultdict(list)
+    for msg in messages:
+        item = parse(msg)
+        ing = ingested_at_of(msg)
+        if type(item) is valid:
+            by_key[item.patient_id].append((item, ing, 0))
+        else:
+            by_key[no_patient_key(msg.key)].append((refused(item), ing, 0))
+    return list(by_key.items())
 
 
 def source_of(msg: SourceMessage) -> str:

@@ -168,30 +168,11 @@ def worklist(es: Any, index: str, limit: int) -> tuple[list[dict[str, Any]], int
 def send(settings: Settings, key: str, message: Mapping[str, str]) -> Delivered:
     """Produce one acknowledgement and wait for the broker (``acks=all``); where it went, or
     :class:`~lib.errors.KafkaDeliveryError`."""
-    from confluent_kafka import KafkaError, Message
+    from lib.connectors.kafka import send_one
 
-    from lib.connectors.kafka import ConfirmedProducer, preflight, producer_config
-
-    class Recording(ConfirmedProducer):
-        """Keeps the partition and offset of the confirmed message."""
-
-        where: tuple[int, int] = (-1, -1)
-
-        def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
-            super()._on_delivery(err, msg)
-            if err is None:
-                self.where = (msg.partition() or 0, msg.offset() or 0)
-
-    preflight(settings)
-    extra: dict[str, Any] = {}
-    if "message.timeout.ms" not in settings.kafka_client_config():
-        extra["message.timeout.ms"] = MESSAGE_TIMEOUT_MS
-    producer = Recording(producer_config(settings, **extra))
-    try:
-        producer.send(settings.acks_topic, [(key.encode(), orjson.dumps(message), [])])
-    finally:
-        producer.close()
-    return Delivered(settings.acks_topic, *producer.where)
+    where = send_one(settings, settings.acks_topic, key.encode(), orjson.dumps(message),
+                     message_timeout_ms=MESSAGE_TIMEOUT_MS)  # fmt: skip
+    return Delivered(settings.acks_topic, *where)
 
 
 def acknowledge(

@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TextIO
 
 import orjson
 
@@ -118,30 +118,12 @@ def coverage(enrolled: Enrollment) -> str:
 def send(settings: Settings, key: bytes, value: bytes) -> Delivered:
     """Produce the enrolment and wait for the broker (``acks=all``); where it went, or
     :class:`~lib.errors.KafkaDeliveryError`."""
-    from confluent_kafka import KafkaError, Message
+    from lib.connectors.kafka import send_one
 
-    from lib.connectors.kafka import ConfirmedProducer, preflight, producer_config
-
-    class Recording(ConfirmedProducer):
-        """Keeps the partition and offset of the confirmed message."""
-
-        where: tuple[int, int] = (-1, -1)
-
-        def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
-            super()._on_delivery(err, msg)
-            if err is None:
-                self.where = (msg.partition() or 0, msg.offset() or 0)
-
-    preflight(settings, timeout=PREFLIGHT_SECONDS)
-    extra: dict[str, Any] = {}
-    if "message.timeout.ms" not in settings.kafka_client_config():
-        extra["message.timeout.ms"] = MESSAGE_TIMEOUT_MS
-    producer = Recording(producer_config(settings, **extra))
-    try:
-        producer.send(settings.enrollments_topic, [(key, value, [])])
-    finally:
-        producer.close()
-    return Delivered(settings.enrollments_topic, *producer.where)
+    where = send_one(settings, settings.enrollments_topic, key, value,
+                     preflight_timeout=PREFLIGHT_SECONDS,
+                     message_timeout_ms=MESSAGE_TIMEOUT_MS)  # fmt: skip
+    return Delivered(settings.enrollments_topic, *where)
 
 
 def enroll(

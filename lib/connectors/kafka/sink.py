@@ -82,3 +82,36 @@ def produce_all(
         return producer.send(topic, items)
     finally:
         producer.close()
+
+
+def send_one(
+    settings: Settings,
+    topic: str,
+    key: bytes,
+    value: bytes,
+    *,
+    preflight_timeout: float = 5.0,
+    message_timeout_ms: int = 15_000,
+) -> tuple[int, int]:
+    """Produce one message and wait for the broker (``acks=all``): its ``(partition, offset)``,
+    or :class:`~lib.errors.KafkaDeliveryError`. For the command-line tools: a broker that
+    does not answer fails the command after ``message_timeout_ms`` (unless
+    ``BPWATCH_KAFKA_CONFIG`` sets ``message.timeout.ms``)."""
+    where = [(-1, -1)]
+
+    class Recording(ConfirmedProducer):
+        def _on_delivery(self, err: Any, msg: Any) -> None:
+            super()._on_delivery(err, msg)
+            if err is None:
+                where[0] = (msg.partition() or 0, msg.offset() or 0)
+
+    preflight(settings, timeout=preflight_timeout)
+    extra: dict[str, Any] = {}
+    if "message.timeout.ms" not in settings.kafka_client_config():
+        extra["message.timeout.ms"] = message_timeout_ms
+    producer = Recording(producer_config(settings, **extra))
+    try:
+        producer.send(topic, [(key, value, [])])
+    finally:
+        producer.close()
+    return where[0]
