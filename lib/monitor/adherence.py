@@ -47,6 +47,7 @@ Placing readings (the rules the monitor follows):
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
@@ -168,95 +169,142 @@ def number_of_day(day: date) -> int:
     return day.toordinal() - EPOCH_ORDINAL
 
 
-class Adherence:
-    """One patient's cycles: the anchor, the current and the previous cycle (their start and
-    30 counts), the latest UTC offset seen (to place a retraction) and whether a reading was
-    left out for want of a device. Days are numbers (days since 1970-01-01): a reading costs
-    integer arithmetic and a byte. Stored as a plain tuple (:meth:`snapshot`, about 100
-    bytes pickled)."""
+_HEAD = struct.Struct("<iiihB")  # anchor, current start, previous start, UTC offset, flags
+_START = struct.Struct("<i")
+_NONE_START = -(2**31)  # no cycle
+_NONE_OFFSET = -(2**15)  # no offset seen
+_CUR = _HEAD.size  # the current cycle's 30 counts, then the previous cycle's
+_PREV = _CUR + CYCLE_DAYS
+_LEFT_OUT = 1  # flag: a reading was left out for want of a device
 
-    __slots__ = ("anchor", "cur", "cur_start", "left_out", "offset", "prev", "prev_start")
 
-    def __init__(self, anchor: int) -> None:
-        self.anchor = anchor
-        self.cur_start = -1
-        self.cur: bytearray | None = None
-        self.prev_start = -1
-        self.prev: bytearray | None = None
-        self.offset: int | None = None
-        self.left_out = False
+class Adherence(bytearray):
+    """One patient's cycles in 75 bytes (a ``bytearray``, ~150 bytes of memory with its
+    header): the anchor, the current and the previous cycle (start and 30 counts), the latest
+    UTC offset that counted a new day (to place a retraction) and whether a reading was left
+    out for want of a device. Days are numbers (days since 1970-01-01): a reading on a day
+    already counted costs integer arithmetic and a byte. Its snapshot is its bytes."""
 
-    def _counts(self, day: int, create: bool) -> tuple[int, bytearray | None]:
-        start = self.anchor + (day - self.anchor) // CYCLE_DAYS * CYCLE_DAYS
-        if start == self.cur_start:
-            return start, self.cur
-        if start == self.prev_start:
-            return start, self.prev
-        if not create or (self.cur is not None and start < self.cur_start):
-            return start, None  # older than the cycles kept: not counted
-        if self.cur is not None and self.cur_start + CYCLE_DAYS <= start:
-            self.prev_start, self.prev = self.cur_start, self.cur
+    __slots__ = ()
+
+    @classmethod
+    def new(cls, anchor: int) -> Adherence:
+        a = cls(_PREV + CYCLE_DAYS)
+        _HEAD.pack_into(a, 0, anchor, _NONE_START, _NONE_START, _NONE_OFFSET, 0)
+        return a
+
+    # -- the header -----------------------------------------------------------------------
+    @property
+    def anchor(self) -> int:
+        return int(_HEAD.unpack_from(self)[0])
+
+    @property
+    def cur_start(self) -> int:
+        """The current cycle's start (days since 1970), or a large negative number."""
+        return int(_HEAD.unpack_from(self)[1])
+
+    @property
+    def offset(self) -> int | None:
+        off = _HEAD.unpack_from(self)[3]
+        return None if off == _NONE_OFFSET else int(off)
+
+    @offset.setter
+    def offset(self, minutes: int) -> None:
+        struct.pack_into("<h", self, 12, minutes)
+
+    @property
+    def left_out(self) -> bool:
+        return bool(self[14] & _LEFT_OUT)
+
+    def leave_out(self) -> None:
+        self[14] |= _LEFT_OUT
+
+    def starts(self) -> list[int]:
+        """The starts of the cycles held, the previous first."""
+        _anchor, cur, prev, _off, _flags = _HEAD.unpack_from(self)
+        return [s for s in (prev, cur) if s != _NONE_START]
+
+    # -- counting -------------------------------------------------------------------------
+    def count_again(self, day: int) -> bool:
+        """One more reading on a day of the current cycle that has one already (the common
+        case, done in place); False when :meth:`add` must decide."""
+        i = _CUR + day - _START.unpack_from(self, 4)[0]
+        if _CUR <= i < _PREV and 0 < self[i] < 255:
+            self[i] += 1
+            return True
+        return False
+
+    def _counts(self, day: int, create: bool) -> tuple[int, int]:
+        """(cycle start, index of its first count), index -1 when not held."""
+        anchor, cur, prev, off, flags = _HEAD.unpack_from(self)
+        start = anchor + (day - anchor) // CYCLE_DAYS * CYCLE_DAYS
+        if start == cur:
+            return start, _CUR
+        if start == prev:
+            return start, _PREV
+        if not create or (cur != _NONE_START and start < cur):
+            return start, -1  # older than the cycles kept: not counted
+        if cur != _NONE_START and cur + CYCLE_DAYS <= start:
+            self[_PREV:] = self[_CUR:_PREV]
+            prev = cur
         else:
-            self.prev_start, self.prev = -1, None
-        self.cur_start, self.cur = start, bytearray(CYCLE_DAYS)
-        return start, self.cur
+            self[_PREV:] = bytes(CYCLE_DAYS)
+            prev = _NONE_START
+        self[_CUR:_PREV] = bytes(CYCLE_DAYS)
+        _HEAD.pack_into(self, 0, anchor, start, prev, off, flags)
+        return start, _CUR
 
     def add(self, day: int) -> int | None:
         """Count a reading on ``day``; the start of the cycle whose count of days changed."""
-        start, counts = self._counts(day, True)
-        if counts is None:
+        start, at = self._counts(day, True)
+        if at < 0:
             return None
-        i = day - start
-        was = counts[i]
+        i = at + day - start
+        was = self[i]
         if was < 255:
-            counts[i] = was + 1
+            self[i] = was + 1
         return start if was == 0 else None
 
     def remove(self, day: int) -> int | None:
         """Uncount a reading on ``day``; the start of the cycle whose count of days changed."""
-        start, counts = self._counts(day, False)
-        if counts is None or counts[day - start] == 0:
+        start, at = self._counts(day, False)
+        if at < 0 or self[at + day - start] == 0:
             return None
-        counts[day - start] -= 1
-        return start if counts[day - start] == 0 else None
+        i = at + day - start
+        self[i] -= 1
+        return start if self[i] == 0 else None
 
     def cycle(self, start: int) -> CycleDays:
-        """The cycle starting at ``start`` (one of the two kept) as :class:`CycleDays`."""
-        counts = self.cur if start == self.cur_start else self.prev
-        return CycleDays(day_of_number(start), bytearray(counts or CYCLE_DAYS))
+        """The held cycle starting at ``start`` as :class:`CycleDays`."""
+        at = _CUR if start == self.cur_start else _PREV
+        return CycleDays(day_of_number(start), bytearray(self[at : at + CYCLE_DAYS]))
 
     def reanchor(self, start: date) -> None:
         """An enrolment starting after the current cycle's start anchors the next cycles at
         its start (readings already counted stay where they were counted)."""
         n = number_of_day(start)
-        if self.cur is None or n > self.cur_start:
-            self.anchor = n
+        cur = self.cur_start
+        if cur == _NONE_START or n > cur:
+            struct.pack_into("<i", self, 0, n)
 
     def expired(self, today: date) -> bool:
         """No reading counted for a cycle's length (30 days) before ``today``: the patient's
         next reading starts a new anchor."""
-        if self.cur is None:
+        cur = self.cur_start
+        if cur == _NONE_START:
             return True
-        last = self.cycle(self.cur_start).last_reading_date
+        last = self.cycle(cur).last_reading_date
         return last is None or (today - last).days >= CYCLE_DAYS
 
-    def snapshot(self) -> tuple[Any, ...]:
-        cur, prev = self.cur, self.prev
-        return (
-            self.anchor,
-            None if cur is None else (self.cur_start, bytes(cur)),
-            None if prev is None else (self.prev_start, bytes(prev)),
-            self.offset,
-            self.left_out,
-        )
+    def snapshot(self) -> bytes:
+        """Its bytes, without the previous cycle's while it has none (45 bytes, else 75)."""
+        if _HEAD.unpack_from(self)[2] == _NONE_START:
+            return bytes(self[:_PREV])
+        return bytes(self)
 
     @classmethod
-    def restore(cls, stored: tuple[Any, ...]) -> Adherence:
-        anchor, cur, prev, offset, left_out = stored
-        a = cls(anchor)
-        if cur is not None:
-            a.cur_start, a.cur = cur[0], bytearray(cur[1])
-        if prev is not None:
-            a.prev_start, a.prev = prev[0], bytearray(prev[1])
-        a.offset, a.left_out = offset, left_out
+    def restore(cls, stored: bytes) -> Adherence:
+        a = cls(stored)
+        if len(a) < _PREV + CYCLE_DAYS:
+            a.extend(bytes(_PREV + CYCLE_DAYS - len(a)))
         return a

@@ -180,7 +180,7 @@ class PatientSnapshot(NamedTuple):
     acks: tuple[Any, ...] | None = None  # AckState.snapshot(); version 2
     enrollment: tuple[Any, ...] | None = None  # (program, start, end) ordinals; version 3
     severe: tuple[Any, ...] | None = None  # SevereRangeEpisode's fields; version 3
-    adherence: tuple[Any, ...] | None = None  # Adherence.snapshot(); version 3
+    adherence: bytes | None = None  # Adherence.snapshot(); version 3
 
     @classmethod
     def read(cls, stored: Any) -> PatientSnapshot:
@@ -363,9 +363,8 @@ class Patient:
         ad = self.adherence
         if ad is not None:
             ad.reanchor(e.start)
-            for start, counts in ((ad.prev_start, ad.prev), (ad.cur_start, ad.cur)):
-                if counts is not None:  # its documents now name the program
-                    self._adherence_doc(start, res)
+            for start in ad.starts():  # its documents now name the program
+                self._adherence_doc(start, res)
         if e.program == "postpartum" and self.window is not None and self.severe is None:
             self._judge_held(ctx, before, e, res)
 
@@ -441,22 +440,16 @@ class Patient:
         """Count a scored reading in its cycle (``day``: :func:`day_number`; an amendment
         moves it: see :mod:`lib.monitor.adherence`)."""
         ad = self.adherence
-        if ad is not None and held_ts is None and not ctx.device_only:
-            counts = ad.cur  # the common case: one more reading on a day already counted
-            i = day - ad.cur_start
-            if counts is not None and 0 <= i < CYCLE_DAYS and 0 < counts[i] < 255:
-                counts[i] += 1
-                if r.utc_offset is not None:
-                    ad.offset = r.utc_offset
-                return
+        if ad is not None and held_ts is None and not ctx.device_only and ad.count_again(day):
+            return
         if ad is None:
             e = self.enrollment
             anchor = day
             if e is not None and e.covers(day_of_number(day)):
                 anchor = day - (day_of_number(day) - e.start).days
-            ad = self.adherence = Adherence(anchor)
+            ad = self.adherence = Adherence.new(anchor)
         if ctx.device_only and not r.device:
-            ad.left_out = True
+            ad.leave_out()
             return
         if r.utc_offset is not None:
             ad.offset = r.utc_offset

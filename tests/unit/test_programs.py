@@ -155,7 +155,7 @@ def test_adherence_keeps_the_current_and_previous_cycle_and_refuses_older_days()
     from lib.monitor.adherence import Adherence, number_of_day
 
     d0 = number_of_day(date(2026, 1, 1))
-    a = Adherence(d0)
+    a = Adherence.new(d0)
     assert a.add(d0) == d0 and a.add(d0) is None  # a second reading of the day
     assert a.add(d0 + 30) == d0 + 30  # the next cycle
     assert a.add(d0 + 5) == d0  # a late reading of the previous cycle still counts
@@ -163,6 +163,19 @@ def test_adherence_keeps_the_current_and_previous_cycle_and_refuses_older_days()
     assert a.add(d0 + 60) == d0 + 60  # the third cycle: the first is forgotten
     assert a.add(d0 + 6) is None and a.remove(d0 + 6) is None
     assert a.remove(d0 + 60) == d0 + 60 and a.cycle(d0 + 60).days_with_readings == 0
+    # the fast path only counts again a day that has a reading already
+    assert not a.count_again(d0 + 61) and a.add(d0 + 61) == d0 + 60
+    assert a.count_again(d0 + 61) and a.remove(d0 + 61) is None  # 2 -> 1: still counted
+    assert a.cycle(d0 + 60).days_with_readings == 1
+    assert not a.left_out and a.offset is None
+    a.leave_out()
+    a.offset = -300
+    back = Adherence.restore(a.snapshot())
+    assert (back.left_out, back.offset, back.starts()) == (True, -300, [d0 + 30, d0 + 60])
+    assert len(a.snapshot()) == 75
+    fresh = Adherence.new(d0)
+    fresh.add(d0 + 1)
+    assert len(fresh.snapshot()) == 45 and Adherence.restore(fresh.snapshot()) == fresh
 
 
 def test_adherence_expires_after_a_cycle_without_readings_and_reanchors_on_enrolment():
@@ -170,7 +183,7 @@ def test_adherence_expires_after_a_cycle_without_readings_and_reanchors_on_enrol
 
     d0 = date(2026, 1, 1)
     n0 = number_of_day(d0)
-    a = Adherence(n0)
+    a = Adherence.new(n0)
     a.add(n0 + 3)
     assert not a.expired(d0 + timedelta(days=32))
     assert a.expired(d0 + timedelta(days=33))  # 30 days after the last reading
@@ -190,7 +203,7 @@ def test_patient_snapshots_keep_programs_and_cycles_and_read_version_2():
     p = Patient("p1")
     p.enrollment = Enrollment("postpartum", date(2026, 1, 1))
     p.severe = SevereRangeEpisode("o1", T, T, confirmed=True, clear=("o2",))
-    p.adherence = Adherence(number_of_day(date(2026, 1, 1)))
+    p.adherence = Adherence.new(number_of_day(date(2026, 1, 1)))
     p.adherence.add(number_of_day(date(2026, 1, 3)))
     p.adherence.offset = -300
     stored = p.snapshot()
