@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import orjson
+import pytest
 from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.testing import run_main
 
@@ -314,3 +315,25 @@ def test_an_enrolment_read_after_its_readings_judges_those_the_window_holds():
     # a repeated enrolment judges nothing twice
     again = run(readings, [postpartum("pp"), postpartum("pp")], enrolments_late=True)
     assert [e["alert_id"] for e in alerts(again)] == [e["alert_id"] for e in in_order]
+
+
+@pytest.mark.parametrize("ruleset", ["aha2025", "aha2017", "esh2023"])
+def test_the_hypertensive_range_is_at_least_a_moderate_anomaly_under_every_rule_set(ruleset):
+    """ACOG's hypertensive range (>= 140 or >= 90) is a moderate condition of the program: under
+    every rule set such a reading is an anomaly of at least moderate severity, and its
+    document names the program's band; 139/89 is neither."""
+    out = run(
+        [
+            reading("pp", "s", T0, 140, 80),
+            reading("pp", "d", T0 + timedelta(hours=1), 120, 90),
+            reading("pp", "n", T0 + timedelta(hours=2), 139, 89),
+        ],
+        [postpartum("pp")],
+        settings=replace(Settings(), ruleset=ruleset),
+    )
+    docs = {d["observation_id"]: d for op_, _id, d in out.anomalies if op_ == "index"}
+    for oid in ("s", "d"):
+        assert docs[oid]["severity"] in ("moderate", "high", "critical")
+        assert docs[oid]["program_band"] == "hypertensive_range"
+    below = docs.get("n") or next(r for _, r in out.normals if r["observation_id"] == "n")
+    assert below["program"] == "postpartum" and "program_band" not in below
