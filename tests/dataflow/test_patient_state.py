@@ -92,6 +92,46 @@ def test_a_store_of_the_sharded_layout_is_refused_with_what_to_do(model, tmp_pat
     assert "python -m bytewax.recovery" in str(err.value)
 
 
+def test_a_resume_restores_only_the_patients_whose_input_arrives(model, tmp_path, monkeypatch):
+    """Resuming builds no patient objects up front: a resumed patient is restored when its
+    input first arrives, and the others keep their stored snapshot unchanged."""
+    from lib.monitor import patient as patient_module
+
+    patients = [f"pat-{i}" for i in range(6)]
+    recovery = _store(tmp_path / "db", parts=2)
+    first = _readings(patients, 2)
+    _run(kafka(first), model, recovery)
+    before = dict(_rows(tmp_path / "db", "patient_windows"))
+    restored: list[str] = []
+    real = patient_module.Patient.restore.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: Any, stored: Any) -> Any:
+        restored.append(stored[2])
+        return real(cls, stored)
+
+    monkeypatch.setattr(patient_module.Patient, "restore", classmethod(counting))
+    at_first_input: list[list[str]] = []
+    process = patient_module.Patient.process
+
+    def recording(self: Any, *args: Any) -> Any:
+        at_first_input.append(list(restored))
+        return process(self, *args)
+
+    monkeypatch.setattr(patient_module.Patient, "process", recording)
+    t = datetime(2026, 3, 2, 8, tzinfo=UTC)
+    more = [Reading("pat-0-9", "pat-0", t, 131.0, 82.0)]
+    items = kafka([*first, *((r.patient_id.encode(), fhir_msg(r)) for r in more)])
+    _run(items, model, recovery)  # resumes after the first run's offsets
+    # when the input reached the patient step, only its patient had been restored; the end
+    # of a bounded run then wakes every key (on_eof): each is restored once
+    assert at_first_input[0] == ["pat-0"]
+    assert sorted(restored) == sorted(patients)
+    after = dict(_rows(tmp_path / "db", "patient_windows"))
+    held = PatientSnapshot.read(pickle.loads(after["pat-0"]))
+    assert held.window is not None and "pat-0-9" in held.window[4]
+    assert pickle.loads(after["pat-1"]) == pickle.loads(before["pat-1"])
+
+
 def test_the_wheel_opens_no_data_while_the_input_is_quiet(model):
     """A silent patient is woken by its minute bucket's timer, not by the end of the run: the
     episode opens during the pause and the patient's next reading resolves it."""
