@@ -274,6 +274,26 @@ class Adherence(bytearray):
         self[i] -= 1
         return start if self[i] == 0 else None
 
+    def doc(self, start: int, patient_id: str) -> dict[str, Any]:
+        """:meth:`CycleDays.doc` of the held cycle starting at ``start``, from its bytes (a
+        document per patient-day: the common case at a million patients)."""
+        at = _CUR if start == self.cur_start else _PREV
+        counts = bytes(self[at : at + CYCLE_DAYS])
+        days = CYCLE_DAYS - counts.count(0)
+        held = len(counts.rstrip(b"\0"))  # the last day with a reading, + 1
+        o = EPOCH_ORDINAL + start
+        end = date.fromordinal(o + CYCLE_DAYS - 1).isoformat()
+        return {
+            "patient_id": patient_id,
+            "cycle_start": date.fromordinal(o).isoformat(),
+            "cycle_end": end,
+            "days_with_readings": days,
+            "last_reading_date": date.fromordinal(o + held - 1).isoformat() if held else None,
+            "days_left": CYCLE_DAYS - held,
+            "band": "under_2" if days < 2 else "2_to_15" if days <= 15 else "16_plus",
+            "on_track": days + CYCLE_DAYS - held >= ON_TRACK_DAYS,
+        }
+
     def cycle(self, start: int) -> CycleDays:
         """The held cycle starting at ``start`` as :class:`CycleDays`."""
         at = _CUR if start == self.cur_start else _PREV

@@ -472,9 +472,8 @@ class Patient:
     def _adherence_doc(self, start: int | None, res: Results) -> None:
         if start is None:
             return
-        cycle = cast(Adherence, self.adherence).cycle(start)
-        doc = cycle.doc(self.patient_id)
-        program = self._program_on(cycle.start)
+        doc = cast(Adherence, self.adherence).doc(start, self.patient_id)
+        program = self._program_on(day_of_number(start)) if self.enrollment is not None else ""
         if program:
             doc["program"] = program
         res.adherence.append(doc)

@@ -216,3 +216,22 @@ def test_patient_snapshots_keep_programs_and_cycles_and_read_version_2():
     assert (old.touched_at, old.enrollment, old.adherence) == (5.0, None, None)
     with pytest.raises(RecoveryError):
         Patient.restore((SNAPSHOT_TAG, 2, "p1", None))
+
+
+def test_the_cycle_document_from_bytes_is_the_cycle_days_document():
+    """Adherence.doc (from the packed bytes) against CycleDays.doc (from dates), for many
+    day patterns: empty, first day, last day, a day before the cap, both cycles held."""
+    import random
+
+    from lib.monitor.adherence import Adherence, number_of_day
+
+    rng = random.Random(7)
+    d0 = number_of_day(date(2026, 2, 27))
+    for trial in range(300):
+        a = Adherence.new(d0)
+        for _ in range(rng.randrange(0, 40)):
+            a.add(d0 + rng.randrange(0, 60))
+        if trial % 5 == 0:
+            a.remove(d0 + rng.randrange(0, 60))
+        for start in a.starts():
+            assert a.doc(start, "p") == a.cycle(start).doc("p")
