@@ -311,10 +311,10 @@ class Adherence(bytearray):
         """No reading counted for a cycle's length (30 days) before ``today``: the patient's
         next reading starts a new anchor."""
         cur = self.cur_start
-        if cur == _NONE_START:
+        held = len(bytes(self[_CUR:_PREV]).rstrip(b"\0"))  # the last day with a reading, + 1
+        if cur == _NONE_START or not held:
             return True
-        last = self.cycle(cur).last_reading_date
-        return last is None or (today - last).days >= CYCLE_DAYS
+        return number_of_day(today) - (cur + held - 1) >= CYCLE_DAYS
 
     def snapshot(self) -> bytes:
         """Its bytes, without the previous cycle's while it has none (45 bytes, else 75)."""

@@ -291,10 +291,11 @@ class Patient:
                 held_ts = None  # an amendment's earlier version, to move its day
                 if w is not None and (r.status != "final" or r.version not in _FIRST_VERSIONS):
                     held_ts = w.ts_of(r.observation_id)
-                a = self._assess(ctx, r)
+                ts = r.effective_at.timestamp()
+                a = self._assess(ctx, r, ts)
                 outcomes.append(a)
                 if type(a) is Assessment:
-                    day = _day_of(r)
+                    day = _day_of(r, ts)
                     self._follow(ctx, a, now, res)
                     if self.enrollment is not None or self.severe is not None:
                         self._program(ctx, a, None if day < 0 else day_of_number(day), res,
@@ -515,8 +516,7 @@ class Patient:
                                    ctx.ruleset.name)  # fmt: skip
         return out
 
-    def _assess(self, ctx: PatientContext, r: Reading) -> Assessment | Duplicate:
-        ts = r.effective_at.timestamp()
+    def _assess(self, ctx: PatientContext, r: Reading, ts: float) -> Assessment | Duplicate:
         window = self.window
         if window is None:
             window = self.window = PatientWindow(ctx.window_size)
@@ -670,12 +670,12 @@ class Patient:
         return p
 
 
-def _day_of(r: Reading) -> int:
+def _day_of(r: Reading, ts: float) -> int:
     """The reading's day for programs and cycles, as days since 1970-01-01
     (``lib.monitor.adherence.day_number``); -1 for a time given only as a month or a year."""
     if r.precision and r.precision != "day":
         return -1
-    return day_number(r.effective_at.timestamp(), r.utc_offset)
+    return day_number(ts, r.utc_offset)
 
 
 def _enrollment_state(e: Enrollment | None) -> tuple[Any, ...] | None:

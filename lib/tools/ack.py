@@ -24,15 +24,17 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 
 from lib.errors import ConfigError, ServiceError
 from lib.monitor.acks import MAX_BY, MAX_EPISODE_ID, MAX_NOTE
 from lib.settings import Settings
+
+if TYPE_CHECKING:
+    from lib.connectors.kafka import Delivered
 from lib.tools import episodes
 
 DEFAULT_LIMIT = 50
@@ -46,15 +48,6 @@ MESSAGE_TIMEOUT_MS = 15_000
 
 class Refused(ValueError):
     """An acknowledgement the tool does not send; the message says why (exit status 2)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Delivered:
-    """Where the broker put the acknowledgement."""
-
-    topic: str
-    partition: int
-    offset: int
 
 
 # ----------------------------------------------------------------------------- pure parts
@@ -170,9 +163,8 @@ def send(settings: Settings, key: str, message: Mapping[str, str]) -> Delivered:
     :class:`~lib.errors.KafkaDeliveryError`."""
     from lib.connectors.kafka import send_one
 
-    where = send_one(settings, settings.acks_topic, key.encode(), orjson.dumps(message),
+    return send_one(settings, settings.acks_topic, key.encode(), orjson.dumps(message),
                      message_timeout_ms=MESSAGE_TIMEOUT_MS)  # fmt: skip
-    return Delivered(settings.acks_topic, *where)
 
 
 def acknowledge(

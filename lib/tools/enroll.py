@@ -23,14 +23,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import orjson
 
 from lib.errors import ConfigError, ServiceError
 from lib.monitor.programs import MAX_ENROLLMENT_BYTES, PROGRAMS, Enrollment, parse_enrollment
 from lib.settings import Settings
+
+if TYPE_CHECKING:
+    from lib.connectors.kafka import Delivered
 from lib.tools import episodes
 
 # a broker that does not answer fails the command after this long (unless
@@ -43,15 +45,6 @@ _EXAMPLE = "2026-03-01"
 class Refused(ValueError):
     """An enrolment the tool does not send; the message says why and how to fix it
     (exit status 2)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Delivered:
-    """Where the broker put the enrolment."""
-
-    topic: str
-    partition: int
-    offset: int
 
 
 # ----------------------------------------------------------------------------- pure parts
@@ -120,10 +113,9 @@ def send(settings: Settings, key: bytes, value: bytes) -> Delivered:
     :class:`~lib.errors.KafkaDeliveryError`."""
     from lib.connectors.kafka import send_one
 
-    where = send_one(settings, settings.enrollments_topic, key, value,
+    return send_one(settings, settings.enrollments_topic, key, value,
                      preflight_timeout=PREFLIGHT_SECONDS,
                      message_timeout_ms=MESSAGE_TIMEOUT_MS)  # fmt: skip
-    return Delivered(settings.enrollments_topic, *where)
 
 
 def enroll(

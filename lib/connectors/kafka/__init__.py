@@ -16,7 +16,7 @@ from lib.connectors.kafka.idempotent import (
 )
 from lib.connectors.kafka.preflight import preflight
 from lib.connectors.kafka.producer import ConfirmedProducer, KafkaRecord, producer_config
-from lib.connectors.kafka.sink import ConfirmedKafkaSink, produce_all, send_one
+from lib.connectors.kafka.sink import ConfirmedKafkaSink, Delivered, produce_all, send_one
 from lib.connectors.kafka.source import (
     SOURCE_BATCH_SIZE,
     SOURCE_FETCH_CONFIG,
@@ -32,6 +32,7 @@ __all__ = [
     "SOURCE_FETCH_CONFIG",
     "ConfirmedKafkaSink",
     "ConfirmedProducer",
+    "Delivered",
     "ExactlyOnceKafkaSink",
     "IdempotentKafkaSink",
     "KafkaRecord",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
@@ -23,7 +23,7 @@ from lib.connectors.kafka.preflight import preflight
 from lib.connectors.kafka.producer import ConfirmedProducer, KafkaRecord, producer_config
 from lib.settings import Settings
 
-__all__ = ["ConfirmedKafkaSink", "produce_all"]
+__all__ = ["ConfirmedKafkaSink", "Delivered", "produce_all", "send_one"]
 
 log = logging.getLogger("lib.connectors.kafka")  # one logger for the whole package
 
@@ -84,6 +84,14 @@ def produce_all(
         producer.close()
 
 
+class Delivered(NamedTuple):
+    """Where the broker put a message :func:`send_one` produced."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
 def send_one(
     settings: Settings,
     topic: str,
@@ -92,8 +100,8 @@ def send_one(
     *,
     preflight_timeout: float = 5.0,
     message_timeout_ms: int = 15_000,
-) -> tuple[int, int]:
-    """Produce one message and wait for the broker (``acks=all``): its ``(partition, offset)``,
+) -> Delivered:
+    """Produce one message and wait for the broker (``acks=all``): where it went,
     or :class:`~lib.errors.KafkaDeliveryError`. For the command-line tools: a broker that
     does not answer fails the command after ``message_timeout_ms`` (unless
     ``BPWATCH_KAFKA_CONFIG`` sets ``message.timeout.ms``)."""
@@ -114,4 +122,4 @@ def send_one(
         producer.send(topic, [(key, value, [])])
     finally:
         producer.close()
-    return where[0]
+    return Delivered(topic, *where[0])
